@@ -49,12 +49,80 @@ export interface CudaStatus {
   devices: CudaDevice[];
 }
 
-/** The raw addon. Its functions re-check their arguments; call them through lib/ wrappers. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type NativeAddon = Record<string, any> & {
+/** Opaque handle to a native model (generator or tokenizer) living on one backend. */
+export interface NativeModel {
+  readonly __nativeModel: unique symbol;
+}
+
+/** Generator config as the native side takes it (MODEL.md names). */
+export interface NativeRarConfig {
+  hiddenSize: number; // C
+  depth: number;
+  numHeads: number; // H, head dim D = C / H
+  mlpDim: number; // I
+  seqLen: number; // N (image tokens)
+  codebookSize: number; // V
+  numClasses: number; // K
+  posEmbedRows: number; // rows of pos_embed / target_aware_pos_embed (N + 1024 in the releases)
+  timestepRows: number; // rows of timesteps_embeddings (N + 100)
+}
+
+/** MaskGIT-VQGAN config (MODEL.md "Tokenizer"). */
+export interface NativeVqConfig {
+  hiddenChannels: number;
+  channelMult: number[];
+  numResBlocks: number;
+  zChannels: number;
+  codebookSize: number;
+  resolution: number; // pixels; token grid = resolution / 2^(len(channelMult)-1)
+}
+
+export interface NativeGenerateOptions {
+  /** Class ids 0..K-1, one per image (B). */
+  classIds: Int32Array;
+  guidanceScale: number; // 0 = no guidance
+  guidanceScalePow: number;
+  temperature: number;
+  topK: number; // 0 = off
+  topP: number; // 1 = off
+  greedy: boolean;
+  /** Seed as a decimal string (64-bit). */
+  seed: string;
+  /** Called on the main thread with (stepsDone, stepsTotal). */
+  onProgress?: (done: number, total: number) => void;
+  /** Cancellation: the job id passed to cancel(). */
+  jobId?: number;
+}
+
+/**
+ * The raw addon. Its functions re-check their arguments; call them through lib/
+ * wrappers, which validate first. Long calls return promises and run off the main
+ * thread. Device strings: 'cpu', 'cuda', 'cuda:N'.
+ */
+export interface NativeAddon {
   buildInfo(): BuildInfo;
   cudaStatus(): CudaStatus;
-};
+  /** weightDtype: storage of matrices on the backend ('f32' exact, 'f16'/'bf16' fast). */
+  createRar(config: NativeRarConfig, device: string, weightDtype: 'f32' | 'f16' | 'bf16'): NativeModel;
+  createVq(config: NativeVqConfig, device: string): NativeModel;
+  /** Copies (and converts) one state-dict tensor; throws naming the key and shapes on mismatch. */
+  setWeight(model: NativeModel, name: string, data: Float32Array, shape: number[]): void;
+  /** Throws listing the missing keys, if any. */
+  finalize(model: NativeModel): void;
+  free(model: NativeModel): void;
+  /** Training-path forward: ids (B*N) image tokens, condition (B) embedding indices (V+1+k or V+K+1), orders (B*N). Logits (B, N+1, V). */
+  rarForward(model: NativeModel, ids: Int32Array, condition: Int32Array, orders: Int32Array): Promise<Float32Array>;
+  /** Teacher-forced KV-cached decode: logits (B, N, V), row t from step t. */
+  rarDecodeSteps(model: NativeModel, ids: Int32Array, condition: Int32Array): Promise<Float32Array>;
+  /** Raster-order sampling with CFG. Tokens (B*N). */
+  rarGenerate(model: NativeModel, opts: NativeGenerateOptions): Promise<Int32Array>;
+  /** Tokens (B*HW) -> unclamped decoder output (B, 3, R, R). */
+  vqDecode(model: NativeModel, tokens: Int32Array, batch: number): Promise<Float32Array>;
+  /** Pixels (B, 3, R, R) in [0,1] -> latents (B, Cz, h, w) and tokens (B*h*w). */
+  vqEncode(model: NativeModel, pixels: Float32Array, batch: number): Promise<{ latents: Float32Array; tokens: Int32Array }>;
+  /** Requests cancellation of a running job; its promise rejects with an AbortError-like message. */
+  cancel(jobId: number): void;
+}
 
 let cached: NativeAddon | undefined;
 
