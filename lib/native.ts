@@ -88,6 +88,11 @@ export interface NativeGenerateOptions {
   greedy: boolean;
   /** Seed as a decimal string (64-bit). */
   seed: string;
+  /**
+   * Global index of image 0 of this call. Image i's random stream depends only on
+   * (seed, indexOffset + i, step), so splitting a run into batches never changes it.
+   */
+  indexOffset: number;
   /** Called on the main thread with (stepsDone, stepsTotal). */
   onProgress?: (done: number, total: number) => void;
   /** Cancellation: the job id passed to cancel(). */

@@ -24,4 +24,9 @@ struct CudaProbe {
 // Never throws; safe to call on machines without a driver.
 CudaProbe cuda_probe();
 
+class Backend;
+// The CUDA backend on device `device` (see src/backend.h). Throws rargen::Error with
+// a one-line reason when CUDA is unusable (no driver, no such device).
+Backend* cuda_backend(int device);
+
 }  // namespace rargen
