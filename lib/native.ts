@@ -117,7 +117,13 @@ export interface NativeAddon {
   free(model: NativeModel): void;
   /** Training-path forward: ids (B*N) image tokens, condition (B) embedding indices (V+1+k or V+K+1), orders (B*N). Logits (B, N+1, V). */
   rarForward(model: NativeModel, ids: Int32Array, condition: Int32Array, orders: Int32Array): Promise<Float32Array>;
-  /** Teacher-forced KV-cached decode: logits (B, N, V), row t from step t. */
+  /**
+   * Teacher-forced KV-cached decode: logits (B, N, V), row t from step t.
+   * FIXTURE NOTE (verified by the lead with PyTorch): rar-tiny/decode.npz (step_logits,
+   * full_logits, greedy_tokens) was computed with the weights AFTER the three AdamW
+   * steps, i.e. adamw.npz's `param.<name>` arrays, NOT model.bin. forward.npz matches
+   * model.bin. Load param.* from adamw.npz for every decode.npz comparison.
+   */
   rarDecodeSteps(model: NativeModel, ids: Int32Array, condition: Int32Array): Promise<Float32Array>;
   /** Raster-order sampling with CFG. Tokens (B*N). */
   rarGenerate(model: NativeModel, opts: NativeGenerateOptions): Promise<Int32Array>;
