@@ -1,0 +1,462 @@
+// The CPU backend: every op of src/backend.h on host memory, multi-threaded over the
+// shared thread pool, with AVX2/FMA kernels where they matter (GEMM, GEMV, vector
+// math; see kernels.h) and portable code everywhere else. This is the readable
+// reference the CUDA backend is checked against, so each op is written plainly,
+// with float32 accumulation (double for normalisation statistics).
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "cpu/half.h"
+#include "cpu/kernels.h"
+#include "cpu/threadpool.h"
+
+namespace rargen {
+namespace {
+
+using cpu::global_pool;
+
+[[noreturn]] void fail(const std::string& op, const std::string& what) {
+  throw Error("cpu " + op + ": " + what);
+}
+
+void check_dim(const char* op, const char* name, int64_t v, int64_t lo = 1) {
+  if (v < lo) fail(op, std::string(name) + " must be >= " + std::to_string(lo) + ", got " + std::to_string(v));
+}
+
+// Rows per parallel task so that each task has at least ~16k elements of work.
+int64_t row_grain(int64_t C) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1)); }
+
+// Row statistics (mean, 1/sqrt(var + eps)) with double accumulation, two passes.
+inline void row_stats(const float* x, int C, float eps, float& mean, float& rstd) {
+  double m = cpu::sum(x, C) / C;
+  double var = cpu::sumsq_dev(x, C, m) / C;
+  mean = static_cast<float>(m);
+  rstd = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
+}
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int threads) { global_pool(threads); }
+  const char* name() const override { return "cpu"; }
+
+  // ---------------- memory ----------------
+  void* alloc(size_t bytes) override {
+    size_t n = std::max<size_t>(64, (bytes + 63) / 64 * 64);
+    void* p = std::aligned_alloc(64, n);
+    if (!p) throw Error("out of memory on cpu: asked for " + std::to_string(bytes) + " bytes");
+    return p;
+  }
+  void free(void* ptr) override { std::free(ptr); }
+  void upload(void* dst, const void* src, size_t bytes) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  void download(void* dst, const void* src, size_t bytes) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    if (bytes) std::memmove(dst, src, bytes);
+  }
+  void fill(float* dst, float value, int64_t n) override { std::fill(dst, dst + n, value); }
+  void synchronize() override {}
+  size_t free_memory() const override {
+    long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0) return size_t(1) << 40;
+    return static_cast<size_t>(pages) * static_cast<size_t>(page);
+  }
+  Weight upload_weight(const float* host, int64_t n, DType dtype) override {
+    Weight w;
+    w.dtype = dtype;
+    if (dtype == DType::F32) {
+      void* p = alloc(n * 4);
+      std::memcpy(p, host, n * 4);
+      w.data = p;
+    } else if (dtype == DType::F16 || dtype == DType::BF16) {
+      uint16_t* p = static_cast<uint16_t*>(alloc(n * 2));
+      global_pool().parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; i++) p[i] = dtype == DType::F16 ? cpu::f32_to_f16(host[i]) : cpu::f32_to_bf16(host[i]);
+      });
+      w.data = p;
+    } else {
+      fail("upload_weight", "dtype must be F32, F16 or BF16");
+    }
+    return w;
+  }
+
+  // ---------------- dense ----------------
+  void linear(float* out, const float* inp, Weight w, const float* bias, int64_t M, int N, int K,
+              bool accumulate) override {
+    check_dim("linear", "M", M, 0);
+    check_dim("linear", "N", N);
+    check_dim("linear", "K", K);
+    if (M == 0) return;
+    if (M <= kGemvMaxRows) {
+      // Decode: stream the weight once; tasks of ~128 KiB of weights.
+      int64_t rows_per_task = std::max<int64_t>(2, (128 << 10) / (static_cast<int64_t>(K) * dtype_size(w.dtype)));
+      rows_per_task = (rows_per_task + 1) & ~int64_t(1);
+      int64_t tasks = (N + rows_per_task - 1) / rows_per_task;
+      auto fn = cpu::has_avx2() ? cpu::gemv_avx2 : cpu::gemv_ref;
+      global_pool().run(tasks, [&](int64_t t, int) {
+        int64_t n0 = t * rows_per_task, n1 = std::min<int64_t>(N, n0 + rows_per_task);
+        fn(out, inp, w.data, w.dtype, bias, M, n0, n1, N, K, accumulate);
+      });
+      return;
+    }
+    cpu::PackARowMajor pa(inp, DType::F32, K, M);
+    cpu::PackBWeight pb(w.data, w.dtype, N, K);
+    cpu::gemm(out, N, M, N, K, pa, pb, nullptr, bias, accumulate);
+  }
+
+  // ---------------- elementwise / normalisation ----------------
+  void layernorm(float* out, const float* inp, const float* weight, const float* bias, int64_t rows,
+                 int C, float eps) override {
+    layernorm_modulate(out, inp, weight, bias, nullptr, nullptr, 0, nullptr, rows, C, eps);
+  }
+
+  void layernorm_modulate(float* out, const float* inp, const float* ln_w, const float* ln_b,
+                          const float* shift, const float* scale, int64_t mod_stride,
+                          const int32_t* row_map, int64_t rows, int C, float eps) override {
+    check_dim("layernorm", "C", C);
+    global_pool().parallel_for(rows, row_grain(C), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; r++) {
+        const float* x = inp + r * C;
+        float* y = out + r * C;
+        float mean, rstd;
+        row_stats(x, C, eps, mean, rstd);
+        int64_t m = row_map ? row_map[r] : r;
+        const float* sh = shift ? shift + m * mod_stride : nullptr;
+        const float* sc = scale ? scale + m * mod_stride : nullptr;
+        for (int c = 0; c < C; c++) {
+          float v = (x[c] - mean) * rstd;
+          if (ln_w) v *= ln_w[c];
+          if (ln_b) v += ln_b[c];
+          if (sc) v = v * (1.f + sc[c]);
+          if (sh) v += sh[c];
+          y[c] = v;
+        }
+      }
+    });
+  }
+
+  void gated_residual(float* x, const float* y, const float* gate, int64_t mod_stride,
+                      const int32_t* row_map, int64_t rows, int C) override {
+    global_pool().parallel_for(rows, row_grain(C), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; r++) {
+        int64_t m = row_map ? row_map[r] : r;
+        const float* g = gate + m * mod_stride;
+        float* xr = x + r * C;
+        const float* yr = y + r * C;
+        for (int c = 0; c < C; c++) xr[c] += g[c] * yr[c];
+      }
+    });
+  }
+
+  void gelu(float* out, const float* inp, int64_t n) override {
+    global_pool().parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f));
+      }
+    });
+  }
+
+  void silu(float* out, const float* inp, int64_t n) override {
+    global_pool().parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
+      cpu::affine_silu(out + b, inp + b, e - b, 1.f, 0.f, true);
+    });
+  }
+
+  void add(float* out, const float* a, const float* b, int64_t n) override {
+    global_pool().parallel_for(n, 1 << 16, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; i++) out[i] = a[i] + b[i];
+    });
+  }
+
+  // ---------------- gathers ----------------
+  void embedding(float* out, const float* table, const int32_t* ids, int64_t rows, int C,
+                 bool accumulate) override {
+    global_pool().parallel_for(rows, row_grain(C), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; r++) {
+        float* o = out + r * C;
+        int32_t id = ids[r];
+        if (id < 0) {
+          if (!accumulate) std::fill(o, o + C, 0.f);
+          continue;
+        }
+        const float* t = table + static_cast<int64_t>(id) * C;
+        if (accumulate) {
+          for (int c = 0; c < C; c++) o[c] += t[c];
+        } else {
+          std::memcpy(o, t, C * 4);
+        }
+      }
+    });
+  }
+
+  // ---------------- attention ----------------
+  void attention(float* out, float* kcache, float* vcache, const float* qkv, const float* q_norm_w,
+                 const float* q_norm_b, const float* k_norm_w, const float* k_norm_b, int B, int Tn,
+                 int pos0, int Tcache, int H, int D, float eps) override {
+    if (D < 1 || D > 128) fail("attention", "head dim D must be in 1..128, got " + std::to_string(D));
+    if (pos0 < 0 || pos0 + Tn > Tcache)
+      fail("attention", "positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + Tn - 1) +
+                            " do not fit the cache of " + std::to_string(Tcache));
+    const int C = H * D;
+    const int64_t C3 = 3 * static_cast<int64_t>(C);
+    // 1) normalised k and raw v of the new positions into the caches.
+    global_pool().parallel_for(static_cast<int64_t>(B) * Tn * H, 64, [&](int64_t s, int64_t e) {
+      for (int64_t idx = s; idx < e; idx++) {
+        int h = static_cast<int>(idx % H);
+        int64_t bt = idx / H;
+        int i = static_cast<int>(bt % Tn), b = static_cast<int>(bt / Tn);
+        const float* row = qkv + bt * C3;
+        int64_t dst = ((static_cast<int64_t>(b) * H + h) * Tcache + pos0 + i) * D;
+        const float* k = row + C + h * D;
+        float mean, rstd;
+        row_stats(k, D, eps, mean, rstd);
+        for (int d = 0; d < D; d++) kcache[dst + d] = (k[d] - mean) * rstd * k_norm_w[d] + k_norm_b[d];
+        std::memcpy(vcache + dst, row + 2 * C + h * D, D * 4);
+      }
+    });
+    // 2) queries: one task per (b, h, block of queries).
+    const int qblock = 16;
+    const int nqb = (Tn + qblock - 1) / qblock;
+    const float scale = 1.f / std::sqrt(static_cast<float>(D));
+    global_pool().run(static_cast<int64_t>(B) * H * nqb, [&](int64_t task, int) {
+      int qb = static_cast<int>(task % nqb);
+      int h = static_cast<int>((task / nqb) % H);
+      int b = static_cast<int>(task / nqb / H);
+      thread_local std::vector<float> scores;
+      scores.resize(Tcache);
+      float q[128], acc[128];
+      const float* kc = kcache + (static_cast<int64_t>(b) * H + h) * Tcache * D;
+      const float* vc = vcache + (static_cast<int64_t>(b) * H + h) * Tcache * D;
+      for (int i = qb * qblock; i < std::min(Tn, (qb + 1) * qblock); i++) {
+        const float* qr = qkv + (static_cast<int64_t>(b) * Tn + i) * C3 + h * D;
+        float mean, rstd;
+        row_stats(qr, D, eps, mean, rstd);
+        for (int d = 0; d < D; d++) q[d] = (qr[d] - mean) * rstd * q_norm_w[d] + q_norm_b[d];
+        const int L = pos0 + i + 1;  // causal: keys 0..pos0+i
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int j = 0; j < L; j++) {
+          float s = cpu::dot(q, kc + static_cast<int64_t>(j) * D, D) * scale;
+          scores[j] = s;
+          mx = std::max(mx, s);
+        }
+        float denom = 0.f;
+        for (int j = 0; j < L; j++) {
+          float p = std::exp(scores[j] - mx);
+          scores[j] = p;
+          denom += p;
+        }
+        std::fill(acc, acc + D, 0.f);
+        for (int j = 0; j < L; j++) cpu::axpy(acc, scores[j], vc + static_cast<int64_t>(j) * D, D);
+        float inv = 1.f / denom;
+        float* o = out + (static_cast<int64_t>(b) * Tn + i) * C + h * D;
+        for (int d = 0; d < D; d++) o[d] = acc[d] * inv;
+      }
+    });
+  }
+
+  // ---------------- sampling ----------------
+  void sample(int32_t* tokens_out, const float* logits, int B, int V, bool cfg, float cfg_scale,
+              float temperature, int top_k, float top_p, bool greedy, const float* uniforms) override {
+    std::vector<float> l(V), p(V);
+    std::vector<int> idx(V);
+    for (int b = 0; b < B; b++) {
+      const float* c = logits + static_cast<int64_t>(b) * V;
+      if (cfg) {
+        const float* u = logits + static_cast<int64_t>(B + b) * V;
+        for (int v = 0; v < V; v++) l[v] = u[v] + (c[v] - u[v]) * cfg_scale;
+      } else {
+        std::copy(c, c + V, l.begin());
+      }
+      if (greedy) {  // argmax; ties -> the lowest index
+        int best = 0;
+        for (int v = 1; v < V; v++)
+          if (l[v] > l[best]) best = v;
+        tokens_out[b] = best;
+        continue;
+      }
+      for (int v = 0; v < V; v++) l[v] /= temperature;
+      // Keep set: by default everything; top-k / top-p cut by rank (value desc, index asc).
+      std::vector<char> keep(V, 1);
+      if ((top_k > 0 && top_k < V) || top_p < 1.f) {
+        std::iota(idx.begin(), idx.end(), 0);
+        std::stable_sort(idx.begin(), idx.end(), [&](int a, int bb) { return l[a] > l[bb]; });
+        int kept = (top_k > 0 && top_k < V) ? top_k : V;
+        if (top_p < 1.f) {
+          float mx = l[idx[0]];
+          double tot = 0;
+          for (int r = 0; r < kept; r++) tot += std::exp(static_cast<double>(l[idx[r]] - mx));
+          double cum = 0;
+          int r = 0;
+          for (; r < kept; r++) {
+            cum += std::exp(static_cast<double>(l[idx[r]] - mx)) / tot;
+            if (cum >= top_p) {
+              r++;
+              break;
+            }
+          }
+          kept = std::max(1, std::min(kept, r));
+        }
+        std::fill(keep.begin(), keep.end(), 0);
+        for (int r = 0; r < kept; r++) keep[idx[r]] = 1;
+      }
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int v = 0; v < V; v++)
+        if (keep[v]) mx = std::max(mx, l[v]);
+      double total = 0;
+      for (int v = 0; v < V; v++) {
+        p[v] = keep[v] ? std::exp(l[v] - mx) : 0.f;
+        total += p[v];
+      }
+      // Inverse CDF in index order: the first token whose cumulative mass exceeds u.
+      double target = static_cast<double>(uniforms[b]) * total, cum = 0;
+      int chosen = -1, last = 0;
+      for (int v = 0; v < V; v++) {
+        if (p[v] <= 0.f) continue;
+        last = v;
+        cum += p[v];
+        if (cum > target) {
+          chosen = v;
+          break;
+        }
+      }
+      tokens_out[b] = chosen >= 0 ? chosen : last;
+    }
+  }
+
+  // ---------------- convolution ----------------
+  void conv2d(float* out, const float* inp, Weight w, const float* bias, int B, int Cin, int H, int W,
+              int Cout, int kh, int kw, int sh, int sw, int ph, int pw) override {
+    check_dim("conv2d", "B", B);
+    check_dim("conv2d", "Cin", Cin);
+    check_dim("conv2d", "Cout", Cout);
+    check_dim("conv2d", "stride", std::min(sh, sw));
+    int Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / sw + 1;
+    if (Ho <= 0 || Wo <= 0) fail("conv2d", "empty output for input " + std::to_string(H) + "x" + std::to_string(W));
+    const int64_t K = static_cast<int64_t>(Cin) * kh * kw;
+    const int64_t HWo = static_cast<int64_t>(Ho) * Wo;
+    cpu::PackARowMajor pa(w.data, w.dtype, K, Cout);
+    for (int b = 0; b < B; b++) {
+      const float* x = inp + static_cast<int64_t>(b) * Cin * H * W;
+      float* y = out + static_cast<int64_t>(b) * Cout * HWo;
+      if (kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0) {
+        cpu::PackBRowMajor pb(x, HWo, HWo);
+        cpu::gemm(y, HWo, Cout, HWo, K, pa, pb, bias, nullptr, false);
+      } else {
+        cpu::PackBConv pb;
+        pb.inp = x;
+        pb.Cin = Cin; pb.H = H; pb.W = W; pb.kh = kh; pb.kw = kw;
+        pb.sh = sh; pb.sw = sw; pb.ph = ph; pb.pw = pw; pb.Ho = Ho; pb.Wo = Wo;
+        cpu::gemm(y, HWo, Cout, HWo, K, pa, pb, bias, nullptr, false);
+      }
+    }
+  }
+
+  void groupnorm(float* out, const float* inp, const float* weight, const float* bias, int B, int C,
+                 int64_t HW, int G, float eps, bool silu_after) override {
+    if (G < 1 || C % G) fail("groupnorm", "C=" + std::to_string(C) + " is not divisible by G=" + std::to_string(G));
+    const int cpg = C / G;
+    std::vector<float> mean(static_cast<size_t>(B) * G), rstd(static_cast<size_t>(B) * G);
+    global_pool().run(static_cast<int64_t>(B) * G, [&](int64_t bg, int) {
+      const float* x = inp + bg * cpg * HW;
+      int64_t n = cpg * HW;
+      double m = cpu::sum(x, n) / n;
+      double var = cpu::sumsq_dev(x, n, m) / n;
+      mean[bg] = static_cast<float>(m);
+      rstd[bg] = static_cast<float>(1.0 / std::sqrt(var + eps));
+    });
+    global_pool().run(static_cast<int64_t>(B) * C, [&](int64_t bc, int) {
+      int c = static_cast<int>(bc % C);
+      int64_t bg = (bc / C) * G + c / cpg;
+      float a = rstd[bg] * weight[c];
+      float s = bias[c] - mean[bg] * a;
+      cpu::affine_silu(out + bc * HW, inp + bc * HW, HW, a, s, silu_after);
+    });
+  }
+
+  void upsample_nearest2x(float* out, const float* inp, int B, int C, int H, int W) override {
+    global_pool().parallel_for(static_cast<int64_t>(B) * C * H, 16, [&](int64_t s, int64_t e) {
+      for (int64_t r = s; r < e; r++) {  // r = (b, c, y)
+        const float* x = inp + r * W;
+        int64_t plane = r / H, y = r % H;
+        float* o0 = out + (plane * 2 * H + 2 * y) * 2 * W;
+        float* o1 = o0 + 2 * W;
+        for (int i = 0; i < W; i++) o0[2 * i] = o0[2 * i + 1] = x[i];
+        std::memcpy(o1, o0, 2 * W * 4);
+      }
+    });
+  }
+
+  void avgpool2x2(float* out, const float* inp, int B, int C, int H, int W) override {
+    const int Ho = H / 2, Wo = W / 2;
+    global_pool().parallel_for(static_cast<int64_t>(B) * C * Ho, 16, [&](int64_t s, int64_t e) {
+      for (int64_t r = s; r < e; r++) {  // r = (b, c, oy)
+        int64_t plane = r / Ho, oy = r % Ho;
+        const float* x0 = inp + (plane * H + 2 * oy) * W;
+        const float* x1 = x0 + W;
+        float* o = out + r * Wo;
+        for (int i = 0; i < Wo; i++) o[i] = (((x0[2 * i] + x0[2 * i + 1]) + x1[2 * i]) + x1[2 * i + 1]) * 0.25f;
+      }
+    });
+  }
+
+  void codebook_nearest(int32_t* tokens, const float* z, const float* codebook, int B, int Cz,
+                        int64_t HW, int K) override {
+    // Direct squared differences (not ||z||^2 - 2 z.e + ||e||^2, which cancels badly).
+    global_pool().parallel_for(static_cast<int64_t>(B) * HW, 8, [&](int64_t s, int64_t e) {
+      std::vector<float> v(Cz);
+      for (int64_t i = s; i < e; i++) {
+        int64_t b = i / HW, p = i % HW;
+        for (int c = 0; c < Cz; c++) v[c] = z[(b * Cz + c) * HW + p];
+        int best = 0;
+        float bd = std::numeric_limits<float>::infinity();
+        for (int k = 0; k < K; k++) {
+          float d = cpu::sqdist(v.data(), codebook + static_cast<int64_t>(k) * Cz, Cz);
+          if (d < bd) {
+            bd = d;
+            best = k;
+          }
+        }
+        tokens[i] = best;
+      }
+    });
+  }
+
+  void codebook_lookup(float* out, const int32_t* tokens, const float* codebook, int B, int Cz,
+                       int64_t HW) override {
+    global_pool().parallel_for(static_cast<int64_t>(B) * Cz, 4, [&](int64_t s, int64_t e) {
+      for (int64_t bc = s; bc < e; bc++) {
+        int64_t b = bc / Cz, c = bc % Cz;
+        float* o = out + bc * HW;
+        for (int64_t p = 0; p < HW; p++) o[p] = codebook[static_cast<int64_t>(tokens[b * HW + p]) * Cz + c];
+      }
+    });
+  }
+
+ private:
+  static constexpr int64_t kGemvMaxRows = 16;
+};
+
+}  // namespace
+
+Backend* cpu_backend(int threads) {
+  static std::mutex mu;
+  static CpuBackend* instance = nullptr;
+  std::lock_guard<std::mutex> lk(mu);
+  if (!instance) instance = new CpuBackend(threads);  // process lifetime, like the pool
+  return instance;
+}
+
+}  // namespace rargen

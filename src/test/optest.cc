@@ -1,0 +1,696 @@
+// rargen_optest: every op of src/backend.h on random inputs, checked against a naive
+// scalar reference written here (double accumulation, no tricks): the CPU backend's
+// optimised path (AVX2 when the CPU has it), its portable path, and, when built with
+// RARGEN_CUDA and a GPU is present, the CUDA backend against the CPU backend.
+// Build: cmake --build build --target rargen_optest; run: build/rargen_optest [filter]
+// (no Node needed). Exit status 0 when every check passes.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "cpu/half.h"
+#include "cpu/kernels.h"
+#include "cuda_api.h"
+
+using namespace rargen;
+using Vec = std::vector<float>;
+using IVec = std::vector<int32_t>;
+
+namespace {
+
+int g_failures = 0, g_checks = 0;
+const char* g_filter = nullptr;
+std::mt19937_64 g_rng(1234);
+
+Vec randn(size_t n, float scale = 1.f) {
+  std::normal_distribution<float> d(0.f, scale);
+  Vec v(n);
+  for (auto& x : v) x = d(g_rng);
+  return v;
+}
+Vec randu(size_t n, float lo, float hi) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  Vec v(n);
+  for (auto& x : v) x = d(g_rng);
+  return v;
+}
+// Weights as the backend will see them after conversion to dtype.
+Vec round_to(const Vec& w, DType dt) {
+  Vec r(w.size());
+  for (size_t i = 0; i < w.size(); i++)
+    r[i] = dt == DType::F16 ? cpu::f16_to_f32(cpu::f32_to_f16(w[i]))
+           : dt == DType::BF16 ? cpu::bf16_to_f32(cpu::f32_to_bf16(w[i]))
+                               : w[i];
+  return r;
+}
+const char* dtname(DType d) { return d == DType::F32 ? "f32" : d == DType::F16 ? "f16" : "bf16"; }
+
+// Max abs error, normalised by max(1, max |ref|).
+bool check(const std::string& name, const Vec& got, const Vec& ref, double tol) {
+  g_checks++;
+  double maxerr = 0, maxref = 0;
+  bool bad_size = got.size() != ref.size();
+  for (size_t i = 0; i < std::min(got.size(), ref.size()); i++) {
+    double e = got[i] == ref[i] ? 0.0 : std::fabs(static_cast<double>(got[i]) - ref[i]);
+    if (!(e == e)) e = std::numeric_limits<double>::infinity();
+    maxerr = std::max(maxerr, e);
+    if (std::isfinite(ref[i])) maxref = std::max(maxref, std::fabs(static_cast<double>(ref[i])));
+  }
+  double norm = maxerr / std::max(1.0, maxref);
+  bool ok = !bad_size && norm <= tol;
+  std::printf("  %-4s %-58s max_abs_err %.3g (normalised %.3g, tol %.1g)\n", ok ? "ok" : "FAIL", name.c_str(),
+              maxerr, norm, tol);
+  if (!ok) g_failures++;
+  return ok;
+}
+bool check_ints(const std::string& name, const IVec& got, const IVec& ref) {
+  g_checks++;
+  size_t diff = got.size() == ref.size() ? 0 : std::max(got.size(), ref.size());
+  for (size_t i = 0; i < std::min(got.size(), ref.size()); i++) diff += got[i] != ref[i];
+  bool ok = diff == 0;
+  std::printf("  %-4s %-58s %zu of %zu differ\n", ok ? "ok" : "FAIL", name.c_str(), diff, ref.size());
+  if (!ok) g_failures++;
+  return ok;
+}
+
+// A backend under test plus helpers to move host vectors in and out.
+struct Target {
+  std::string label;
+  Backend* be;
+  bool portable;  // CPU with the AVX2 kernels switched off
+  std::vector<void*> live;
+  ~Target() { release(); }
+  void release() {
+    for (void* p : live) be->free(p);
+    live.clear();
+  }
+  float* up(const Vec& v) {
+    float* p = static_cast<float*>(be->alloc(std::max<size_t>(1, v.size()) * 4));
+    be->upload(p, v.data(), v.size() * 4);
+    live.push_back(p);
+    return p;
+  }
+  int32_t* upi(const IVec& v) {
+    int32_t* p = static_cast<int32_t*>(be->alloc(std::max<size_t>(1, v.size()) * 4));
+    be->upload(p, v.data(), v.size() * 4);
+    live.push_back(p);
+    return p;
+  }
+  float* zeros(size_t n) { return up(Vec(n, 0.f)); }
+  Weight weight(const Vec& w, DType dt) {
+    Weight x = be->upload_weight(w.data(), static_cast<int64_t>(w.size()), dt);
+    live.push_back(const_cast<void*>(x.data));
+    return x;
+  }
+  Vec down(const float* p, size_t n) {
+    Vec v(n);
+    be->synchronize();
+    be->download(v.data(), p, n * 4);
+    return v;
+  }
+  IVec downi(const int32_t* p, size_t n) {
+    IVec v(n);
+    be->synchronize();
+    be->download(v.data(), p, n * 4);
+    return v;
+  }
+};
+
+std::vector<std::unique_ptr<Target>> g_targets;
+
+// Runs `run` on every target; checks each against `ref`, and CUDA also against the CPU.
+void compare(const std::string& name, const Vec& ref, double tol, const std::function<Vec(Target&)>& run) {
+  Vec cpu_out;
+  for (auto& t : g_targets) {
+    cpu::force_portable(t->portable);
+    Vec out = run(*t);
+    cpu::force_portable(false);
+    t->release();
+    check(t->label + ": " + name, out, ref, tol);
+    if (t->label == "cpu") cpu_out = out;
+    else if (t->be->is_gpu() && !cpu_out.empty()) check(t->label + " vs cpu: " + name, out, cpu_out, tol);
+  }
+}
+void compare_ints(const std::string& name, const IVec& ref, const std::function<IVec(Target&)>& run) {
+  for (auto& t : g_targets) {
+    cpu::force_portable(t->portable);
+    IVec out = run(*t);
+    cpu::force_portable(false);
+    t->release();
+    check_ints(t->label + ": " + name, out, ref);
+  }
+}
+
+bool selected(const char* group) {
+  if (g_filter && !std::strstr(group, g_filter)) return false;
+  std::printf("[%s]\n", group);
+  return true;
+}
+
+// ---------------- naive references ----------------
+void ref_layernorm_row(float* y, const float* x, int C, const float* w, const float* b, float eps) {
+  double m = 0, v = 0;
+  for (int c = 0; c < C; c++) m += x[c];
+  m /= C;
+  for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+  v /= C;
+  double r = 1.0 / std::sqrt(v + eps);
+  for (int c = 0; c < C; c++) y[c] = static_cast<float>((x[c] - m) * r * (w ? w[c] : 1.0) + (b ? b[c] : 0.0));
+}
+
+// ---------------- tests ----------------
+void test_linear() {
+  if (!selected("linear")) return;
+  struct Case { int64_t M; int N, K; };
+  const Case cases[] = {{1, 64, 64}, {4, 2304, 768}, {3, 37, 29}, {8, 200, 96}, {13, 130, 72},
+                        {17, 33, 70}, {300, 200, 300}, {197, 1030, 513}};
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+    for (const Case& c : cases) {
+      for (int variant = 0; variant < 2; variant++) {
+        bool with_bias = variant == 0, accumulate = variant == 1;
+        Vec x = randn(c.M * c.K), w = randn(static_cast<size_t>(c.N) * c.K, 0.2f), b = randn(c.N);
+        Vec init = randn(c.M * c.N);
+        Vec wr = round_to(w, dt);
+        Vec ref(c.M * c.N);
+        for (int64_t m = 0; m < c.M; m++)
+          for (int n = 0; n < c.N; n++) {
+            double s = with_bias ? b[n] : 0.0;
+            for (int k = 0; k < c.K; k++) s += static_cast<double>(x[m * c.K + k]) * wr[static_cast<size_t>(n) * c.K + k];
+            ref[m * c.N + n] = static_cast<float>(s + (accumulate ? init[m * c.N + n] : 0.0));
+          }
+        char name[160];
+        std::snprintf(name, sizeof name, "linear %s M=%lld N=%d K=%d%s%s", dtname(dt), (long long)c.M, c.N, c.K,
+                      with_bias ? " bias" : "", accumulate ? " accumulate" : "");
+        compare(name, ref, 1e-5, [&](Target& t) {
+          float* out = t.up(init);
+          t.be->linear(out, t.up(x), t.weight(w, dt), with_bias ? t.up(b) : nullptr, c.M, c.N, c.K, accumulate);
+          return t.down(out, c.M * c.N);
+        });
+      }
+    }
+  }
+}
+
+void test_norms() {
+  if (!selected("norms")) return;
+  for (int C : {16, 64, 77, 768}) {
+    int64_t rows = 37;
+    Vec x = randn(rows * C, 2.f), w = randn(C), b = randn(C);
+    for (auto& v : x) v += 3.f;  // a mean far from zero
+    Vec ref(rows * C), ref_na(rows * C);
+    for (int64_t r = 0; r < rows; r++) {
+      ref_layernorm_row(&ref[r * C], &x[r * C], C, w.data(), b.data(), 1e-6f);
+      ref_layernorm_row(&ref_na[r * C], &x[r * C], C, nullptr, nullptr, 1e-6f);
+    }
+    compare("layernorm affine C=" + std::to_string(C), ref, 1e-5, [&](Target& t) {
+      float* out = t.zeros(rows * C);
+      t.be->layernorm(out, t.up(x), t.up(w), t.up(b), rows, C, 1e-6f);
+      return t.down(out, rows * C);
+    });
+    // modulate: 5 modulation rows of stride 6C, shift at 0, scale at C, row_map random
+    int P = 5;
+    int64_t stride = 6 * static_cast<int64_t>(C);
+    Vec mod = randn(P * stride, 0.5f);
+    IVec map(rows);
+    for (auto& m : map) m = static_cast<int32_t>(g_rng() % P);
+    Vec refm(rows * C);
+    for (int64_t r = 0; r < rows; r++)
+      for (int c = 0; c < C; c++)
+        refm[r * C + c] = ref_na[r * C + c] * (1.f + mod[map[r] * stride + C + c]) + mod[map[r] * stride + c];
+    compare("layernorm_modulate no-affine row_map C=" + std::to_string(C), refm, 1e-5, [&](Target& t) {
+      float* out = t.zeros(rows * C);
+      float* md = t.up(mod);
+      t.be->layernorm_modulate(out, t.up(x), nullptr, nullptr, md, md + C, stride, t.upi(map), rows, C, 1e-6f);
+      return t.down(out, rows * C);
+    });
+    Vec y = randn(rows * C), refg = x;
+    for (int64_t r = 0; r < rows; r++)
+      for (int c = 0; c < C; c++) refg[r * C + c] += mod[map[r] * stride + 2 * C + c] * y[r * C + c];
+    compare("gated_residual row_map C=" + std::to_string(C), refg, 1e-6, [&](Target& t) {
+      float* xx = t.up(x);
+      float* md = t.up(mod);
+      t.be->gated_residual(xx, t.up(y), md + 2 * C, stride, t.upi(map), rows, C);
+      return t.down(xx, rows * C);
+    });
+  }
+  // groupnorm (+SiLU)
+  for (int silu = 0; silu < 2; silu++) {
+    int B = 2, C = 64, G = 32;
+    int64_t HW = 37 * 19;
+    Vec x = randn(B * C * HW, 1.5f), w = randn(C), b = randn(C);
+    Vec ref(x.size());
+    int cpg = C / G;
+    for (int bb = 0; bb < B; bb++)
+      for (int g = 0; g < G; g++) {
+        const float* xs = &x[(static_cast<int64_t>(bb) * C + g * cpg) * HW];
+        double m = 0, v = 0;
+        int64_t n = cpg * HW;
+        for (int64_t i = 0; i < n; i++) m += xs[i];
+        m /= n;
+        for (int64_t i = 0; i < n; i++) v += (xs[i] - m) * (xs[i] - m);
+        v /= n;
+        double r = 1 / std::sqrt(v + 1e-6);
+        for (int64_t i = 0; i < n; i++) {
+          int c = g * cpg + static_cast<int>(i / HW);
+          double y = (xs[i] - m) * r * w[c] + b[c];
+          if (silu) y = y / (1 + std::exp(-y));
+          ref[(static_cast<int64_t>(bb) * C + g * cpg) * HW + i] = static_cast<float>(y);
+        }
+      }
+    compare(std::string("groupnorm G=32") + (silu ? " +silu" : ""), ref, 1e-5, [&](Target& t) {
+      float* out = t.zeros(x.size());
+      t.be->groupnorm(out, t.up(x), t.up(w), t.up(b), B, C, HW, G, 1e-6f, silu);
+      return t.down(out, x.size());
+    });
+  }
+}
+
+void test_elementwise() {
+  if (!selected("elementwise")) return;
+  int64_t n = 100003;
+  Vec x = randn(n, 3.f), y = randn(n);
+  Vec rg(n), rs(n), ra(n);
+  for (int64_t i = 0; i < n; i++) {
+    double v = x[i];
+    rg[i] = static_cast<float>(0.5 * v * (1 + std::erf(v / std::sqrt(2.0))));
+    rs[i] = static_cast<float>(v / (1 + std::exp(-v)));
+    ra[i] = x[i] + y[i];
+  }
+  compare("gelu (erf)", rg, 1e-6, [&](Target& t) {
+    float* o = t.zeros(n);
+    t.be->gelu(o, t.up(x), n);
+    return t.down(o, n);
+  });
+  compare("silu", rs, 1e-6, [&](Target& t) {
+    float* o = t.zeros(n);
+    t.be->silu(o, t.up(x), n);
+    return t.down(o, n);
+  });
+  compare("add", ra, 0, [&](Target& t) {
+    float* o = t.zeros(n);
+    t.be->add(o, t.up(x), t.up(y), n);
+    return t.down(o, n);
+  });
+  // embedding (with -1 ids) and accumulate
+  int rows = 50, C = 40, trows = 11;
+  Vec table = randn(trows * C), init = randn(rows * C);
+  IVec ids(rows);
+  for (auto& i : ids) i = static_cast<int32_t>(g_rng() % (trows + 1)) - 1;
+  Vec re(rows * C), rea(rows * C);
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < C; c++) {
+      float v = ids[r] < 0 ? 0.f : table[ids[r] * C + c];
+      re[r * C + c] = v;
+      rea[r * C + c] = init[r * C + c] + v;
+    }
+  compare("embedding (ids -1 -> zeros)", re, 0, [&](Target& t) {
+    float* o = t.up(init);
+    t.be->embedding(o, t.up(table), t.upi(ids), rows, C, false);
+    return t.down(o, rows * C);
+  });
+  compare("embedding accumulate", rea, 0, [&](Target& t) {
+    float* o = t.up(init);
+    t.be->embedding(o, t.up(table), t.upi(ids), rows, C, true);
+    return t.down(o, rows * C);
+  });
+  // memory ops: copy, fill
+  compare("copy + fill", [&] { Vec r = x; std::fill(r.begin() + 10, r.begin() + 20, 2.5f); return r; }(), 0,
+          [&](Target& t) {
+            float* o = t.zeros(n);
+            t.be->copy(o, t.up(x), n * 4);
+            t.be->fill(o + 10, 2.5f, 10);
+            return t.down(o, n);
+          });
+}
+
+// Naive attention: full causal softmax over cache positions 0..pos0+i.
+void ref_attention(Vec& out, Vec& kc, Vec& vc, const Vec& qkv, const Vec& qw, const Vec& qb, const Vec& kw,
+                   const Vec& kb, int B, int Tn, int pos0, int Tc, int H, int D) {
+  int C = H * D;
+  for (int b = 0; b < B; b++)
+    for (int i = 0; i < Tn; i++)
+      for (int h = 0; h < H; h++) {
+        const float* row = &qkv[(static_cast<int64_t>(b) * Tn + i) * 3 * C];
+        int64_t dst = ((static_cast<int64_t>(b) * H + h) * Tc + pos0 + i) * D;
+        ref_layernorm_row(&kc[dst], row + C + h * D, D, kw.data(), kb.data(), 1e-6f);
+        for (int d = 0; d < D; d++) vc[dst + d] = row[2 * C + h * D + d];
+      }
+  std::vector<double> s(Tc);
+  Vec q(D);
+  for (int b = 0; b < B; b++)
+    for (int i = 0; i < Tn; i++)
+      for (int h = 0; h < H; h++) {
+        ref_layernorm_row(q.data(), &qkv[(static_cast<int64_t>(b) * Tn + i) * 3 * C + h * D], D, qw.data(), qb.data(), 1e-6f);
+        int L = pos0 + i + 1;
+        double mx = -1e300;
+        for (int j = 0; j < L; j++) {
+          double d = 0;
+          for (int e = 0; e < D; e++) d += static_cast<double>(q[e]) * kc[((static_cast<int64_t>(b) * H + h) * Tc + j) * D + e];
+          s[j] = d / std::sqrt(static_cast<double>(D));
+          mx = std::max(mx, s[j]);
+        }
+        double den = 0;
+        for (int j = 0; j < L; j++) den += (s[j] = std::exp(s[j] - mx));
+        for (int e = 0; e < D; e++) {
+          double a = 0;
+          for (int j = 0; j < L; j++) a += s[j] * vc[((static_cast<int64_t>(b) * H + h) * Tc + j) * D + e];
+          out[(static_cast<int64_t>(b) * Tn + i) * C + h * D + e] = static_cast<float>(a / den);
+        }
+      }
+}
+
+void test_attention() {
+  if (!selected("attention")) return;
+  struct Case { int B, H, D, Tc, pos0, Tn; };
+  const Case cases[] = {{2, 4, 16, 17, 0, 17}, {3, 2, 48, 40, 0, 40}, {2, 3, 80, 30, 0, 30}, {1, 2, 88, 20, 0, 20},
+                        {2, 2, 128, 25, 0, 25}, {4, 4, 48, 33, 0, 2},  {4, 4, 48, 33, 17, 1}, {2, 2, 88, 19, 18, 1},
+                        {2, 3, 64, 300, 0, 300}};
+  for (const Case& c : cases) {
+    int C = c.H * c.D;
+    Vec qkv = randn(static_cast<size_t>(c.B) * c.Tn * 3 * C);
+    Vec qw = randn(c.D, 0.5f), qb = randn(c.D, 0.2f), kw = randn(c.D, 0.5f), kb = randn(c.D, 0.2f);
+    size_t cache_n = static_cast<size_t>(c.B) * c.H * c.Tc * c.D;
+    // Cache positions before pos0 hold earlier (already normalised) keys/values.
+    Vec kc0 = randn(cache_n), vc0 = randn(cache_n);
+    Vec out(static_cast<size_t>(c.B) * c.Tn * C), kc = kc0, vc = vc0;
+    ref_attention(out, kc, vc, qkv, qw, qb, kw, kb, c.B, c.Tn, c.pos0, c.Tc, c.H, c.D);
+    char name[160];
+    std::snprintf(name, sizeof name, "attention B=%d H=%d D=%d Tcache=%d pos0=%d Tn=%d", c.B, c.H, c.D, c.Tc, c.pos0, c.Tn);
+    compare(name, out, 2e-5, [&](Target& t) {
+      float* o = t.zeros(out.size());
+      t.be->attention(o, t.up(kc0), t.up(vc0), t.up(qkv), t.up(qw), t.up(qb), t.up(kw), t.up(kb), c.B, c.Tn, c.pos0,
+                      c.Tc, c.H, c.D, 1e-6f);
+      return t.down(o, out.size());
+    });
+  }
+}
+
+// The caches themselves: normalised k and raw v written at pos0.., the rest untouched.
+void test_attention_cache() {
+  if (!selected("attention-cache")) return;
+  int B = 2, H = 3, D = 48, Tc = 12, pos0 = 5, Tn = 3, C = H * D;
+  Vec qkv = randn(static_cast<size_t>(B) * Tn * 3 * C), qw = randn(D), qb = randn(D), kw = randn(D), kb = randn(D);
+  size_t cn = static_cast<size_t>(B) * H * Tc * D;
+  Vec kc0 = randn(cn), vc0 = randn(cn), out(static_cast<size_t>(B) * Tn * C), kc = kc0, vc = vc0;
+  ref_attention(out, kc, vc, qkv, qw, qb, kw, kb, B, Tn, pos0, Tc, H, D);
+  Vec ref = out;
+  ref.insert(ref.end(), kc.begin(), kc.end());
+  ref.insert(ref.end(), vc.begin(), vc.end());
+  compare("attention out + k/v caches (pos0=5, Tn=3)", ref, 2e-5, [&](Target& t) {
+    float* o = t.zeros(out.size());
+    float* k = t.up(kc0);
+    float* v = t.up(vc0);
+    t.be->attention(o, k, v, t.up(qkv), t.up(qw), t.up(qb), t.up(kw), t.up(kb), B, Tn, pos0, Tc, H, D, 1e-6f);
+    Vec r = t.down(o, out.size()), kk = t.down(k, cn), vv = t.down(v, cn);
+    r.insert(r.end(), kk.begin(), kk.end());
+    r.insert(r.end(), vv.begin(), vv.end());
+    return r;
+  });
+}
+
+// Reference sampler (same rules as backend.h: CFG, temperature, top-k, top-p by rank
+// with ties to the lower index, inverse CDF in index order).
+IVec ref_sample(const Vec& logits, int B, int V, bool cfg, float s, float temp, int top_k, float top_p, bool greedy,
+                const Vec& u) {
+  IVec out(B);
+  for (int b = 0; b < B; b++) {
+    std::vector<double> l(V);
+    for (int v = 0; v < V; v++) {
+      float c = logits[static_cast<size_t>(b) * V + v];
+      l[v] = cfg ? logits[static_cast<size_t>(B + b) * V + v] + (c - logits[static_cast<size_t>(B + b) * V + v]) * s : c;
+    }
+    if (greedy) {
+      out[b] = static_cast<int>(std::max_element(l.begin(), l.end()) - l.begin());
+      continue;
+    }
+    for (auto& x : l) x = static_cast<float>(static_cast<float>(x) / temp);
+    std::vector<int> idx(V);
+    for (int v = 0; v < V; v++) idx[v] = v;
+    std::stable_sort(idx.begin(), idx.end(), [&](int a, int c) { return l[a] > l[c]; });
+    int kept = top_k > 0 && top_k < V ? top_k : V;
+    if (top_p < 1.f) {
+      double tot = 0, cum = 0;
+      for (int r = 0; r < kept; r++) tot += std::exp(l[idx[r]] - l[idx[0]]);
+      int r = 0;
+      for (; r < kept; r++) {
+        cum += std::exp(l[idx[r]] - l[idx[0]]) / tot;
+        if (cum >= top_p) { r++; break; }
+      }
+      kept = std::max(1, std::min(kept, r));
+    }
+    std::vector<double> p(V, 0.0);
+    double total = 0;
+    for (int r = 0; r < kept; r++) total += (p[idx[r]] = std::exp(l[idx[r]] - l[idx[0]]));
+    double target = u[b] * total, cum = 0;
+    int chosen = -1, last = 0;
+    for (int v = 0; v < V; v++) {
+      if (p[v] <= 0) continue;
+      last = v;
+      cum += p[v];
+      if (cum > target) { chosen = v; break; }
+    }
+    out[b] = chosen >= 0 ? chosen : last;
+  }
+  return out;
+}
+
+void test_sample() {
+  if (!selected("sample")) return;
+  int B = 6, V = 1024;
+  struct Case { bool cfg; float s, temp; int top_k; float top_p; bool greedy; };
+  const Case cases[] = {{false, 1, 1, 0, 1, true},     {true, 3.5f, 1, 0, 1, true},  {false, 1, 1, 0, 1, false},
+                        {true, 7.f, 1.02f, 0, 1, false}, {true, 2.f, 0.7f, 50, 1, false}, {false, 1, 1, 0, 0.8f, false},
+                        {true, 4.f, 1.f, 100, 0.9f, false}, {false, 1, 1, 1, 1, false}};
+  for (const Case& c : cases) {
+    Vec logits = randn(static_cast<size_t>(2) * B * V, 2.f);
+    logits[7] = logits[9] = 50.f;  // an exact tie for greedy: the lower index wins
+    Vec u = randu(B, 0.f, 1.f);
+    IVec ref = ref_sample(logits, B, V, c.cfg, c.s, c.temp, c.top_k, c.top_p, c.greedy, u);
+    char name[160];
+    std::snprintf(name, sizeof name, "sample cfg=%d s=%.2f T=%.2f top_k=%d top_p=%.2f greedy=%d", c.cfg, c.s, c.temp,
+                  c.top_k, c.top_p, c.greedy);
+    compare_ints(name, ref, [&](Target& t) {
+      IVec out(B);
+      t.be->sample(out.data(), t.up(logits), B, V, c.cfg, c.s, c.temp, c.top_k, c.top_p, c.greedy, u.data());
+      t.be->synchronize();
+      return out;
+    });
+  }
+}
+
+void test_conv() {
+  if (!selected("conv")) return;
+  struct Case { int B, Cin, H, W, Cout, kh, kw, sh, sw, ph, pw; DType dt; bool bias; };
+  const Case cases[] = {{2, 8, 16, 16, 12, 3, 3, 1, 1, 1, 1, DType::F32, true},
+                        {1, 32, 19, 23, 70, 3, 3, 1, 1, 1, 1, DType::F32, false},
+                        {1, 64, 32, 32, 64, 3, 3, 1, 1, 1, 1, DType::F32, true},
+                        {2, 16, 17, 9, 24, 1, 1, 1, 1, 0, 0, DType::F32, false},
+                        {1, 5, 20, 21, 7, 3, 3, 2, 2, 1, 1, DType::F32, true},
+                        {1, 6, 13, 11, 9, 4, 2, 1, 2, 0, 1, DType::F32, true},
+                        {1, 64, 16, 16, 3, 3, 3, 1, 1, 1, 1, DType::F32, true},
+                        {1, 32, 16, 16, 40, 3, 3, 1, 1, 1, 1, DType::F16, true},
+                        {1, 32, 16, 16, 40, 3, 3, 1, 1, 1, 1, DType::BF16, true}};
+  for (const Case& c : cases) {
+    int Ho = (c.H + 2 * c.ph - c.kh) / c.sh + 1, Wo = (c.W + 2 * c.pw - c.kw) / c.sw + 1;
+    Vec x = randn(static_cast<size_t>(c.B) * c.Cin * c.H * c.W);
+    Vec w = randn(static_cast<size_t>(c.Cout) * c.Cin * c.kh * c.kw, 0.2f), b = randn(c.Cout);
+    Vec wr = round_to(w, c.dt);
+    Vec ref(static_cast<size_t>(c.B) * c.Cout * Ho * Wo);
+    for (int bb = 0; bb < c.B; bb++)
+      for (int co = 0; co < c.Cout; co++)
+        for (int oy = 0; oy < Ho; oy++)
+          for (int ox = 0; ox < Wo; ox++) {
+            double s = c.bias ? b[co] : 0.0;
+            for (int ci = 0; ci < c.Cin; ci++)
+              for (int ky = 0; ky < c.kh; ky++)
+                for (int kx = 0; kx < c.kw; kx++) {
+                  int iy = oy * c.sh + ky - c.ph, ix = ox * c.sw + kx - c.pw;
+                  if (iy < 0 || iy >= c.H || ix < 0 || ix >= c.W) continue;
+                  s += static_cast<double>(x[((static_cast<size_t>(bb) * c.Cin + ci) * c.H + iy) * c.W + ix]) *
+                       wr[((static_cast<size_t>(co) * c.Cin + ci) * c.kh + ky) * c.kw + kx];
+                }
+            ref[((static_cast<size_t>(bb) * c.Cout + co) * Ho + oy) * Wo + ox] = static_cast<float>(s);
+          }
+    char name[200];
+    std::snprintf(name, sizeof name, "conv2d %s B=%d %dx%dx%d -> %d k%dx%d s%d,%d p%d,%d%s", dtname(c.dt), c.B, c.Cin,
+                  c.H, c.W, c.Cout, c.kh, c.kw, c.sh, c.sw, c.ph, c.pw, c.bias ? " bias" : "");
+    compare(name, ref, 1e-5, [&](Target& t) {
+      float* o = t.zeros(ref.size());
+      t.be->conv2d(o, t.up(x), t.weight(w, c.dt), c.bias ? t.up(b) : nullptr, c.B, c.Cin, c.H, c.W, c.Cout, c.kh,
+                   c.kw, c.sh, c.sw, c.ph, c.pw);
+      return t.down(o, ref.size());
+    });
+  }
+  // upsample / avgpool
+  int B = 2, C = 3, H = 5, W = 6;
+  Vec x = randn(static_cast<size_t>(B) * C * H * W);
+  Vec ru(static_cast<size_t>(B) * C * 4 * H * W), rp(static_cast<size_t>(B) * C * (H / 2) * (W / 2));
+  for (int p = 0; p < B * C; p++) {
+    for (int y = 0; y < 2 * H; y++)
+      for (int xx = 0; xx < 2 * W; xx++) ru[(static_cast<size_t>(p) * 2 * H + y) * 2 * W + xx] = x[(static_cast<size_t>(p) * H + y / 2) * W + xx / 2];
+    for (int y = 0; y < H / 2; y++)
+      for (int xx = 0; xx < W / 2; xx++) {
+        const float* s = &x[(static_cast<size_t>(p) * H + 2 * y) * W + 2 * xx];
+        rp[(static_cast<size_t>(p) * (H / 2) + y) * (W / 2) + xx] = (((s[0] + s[1]) + s[W]) + s[W + 1]) * 0.25f;
+      }
+  }
+  compare("upsample_nearest2x", ru, 0, [&](Target& t) {
+    float* o = t.zeros(ru.size());
+    t.be->upsample_nearest2x(o, t.up(x), B, C, H, W);
+    return t.down(o, ru.size());
+  });
+  compare("avgpool2x2 (odd sizes floor)", rp, 1e-7, [&](Target& t) {
+    float* o = t.zeros(rp.size());
+    t.be->avgpool2x2(o, t.up(x), B, C, H, W);
+    return t.down(o, rp.size());
+  });
+}
+
+void test_codebook() {
+  if (!selected("codebook")) return;
+  int B = 2, Cz = 32, K = 64;
+  int64_t HW = 50;
+  Vec cb = randn(static_cast<size_t>(K) * Cz);
+  for (int c = 0; c < Cz; c++) cb[40 * Cz + c] = cb[7 * Cz + c];  // duplicate rows: ties -> 7
+  Vec z = randn(static_cast<size_t>(B) * Cz * HW);
+  for (int c = 0; c < Cz; c++) z[c * HW + 3] = cb[40 * Cz + c] + 0.01f;  // nearest to the duplicated row
+  IVec ref(B * HW);
+  for (int b = 0; b < B; b++)
+    for (int64_t p = 0; p < HW; p++) {
+      double best = 1e300;
+      int bi = 0;
+      for (int k = 0; k < K; k++) {
+        double d = 0;
+        for (int c = 0; c < Cz; c++) {
+          double e = static_cast<double>(z[(static_cast<size_t>(b) * Cz + c) * HW + p]) - cb[static_cast<size_t>(k) * Cz + c];
+          d += e * e;
+        }
+        if (d < best) { best = d; bi = k; }
+      }
+      ref[b * HW + p] = bi;
+    }
+  compare_ints("codebook_nearest (ties -> lowest index)", ref, [&](Target& t) {
+    int32_t* tok = t.upi(IVec(B * HW, -1));
+    t.be->codebook_nearest(tok, t.up(z), t.up(cb), B, Cz, HW, K);
+    return t.downi(tok, B * HW);
+  });
+  Vec rl(static_cast<size_t>(B) * Cz * HW);
+  for (int b = 0; b < B; b++)
+    for (int c = 0; c < Cz; c++)
+      for (int64_t p = 0; p < HW; p++) rl[(static_cast<size_t>(b) * Cz + c) * HW + p] = cb[static_cast<size_t>(ref[b * HW + p]) * Cz + c];
+  compare("codebook_lookup", rl, 0, [&](Target& t) {
+    float* o = t.zeros(rl.size());
+    t.be->codebook_lookup(o, t.upi(ref), t.up(cb), B, Cz, HW);
+    return t.down(o, rl.size());
+  });
+}
+
+void test_weight_roundtrip() {
+  if (!selected("weights")) return;
+  Vec w = randn(1000, 3.f);
+  w[0] = 65504.f; w[1] = 1e-7f; w[2] = -0.f; w[3] = 70000.f;
+  for (DType dt : {DType::F16, DType::BF16}) {
+    Vec ref = round_to(w, dt);
+    // Read back through linear with an identity input row: out[n] = W[n, 0] for K = 1.
+    compare(std::string("upload_weight rounding ") + dtname(dt), ref, 0, [&](Target& t) {
+      float* o = t.zeros(w.size());
+      t.be->linear(o, t.up(Vec{1.f}), t.weight(w, dt), nullptr, 1, static_cast<int>(w.size()), 1, false);
+      return t.down(o, w.size());
+    });
+  }
+}
+
+void bench_gemm() {
+  if (!g_filter || std::strcmp(g_filter, "bench") != 0) return;
+  std::printf("[bench]\n");
+  Backend* be = cpu_backend();
+  auto timeit = [&](const char* name, double flops, double bytes, const std::function<void()>& f) {
+    f();
+    int reps = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    double el = 0;
+    do {
+      f();
+      reps++;
+      el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    } while (el < 0.5);
+    el /= reps;
+    std::printf("  %-40s %8.3f ms  %7.1f GFLOP/s  %6.1f GB/s\n", name, el * 1e3, flops / el * 1e-9, bytes / el * 1e-9);
+  };
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+    int N = 3072, K = 768;
+    Vec w = randn(static_cast<size_t>(N) * K), x = randn(4 * K), o(4 * N);
+    Weight W = be->upload_weight(w.data(), static_cast<int64_t>(w.size()), dt);
+    char name[80];
+    std::snprintf(name, sizeof name, "gemv M=4 N=%d K=%d %s", N, K, dtname(dt));
+    timeit(name, 2.0 * 4 * N * K, static_cast<double>(N) * K * dtype_size(dt), [&] { be->linear(o.data(), x.data(), W, nullptr, 4, N, K, false); });
+    be->free(const_cast<void*>(W.data));
+  }
+  {
+    int M = 1032, N = 768, K = 768;
+    Vec w = randn(static_cast<size_t>(N) * K), x = randn(static_cast<size_t>(M) * K), o(static_cast<size_t>(M) * N);
+    Weight W = be->upload_weight(w.data(), static_cast<int64_t>(w.size()), DType::F32);
+    timeit("gemm M=1032 N=768 K=768 f32", 2.0 * M * N * K, 0, [&] { be->linear(o.data(), x.data(), W, nullptr, M, N, K, false); });
+    be->free(const_cast<void*>(W.data));
+  }
+  {
+    int C = 128, H = 128, W = 128;
+    Vec x = randn(static_cast<size_t>(C) * H * W), w = randn(static_cast<size_t>(C) * C * 9), o(x.size());
+    Weight Wt = be->upload_weight(w.data(), static_cast<int64_t>(w.size()), DType::F32);
+    timeit("conv3x3 128->128 @128x128", 2.0 * C * C * 9 * H * W, 0, [&] { be->conv2d(o.data(), x.data(), Wt, nullptr, 1, C, H, W, C, 3, 3, 1, 1, 1, 1); });
+    be->free(const_cast<void*>(Wt.data));
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1) g_filter = argv[1];
+  std::printf("rargen_optest: CPU backend (%s kernels) against naive references\n", cpu::has_avx2() ? "AVX2/FMA" : "portable");
+  g_targets.emplace_back(new Target{"cpu", cpu_backend(), false, {}});
+  if (cpu::has_avx2()) g_targets.emplace_back(new Target{"cpu-portable", cpu_backend(), true, {}});
+#ifdef RARGEN_CUDA
+  CudaProbe probe = cuda_probe();
+  if (probe.available) {
+    try {
+      g_targets.emplace_back(new Target{"cuda:0", cuda_backend(0), false, {}});
+      std::printf("CUDA: %s (also checked against the CPU)\n", probe.devices[0].name.c_str());
+    } catch (const std::exception& e) {
+      std::printf("CUDA: skipped: %s\n", e.what());
+    }
+  } else {
+    std::printf("CUDA: skipped: %s\n", probe.reason.c_str());
+  }
+#else
+  std::printf("CUDA: skipped: this binary was built without CUDA\n");
+#endif
+  if (g_filter && std::strcmp(g_filter, "bench") == 0) {
+    bench_gemm();
+    return 0;
+  }
+  try {
+    test_linear();
+    test_norms();
+    test_elementwise();
+    test_attention();
+    test_attention_cache();
+    test_sample();
+    test_conv();
+    test_codebook();
+    test_weight_roundtrip();
+  } catch (const std::exception& e) {
+    std::printf("FAIL: exception: %s\n", e.what());
+    g_failures++;
+  }
+  std::printf("%d passed, %d failed\n", g_checks - g_failures, g_failures);
+  return g_failures ? 1 : 0;
+}
