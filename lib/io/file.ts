@@ -1,0 +1,109 @@
+// Positional file access (fs FileHandle.read/write at an offset). Checkpoints are up to
+// ~6 GB and npz archives of samples ~10 GB: nothing here ever reads a whole file;
+// callers read exactly the (offset, length) ranges an index tells them about.
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { ioFail } from './errors.js';
+
+/** Largest single read/write request (Linux caps one syscall at 0x7ffff000 bytes). */
+const MAX_IO = 1 << 30;
+
+export class RandomAccessFile {
+  private constructor(
+    readonly path: string,
+    private readonly fh: FileHandle,
+    readonly size: number,
+  ) {}
+
+  static async open(path: string): Promise<RandomAccessFile> {
+    const fh = await open(path, 'r');
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) ioFail(path, 'not a regular file');
+      return new RandomAccessFile(path, fh, st.size);
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+  }
+
+  /** Read exactly `length` bytes at `offset` into a new Buffer (error if the file is shorter). */
+  async read(offset: number, length: number, what: string): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(length);
+    await this.readInto(buf, offset, what);
+    return buf;
+  }
+
+  /** Fill `dst` entirely with the bytes at `offset` (error if the file is shorter). */
+  async readInto(dst: Uint8Array, offset: number, what: string): Promise<void> {
+    const length = dst.byteLength;
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > this.size) {
+      ioFail(this.path, `${what}: bytes ${offset}..${offset + length} lie outside the file (size ${this.size}); the file is truncated or corrupt`);
+    }
+    let done = 0;
+    while (done < length) {
+      const n = Math.min(MAX_IO, length - done);
+      const { bytesRead } = await this.fh.read(dst, done, n, offset + done);
+      if (bytesRead === 0) ioFail(this.path, `${what}: unexpected end of file at offset ${offset + done}`);
+      done += bytesRead;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}
+
+/** Write all of `data` at `position`. */
+export async function writeFully(fh: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.byteLength) {
+    const n = Math.min(MAX_IO, data.byteLength - done);
+    const { bytesWritten } = await fh.write(data, done, n, position + done);
+    done += bytesWritten;
+  }
+}
+
+/** Bytes of any typed array / Buffer / DataView, without copying. */
+export function bytesOf(v: ArrayBufferView): Uint8Array {
+  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+}
+
+/**
+ * A file written under a temporary name next to its final path and renamed into place
+ * by commit(), so a killed run never leaves a half-written file at the final path
+ * (only a `.<name>.tmp-*` file beside it).
+ */
+export class AtomicFile {
+  private constructor(
+    readonly path: string,
+    readonly tempPath: string,
+    readonly fh: FileHandle,
+  ) {}
+
+  static async create(path: string): Promise<AtomicFile> {
+    const rand = Math.random().toString(36).slice(2, 10);
+    const tempPath = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${rand}`);
+    const fh = await open(tempPath, 'wx');
+    return new AtomicFile(path, tempPath, fh);
+  }
+
+  async commit(): Promise<void> {
+    await this.fh.datasync();
+    await this.fh.close();
+    await rename(this.tempPath, this.path);
+  }
+
+  async abort(): Promise<void> {
+    try {
+      await this.fh.close();
+    } catch {
+      /* already closed */
+    }
+    try {
+      await unlink(this.tempPath);
+    } catch {
+      /* already gone */
+    }
+  }
+}
