@@ -1,3 +1,77 @@
-// Public API of rargen (placeholder until the generate/config modules land).
+// rargen's public API. Typical use:
+//
+//   import { loadGenerator, loadTokenizer, generate, savePng } from 'rargen';
+//   const generator = await loadGenerator('rar_b.bin');            // preset inferred: rar-b
+//   const tokenizer = await loadTokenizer('maskgit-vqgan-imagenet-f16-256.bin');
+//   const { images } = await generate({ generator, tokenizer, classLabels: [207, 360], seed: 42 });
+//   await savePng('out/000000.png', images![0]!);
+//   generator.dispose(); tokenizer.dispose();
+
+export {
+  loadGenerator,
+  loadTokenizer,
+  generate,
+  decode,
+  encode,
+  Generator,
+  Tokenizer,
+  ValidationError,
+  type LoadGeneratorOptions,
+  type LoadTokenizerOptions,
+  type LoadProgress,
+  type GenerateOptions,
+  type GenerateProgress,
+  type GenerateResult,
+  type BatchOptions,
+  type TokenBatch,
+  type Precision,
+} from './generate.js';
+
+export {
+  PRESETS,
+  PRESET_NAMES,
+  MASKGIT_VQGAN,
+  NEUTRAL_SAMPLING,
+  inferGeneratorConfig,
+  inferTokenizerConfig,
+  validateGeneratorWeights,
+  validateTokenizerWeights,
+  expectedGeneratorTensors,
+  expectedTokenizerTensors,
+  detectModelKind,
+  matchPreset,
+  resolvePreset,
+  tokenGridSize,
+  ConfigError,
+  WeightsMismatchError,
+  type GeneratorConfig,
+  type TokenizerConfig,
+  type SamplingDefaults,
+  type Preset,
+  type PresetName,
+  type ModelKind,
+} from './config.js';
+
+export { resolveDevice, DeviceError, type DeviceSpec, type ResolvedDevice } from './device.js';
+
+export {
+  savePng,
+  imageGrid,
+  encodePng,
+  decodePng,
+  decodeImage,
+  loadImage,
+  centerCropArr,
+  resize,
+  flipHorizontal,
+  decoderOutputToImages,
+  imagesToPixels,
+  type RgbImage,
+  type ResampleFilter,
+} from './image.js';
+
+export { openCheckpoint, saveTorch, saveSafetensors, readNpz, writeNpz } from './io/index.js';
+export type { Checkpoint, TensorInfo, HostTensor, DType } from './tensor.js';
+
 export { native } from './native.js';
 export type { BuildInfo, CudaStatus, CudaDevice } from './native.js';

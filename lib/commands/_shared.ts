@@ -1,0 +1,91 @@
+// Helpers shared by the CLI commands (this file's name starts with '_' so that the
+// dispatcher does not list it as a command). A command module exports
+// `summary: string` (one line for `rargen --help`) and `run(argv): Promise<number>`;
+// it throws UsageError for bad arguments (exit 2) and any other Error for failures
+// (exit 1); the dispatcher prints the message in one line.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+/** A bad command line: the dispatcher prints it with a pointer to --help and exits 2. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/**
+ * node:util parseArgs in strict mode, with its errors turned into UsageErrors
+ * ("unknown option --foo"). `--help`/`-h` is always accepted.
+ */
+export function parseCommandArgs<O extends Options>(argv: string[], options: O, allowPositionals = true) {
+  try {
+    return parseArgs({
+      args: argv,
+      options: { ...options, help: { type: 'boolean', short: 'h' } } as O & { help: { type: 'boolean'; short: 'h' } },
+      strict: true,
+      allowPositionals,
+    });
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    if (err.code?.startsWith('ERR_PARSE_ARGS')) throw new UsageError(err.message.replace(/\. To specify a positional argument.*$/s, ''));
+    throw e;
+  }
+}
+
+/** A required string option. */
+export function requireOption(value: string | undefined, flag: string): string {
+  if (value === undefined || value === '') throw new UsageError(`${flag} is required`);
+  return value;
+}
+
+/** A decimal number option, or undefined when absent. */
+export function numberOption(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const s = value.trim();
+  const n = Number(s);
+  if (s === '' || !Number.isFinite(n)) throw new UsageError(`${flag} expects a number but received ${JSON.stringify(value)}`);
+  return n;
+}
+
+/** An integer option, or undefined when absent. */
+export function intOption(value: string | undefined, flag: string, min = -Infinity): number | undefined {
+  const n = numberOption(value, flag);
+  if (n === undefined) return undefined;
+  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`${flag} expects an integer${min > -Infinity ? ` >= ${min}` : ''} but received ${JSON.stringify(value)}`);
+  return n;
+}
+
+/** A non-negative 64-bit seed. */
+export function seedOption(value: string | undefined, flag = '--seed'): bigint | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag} expects a non-negative integer but received ${JSON.stringify(value)}`);
+  const v = BigInt(value.trim());
+  if (v >= 2n ** 64n) throw new UsageError(`${flag} must be below 2^64 but received ${value}`);
+  return v;
+}
+
+/** Class ids: "207,360", ranges "0-9", or both ("1,5-7"). */
+export function parseClassList(value: string, flag = '--classes'): number[] {
+  const out: number[] = [];
+  for (const part of value.split(',')) {
+    const p = part.trim();
+    const range = /^(\d+)-(\d+)$/.exec(p);
+    if (range) {
+      const a = Number(range[1]);
+      const b = Number(range[2]);
+      if (b < a) throw new UsageError(`${flag}: range ${p} is empty`);
+      for (let k = a; k <= b; k++) out.push(k);
+    } else if (/^\d+$/.test(p)) out.push(Number(p));
+    else throw new UsageError(`${flag} expects class ids like 207,360 or 0-9 but received ${JSON.stringify(value)}`);
+  }
+  return out;
+}
+
+/** Writes a line to stderr (status messages; stdout is kept for data). */
+export function note(msg: string): void {
+  process.stderr.write(msg + '\n');
+}
+
+/** The image file name for index i: 000000.png, 000001.png, ... */
+export function imageFileName(i: number): string {
+  return String(i).padStart(6, '0') + '.png';
+}

@@ -1,0 +1,195 @@
+// rargen tokenize: an ImageFolder-style tree (DIR/<class>/.../*.png|jpg) -> the
+// official pretokenized JSON lines {"class_id": int, "tokens": [256 ints]}, the
+// training data of RAR. Class ids follow torchvision's ImageFolder (class folders
+// sorted by name) unless a class map is given; images are center-cropped as ADM does
+// (box-filter halving, bicubic resize, centre crop) to the tokenizer's resolution.
+import { readdir, readFile, stat, mkdir } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { dirname, join, extname } from 'node:path';
+import { once } from 'node:events';
+import { loadTokenizer, encode } from '../generate.js';
+import { centerCropArr, flipHorizontal, loadImage, type RgbImage } from '../image.js';
+import type { DeviceSpec } from '../device.js';
+import { ProgressBar } from '../progress.js';
+import { intOption, note, parseCommandArgs, requireOption, UsageError } from './_shared.js';
+
+export const summary = 'encode an image folder to pretokenized JSONL ({"class_id", "tokens"}) for training';
+
+const USAGE = `Usage: rargen tokenize --tokenizer FILE --images DIR --out FILE.jsonl [options]
+
+Encodes every PNG/JPEG under DIR/<class>/ (nested folders included) with the
+MaskGIT-VQGAN tokenizer and writes one line per image:
+  {"class_id": 3, "tokens": [256 ints]}
+Class ids: class folders sorted by name get 0, 1, 2, ... (torchvision ImageFolder), or
+as --class-map says. Images are center-cropped like ADM/RAR's pretokenization.
+
+Options:
+  --tokenizer FILE   MaskGIT-VQGAN checkpoint
+  --images DIR       folder of class folders
+  --out FILE.jsonl   output file (overwritten)
+  --class-map FILE   JSON: {"<folder>": id, ...} or ["<folder for 0>", "<folder for 1>", ...]
+  --flip             also write each image's horizontal flip (as the official script does)
+  --batch-size N     images per batch (default 16)
+  --device D         auto, cpu, cuda or cuda:N (default auto)
+  -h, --help         show this help`;
+
+const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg']);
+const OTHER_IMAGE_EXT = new Set(['.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp']);
+
+/** Python's string order (code points), not the locale's. */
+function byCodePoint(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+export interface Sample {
+  path: string;
+  classId: number;
+}
+
+/** Folder name -> class id from a map file (object or array). */
+export async function readClassMap(file: string): Promise<Map<string, number>> {
+  let v: unknown;
+  try {
+    v = JSON.parse(await readFile(file, 'utf8'));
+  } catch (e) {
+    throw new UsageError(`--class-map ${file}: ${(e as Error).message}`);
+  }
+  const m = new Map<string, number>();
+  if (Array.isArray(v)) v.forEach((name, i) => m.set(String(name), i));
+  else if (v && typeof v === 'object') {
+    for (const [k, id] of Object.entries(v)) {
+      if (!Number.isSafeInteger(id) || (id as number) < 0) throw new UsageError(`--class-map ${file}: expected a non-negative integer for "${k}" but received ${JSON.stringify(id)}`);
+      m.set(k, id as number);
+    }
+  } else throw new UsageError(`--class-map ${file}: expected a JSON object or array`);
+  return m;
+}
+
+async function walk(dir: string, out: [string, string[]][]): Promise<void> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  const files: string[] = [];
+  const dirs: string[] = [];
+  for (const e of entries) {
+    if (e.isDirectory()) dirs.push(e.name);
+    else if (e.isFile()) files.push(e.name);
+    else if (e.isSymbolicLink()) {
+      const s = await stat(join(dir, e.name)).catch(() => undefined);
+      if (s?.isDirectory()) dirs.push(e.name);
+      else if (s?.isFile()) files.push(e.name);
+    }
+  }
+  out.push([dir, files]);
+  for (const d of dirs) await walk(join(dir, d), out);
+}
+
+/**
+ * The samples of an ImageFolder tree in torchvision's order: classes sorted, then
+ * sorted(os.walk(class dir)) roots, then sorted file names.
+ */
+export async function listImageFolder(root: string, classMap?: Map<string, number>): Promise<{ samples: Sample[]; classes: string[]; skipped: number }> {
+  let entries;
+  try {
+    entries = await readdir(root, { withFileTypes: true });
+  } catch (e) {
+    throw new UsageError(`--images ${root}: ${(e as Error).message}`);
+  }
+  const classes: string[] = [];
+  for (const e of entries) {
+    if (e.isDirectory() || (e.isSymbolicLink() && (await stat(join(root, e.name)).catch(() => undefined))?.isDirectory())) classes.push(e.name);
+  }
+  classes.sort(byCodePoint);
+  if (classes.length === 0) throw new UsageError(`--images ${root}: no class folders (expected DIR/<class>/<image>)`);
+  const samples: Sample[] = [];
+  let skipped = 0;
+  for (let ci = 0; ci < classes.length; ci++) {
+    const name = classes[ci]!;
+    let id = ci;
+    if (classMap) {
+      const m = classMap.get(name);
+      if (m === undefined) throw new UsageError(`--class-map has no id for the class folder ${JSON.stringify(name)}`);
+      id = m;
+    }
+    const tree: [string, string[]][] = [];
+    await walk(join(root, name), tree);
+    tree.sort((a, b) => byCodePoint(a[0], b[0]));
+    for (const [dir, files] of tree) {
+      for (const f of files.sort(byCodePoint)) {
+        const ext = extname(f).toLowerCase();
+        if (IMAGE_EXT.has(ext)) samples.push({ path: join(dir, f), classId: id });
+        else if (OTHER_IMAGE_EXT.has(ext)) skipped++;
+      }
+    }
+  }
+  return { samples, classes, skipped };
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseCommandArgs(
+    argv,
+    {
+      tokenizer: { type: 'string' },
+      images: { type: 'string' },
+      out: { type: 'string' },
+      'class-map': { type: 'string' },
+      flip: { type: 'boolean' },
+      'batch-size': { type: 'string' },
+      device: { type: 'string' },
+    },
+    false,
+  );
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const tokenizerPath = requireOption(values.tokenizer, '--tokenizer');
+  const imagesDir = requireOption(values.images, '--images');
+  const outFile = requireOption(values.out, '--out');
+  const batchSize = intOption(values['batch-size'], '--batch-size', 1) ?? 16;
+  if (values.device !== undefined && !/^(auto|cpu|cuda|cuda:\d+)$/.test(values.device))
+    throw new UsageError(`--device expects one of auto, cpu, cuda, cuda:N but received ${JSON.stringify(values.device)}`);
+  const classMap = values['class-map'] !== undefined ? await readClassMap(values['class-map']) : undefined;
+  const { samples, classes, skipped } = await listImageFolder(imagesDir, classMap);
+  if (samples.length === 0) throw new UsageError(`--images ${imagesDir}: no PNG or JPEG images under its ${classes.length} class folders`);
+  if (skipped) note(`rargen: skipping ${skipped} images in formats other than PNG/JPEG`);
+  const tokenizer = await loadTokenizer(tokenizerPath, { device: values.device as DeviceSpec | undefined });
+  const controller = new AbortController();
+  const onSigint = () => controller.abort();
+  process.once('SIGINT', onSigint);
+  await mkdir(dirname(outFile), { recursive: true });
+  const out = createWriteStream(outFile);
+  const write = async (s: string) => {
+    if (!out.write(s)) await once(out, 'drain');
+  };
+  try {
+    note(`rargen: ${tokenizer.device.reason}; ${samples.length} images in ${classes.length} classes`);
+    const R = tokenizer.resolution;
+    const bar = new ProgressBar(samples.length, { label: 'tokenizing', unit: 'img' });
+    for (let s = 0; s < samples.length; s += batchSize) {
+      const batch = samples.slice(s, s + batchSize);
+      const images: RgbImage[] = [];
+      const ids: number[] = [];
+      for (const sample of batch) {
+        const img = centerCropArr(await loadImage(sample.path), R);
+        images.push(img);
+        ids.push(sample.classId);
+        if (values.flip) {
+          images.push(flipHorizontal(img));
+          ids.push(sample.classId);
+        }
+      }
+      const tokens = await encode(tokenizer, images, { batchSize: images.length, signal: controller.signal });
+      let lines = '';
+      for (let i = 0; i < tokens.length; i++) lines += JSON.stringify({ class_id: ids[i], tokens: Array.from(tokens[i]!) }) + '\n';
+      await write(lines);
+      bar.update(s + batch.length);
+    }
+    bar.finish();
+    note(`rargen: wrote ${samples.length * (values.flip ? 2 : 1)} lines to ${outFile}`);
+    return 0;
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+    out.end();
+    await once(out, 'close').catch(() => undefined);
+    tokenizer.dispose();
+  }
+}

@@ -1,0 +1,496 @@
+// Model configurations: the four released RAR presets, the MaskGIT-VQGAN tokenizer,
+// and inference of every size from a checkpoint's tensor index alone (no data read).
+// A checkpoint is the source of truth: presets only pick sampling defaults and are
+// checked against the weights, never trusted over them. Validation lists every
+// problem at once (wrong shapes, missing and unexpected keys) so that a user with a
+// bad file learns everything from one error.
+import { z } from 'zod';
+import { shapeToString, type TensorInfo } from './tensor.js';
+import type { NativeRarConfig, NativeVqConfig } from './native.js';
+
+// ---------------------------------------------------------------------------------
+// Schemas
+
+const positiveInt = z.number().int().positive();
+
+/** Generator sizes (MODEL.md names in comments). */
+export const GeneratorConfigSchema = z
+  .object({
+    hiddenSize: positiveInt, // C
+    depth: positiveInt, // number of transformer blocks
+    numHeads: positiveInt, // H
+    headDim: positiveInt, // D = C / H
+    mlpDim: positiveInt, // I
+    seqLen: positiveInt, // N image tokens
+    codebookSize: positiveInt, // V
+    numClasses: positiveInt, // K
+    posEmbedRows: positiveInt, // rows of pos_embed and target_aware_pos_embed (N + 1024)
+    timestepRows: positiveInt, // rows of timesteps_embeddings (N + 100)
+  })
+  .refine((c) => c.numHeads * c.headDim === c.hiddenSize, {
+    message: 'hiddenSize must equal numHeads * headDim',
+  })
+  .refine((c) => c.posEmbedRows >= c.seqLen + 2, { message: 'posEmbedRows must be at least seqLen + 2' })
+  .refine((c) => c.timestepRows >= c.seqLen + 2, { message: 'timestepRows must be at least seqLen + 2' });
+export type GeneratorConfig = z.infer<typeof GeneratorConfigSchema>;
+
+/** Sampling defaults (MODEL.md table): CFG scale g, its power p, softmax temperature. */
+export const SamplingDefaultsSchema = z.object({
+  guidanceScale: z.number().finite().min(0),
+  guidanceScalePow: z.number().finite().min(0),
+  temperature: z.number().finite().positive(),
+});
+export type SamplingDefaults = z.infer<typeof SamplingDefaultsSchema>;
+
+/** MaskGIT-VQGAN sizes. */
+export const TokenizerConfigSchema = z.object({
+  hiddenChannels: positiveInt,
+  channelMult: z.array(positiveInt).min(1),
+  numResBlocks: positiveInt,
+  zChannels: positiveInt,
+  codebookSize: positiveInt,
+  /** Pixels per side; the token grid is resolution / 2^(channelMult.length - 1). */
+  resolution: positiveInt,
+});
+export type TokenizerConfig = z.infer<typeof TokenizerConfigSchema>;
+
+export const PRESET_NAMES = ['rar-b', 'rar-l', 'rar-xl', 'rar-xxl'] as const;
+export type PresetName = (typeof PRESET_NAMES)[number];
+export const PresetNameSchema = z.enum(PRESET_NAMES);
+
+export interface Preset {
+  name: PresetName;
+  generator: GeneratorConfig;
+  sampling: SamplingDefaults;
+  /** Parameter count as the paper reports it. */
+  params: string;
+  /** FID-50k reported in the paper with these sampling defaults. */
+  fid: number;
+}
+
+// ---------------------------------------------------------------------------------
+// Presets (MODEL.md "Sizes")
+
+const RELEASE_N = 256;
+const RELEASE_V = 1024;
+const RELEASE_K = 1000;
+
+function releaseGenerator(hiddenSize: number, depth: number, numHeads: number, mlpDim: number): GeneratorConfig {
+  return GeneratorConfigSchema.parse({
+    hiddenSize,
+    depth,
+    numHeads,
+    headDim: hiddenSize / numHeads,
+    mlpDim,
+    seqLen: RELEASE_N,
+    codebookSize: RELEASE_V,
+    numClasses: RELEASE_K,
+    posEmbedRows: RELEASE_N + 1024,
+    timestepRows: RELEASE_N + 100,
+  });
+}
+
+export const PRESETS: Readonly<Record<PresetName, Preset>> = Object.freeze({
+  'rar-b': {
+    name: 'rar-b',
+    generator: releaseGenerator(768, 24, 16, 3072),
+    sampling: { guidanceScale: 16.0, guidanceScalePow: 2.75, temperature: 1.0 },
+    params: '261M',
+    fid: 1.95,
+  },
+  'rar-l': {
+    name: 'rar-l',
+    generator: releaseGenerator(1024, 24, 16, 4096),
+    sampling: { guidanceScale: 15.5, guidanceScalePow: 2.5, temperature: 1.02 },
+    params: '461M',
+    fid: 1.7,
+  },
+  'rar-xl': {
+    name: 'rar-xl',
+    generator: releaseGenerator(1280, 32, 16, 5120),
+    sampling: { guidanceScale: 6.9, guidanceScalePow: 1.5, temperature: 1.02 },
+    params: '955M',
+    fid: 1.5,
+  },
+  'rar-xxl': {
+    name: 'rar-xxl',
+    generator: releaseGenerator(1408, 40, 16, 6144),
+    sampling: { guidanceScale: 8.0, guidanceScalePow: 1.2, temperature: 1.02 },
+    params: '1.5B',
+    fid: 1.48,
+  },
+});
+
+/** Sampling defaults when the weights match no preset: no guidance, temperature 1. */
+export const NEUTRAL_SAMPLING: Readonly<SamplingDefaults> = Object.freeze({
+  guidanceScale: 0,
+  guidanceScalePow: 0,
+  temperature: 1,
+});
+
+/** The released MaskGIT-VQGAN (maskgit-vqgan-imagenet-f16-256.bin). */
+export const MASKGIT_VQGAN: Readonly<TokenizerConfig> = Object.freeze({
+  hiddenChannels: 128,
+  channelMult: [1, 1, 2, 2, 4],
+  numResBlocks: 2,
+  zChannels: 256,
+  codebookSize: 1024,
+  resolution: 256,
+});
+
+/** Token grid side of a tokenizer (16 for the release: 256 px / 2^4). */
+export function tokenGridSize(cfg: TokenizerConfig): number {
+  return cfg.resolution / 2 ** (cfg.channelMult.length - 1);
+}
+
+export function toNativeRarConfig(c: GeneratorConfig): NativeRarConfig {
+  return {
+    hiddenSize: c.hiddenSize,
+    depth: c.depth,
+    numHeads: c.numHeads,
+    mlpDim: c.mlpDim,
+    seqLen: c.seqLen,
+    codebookSize: c.codebookSize,
+    numClasses: c.numClasses,
+    posEmbedRows: c.posEmbedRows,
+    timestepRows: c.timestepRows,
+  };
+}
+
+export function toNativeVqConfig(c: TokenizerConfig): NativeVqConfig {
+  return { ...c, channelMult: [...c.channelMult] };
+}
+
+/** One line describing a generator's sizes, for messages. */
+export function describeGeneratorConfig(c: GeneratorConfig): string {
+  return (
+    `hidden ${c.hiddenSize}, depth ${c.depth}, heads ${c.numHeads}, head dim ${c.headDim}, MLP ${c.mlpDim}, ` +
+    `tokens ${c.seqLen}, codebook ${c.codebookSize}, classes ${c.numClasses}`
+  );
+}
+
+const GENERATOR_FIELDS = [
+  'hiddenSize',
+  'depth',
+  'numHeads',
+  'headDim',
+  'mlpDim',
+  'seqLen',
+  'codebookSize',
+  'numClasses',
+  'posEmbedRows',
+  'timestepRows',
+] as const satisfies readonly (keyof GeneratorConfig)[];
+
+export function sameGeneratorConfig(a: GeneratorConfig, b: GeneratorConfig): boolean {
+  return GENERATOR_FIELDS.every((f) => a[f] === b[f]);
+}
+
+/** The preset whose sizes equal these, if any. */
+export function matchPreset(c: GeneratorConfig): Preset | undefined {
+  return Object.values(PRESETS).find((p) => sameGeneratorConfig(p.generator, c));
+}
+
+/**
+ * The preset to use for weights whose config was inferred: when `name` is given it
+ * must match the weights exactly (else an error naming both); otherwise the matching
+ * preset, if any.
+ */
+export function resolvePreset(name: PresetName | undefined, inferred: GeneratorConfig, source = 'the weights'): Preset | undefined {
+  if (name === undefined) return matchPreset(inferred);
+  const preset = PRESETS[name];
+  if (!sameGeneratorConfig(preset.generator, inferred)) {
+    const diffs = GENERATOR_FIELDS.filter((f) => preset.generator[f] !== inferred[f]).map(
+      (f) => `${f} ${preset.generator[f]} vs ${inferred[f]}`,
+    );
+    const actual = matchPreset(inferred);
+    throw new ConfigError(
+      `preset ${name} (${describeGeneratorConfig(preset.generator)}) does not match ${source} ` +
+        `(${describeGeneratorConfig(inferred)}${actual ? `; they are ${actual.name}` : ''}): ${diffs.join(', ')}`,
+    );
+  }
+  return preset;
+}
+
+// ---------------------------------------------------------------------------------
+// Errors
+
+/** A checkpoint whose tensors do not fit the expected model. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Every difference between a checkpoint and the expected state dict. */
+export class WeightsMismatchError extends ConfigError {
+  override name = 'WeightsMismatchError';
+  constructor(
+    readonly model: string,
+    readonly wrongShapes: { key: string; expected: number[]; found: number[] }[],
+    readonly missing: string[],
+    readonly unexpected: string[],
+    readonly wrongDtypes: { key: string; dtype: string }[] = [],
+  ) {
+    super(WeightsMismatchError.format(model, wrongShapes, missing, unexpected, wrongDtypes));
+  }
+
+  static format(
+    model: string,
+    wrongShapes: { key: string; expected: number[]; found: number[] }[],
+    missing: string[],
+    unexpected: string[],
+    wrongDtypes: { key: string; dtype: string }[],
+  ): string {
+    const lines: string[] = [];
+    const n = wrongShapes.length + missing.length + unexpected.length + wrongDtypes.length;
+    lines.push(`${model} weights do not match the expected state dict (${n} problem${n === 1 ? '' : 's'}):`);
+    for (const w of wrongShapes) lines.push(`  ${w.key}: expected ${shapeToString(w.expected)} but found ${shapeToString(w.found)}`);
+    for (const w of wrongDtypes) lines.push(`  ${w.key}: expected a floating-point tensor but found ${w.dtype}`);
+    if (missing.length) lines.push(`  missing keys (${missing.length}): ${listKeys(missing)}`);
+    if (unexpected.length) lines.push(`  unexpected keys (${unexpected.length}): ${listKeys(unexpected)}`);
+    return lines.join('\n');
+  }
+}
+
+function listKeys(keys: string[], max = 20): string {
+  return keys.length <= max ? keys.join(', ') : keys.slice(0, max).join(', ') + `, ... (${keys.length - max} more)`;
+}
+
+// ---------------------------------------------------------------------------------
+// Expected state dicts
+
+/** Every generator tensor name with its shape, in state-dict order. */
+export function expectedGeneratorTensors(c: GeneratorConfig): Map<string, number[]> {
+  const { hiddenSize: C, headDim: D, mlpDim: I, codebookSize: V, numClasses: K } = c;
+  const m = new Map<string, number[]>();
+  m.set('cls_token', [1, 1, C]);
+  m.set('pos_embed', [1, c.posEmbedRows, C]);
+  m.set('target_aware_pos_embed', [1, c.posEmbedRows, C]);
+  m.set('timesteps_embeddings', [1, c.timestepRows, C]);
+  for (let i = 0; i < c.depth; i++) {
+    const b = `blocks.${i}.`;
+    m.set(b + 'norm1.weight', [C]);
+    m.set(b + 'norm1.bias', [C]);
+    m.set(b + 'attn.qkv.weight', [3 * C, C]);
+    m.set(b + 'attn.qkv.bias', [3 * C]);
+    m.set(b + 'attn.q_norm.weight', [D]);
+    m.set(b + 'attn.q_norm.bias', [D]);
+    m.set(b + 'attn.k_norm.weight', [D]);
+    m.set(b + 'attn.k_norm.bias', [D]);
+    m.set(b + 'attn.proj.weight', [C, C]);
+    m.set(b + 'attn.proj.bias', [C]);
+    m.set(b + 'norm2.weight', [C]);
+    m.set(b + 'norm2.bias', [C]);
+    m.set(b + 'mlp.fc1.weight', [I, C]);
+    m.set(b + 'mlp.fc1.bias', [I]);
+    m.set(b + 'mlp.fc2.weight', [C, I]);
+    m.set(b + 'mlp.fc2.bias', [C]);
+    m.set(b + 'adaLN_modulation.1.weight', [6 * C, C]);
+    m.set(b + 'adaLN_modulation.1.bias', [6 * C]);
+  }
+  m.set('embeddings.weight', [V + 1 + K + 1, C]);
+  m.set('adaln_before_head.adaLN_modulation.1.weight', [2 * C, C]);
+  m.set('adaln_before_head.adaLN_modulation.1.bias', [2 * C]);
+  m.set('lm_head.weight', [V, C]);
+  m.set('lm_head.bias', [V]);
+  return m;
+}
+
+function resnetBlock(m: Map<string, number[]>, p: string, cin: number, cout: number): void {
+  m.set(p + 'norm1.weight', [cin]);
+  m.set(p + 'norm1.bias', [cin]);
+  m.set(p + 'conv1.weight', [cout, cin, 3, 3]);
+  m.set(p + 'norm2.weight', [cout]);
+  m.set(p + 'norm2.bias', [cout]);
+  m.set(p + 'conv2.weight', [cout, cout, 3, 3]);
+  // The shortcut maps h (already cout channels) in this VQGAN, hence (cout, cout).
+  if (cin !== cout) m.set(p + 'nin_shortcut.weight', [cout, cout, 1, 1]);
+}
+
+/** Every MaskGIT-VQGAN tensor name with its shape (encoder, decoder, codebook). */
+export function expectedTokenizerTensors(c: TokenizerConfig): Map<string, number[]> {
+  const { hiddenChannels: H, channelMult: mult, numResBlocks: R, zChannels: Z } = c;
+  const L = mult.length;
+  const top = H * mult[L - 1]!;
+  const m = new Map<string, number[]>();
+  // Encoder: conv_in without bias; levels 0..L-1 from H*mult[i-1] (H for i=0) to H*mult[i].
+  m.set('encoder.conv_in.weight', [H, 3, 3, 3]);
+  let cin = H;
+  for (let i = 0; i < L; i++) {
+    const cout = H * mult[i]!;
+    for (let j = 0; j < R; j++) {
+      resnetBlock(m, `encoder.down.${i}.block.${j}.`, cin, cout);
+      cin = cout;
+    }
+  }
+  for (let j = 0; j < 2; j++) resnetBlock(m, `encoder.mid.${j}.`, top, top);
+  m.set('encoder.norm_out.weight', [top]);
+  m.set('encoder.norm_out.bias', [top]);
+  m.set('encoder.conv_out.weight', [Z, top, 1, 1]);
+  m.set('encoder.conv_out.bias', [Z]);
+  // Decoder: conv_in with bias; mid; levels L-1..0, each upsampled except level 0.
+  m.set('decoder.conv_in.weight', [top, Z, 3, 3]);
+  m.set('decoder.conv_in.bias', [top]);
+  for (let j = 0; j < 2; j++) resnetBlock(m, `decoder.mid.${j}.`, top, top);
+  cin = top;
+  for (let i = L - 1; i >= 0; i--) {
+    const cout = H * mult[i]!;
+    for (let j = 0; j < R; j++) {
+      resnetBlock(m, `decoder.up.${i}.block.${j}.`, cin, cout);
+      cin = cout;
+    }
+    if (i !== 0) {
+      m.set(`decoder.up.${i}.upsample_conv.weight`, [cout, cout, 3, 3]);
+      m.set(`decoder.up.${i}.upsample_conv.bias`, [cout]);
+    }
+  }
+  m.set('decoder.norm_out.weight', [H * mult[0]!]);
+  m.set('decoder.norm_out.bias', [H * mult[0]!]);
+  m.set('decoder.conv_out.weight', [3, H * mult[0]!, 3, 3]);
+  m.set('decoder.conv_out.bias', [3]);
+  m.set('quantize.embedding.weight', [c.codebookSize, Z]);
+  return m;
+}
+
+const FLOAT_DTYPES = new Set(['float32', 'float16', 'bfloat16']);
+
+function compareTensors(model: string, tensors: ReadonlyMap<string, TensorInfo>, expected: Map<string, number[]>): void {
+  const wrongShapes: { key: string; expected: number[]; found: number[] }[] = [];
+  const wrongDtypes: { key: string; dtype: string }[] = [];
+  const missing: string[] = [];
+  for (const [key, shape] of expected) {
+    const t = tensors.get(key);
+    if (!t) missing.push(key);
+    else {
+      if (!sameShape(t.shape, shape)) wrongShapes.push({ key, expected: shape, found: [...t.shape] });
+      if (!FLOAT_DTYPES.has(t.dtype)) wrongDtypes.push({ key, dtype: t.dtype });
+    }
+  }
+  const unexpected = [...tensors.keys()].filter((k) => !expected.has(k));
+  if (wrongShapes.length || missing.length || unexpected.length || wrongDtypes.length) {
+    throw new WeightsMismatchError(model, wrongShapes, missing, unexpected, wrongDtypes);
+  }
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** Throws a WeightsMismatchError listing every wrong shape, missing and unexpected key. */
+export function validateGeneratorWeights(tensors: ReadonlyMap<string, TensorInfo>, config: GeneratorConfig): void {
+  compareTensors('RAR generator', tensors, expectedGeneratorTensors(GeneratorConfigSchema.parse(config)));
+}
+
+/** Throws a WeightsMismatchError listing every wrong shape, missing and unexpected key. */
+export function validateTokenizerWeights(tensors: ReadonlyMap<string, TensorInfo>, config: TokenizerConfig): void {
+  compareTensors('MaskGIT-VQGAN tokenizer', tensors, expectedTokenizerTensors(TokenizerConfigSchema.parse(config)));
+}
+
+// ---------------------------------------------------------------------------------
+// Inference from weights
+
+export type ModelKind = 'rar-generator' | 'maskgit-vqgan' | 'unknown';
+
+/** What a checkpoint holds, judged from its key names. */
+export function detectModelKind(tensors: ReadonlyMap<string, TensorInfo>): ModelKind {
+  if (tensors.has('cls_token') && tensors.has('lm_head.weight') && tensors.has('embeddings.weight')) return 'rar-generator';
+  if (tensors.has('quantize.embedding.weight') && (tensors.has('decoder.conv_in.weight') || tensors.has('encoder.conv_in.weight')))
+    return 'maskgit-vqgan';
+  return 'unknown';
+}
+
+function need(model: string, tensors: ReadonlyMap<string, TensorInfo>, key: string, rank: number): number[] {
+  const t = tensors.get(key);
+  if (!t) throw new ConfigError(`cannot infer the ${model} config: tensor ${key} is missing`);
+  if (t.shape.length !== rank)
+    throw new ConfigError(`cannot infer the ${model} config: ${key} should have ${rank} dimensions but has shape ${shapeToString(t.shape)}`);
+  return t.shape;
+}
+
+function maxIndex(tensors: ReadonlyMap<string, TensorInfo>, re: RegExp): number {
+  let max = -1;
+  for (const k of tensors.keys()) {
+    const m = re.exec(k);
+    if (m) max = Math.max(max, Number(m[1]));
+  }
+  return max;
+}
+
+/** Extra rows of the released position tables beyond N: N + 1024 and N + 100. */
+export const POS_EMBED_EXTRA_ROWS = 1024;
+export const TIMESTEP_EXTRA_ROWS = 100;
+
+/**
+ * Every generator size from the tensor index: C from cls_token, depth from the largest
+ * block index, D from q_norm, H = C / D, I from fc1, N = timesteps rows - 100, V from
+ * lm_head, K = embedding rows - V - 2. Checks the result is self-consistent, not that
+ * every tensor fits (validateGeneratorWeights does that).
+ */
+export function inferGeneratorConfig(tensors: ReadonlyMap<string, TensorInfo>): GeneratorConfig {
+  const M = 'RAR generator';
+  const C = need(M, tensors, 'cls_token', 3)[2]!;
+  const depth = maxIndex(tensors, /^blocks\.(\d+)\./) + 1;
+  if (depth === 0) throw new ConfigError(`cannot infer the ${M} config: no blocks.<i>.* tensors`);
+  const D = need(M, tensors, 'blocks.0.attn.q_norm.weight', 1)[0]!;
+  if (C % D !== 0) throw new ConfigError(`cannot infer the ${M} config: hidden size ${C} (cls_token) is not a multiple of head dim ${D} (blocks.0.attn.q_norm.weight)`);
+  const I = need(M, tensors, 'blocks.0.mlp.fc1.weight', 2)[0]!;
+  const timestepRows = need(M, tensors, 'timesteps_embeddings', 3)[1]!;
+  const posEmbedRows = need(M, tensors, 'pos_embed', 3)[1]!;
+  const N = timestepRows - TIMESTEP_EXTRA_ROWS;
+  if (N < 1) throw new ConfigError(`cannot infer the ${M} config: timesteps_embeddings has ${timestepRows} rows, expected N + ${TIMESTEP_EXTRA_ROWS}`);
+  const V = need(M, tensors, 'lm_head.weight', 2)[0]!;
+  const E = need(M, tensors, 'embeddings.weight', 2)[0]!;
+  const K = E - V - 2;
+  if (K < 1) throw new ConfigError(`cannot infer the ${M} config: embeddings.weight has ${E} rows, expected V + 1 + K + 1 with V = ${V}`);
+  const parsed = GeneratorConfigSchema.safeParse({
+    hiddenSize: C,
+    depth,
+    numHeads: C / D,
+    headDim: D,
+    mlpDim: I,
+    seqLen: N,
+    codebookSize: V,
+    numClasses: K,
+    posEmbedRows,
+    timestepRows,
+  });
+  if (!parsed.success) throw new ConfigError(`cannot infer the ${M} config: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+  return parsed.data;
+}
+
+/**
+ * Every tokenizer size from the tensor index: hidden channels from encoder.conv_in
+ * (else the gcd of the decoder's level widths), channel_mult from each level's first
+ * conv, res blocks per level from the block indices, z from the codebook width.
+ * Resolution cannot be seen in the weights: it is taken as `gridSize` tokens per side
+ * (16, as RAR uses) times the downsampling factor, unless given.
+ */
+export function inferTokenizerConfig(
+  tensors: ReadonlyMap<string, TensorInfo>,
+  opts: { resolution?: number; gridSize?: number } = {},
+): TokenizerConfig {
+  const M = 'MaskGIT-VQGAN';
+  const [codebookSize, zChannels] = need(M, tensors, 'quantize.embedding.weight', 2) as [number, number];
+  const hasEncoder = tensors.has('encoder.conv_in.weight');
+  const side = hasEncoder ? 'encoder' : 'decoder';
+  const levelKey = hasEncoder ? 'down' : 'up';
+  const levels = maxIndex(tensors, new RegExp(`^${side}\\.${levelKey}\\.(\\d+)\\.`)) + 1;
+  if (levels === 0) throw new ConfigError(`cannot infer the ${M} config: no ${side}.${levelKey}.<i>.* tensors`);
+  const numResBlocks = maxIndex(tensors, new RegExp(`^${side}\\.${levelKey}\\.0\\.block\\.(\\d+)\\.`)) + 1;
+  if (numResBlocks === 0) throw new ConfigError(`cannot infer the ${M} config: no ${side}.${levelKey}.0.block.<j>.* tensors`);
+  const widths: number[] = [];
+  for (let i = 0; i < levels; i++) widths.push(need(M, tensors, `${side}.${levelKey}.${i}.block.0.conv1.weight`, 4)[0]!);
+  const hiddenChannels = hasEncoder ? need(M, tensors, 'encoder.conv_in.weight', 4)[0]! : widths.reduce(gcd);
+  const channelMult = widths.map((w) => w / hiddenChannels);
+  if (!channelMult.every((x) => Number.isInteger(x)))
+    throw new ConfigError(`cannot infer the ${M} config: level widths ${widths.join(', ')} are not multiples of ${hiddenChannels} (encoder.conv_in)`);
+  const grid = opts.gridSize ?? 16;
+  const resolution = opts.resolution ?? grid * 2 ** (levels - 1);
+  const parsed = TokenizerConfigSchema.safeParse({ hiddenChannels, channelMult, numResBlocks, zChannels, codebookSize, resolution });
+  if (!parsed.success) throw new ConfigError(`cannot infer the ${M} config: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+  return parsed.data;
+}
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}

@@ -1,0 +1,566 @@
+// Images on the host: 8-bit RGB, height x width x 3 (HWC), as the evaluators and PNG
+// files want them. PNG is written and read here with node:zlib (no dependency);
+// JPEG is read with jpeg-js. Resizing reproduces Pillow's two-pass fixed-point
+// resampler exactly (box and bicubic), so that `center crop` tokenizes an image the
+// way the official ADM/RAR scripts do with PIL.
+import { deflateSync, inflateSync } from 'node:zlib';
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { dirname, extname } from 'node:path';
+import jpeg from 'jpeg-js';
+
+/** An 8-bit RGB image, rows top to bottom, pixels left to right, 3 bytes each (HWC). */
+export interface RgbImage {
+  width: number;
+  height: number;
+  /** Length width * height * 3. */
+  data: Uint8Array;
+}
+
+export function createImage(width: number, height: number): RgbImage {
+  return { width, height, data: new Uint8Array(width * height * 3) };
+}
+
+function checkImage(img: RgbImage, what = 'image'): void {
+  if (
+    !img ||
+    !Number.isInteger(img.width) ||
+    !Number.isInteger(img.height) ||
+    img.width < 1 ||
+    img.height < 1 ||
+    !(img.data instanceof Uint8Array) ||
+    img.data.length !== img.width * img.height * 3
+  ) {
+    throw new TypeError(`Expected an RGB image {width, height, data: Uint8Array(width*height*3)} for ${what}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// Float <-> uint8
+
+/**
+ * Decoder output (B, 3, R, R) float32, NCHW -> B RGB images: clamp to [0, 1], times
+ * 255 in float32 arithmetic, truncated (not rounded) to uint8, as the official
+ * sampling code does (`(clamp(x, 0, 1) * 255).to(torch.uint8)`). NaN becomes 0.
+ */
+export function decoderOutputToImages(out: Float32Array, batch: number, height: number, width = height): RgbImage[] {
+  const hw = height * width;
+  if (out.length !== batch * 3 * hw) throw new RangeError(`decoder output has ${out.length} values, expected ${batch} x 3 x ${height} x ${width}`);
+  const images: RgbImage[] = [];
+  for (let b = 0; b < batch; b++) {
+    const img = createImage(width, height);
+    const base = b * 3 * hw;
+    for (let c = 0; c < 3; c++) {
+      const plane = base + c * hw;
+      for (let i = 0; i < hw; i++) img.data[i * 3 + c] = floatToByte(out[plane + i]!);
+    }
+    images.push(img);
+  }
+  return images;
+}
+
+/** One value of the uint8 conversion: trunc(fround(clamp(x, 0, 1) * 255)). */
+export function floatToByte(x: number): number {
+  if (!(x > 0)) return 0; // also NaN
+  if (x >= 1) return 255;
+  // x is a float32; x * 255 is exact in float64, fround gives the float32 product.
+  return Math.trunc(Math.fround(x * 255));
+}
+
+/** B RGB images (all R x R) -> pixels (B, 3, R, R) float32 in [0, 1] (ToTensor: v / 255). */
+export function imagesToPixels(images: readonly RgbImage[]): Float32Array {
+  if (images.length === 0) return new Float32Array(0);
+  const { width: W, height: H } = images[0]!;
+  const hw = W * H;
+  const out = new Float32Array(images.length * 3 * hw);
+  images.forEach((img, b) => {
+    checkImage(img, `images[${b}]`);
+    if (img.width !== W || img.height !== H) throw new RangeError(`images[${b}] is ${img.width}x${img.height} but images[0] is ${W}x${H}`);
+    const base = b * 3 * hw;
+    for (let i = 0; i < hw; i++) {
+      for (let c = 0; c < 3; c++) out[base + c * hw + i] = img.data[i * 3 + c]! / 255;
+    }
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------------------------
+// Grids, flips, crops
+
+/** Tiles images (all the same size) into rows of `cols`, left to right, top to bottom. */
+export function imageGrid(images: readonly RgbImage[], cols: number, opts: { padding?: number; background?: [number, number, number] } = {}): RgbImage {
+  if (images.length === 0) throw new RangeError('imageGrid needs at least one image');
+  if (!Number.isInteger(cols) || cols < 1) throw new RangeError(`Expected integer >= 1 for cols but received ${String(cols)}`);
+  const pad = opts.padding ?? 0;
+  if (!Number.isInteger(pad) || pad < 0) throw new RangeError(`Expected integer >= 0 for padding but received ${String(pad)}`);
+  const { width: w, height: h } = images[0]!;
+  images.forEach((img, i) => {
+    checkImage(img, `images[${i}]`);
+    if (img.width !== w || img.height !== h) throw new RangeError(`images[${i}] is ${img.width}x${img.height} but images[0] is ${w}x${h}`);
+  });
+  const c = Math.min(cols, images.length);
+  const rows = Math.ceil(images.length / c);
+  const grid = createImage(c * w + (c + 1) * pad, rows * h + (rows + 1) * pad);
+  const bg = opts.background ?? [0, 0, 0];
+  if (bg.some((v) => v !== 0)) for (let i = 0; i < grid.width * grid.height; i++) grid.data.set(bg, i * 3);
+  images.forEach((img, i) => {
+    const x0 = pad + (i % c) * (w + pad);
+    const y0 = pad + Math.floor(i / c) * (h + pad);
+    for (let y = 0; y < h; y++) {
+      grid.data.set(img.data.subarray(y * w * 3, (y + 1) * w * 3), ((y0 + y) * grid.width + x0) * 3);
+    }
+  });
+  return grid;
+}
+
+export function flipHorizontal(img: RgbImage): RgbImage {
+  const out = createImage(img.width, img.height);
+  const { width: W } = img;
+  for (let y = 0; y < img.height; y++) {
+    for (let x = 0; x < W; x++) {
+      const s = (y * W + x) * 3;
+      const d = (y * W + (W - 1 - x)) * 3;
+      out.data[d] = img.data[s]!;
+      out.data[d + 1] = img.data[s + 1]!;
+      out.data[d + 2] = img.data[s + 2]!;
+    }
+  }
+  return out;
+}
+
+export function crop(img: RgbImage, x0: number, y0: number, w: number, h: number): RgbImage {
+  if (x0 < 0 || y0 < 0 || x0 + w > img.width || y0 + h > img.height) throw new RangeError(`crop ${w}x${h}+${x0}+${y0} is outside the ${img.width}x${img.height} image`);
+  const out = createImage(w, h);
+  for (let y = 0; y < h; y++) out.data.set(img.data.subarray(((y0 + y) * img.width + x0) * 3, ((y0 + y) * img.width + x0 + w) * 3), y * w * 3);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------
+// Pillow-exact resampling (libImaging/Resample.c, 8 bits per channel)
+
+export type ResampleFilter = 'box' | 'bilinear' | 'bicubic';
+
+const FILTERS: Record<ResampleFilter, { support: number; fn: (x: number) => number }> = {
+  box: { support: 0.5, fn: (x) => (x > -0.5 && x <= 0.5 ? 1 : 0) },
+  bilinear: {
+    support: 1,
+    fn: (x) => {
+      x = Math.abs(x);
+      return x < 1 ? 1 - x : 0;
+    },
+  },
+  bicubic: {
+    support: 2,
+    fn: (x) => {
+      const a = -0.5;
+      x = Math.abs(x);
+      if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+      if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+      return 0;
+    },
+  },
+};
+
+const PRECISION_BITS = 32 - 8 - 2;
+
+/** Fixed-point coefficients and source bounds for one axis, as Pillow computes them. */
+function precomputeCoeffs(inSize: number, outSize: number, filter: ResampleFilter): { ksize: number; bounds: Int32Array; kk: Int32Array } {
+  const f = FILTERS[filter];
+  const scale = inSize / outSize;
+  const filterscale = Math.max(scale, 1);
+  const support = f.support * filterscale;
+  const ksize = Math.ceil(support) * 2 + 1;
+  const bounds = new Int32Array(outSize * 2);
+  const kk = new Int32Array(outSize * ksize);
+  const w = new Float64Array(ksize);
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = (xx + 0.5) * scale;
+    const ss = 1 / filterscale;
+    let xmin = Math.trunc(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    let xmax = Math.trunc(center + support + 0.5);
+    if (xmax > inSize) xmax = inSize;
+    xmax -= xmin;
+    let ww = 0;
+    for (let x = 0; x < xmax; x++) {
+      const v = f.fn((x + xmin - center + 0.5) * ss);
+      w[x] = v;
+      ww += v;
+    }
+    for (let x = 0; x < ksize; x++) {
+      let v = x < xmax ? w[x]! : 0;
+      if (x < xmax && ww !== 0) v /= ww;
+      kk[xx * ksize + x] = v < 0 ? Math.trunc(-0.5 + v * (1 << PRECISION_BITS)) : Math.trunc(0.5 + v * (1 << PRECISION_BITS));
+    }
+    bounds[xx * 2] = xmin;
+    bounds[xx * 2 + 1] = xmax;
+  }
+  return { ksize, bounds, kk };
+}
+
+function clip8(ss: number): number {
+  const v = Math.floor(ss / (1 << PRECISION_BITS));
+  return v < 0 ? 0 : v > 255 ? 255 : v;
+}
+
+/** Resizes like PIL's `Image.resize((w, h), resample)` on an RGB image. */
+export function resize(img: RgbImage, outW: number, outH: number, filter: ResampleFilter = 'bicubic'): RgbImage {
+  checkImage(img);
+  if (!Number.isInteger(outW) || !Number.isInteger(outH) || outW < 1 || outH < 1) throw new RangeError(`cannot resize to ${outW}x${outH}`);
+  if (outW === img.width && outH === img.height) return { width: outW, height: outH, data: img.data.slice() };
+  const horiz = precomputeCoeffs(img.width, outW, filter);
+  const vert = precomputeCoeffs(img.height, outH, filter);
+  let cur = img;
+  let rowOffset = 0; // first source row the vertical pass reads, relative to cur
+  if (outW !== img.width) {
+    // Horizontal pass over only the rows the vertical pass will read.
+    const yFirst = vert.bounds[0]!;
+    const yLast = vert.bounds[outH * 2 - 2]! + vert.bounds[outH * 2 - 1]!;
+    const rows = outH !== img.height ? yLast - yFirst : img.height;
+    const y0 = outH !== img.height ? yFirst : 0;
+    const tmp = createImage(outW, rows);
+    const { ksize, bounds, kk } = horiz;
+    for (let y = 0; y < rows; y++) {
+      const srow = (y + y0) * img.width * 3;
+      for (let xx = 0; xx < outW; xx++) {
+        const xmin = bounds[xx * 2]!;
+        const xmax = bounds[xx * 2 + 1]!;
+        const k = xx * ksize;
+        let s0 = 1 << (PRECISION_BITS - 1);
+        let s1 = s0;
+        let s2 = s0;
+        for (let x = 0; x < xmax; x++) {
+          const p = srow + (x + xmin) * 3;
+          const kv = kk[k + x]!;
+          s0 += img.data[p]! * kv;
+          s1 += img.data[p + 1]! * kv;
+          s2 += img.data[p + 2]! * kv;
+        }
+        const d = (y * outW + xx) * 3;
+        tmp.data[d] = clip8(s0);
+        tmp.data[d + 1] = clip8(s1);
+        tmp.data[d + 2] = clip8(s2);
+      }
+    }
+    cur = tmp;
+    rowOffset = y0;
+  }
+  if (outH === img.height) return cur;
+  const out = createImage(outW, outH);
+  const { ksize, bounds, kk } = vert;
+  const W = cur.width;
+  for (let yy = 0; yy < outH; yy++) {
+    const ymin = bounds[yy * 2]! - rowOffset;
+    const ymax = bounds[yy * 2 + 1]!;
+    const k = yy * ksize;
+    for (let xx = 0; xx < W; xx++) {
+      let s0 = 1 << (PRECISION_BITS - 1);
+      let s1 = s0;
+      let s2 = s0;
+      for (let y = 0; y < ymax; y++) {
+        const p = ((y + ymin) * W + xx) * 3;
+        const kv = kk[k + y]!;
+        s0 += cur.data[p]! * kv;
+        s1 += cur.data[p + 1]! * kv;
+        s2 += cur.data[p + 2]! * kv;
+      }
+      const d = (yy * W + xx) * 3;
+      out.data[d] = clip8(s0);
+      out.data[d + 1] = clip8(s1);
+      out.data[d + 2] = clip8(s2);
+    }
+  }
+  return out;
+}
+
+/** Python's round() on a float: halves go to the even neighbour. */
+export function roundHalfEven(v: number): number {
+  const f = Math.floor(v);
+  const d = v - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/**
+ * ADM's center_crop_arr (guided-diffusion, used by RAR's pretokenization): while the
+ * short side is at least 2*size, halve both sides (floor) with a box filter; then
+ * bicubic-resize so the short side is `size` (Python rounding of the long side);
+ * then take the centred size x size crop.
+ */
+export function centerCropArr(img: RgbImage, size: number): RgbImage {
+  checkImage(img);
+  let cur = img;
+  while (Math.min(cur.width, cur.height) >= 2 * size) {
+    cur = resize(cur, Math.floor(cur.width / 2), Math.floor(cur.height / 2), 'box');
+  }
+  const scale = size / Math.min(cur.width, cur.height);
+  cur = resize(cur, roundHalfEven(cur.width * scale), roundHalfEven(cur.height * scale), 'bicubic');
+  const y0 = Math.floor((cur.height - size) / 2);
+  const x0 = Math.floor((cur.width - size) / 2);
+  return crop(cur, x0, y0, size, size);
+}
+
+// ---------------------------------------------------------------------------------
+// PNG
+
+const PNG_SIGNATURE = Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a);
+
+let crcTable: Uint32Array | undefined;
+function crc32(data: Uint8Array, crc = 0): number {
+  if (!crcTable) {
+    crcTable = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[n] = c >>> 0;
+    }
+  }
+  let c = ~crc >>> 0;
+  for (let i = 0; i < data.length; i++) c = crcTable[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
+  return ~c >>> 0;
+}
+
+function chunk(type: string, data: Uint8Array): Buffer {
+  const out = Buffer.alloc(12 + data.length);
+  out.writeUInt32BE(data.length, 0);
+  out.write(type, 4, 'latin1');
+  out.set(data, 8);
+  out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
+  return out;
+}
+
+function paeth(a: number, b: number, c: number): number {
+  const p = a + b - c;
+  const pa = Math.abs(p - a);
+  const pb = Math.abs(p - b);
+  const pc = Math.abs(p - c);
+  return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+}
+
+/** Encodes an RGB image as an 8-bit RGB PNG (per-row filter chosen by the minimum-sum heuristic). */
+export function encodePng(img: RgbImage, opts: { level?: number } = {}): Buffer {
+  checkImage(img);
+  const { width: W, height: H } = img;
+  const stride = W * 3;
+  const raw = Buffer.alloc(H * (stride + 1));
+  const cand = new Uint8Array(stride);
+  const best = new Uint8Array(stride);
+  const zero = new Uint8Array(stride);
+  for (let y = 0; y < H; y++) {
+    const row = img.data.subarray(y * stride, (y + 1) * stride);
+    const prev = y > 0 ? img.data.subarray((y - 1) * stride, y * stride) : zero;
+    let bestSum = Infinity;
+    let bestType = 0;
+    for (let type = 0; type < 5; type++) {
+      let sum = 0;
+      for (let i = 0; i < stride; i++) {
+        const a = i >= 3 ? row[i - 3]! : 0;
+        const b = prev[i]!;
+        const c = i >= 3 ? prev[i - 3]! : 0;
+        const x = row[i]!;
+        const v = type === 0 ? x : type === 1 ? x - a : type === 2 ? x - b : type === 3 ? x - ((a + b) >> 1) : x - paeth(a, b, c);
+        cand[i] = v & 0xff;
+        const s = v & 0xff;
+        sum += s < 128 ? s : 256 - s;
+      }
+      if (sum < bestSum) {
+        bestSum = sum;
+        bestType = type;
+        best.set(cand);
+      }
+    }
+    raw[y * (stride + 1)] = bestType;
+    raw.set(best, y * (stride + 1) + 1);
+  }
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(W, 0);
+  ihdr.writeUInt32BE(H, 4);
+  ihdr[8] = 8; // bit depth
+  ihdr[9] = 2; // colour type RGB
+  ihdr[10] = 0;
+  ihdr[11] = 0;
+  ihdr[12] = 0;
+  return Buffer.concat([
+    Buffer.from(PNG_SIGNATURE),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', deflateSync(raw, { level: opts.level ?? 6 })),
+    chunk('IEND', new Uint8Array(0)),
+  ]);
+}
+
+export class ImageDecodeError extends Error {
+  override name = 'ImageDecodeError';
+}
+
+const ADAM7 = [
+  [0, 0, 8, 8],
+  [4, 0, 8, 8],
+  [0, 4, 4, 8],
+  [2, 0, 4, 4],
+  [0, 2, 2, 4],
+  [1, 0, 2, 2],
+  [0, 1, 1, 2],
+] as const;
+
+/**
+ * Decodes a PNG (any colour type, bit depth 1..16, interlaced or not) to RGB the way
+ * PIL's `.convert('RGB')` does: alpha dropped (not composited), grey replicated,
+ * palette looked up, 16-bit samples reduced to their high byte.
+ */
+export function decodePng(buf: Uint8Array): RgbImage {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (b.length < 8 || !PNG_SIGNATURE.every((v, i) => b[i] === v)) throw new ImageDecodeError('not a PNG file (bad signature)');
+  let pos = 8;
+  let W = 0;
+  let H = 0;
+  let depth = 0;
+  let ctype = -1;
+  let interlace = 0;
+  let palette: Uint8Array | undefined;
+  const idat: Buffer[] = [];
+  let ended = false;
+  while (pos + 12 <= b.length) {
+    const len = b.readUInt32BE(pos);
+    const type = b.toString('latin1', pos + 4, pos + 8);
+    if (pos + 12 + len > b.length) throw new ImageDecodeError(`PNG chunk ${type} is truncated`);
+    const data = b.subarray(pos + 8, pos + 8 + len);
+    const crc = b.readUInt32BE(pos + 8 + len);
+    if (crc32(b.subarray(pos + 4, pos + 8 + len)) !== crc) throw new ImageDecodeError(`PNG chunk ${type} has a bad CRC`);
+    pos += 12 + len;
+    if (type === 'IHDR') {
+      W = data.readUInt32BE(0);
+      H = data.readUInt32BE(4);
+      depth = data[8]!;
+      ctype = data[9]!;
+      interlace = data[12]!;
+    } else if (type === 'PLTE') palette = new Uint8Array(data);
+    else if (type === 'IDAT') idat.push(data);
+    else if (type === 'IEND') {
+      ended = true;
+      break;
+    }
+  }
+  if (ctype < 0) throw new ImageDecodeError('PNG has no IHDR chunk');
+  if (!ended && idat.length === 0) throw new ImageDecodeError('PNG has no image data');
+  const channels = ({ 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 } as Record<number, number>)[ctype];
+  if (channels === undefined || ![1, 2, 4, 8, 16].includes(depth)) throw new ImageDecodeError(`unsupported PNG colour type ${ctype} / bit depth ${depth}`);
+  if (W < 1 || H < 1) throw new ImageDecodeError(`PNG has an empty size ${W}x${H}`);
+  if (ctype === 3 && !palette) throw new ImageDecodeError('palette PNG without a PLTE chunk');
+  let raw: Buffer;
+  try {
+    raw = inflateSync(Buffer.concat(idat));
+  } catch (e) {
+    throw new ImageDecodeError(`PNG image data is corrupt (${(e as Error).message})`);
+  }
+  const bitsPP = channels * depth;
+  const bpp = Math.max(1, bitsPP >> 3);
+  const out = createImage(W, H);
+  let off = 0;
+  const passes = interlace ? ADAM7 : ([[0, 0, 1, 1]] as const);
+  for (const [x0, y0, dx, dy] of passes) {
+    const pw = Math.ceil((W - x0) / dx);
+    const ph = Math.ceil((H - y0) / dy);
+    if (pw <= 0 || ph <= 0) continue;
+    const stride = Math.ceil((pw * bitsPP) / 8);
+    let prev = new Uint8Array(stride);
+    let cur = new Uint8Array(stride);
+    for (let y = 0; y < ph; y++) {
+      if (off + 1 + stride > raw.length) throw new ImageDecodeError('PNG image data is truncated');
+      const ft = raw[off]!;
+      const line = raw.subarray(off + 1, off + 1 + stride);
+      off += 1 + stride;
+      for (let i = 0; i < stride; i++) {
+        const a = i >= bpp ? cur[i - bpp]! : 0;
+        const up = prev[i]!;
+        const c = i >= bpp ? prev[i - bpp]! : 0;
+        const x = line[i]!;
+        let v: number;
+        switch (ft) {
+          case 0: v = x; break;
+          case 1: v = x + a; break;
+          case 2: v = x + up; break;
+          case 3: v = x + ((a + up) >> 1); break;
+          case 4: v = x + paeth(a, up, c); break;
+          default: throw new ImageDecodeError(`PNG uses unknown filter type ${ft}`);
+        }
+        cur[i] = v & 0xff;
+      }
+      // Expand the scanline to RGB.
+      for (let px = 0; px < pw; px++) {
+        const d = ((y0 + y * dy) * W + (x0 + px * dx)) * 3;
+        if (depth < 8) {
+          const bit = px * depth;
+          const s = (cur[bit >> 3]! >> (8 - depth - (bit & 7))) & ((1 << depth) - 1);
+          if (ctype === 3) {
+            out.data[d] = palette![s * 3] ?? 0;
+            out.data[d + 1] = palette![s * 3 + 1] ?? 0;
+            out.data[d + 2] = palette![s * 3 + 2] ?? 0;
+          } else {
+            const g = Math.round((s * 255) / ((1 << depth) - 1));
+            out.data[d] = out.data[d + 1] = out.data[d + 2] = g;
+          }
+          continue;
+        }
+        const bps = depth >> 3; // bytes per sample; take the high byte
+        const p = px * channels * bps;
+        if (ctype === 3) {
+          const s = cur[p]!;
+          out.data[d] = palette![s * 3] ?? 0;
+          out.data[d + 1] = palette![s * 3 + 1] ?? 0;
+          out.data[d + 2] = palette![s * 3 + 2] ?? 0;
+        } else if (ctype === 0 || ctype === 4) {
+          out.data[d] = out.data[d + 1] = out.data[d + 2] = cur[p]!;
+        } else {
+          out.data[d] = cur[p]!;
+          out.data[d + 1] = cur[p + bps]!;
+          out.data[d + 2] = cur[p + 2 * bps]!;
+        }
+      }
+      [prev, cur] = [cur, prev];
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------
+// Files
+
+/** Decodes PNG or JPEG bytes (sniffed from the content) to RGB. */
+export function decodeImage(buf: Uint8Array, name = 'image'): RgbImage {
+  if (buf.length >= 8 && PNG_SIGNATURE.every((v, i) => buf[i] === v)) return decodePng(buf);
+  if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) {
+    let d: { width: number; height: number; data: Uint8Array };
+    try {
+      d = jpeg.decode(buf, { useTArray: true, formatAsRGBA: true, maxMemoryUsageInMB: 2048 });
+    } catch (e) {
+      throw new ImageDecodeError(`${name}: cannot decode JPEG (${(e as Error).message})`);
+    }
+    const img = createImage(d.width, d.height);
+    for (let i = 0, n = d.width * d.height; i < n; i++) {
+      img.data[i * 3] = d.data[i * 4]!;
+      img.data[i * 3 + 1] = d.data[i * 4 + 1]!;
+      img.data[i * 3 + 2] = d.data[i * 4 + 2]!;
+    }
+    return img;
+  }
+  throw new ImageDecodeError(`${name}: not a PNG or JPEG file`);
+}
+
+export async function loadImage(path: string): Promise<RgbImage> {
+  const buf = await readFile(path);
+  try {
+    return decodeImage(buf, path);
+  } catch (e) {
+    if (e instanceof ImageDecodeError && !e.message.startsWith(path)) throw new ImageDecodeError(`${path}: ${e.message}`);
+    throw e;
+  }
+}
+
+/** Writes an RGB image as PNG (creating the folder). */
+export async function savePng(path: string, image: RgbImage): Promise<void> {
+  if (typeof path !== 'string' || path.length === 0) throw new TypeError(`Expected a file path for path but received ${JSON.stringify(path)}`);
+  if (extname(path).toLowerCase() !== '.png') throw new TypeError(`Expected a path ending in .png for path but received ${JSON.stringify(path)}`);
+  checkImage(image);
+  await mkdir(dirname(path), { recursive: true });
+  await writeFile(path, encodePng(image));
+}
