@@ -17,8 +17,7 @@
 // deleted only after the new one is in place.
 import { mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { saveSafetensors, openSafetensors } from '../io/safetensors.js';
-import { saveTorch, openTorchZip } from '../io/torch.js';
+import { openSafetensors, openTorchZip, saveSafetensors, saveTorch } from '../io/index.js';
 import type { DataState } from './data.js';
 
 export const CHECKPOINT_FORMAT = 'rargen-train-checkpoint';

@@ -12,7 +12,7 @@ import {
   MODEL_FILE,
   type CheckpointContents,
 } from '../../lib/train/checkpoint.js';
-import { openTorchZip } from '../../lib/io/torch.js';
+import { openTorchZip } from '../../lib/io/index.js';
 
 let dir = '';
 beforeEach(() => {
