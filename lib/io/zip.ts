@@ -370,7 +370,7 @@ export class ZipWriter {
       h.writeUInt32LE(big[0] ? U32_MAX : w.size, 24);
       h.writeUInt16LE(w.name.length, 28);
       h.writeUInt16LE(z64Len, 30);
-      h.writeUInt32LE(0o100644 << 16, 38); // external attrs: regular file rw-r--r--
+      h.writeUInt32LE(0o100644 * 0x10000, 38); // external attrs: regular file rw-r--r--
       h.writeUInt32LE(big[2] ? U32_MAX : w.offset, 42);
       w.name.copy(h, 46);
       if (n64) {
