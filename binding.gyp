@@ -1,6 +1,7 @@
 # CPU-only build with plain node-gyp, for platforms without a prebuilt binary
 # (`npm install` runs node-gyp-build, which falls back to this). The CUDA backend is
 # only built by CMakeLists.txt (cmake-js), which is what `npm run prebuild` uses.
+# src/eval/ (FID, IS, precision/recall) includes the vendored header-only Eigen: third_party/eigen3.
 {
   "targets": [
     {
@@ -14,8 +15,8 @@
     {
       "target_name": "rargen",
       "dependencies": ["rargen_avx2"],
-      "sources": ["<!@(node -e \"const fs=require('fs');const l=[];for(const d of ['src','src/cpu','src/model'])for(const f of (fs.existsSync(d)?fs.readdirSync(d):[]))if(f.endsWith('.cc')&&!f.endsWith('_avx2.cc'))l.push(d+'/'+f);console.log(l.join(' '))\")"],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "src"],
+      "sources": ["<!@(node -e \"const fs=require('fs');const l=[];for(const d of ['src','src/cpu','src/model','src/eval'])for(const f of (fs.existsSync(d)?fs.readdirSync(d):[]))if(f.endsWith('.cc')&&!f.endsWith('_avx2.cc'))l.push(d+'/'+f);console.log(l.join(' '))\")"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "src", "third_party/eigen3"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
