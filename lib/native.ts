@@ -133,6 +133,49 @@ export interface NativeAddon {
   vqEncode(model: NativeModel, pixels: Float32Array, batch: number): Promise<{ latents: Float32Array; tokens: Int32Array }>;
   /** Requests cancellation of a running job; its promise rejects with an AbortError-like message. */
   cancel(jobId: number): void;
+
+  // ---- evaluator (src/binding_eval.cc; wrapped by lib/inception.ts and lib/fid.ts) ----
+  /** Every state-dict key of pt_inception-2015-12-05-6726825d.pth the model takes, with shapes. */
+  inceptionWeightShapes(): { name: string; shape: number[] }[];
+  /** A TF1-exact FID InceptionV3 on `device` ('cpu', 'cuda', 'cuda:N'); threads 0 = all. */
+  inceptionCreate(device: string, threads?: number): NativeInception;
+  /** Copies one state-dict tensor (num_batches_tracked is ignored); throws naming the key on a shape mismatch. */
+  inceptionSetWeight(model: NativeInception, name: string, data: Float32Array, shape: number[]): void;
+  /** Folds BatchNorm and uploads; throws listing missing keys. */
+  inceptionFinalize(model: NativeInception): void;
+  /** uint8 images (B, H, W, 3) of any size -> pool3 (B*2048), spatial (B*2023, sFID), logits (B*1008, no bias). */
+  inceptionForward(model: NativeInception, images: Uint8Array, batch: number, height: number, width: number): Promise<{ pool3: Float32Array; spatial: Float32Array; logits: Float32Array }>;
+  inceptionFree(model: NativeInception): void;
+  /** TF1 tf.image.resize_bilinear (no half-pixel centres): uint8 (B, H, W, 3) -> float32 (B, 3, oh, ow) in [0, 255]. */
+  tf1ResizeBilinear(images: Uint8Array, batch: number, height: number, width: number, outHeight: number, outWidth: number): Float32Array;
+  /** Streaming float64 mean/covariance of feature rows. */
+  featureStatsCreate(dim: number, threads?: number): NativeFeatureStats;
+  featureStatsAdd(stats: NativeFeatureStats, features: Float32Array, rows: number): Promise<void>;
+  /** mu (dim) and sigma (dim*dim) as np.mean(axis=0) / np.cov(rowvar=False); needs count >= 2. */
+  featureStatsResult(stats: NativeFeatureStats): { count: number; mu: Float64Array; sigma: Float64Array };
+  /** |mu1-mu2|^2 + tr S1 + tr S2 - 2 tr sqrtm(S1 S2), float64. */
+  frechetDistance(mu1: Float64Array, sigma1: Float64Array, mu2: Float64Array, sigma2: Float64Array, threads?: number): Promise<number>;
+  /** ADM's Inception Score of logits (rows, classes) in splits of splitSize rows. */
+  inceptionScore(logits: Float32Array, rows: number, classes: number, splitSize: number): Promise<{ score: number; splits: number[] }>;
+  /** ADM's k-NN precision/recall (float32 squared distances; dot products on `device`). */
+  precisionRecall(
+    ref: Float32Array,
+    nRef: number,
+    sample: Float32Array,
+    nSample: number,
+    dim: number,
+    opts?: { k?: number; device?: string; threads?: number; rowBlock?: number; colBlock?: number; onProgress?: (done: number, total: number) => void },
+  ): Promise<{ precision: number; recall: number }>;
+}
+
+/** Opaque handle to the native FID InceptionV3. */
+export interface NativeInception {
+  readonly __nativeInception: unique symbol;
+}
+
+/** Opaque handle to a native streaming mean/covariance accumulator. */
+export interface NativeFeatureStats {
+  readonly __nativeFeatureStats: unique symbol;
 }
 
 let cached: NativeAddon | undefined;
