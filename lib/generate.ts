@@ -56,13 +56,13 @@ export function describeValue(v: unknown): string {
   return String(v);
 }
 
-function formatPath(path: readonly PropertyKey[]): string {
+function formatPath(path: readonly PropertyKey[], root: string): string {
   let s = '';
   for (const p of path) {
     if (typeof p === 'number') s += `[${p}]`;
     else s += s ? `.${String(p)}` : String(p);
   }
-  return s || 'options';
+  return s || root;
 }
 
 function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
@@ -79,7 +79,7 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
  * issue. Each schema check carries the expectation ("integer between 0 and 999") as
  * its message; the option path and the received value are added here.
  */
-export function parseOptions<T extends z.ZodType>(schema: T, input: unknown, fn: string): z.output<T> {
+export function parseOptions<T extends z.ZodType>(schema: T, input: unknown, fn: string, root = 'options'): z.output<T> {
   const r = schema.safeParse(input);
   if (r.success) return r.data;
   const iss = r.error.issues[0]!;
@@ -87,7 +87,7 @@ export function parseOptions<T extends z.ZodType>(schema: T, input: unknown, fn:
     const keys = (iss as { keys: string[] }).keys;
     throw new ValidationError(`Unknown option${keys.length > 1 ? 's' : ''} ${keys.join(', ')} for ${fn}()`);
   }
-  throw new ValidationError(`Expected ${iss.message} for ${formatPath(iss.path)} but received ${describeValue(valueAt(input, iss.path))}`);
+  throw new ValidationError(`Expected ${iss.message} for ${formatPath(iss.path, root)} but received ${describeValue(valueAt(input, iss.path))}`);
 }
 
 /** A schema whose every check reports `expect`. */
@@ -303,7 +303,7 @@ function wrongKind(path: string, found: string, wanted: string, hint: string): C
  * creates the native model on the device and streams the weights into it.
  */
 export async function loadGenerator(path: string, options: LoadGeneratorOptions = {}): Promise<Generator> {
-  const p = parseOptions(pathSchema, path, 'loadGenerator');
+  const p = parseOptions(pathSchema, path, 'loadGenerator', 'path');
   const o = parseOptions(LoadGeneratorOptionsSchema, options, 'loadGenerator');
   const device = resolveDevice(o.device ?? 'auto');
   const precision = o.precision ?? 'f32';
@@ -331,7 +331,7 @@ export async function loadGenerator(path: string, options: LoadGeneratorOptions 
 
 /** Loads a MaskGIT-VQGAN tokenizer checkpoint (encoder, decoder and codebook). */
 export async function loadTokenizer(path: string, options: LoadTokenizerOptions = {}): Promise<Tokenizer> {
-  const p = parseOptions(pathSchema, path, 'loadTokenizer');
+  const p = parseOptions(pathSchema, path, 'loadTokenizer', 'path');
   const o = parseOptions(LoadTokenizerOptionsSchema, options, 'loadTokenizer');
   const device = resolveDevice(o.device ?? 'auto');
   const ckpt = await openCheckpoint(p);
@@ -445,8 +445,8 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
   const cfg = gen.config;
   const schema = z.strictObject(
     {
-    generator: z.any(),
-    tokenizer: z.any(),
+    generator: z.unknown().optional(),
+    tokenizer: z.unknown().optional(),
     classLabels: arrayLike(intBetween(0, cfg.numClasses - 1), 'a non-empty array of class ids'),
     guidanceScale: finiteAtLeast0.optional(),
     guidanceScalePow: finiteAtLeast0.optional(),
@@ -555,7 +555,7 @@ export interface BatchOptions {
 
 /** Decodes token sequences to 8-bit RGB images (clamped, x255, truncated). */
 export async function decode(tokenizer: Tokenizer, tokens: TokenBatch, options: BatchOptions = {}): Promise<RgbImage[]> {
-  const tok = parseOptions(z.custom<Tokenizer>((v) => v instanceof Tokenizer, { error: 'a Tokenizer from loadTokenizer()' }), tokenizer, 'decode');
+  const tok = parseOptions(z.custom<Tokenizer>((v) => v instanceof Tokenizer, { error: 'a Tokenizer from loadTokenizer()' }), tokenizer, 'decode', 'tokenizer');
   const o = parseOptions(BatchOptionsSchema, options, 'decode');
   tok.handle('decode');
   const flat = checkTokens(tok, tokens);
@@ -575,7 +575,7 @@ export async function decode(tokenizer: Tokenizer, tokens: TokenBatch, options: 
 
 /** Encodes RGB images (each resolution x resolution) to token sequences. */
 export async function encode(tokenizer: Tokenizer, images: readonly RgbImage[], options: BatchOptions = {}): Promise<Int32Array[]> {
-  const tok = parseOptions(z.custom<Tokenizer>((v) => v instanceof Tokenizer, { error: 'a Tokenizer from loadTokenizer()' }), tokenizer, 'encode');
+  const tok = parseOptions(z.custom<Tokenizer>((v) => v instanceof Tokenizer, { error: 'a Tokenizer from loadTokenizer()' }), tokenizer, 'encode', 'tokenizer');
   const o = parseOptions(BatchOptionsSchema, options, 'encode');
   tok.handle('encode');
   if (!Array.isArray(images) || images.length === 0) throw new ValidationError(`Expected a non-empty array of RGB images for images but received ${describeValue(images)}`);

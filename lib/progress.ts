@@ -36,7 +36,7 @@ export function formatProgress(done: number, total: number, elapsedSeconds: numb
   const pct = (frac * 100).toFixed(0).padStart(3);
   const label = opts.label ? opts.label + ' ' : '';
   const unit = opts.unit ?? 'it';
-  return `${label}[${bar}] ${pct}% ${done}/${total} ${rate.toFixed(rate >= 10 ? 0 : 2)} ${unit}/s ETA ${formatDuration(eta)}`;
+  return `${label}[${bar}] ${pct}% ${Math.floor(done)}/${total} ${rate.toFixed(rate >= 10 ? 0 : 2)} ${unit}/s ETA ${formatDuration(eta)}`;
 }
 
 export class ProgressBar {
