@@ -127,6 +127,37 @@ class Backend {
   // out (B, Cz, HW) NCHW from codebook rows: out[b,:,p] = codebook[tokens[b*HW+p]].
   virtual void codebook_lookup(float* out, const int32_t* tokens, const float* codebook, int B,
                                int Cz, int64_t HW) = 0;
+
+  // ---- optional: CUDA graphs for the decode step (added with the CUDA backend) ----
+  // Defaults are "not supported" (false / no-op), so model code may always try them and
+  // fall back to plain calls. On the CUDA backend:
+  // - graph_capture_begin() starts recording: ops issued until graph_capture_end() are
+  //   recorded, not run (so their outputs are not computed by the capture itself).
+  //   Only device-side ops may be issued meanwhile: upload, download, synchronize and
+  //   sample throw. graph_capture_end() returns false (and leaves no graph) when the
+  //   recording failed; call it also after an op threw during a capture.
+  // - graph_replay() runs the recording again, asynchronously, on the backend's stream.
+  // - Kernel arguments are frozen at capture, so everything that changes per step must
+  //   live in backend memory that the caller updates (upload) before each replay:
+  //   embedding ids and row maps already do; for the cache position use attention_at().
+  // - Memory freed while capturing stays reserved for the graph; buffers the graph uses
+  //   must stay allocated until graph_reset() (which frees the graph).
+  virtual bool graph_capture_begin() { return false; }
+  virtual bool graph_capture_end() { return false; }
+  virtual bool graph_replay() { return false; }
+  virtual void graph_reset() {}
+  // attention() with pos0 read from backend memory (int32 at pos0_device) when the op
+  // runs, so a captured decode step serves every position. Default: read it and call
+  // attention().
+  virtual void attention_at(float* out, float* kcache, float* vcache, const float* qkv,
+                            const float* q_norm_w, const float* q_norm_b, const float* k_norm_w,
+                            const float* k_norm_b, int B, int Tn, const int32_t* pos0_device,
+                            int Tcache, int H, int D, float eps) {
+    int32_t pos0 = 0;
+    download(&pos0, pos0_device, sizeof pos0);
+    attention(out, kcache, vcache, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, Tn, pos0, Tcache,
+              H, D, eps);
+  }
 };
 
 // The CPU backend; threads = 0 means all hardware threads.
