@@ -188,7 +188,7 @@ export async function writeDemoDataset(path: string, count: number, seed = 0): P
   for (let i = 0; i < count; i++) {
     const s = demoSample(seed, i);
     const line = `{"class_id": ${s.classId}, "tokens": [${Array.prototype.join.call(s.tokens, ', ')}]}\n`;
-    if (!out.write(line)) await new Promise((r) => out.once('drain', r));
+    if (!out.write(line)) await new Promise<void>((r) => out.once('drain', () => r()));
   }
   out.end();
   await done;

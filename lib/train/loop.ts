@@ -1,0 +1,265 @@
+// The training loop: config -> native trainer -> data stream -> optimizer steps,
+// with logging, periodic atomic checkpoints and exact resumption.
+//
+// One optimizer step s (0-based) is: gradient_accumulation_steps micro-batches of
+// per_gpu_batch_size samples from the data stream; for micro-batch u the randomness
+// (orders with probability r(s), label drops, the dropout seed) is
+// stepRandomness(seed, s * accumulation + u); forward+backward accumulate the
+// gradient of the mean loss; then the global grad norm is clipped and AdamW runs
+// with lr(s). Everything a step depends on is (weights, moments, data position,
+// seed, s), all of which a checkpoint holds, so a resumed run continues bit for bit.
+import { openCheckpoint } from '../io/index.js';
+import { validateGeneratorWeights, describeGeneratorConfig, type GeneratorConfig } from '../config.js';
+import { ProgressBar, formatDuration } from '../progress.js';
+import { checkpointDirName, latestCheckpoint, loadCheckpoint, saveCheckpoint, writeTextAtomic, type NamedTensor } from './checkpoint.js';
+import { generatorConfigOf, toYaml, type TrainConfig } from './config.js';
+import { TokenDataset, stepRandomness } from './data.js';
+import { initGeneratorWeights, isWeightDecayed } from './init.js';
+import { Trainer } from './native.js';
+import { lrAt, lrScheduleOf, randomRatioAt, randomnessScheduleOf } from './schedule.js';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export interface StepLog {
+  /** Optimizer steps done after this one (1-based, like the official global_step). */
+  step: number;
+  loss: number;
+  accuracy: number;
+  /** The learning rate this step used. */
+  lr: number;
+  /** Global gradient norm before clipping. */
+  grad_norm: number;
+  random_ratio: number;
+  epoch: number;
+  samples_per_s: number;
+}
+
+export interface TrainRunOptions {
+  config: TrainConfig;
+  /** Native device string ('cpu', 'cuda:0'). */
+  device: string;
+  /** Initial weights (a generator state dict) when not resuming. */
+  init?: string | null;
+  shuffle?: boolean;
+  /** JSON lines log: one object per optimizer step. */
+  logJsonl?: string | null;
+  /** Stop after this many optimizer steps in this call (tests; default: until max_train_steps). */
+  stepsThisRun?: number;
+  /** Progress bar on stderr (default: when stderr is a TTY). */
+  progress?: boolean;
+  /** Status lines (default: stderr). */
+  print?: (line: string) => void;
+  onStep?: (log: StepLog) => void;
+  /** Set to true (e.g. on SIGINT) to save and stop after the current step. */
+  stopSignal?: { stop: boolean };
+}
+
+export interface TrainRunResult {
+  startStep: number;
+  endStep: number;
+  lastLog: StepLog | null;
+  lastCheckpoint: string | null;
+  resumedFrom: string | null;
+}
+
+/** Loads a generator state dict file into a name -> tensor map, checked against the config. */
+export async function readGeneratorWeights(path: string, cfg: GeneratorConfig): Promise<Map<string, NamedTensor>> {
+  const ck = await openCheckpoint(path);
+  try {
+    validateGeneratorWeights(ck.tensors, cfg);
+    const out = new Map<string, NamedTensor>();
+    for (const [name, info] of ck.tensors) out.set(name, { shape: [...info.shape], data: await ck.readFloat32(name) });
+    return out;
+  } finally {
+    await ck.close();
+  }
+}
+
+/** The parameters of a trainer as a state dict (for checkpoints). */
+export function trainerParams(t: Trainer, kind: 'param' | 'exp_avg' | 'exp_avg_sq' | 'grad' = 'param'): Map<string, NamedTensor> {
+  const out = new Map<string, NamedTensor>();
+  t.info.names.forEach((n, i) => out.set(n, { shape: t.info.shapes[i]!, data: t.getTensor(kind, n) }));
+  return out;
+}
+
+export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
+  const c = o.config;
+  const print = o.print ?? ((l: string) => process.stderr.write(l + '\n'));
+  const gcfg = generatorConfigOf(c);
+  const g = c.model.generator;
+  const seed = c.training.seed;
+  const outDir = c.experiment.output_dir;
+  const B = c.training.per_gpu_batch_size;
+  const accum = c.training.gradient_accumulation_steps;
+  const maxSteps = c.training.max_train_steps;
+  const dataPath = c.dataset.params.pretokenization;
+  if (!dataPath) throw new Error('dataset.params.pretokenization must name the pretokenized JSON-lines file to train on');
+
+  const trainer = new Trainer(gcfg, o.device, { dropout: g.dropout, attnDropout: g.attn_drop });
+  try {
+    // Sanity: the native decay groups equal the official rule.
+    trainer.info.names.forEach((n, i) => {
+      if (trainer.info.decayed[i] !== isWeightDecayed(n, trainer.info.shapes[i]!))
+        throw new Error(`rargen: native and TS weight-decay groups disagree on ${n}`);
+    });
+    await mkdir(outDir, { recursive: true });
+    const data = new TokenDataset(dataPath, {
+      seqLen: gcfg.seqLen,
+      codebookSize: gcfg.codebookSize,
+      numClasses: gcfg.numClasses,
+      bufferSize: c.dataset.params.shuffle_buffer_size,
+      shuffle: o.shuffle ?? true,
+      seed,
+    });
+
+    // Start: resume, or initial weights.
+    let startStep = 0;
+    let adamStep = 0;
+    let resumedFrom: string | null = null;
+    const latest = c.experiment.resume ? await latestCheckpoint(outDir) : null;
+    if (latest) {
+      const ck = await loadCheckpoint(latest);
+      for (const [n, t] of ck.params) trainer.setTensor('param', n, t.data, t.shape);
+      for (const [n, t] of ck.expAvg) trainer.setTensor('exp_avg', n, t.data, t.shape);
+      for (const [n, t] of ck.expAvgSq) trainer.setTensor('exp_avg_sq', n, t.data, t.shape);
+      startStep = ck.state.step;
+      adamStep = ck.state.adamStep;
+      if (ck.state.seed !== seed) throw new Error(`cannot resume ${latest}: it was trained with training.seed=${ck.state.seed}, this run has ${seed}`);
+      if (ck.state.data) await data.restore(ck.state.data);
+      resumedFrom = latest;
+      print(`rargen train: resumed from ${latest} (step ${startStep}, epoch ${data.epoch})`);
+    } else {
+      const initPath = o.init ?? c.experiment.init_weight;
+      const weights = initPath ? await readGeneratorWeights(initPath, gcfg) : initGeneratorWeights(gcfg, seed);
+      for (const [n, t] of weights) trainer.setTensor('param', n, t.data, t.shape);
+      print(`rargen train: ${initPath ? `initial weights from ${initPath}` : `fresh weights (seed ${seed})`}`);
+    }
+    print(
+      `rargen train: ${describeGeneratorConfig(gcfg)}; ${(trainer.info.numParams / 1e6).toFixed(2)}M parameters on ${trainer.info.device}; ` +
+        `batch ${B}${accum > 1 ? ` x ${accum} accumulation` : ''}; steps ${startStep} -> ${maxSteps}; data ${dataPath}`,
+    );
+    await writeTextAtomic(join(outDir, 'config.yaml'), toYaml(c));
+
+    const lrs = lrScheduleOf(c);
+    const rs = randomnessScheduleOf(c);
+    const opt = c.optimizer.params;
+    const log: WriteStream | null = o.logJsonl ? createWriteStream(o.logJsonl, { flags: startStep > 0 ? 'a' : 'w' }) : null;
+    const endStep = Math.min(maxSteps, o.stepsThisRun !== undefined ? startStep + o.stepsThisRun : maxSteps);
+    const bar = new ProgressBar(maxSteps, { label: 'train', unit: 'step', enabled: o.progress });
+    const t0 = performance.now();
+    let lastLog: StepLog | null = null;
+    let lastCheckpoint: string | null = null;
+
+    const save = async (stepsDone: number) => {
+      const path = await saveCheckpoint(
+        outDir,
+        {
+          params: trainerParams(trainer, 'param'),
+          expAvg: trainerParams(trainer, 'exp_avg'),
+          expAvgSq: trainerParams(trainer, 'exp_avg_sq'),
+          state: {
+            step: stepsDone,
+            adamStep,
+            seed,
+            data: data.state(),
+            decayed: trainer.info.names.filter((_, i) => trainer.info.decayed[i]),
+            config: JSON.parse(JSON.stringify(c)),
+            extra: { loss: lastLog?.loss ?? null, rargen: 'train/1' },
+          },
+        },
+        { keepLast: c.experiment.keep_last },
+      );
+      lastCheckpoint = path;
+      return path;
+    };
+
+    for (let s = startStep; s < endStep; s++) {
+      const ts = performance.now();
+      const r = randomRatioAt(rs, s);
+      let lossSum = 0;
+      let correct = 0;
+      let count = 0;
+      let epoch = 0;
+      for (let u = 0; u < accum; u++) {
+        const batch = await data.nextBatch(B);
+        epoch = batch.epochs[B - 1]!;
+        const rnd = stepRandomness(
+          { seed, seqLen: gcfg.seqLen, codebookSize: gcfg.codebookSize, numClasses: gcfg.numClasses, randomRatio: r, classLabelDropout: g.class_label_dropout },
+          s * accum + u,
+          batch.classIds,
+        );
+        const res = await trainer.forwardBackward({
+          ids: batch.ids,
+          condition: rnd.condition,
+          orders: rnd.orders,
+          dropoutSeed: rnd.dropoutSeed,
+          lossScale: 1 / accum,
+          zeroGrad: u === 0,
+        });
+        lossSum += res.loss;
+        correct += res.correct;
+        count += res.count;
+      }
+      const lr = lrAt(lrs, s);
+      adamStep++;
+      const { gradNorm } = await trainer.optimizerStep({
+        lr,
+        beta1: opt.beta1,
+        beta2: opt.beta2,
+        eps: opt.epsilon,
+        weightDecay: opt.weight_decay,
+        maxGradNorm: c.training.max_grad_norm,
+        step: adamStep,
+      });
+      const loss = lossSum / accum;
+      if (!Number.isFinite(loss)) throw new Error(`rargen train: the loss became ${loss} at step ${s + 1}; lower the learning rate`);
+      lastLog = {
+        step: s + 1,
+        loss,
+        accuracy: correct / count,
+        lr,
+        grad_norm: gradNorm,
+        random_ratio: r,
+        epoch,
+        samples_per_s: (B * accum) / ((performance.now() - ts) / 1000),
+      };
+      log?.write(JSON.stringify(lastLog) + '\n');
+      o.onStep?.(lastLog);
+      bar.update(s + 1 - startStep, endStep - startStep);
+      const done = s + 1;
+      if (!(o.progress ?? process.stderr.isTTY) && (done % c.experiment.log_every === 0 || done === endStep)) {
+        const el = (performance.now() - t0) / 1000;
+        const eta = (el / (done - startStep)) * (endStep - done);
+        print(
+          `step ${done}/${maxSteps} loss ${loss.toFixed(4)} acc ${(lastLog.accuracy * 100).toFixed(1)}% lr ${lr.toExponential(3)} ` +
+            `grad_norm ${gradNorm.toFixed(3)} r ${r.toFixed(3)} ${lastLog.samples_per_s.toFixed(1)} samples/s ETA ${formatDuration(eta)}`,
+        );
+      }
+      const stopping = o.stopSignal?.stop === true;
+      if (done % c.experiment.save_every === 0 || done === endStep || stopping) {
+        const p = await save(done);
+        if (done % c.experiment.save_every === 0 || stopping) print(`\nrargen train: saved ${p}`);
+      }
+      if (stopping) {
+        bar.finish();
+        print(`rargen train: stopped at step ${done}; run again to resume`);
+        data.close();
+        await closeStream(log);
+        return { startStep, endStep: done, lastLog, lastCheckpoint, resumedFrom };
+      }
+    }
+    bar.finish();
+    data.close();
+    await closeStream(log);
+    if (endStep === startStep && !lastCheckpoint) print(`rargen train: nothing to do (step ${startStep} of ${maxSteps})`);
+    else print(`rargen train: step ${endStep}/${maxSteps}; model in ${join(outDir, checkpointDirName(endStep), 'unwrapped_model', 'pytorch_model.bin')}`);
+    return { startStep, endStep, lastLog, lastCheckpoint, resumedFrom };
+  } finally {
+    trainer.free();
+  }
+}
+
+function closeStream(s: WriteStream | null): Promise<void> {
+  return new Promise((res) => (s ? s.end(res) : res()));
+}

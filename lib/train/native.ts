@@ -1,0 +1,172 @@
+// The training half of the native contract (src/binding_train.cc) and a validating
+// wrapper around it. As everywhere in rargen, TypeScript checks and normalises every
+// argument before it crosses into C++; the C++ side re-checks sizes only.
+//
+// The native trainer owns, on its backend: the float32 parameters, their gradients
+// (one flat buffer), the AdamW moments, and the activations that the training
+// forward saves for backward. All randomness (orders, label drops, the dropout seed)
+// arrives from TS (lib/train/data.ts).
+import { native, type NativeRarConfig } from '../native.js';
+import type { GeneratorConfig } from '../config.js';
+import { toNativeRarConfig } from '../config.js';
+
+/** Opaque handle to a native trainer. */
+export interface NativeTrainer {
+  readonly __nativeTrainer: unique symbol;
+}
+
+export interface NativeTrainerOptions {
+  /** Dropout after attn.proj, after the MLP activation and after fc2. */
+  dropout: number;
+  /** Dropout on the attention probabilities. */
+  attnDropout: number;
+}
+
+export interface NativeTrainerInfo {
+  /** State-dict names in order, their shapes, and whether AdamW decays them. */
+  names: string[];
+  shapes: number[][];
+  decayed: boolean[];
+  numParams: number;
+  device: string;
+}
+
+export type TrainTensorKind = 'param' | 'grad' | 'exp_avg' | 'exp_avg_sq';
+
+export interface NativeTrainBatch {
+  ids: Int32Array; // (B, N) image tokens 0..V-1
+  condition: Int32Array; // (B) embedding indices V+1+k or V+K+1
+  orders: Int32Array; // (B, N) permutations
+  dropoutSeed: [number, number]; // uint32 pair
+  /** d(loss)/d(mean CE) scale: 1, or 1/accumulation for gradient accumulation. */
+  lossScale: number;
+  /** Zero the gradients before accumulating this batch's. */
+  zeroGrad: boolean;
+  /** Return the logits (B, N+1, V) too (tests). */
+  returnLogits?: boolean;
+}
+
+export interface NativeTrainResult {
+  /** Mean cross-entropy over the B*N targets. */
+  loss: number;
+  /** Targets whose argmax logit is the target. */
+  correct: number;
+  count: number;
+  logits?: Float32Array;
+}
+
+export interface NativeOptimizerOptions {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Global grad-norm clip; <= 0 or null: no clipping. */
+  maxGradNorm: number | null;
+  /** AdamW step count including this one (1-based; bias corrections). */
+  step: number;
+}
+
+export interface TrainAddon {
+  createTrainer(config: NativeRarConfig, device: string, opts: NativeTrainerOptions): NativeTrainer;
+  trainInfo(t: NativeTrainer): NativeTrainerInfo;
+  trainSetTensor(t: NativeTrainer, kind: TrainTensorKind, name: string, data: Float32Array): void;
+  trainGetTensor(t: NativeTrainer, kind: TrainTensorKind, name: string): Float32Array;
+  trainForwardBackward(t: NativeTrainer, batch: NativeTrainBatch): Promise<NativeTrainResult>;
+  /** Clips (global norm before clipping is returned) and runs AdamW on every parameter. */
+  trainOptimizerStep(t: NativeTrainer, opts: NativeOptimizerOptions): Promise<{ gradNorm: number }>;
+  trainFree(t: NativeTrainer): void;
+}
+
+export function trainAddon(): TrainAddon {
+  const a = native() as unknown as Partial<TrainAddon>;
+  if (typeof a.createTrainer !== 'function')
+    throw new Error(
+      'rargen: this build of the native addon has no training functions (src/binding_train.cc is not registered); ' +
+        'rebuild with `npm run build:native` from a checkout that includes it',
+    );
+  return a as TrainAddon;
+}
+
+function checkProb(v: number, what: string): void {
+  if (!(typeof v === 'number' && v >= 0 && v < 1)) throw new RangeError(`Expected ${what} in [0, 1) but received ${v}`);
+}
+
+/** A native trainer with argument checks on every call. */
+export class Trainer {
+  readonly info: NativeTrainerInfo;
+  private readonly index = new Map<string, number>();
+  private handle: NativeTrainer | null;
+
+  constructor(
+    readonly config: GeneratorConfig,
+    device: string,
+    readonly options: NativeTrainerOptions,
+    private readonly addon: TrainAddon = trainAddon(),
+  ) {
+    checkProb(options.dropout, 'dropout');
+    checkProb(options.attnDropout, 'attnDropout');
+    this.handle = addon.createTrainer(toNativeRarConfig(config), device, options);
+    this.info = addon.trainInfo(this.handle);
+    this.info.names.forEach((n, i) => this.index.set(n, i));
+  }
+
+  private get h(): NativeTrainer {
+    if (!this.handle) throw new Error('rargen: the trainer was freed');
+    return this.handle;
+  }
+
+  shapeOf(name: string): number[] {
+    const i = this.index.get(name);
+    if (i === undefined) throw new RangeError(`Expected a generator parameter name (e.g. ${this.info.names.slice(0, 3).join(', ')}) but received ${JSON.stringify(name)}`);
+    return this.info.shapes[i]!;
+  }
+
+  setTensor(kind: Exclude<TrainTensorKind, 'grad'>, name: string, data: Float32Array, shape?: readonly number[]): void {
+    const want = this.shapeOf(name);
+    const n = want.reduce((a, b) => a * b, 1);
+    if (shape && (shape.length !== want.length || shape.some((d, i) => d !== want[i])))
+      throw new RangeError(`Expected ${name} of shape [${want}] but received [${shape}]`);
+    if (!(data instanceof Float32Array) || data.length !== n)
+      throw new RangeError(`Expected a Float32Array of ${n} values for ${kind} ${name} but received ${data?.length}`);
+    this.addon.trainSetTensor(this.h, kind, name, data);
+  }
+
+  getTensor(kind: TrainTensorKind, name: string): Float32Array {
+    this.shapeOf(name);
+    return this.addon.trainGetTensor(this.h, kind, name);
+  }
+
+  async forwardBackward(b: NativeTrainBatch): Promise<NativeTrainResult> {
+    const { seqLen: N, codebookSize: V, numClasses: K } = this.config;
+    const B = b.condition.length;
+    if (B < 1) throw new RangeError('Expected at least one sample in the batch');
+    if (b.ids.length !== B * N) throw new RangeError(`Expected ids of ${B} x ${N} tokens but received ${b.ids.length}`);
+    if (b.orders.length !== B * N) throw new RangeError(`Expected orders of ${B} x ${N} but received ${b.orders.length}`);
+    for (let i = 0; i < b.ids.length; i++)
+      if (!(b.ids[i]! >= 0 && b.ids[i]! < V)) throw new RangeError(`Expected tokens between 0 and ${V - 1} but received ${b.ids[i]} at ids[${i}]`);
+    for (let i = 0; i < B; i++) {
+      const c = b.condition[i]!;
+      if (!(c >= V + 1 && c <= V + K + 1)) throw new RangeError(`Expected condition[${i}] between ${V + 1} and ${V + K + 1} but received ${c}`);
+      const seen = new Uint8Array(N);
+      for (let k = 0; k < N; k++) {
+        const o = b.orders[i * N + k]!;
+        if (!(o >= 0 && o < N) || seen[o]) throw new RangeError(`Expected orders row ${i} to be a permutation of 0..${N - 1}`);
+        seen[o] = 1;
+      }
+    }
+    if (!(b.lossScale > 0 && Number.isFinite(b.lossScale))) throw new RangeError(`Expected lossScale > 0 but received ${b.lossScale}`);
+    return this.addon.trainForwardBackward(this.h, b);
+  }
+
+  async optimizerStep(o: NativeOptimizerOptions): Promise<{ gradNorm: number }> {
+    if (!(o.lr >= 0 && Number.isFinite(o.lr))) throw new RangeError(`Expected lr >= 0 but received ${o.lr}`);
+    if (!Number.isInteger(o.step) || o.step < 1) throw new RangeError(`Expected an AdamW step >= 1 but received ${o.step}`);
+    return this.addon.trainOptimizerStep(this.h, { ...o, maxGradNorm: o.maxGradNorm ?? 0 });
+  }
+
+  free(): void {
+    if (this.handle) this.addon.trainFree(this.handle);
+    this.handle = null;
+  }
+}
