@@ -26,7 +26,7 @@ export function parseCommandArgs<O extends Options>(argv: string[], options: O, 
     });
   } catch (e) {
     const err = e as Error & { code?: string };
-    if (err.code?.startsWith('ERR_PARSE_ARGS')) throw new UsageError(err.message.replace(/\. To specify a positional argument.*$/s, ''));
+    if (err.code?.startsWith('ERR_PARSE_ARGS')) throw new UsageError(err.message.replace(/\. To specify a positional argument.*$/s, '').replace(/\s*\n\s*/g, ' '));
     throw e;
   }
 }

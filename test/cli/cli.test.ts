@@ -1,0 +1,180 @@
+// The `rargen` binary as users run it: the TypeScript is compiled into a private
+// folder (build-cli-test/, ignored by git) and spawned with node, so the dispatcher's
+// dynamic command loading, exit codes and output streams are tested for real.
+import { beforeAll, afterAll, describe, expect, it } from 'vitest';
+import { spawnSync, execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openCheckpoint, saveSafetensors, lazyTensors } from '../../lib/io/index.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const OUT = join(ROOT, 'build-cli-test');
+const CLI = join(OUT, 'lib', 'cli.js');
+const FIX = join(ROOT, 'test', 'fixtures');
+let tmp = '';
+
+function rargen(...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, RARGEN_DEBUG: '' } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+beforeAll(async () => {
+  // tsc reports type errors anywhere in the project but still emits; the CLI must exist.
+  try {
+    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json'), '--outDir', OUT], { cwd: ROOT, stdio: 'pipe' });
+  } catch {
+    /* see below */
+  }
+  if (!existsSync(CLI)) throw new Error('tsc did not produce build-cli-test/lib/cli.js');
+  tmp = await mkdtemp(join(tmpdir(), 'rargen-cli-'));
+});
+
+afterAll(async () => {
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+describe('dispatcher', () => {
+  it('--help lists every command in the commands folder with its summary', () => {
+    const r = rargen('--help');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^Usage: rargen <command> \[options\]/);
+    for (const cmd of ['decode', 'generate', 'inspect', 'tokenize']) expect(r.stdout).toMatch(new RegExp(`^  ${cmd} +\\S`, 'm'));
+    expect(r.stdout).toContain("list a checkpoint's tensors");
+    expect(r.stdout).not.toMatch(/^ {2}_shared/m);
+  });
+
+  it('--version prints the package version', () => {
+    const r = rargen('--version');
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toBe(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);
+  });
+
+  it('exits 2 with usage for no command, an unknown one or a bad name', () => {
+    expect(rargen().code).toBe(2);
+    const r = rargen('frobnicate');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^rargen: unknown command "frobnicate" \(commands: .*inspect.*\)\nRun 'rargen --help' for usage\.\n$/);
+    const bad = rargen('../lib/cli');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('unknown command "../lib/cli"');
+    expect(rargen('_shared').code).toBe(2);
+  });
+
+  it('help <command> prints the command help', () => {
+    const r = rargen('help', 'inspect');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^Usage: rargen inspect FILE \[--json\]/);
+  });
+});
+
+describe('inspect', () => {
+  it('--json reports rar-tiny: kind, inferred config, every tensor', () => {
+    const r = rargen('inspect', join(FIX, 'rar-tiny', 'model.bin'), '--json');
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    const j = JSON.parse(r.stdout);
+    expect(j.format).toBe('torch-zip');
+    expect(j.kind).toBe('rar-generator');
+    expect(j.valid).toBe(true);
+    expect(j.problems).toBeNull();
+    expect(j.preset).toBeNull();
+    expect(j.numTensors).toBe(45);
+    expect(j.numParams).toBe(303_840);
+    expect(j.config).toEqual({ hiddenSize: 64, depth: 2, numHeads: 4, headDim: 16, mlpDim: 256, seqLen: 16, codebookSize: 32, numClasses: 10, posEmbedRows: 1040, timestepRows: 116 });
+    expect(j.tensors[0]).toEqual({ name: 'cls_token', dtype: 'float32', shape: [1, 1, 64] });
+    expect(j.tensors.find((t: { name: string }) => t.name === 'embeddings.weight')).toEqual({ name: 'embeddings.weight', dtype: 'float32', shape: [44, 64] });
+    expect(j.tensors.find((t: { name: string }) => t.name === 'blocks.1.attn.qkv.weight').shape).toEqual([192, 64]);
+  });
+
+  it('--json reports vqgan-tiny', () => {
+    const j = JSON.parse(rargen('inspect', join(FIX, 'vqgan-tiny', 'model.bin'), '--json').stdout);
+    expect(j.kind).toBe('maskgit-vqgan');
+    expect(j.valid).toBe(true);
+    expect(j.numTensors).toBe(114);
+    expect(j.config).toEqual({ hiddenChannels: 32, channelMult: [1, 1, 2], numResBlocks: 2, zChannels: 32, codebookSize: 64, resolution: 64 });
+    expect(j.tensors.at(-1)).toEqual({ name: 'quantize.embedding.weight', dtype: 'float32', shape: [64, 32] });
+  });
+
+  it('reads safetensors the same way and prints text without --json', async () => {
+    const src = await openCheckpoint(join(FIX, 'rar-tiny', 'model.bin'));
+    const file = join(tmp, 'rar-tiny.safetensors');
+    try {
+      await saveSafetensors(file, lazyTensors(src));
+    } finally {
+      await src.close();
+    }
+    const j = JSON.parse(rargen('inspect', file, '--json').stdout);
+    expect(j.format).toBe('safetensors');
+    expect(j.config.hiddenSize).toBe(64);
+    expect(j.numTensors).toBe(45);
+    const text = rargen('inspect', file);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toContain('safetensors, 45 tensors, 303.8K parameters (303840)');
+    expect(text.stdout).toContain('kind: rar-generator');
+    expect(text.stdout).toContain('  mlpDim: 256');
+    expect(text.stdout).toMatch(/^ {2}blocks\.0\.attn\.qkv\.weight +float32 +\(192, 64\)$/m);
+  });
+
+  it('errors: missing file exits 1 in one line, bad usage exits 2', () => {
+    const r = rargen('inspect', join(tmp, 'nope.bin'));
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^rargen inspect: .*nope\.bin/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    const u = rargen('inspect');
+    expect(u.code).toBe(2);
+    expect(u.stderr).toBe("rargen inspect: a checkpoint FILE is required\nRun 'rargen inspect --help' for usage.\n");
+    const o = rargen('inspect', 'x.bin', '--bogus');
+    expect(o.code).toBe(2);
+    expect(o.stderr).toMatch(/^rargen inspect: Unknown option '--bogus'/);
+  });
+});
+
+describe('generate (argument handling; sampling is tested in test/api/e2e)', () => {
+  const gen = () => join(FIX, 'rar-tiny', 'model.bin');
+
+  it('documents every option', () => {
+    const r = rargen('generate', '--help');
+    expect(r.code).toBe(0);
+    for (const flag of ['--generator', '--tokenizer', '--preset', '--classes', '--guidance-scale', '--guidance-pow', '--temperature', '--seed', '--greedy', '--top-k', '--top-p', '--batch-size', '--device', '--precision', '--tokens-out', '--out'])
+      expect(r.stdout).toContain(flag);
+  });
+
+  it('exits 2 on usage errors with one message', () => {
+    const cases: [string[], string][] = [
+      [['--classes', '1'], '--generator is required'],
+      [['--generator', gen()], '--classes is required'],
+      [['--generator', gen(), '--classes', '1,x', '--tokens-out', 't.json'], '--classes expects class ids like 207,360 or 0-9 but received "1,x"'],
+      [['--generator', gen(), '--classes', '1'], 'nothing to write: pass --out DIR and/or --tokens-out FILE.json'],
+      [['--generator', gen(), '--classes', '1', '--out', 'o'], '--out needs --tokenizer to decode the tokens to images'],
+      [['--generator', gen(), '--classes', '1', '--tokens-out', 't.json', '--temperature', 'hot'], '--temperature expects a number but received "hot"'],
+      [['--generator', gen(), '--classes', '1', '--tokens-out', 't.json', '--seed=-3'], '--seed expects a non-negative integer but received "-3"'],
+      [['--generator', gen(), '--classes', '1', '--tokens-out', 't.json', '--device', 'tpu'], '--device expects one of auto, cpu, cuda, cuda:N but received "tpu"'],
+      [['--generator', gen(), '--classes', '1', '--tokens-out', 't.json', '--preset', 'rar-m'], '--preset expects one of rar-b, rar-l, rar-xl, rar-xxl but received "rar-m"'],
+      [['--generator', gen(), '--classes', '1', '--tokens-out', 't.json', '--batch-size', '0'], '--batch-size expects an integer >= 1 but received "0"'],
+    ];
+    for (const [args, msg] of cases) {
+      const r = rargen('generate', ...args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr).toBe(`rargen generate: ${msg}\nRun 'rargen generate --help' for usage.\n`);
+    }
+  });
+
+  it('exits 1 naming preset and file when the preset does not match the weights', () => {
+    const r = rargen('generate', '--generator', gen(), '--preset', 'rar-b', '--classes', '1', '--tokens-out', join(tmp, 't.json'), '--device', 'cpu');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^rargen generate: preset rar-b \(hidden 768, .*\) does not match .*rar-tiny\/model\.bin \(hidden 64, depth 2, /);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+});
+
+describe('parse errors stay on one line', () => {
+  it('--seed -3 (ambiguous to parseArgs)', () => {
+    const r = rargen('generate', '--generator', 'x', '--classes', '1', '--tokens-out', 't', '--seed', '-3');
+    expect(r.code).toBe(2);
+    expect(r.stderr.split('\n')[0]).toMatch(/^rargen generate: Option '--seed' argument is ambiguous\. .*--seed=-XYZ/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(2);
+  });
+});
