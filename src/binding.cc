@@ -1,11 +1,591 @@
-// N-API entry point. Each exported function validates its arguments again (the
-// TypeScript layer has already validated them), copies them into plain structs and,
-// for long work, runs on a worker thread (Napi::AsyncWorker) returning a promise.
+// N-API entry point (the NativeAddon contract of lib/native.ts). Each exported
+// function validates its arguments again (the TypeScript layer has already validated
+// them), copies them into plain structs and, for long work, runs on a worker thread
+// (Napi::AsyncProgressWorker) returning a promise; the worker never touches JS
+// values. rargen::Error and other C++ exceptions become JS errors.
+//
+// A model handle is a `RargenModel` object (Napi::ObjectWrap) owning a shared
+// ModelState; a running job holds a reference to that state, so neither GC nor
+// free() can pull the weights from under it, and a model runs one job at a time.
 #include <napi.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
+
+#include "backend.h"
 #include "cuda_api.h"
+#include "model/rar.h"
+#include "model/vqgan.h"
 
 namespace {
+
+using rargen::Backend;
+
+// ---------------- argument helpers ----------------
+
+[[noreturn]] void type_error(Napi::Env env, const std::string& msg) {
+  throw Napi::TypeError::New(env, "rargen: " + msg);
+}
+[[noreturn]] void range_error(Napi::Env env, const std::string& msg) {
+  throw Napi::RangeError::New(env, "rargen: " + msg);
+}
+
+double get_number(Napi::Env env, const Napi::Object& o, const char* key, const std::string& where) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) type_error(env, where + ": expected a number for " + key);
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+int get_int(Napi::Env env, const Napi::Object& o, const char* key, const std::string& where, int lo, int hi) {
+  double d = get_number(env, o, key, where);
+  if (!(d == std::floor(d)) || d < lo || d > hi)
+    range_error(env, where + ": expected an integer between " + std::to_string(lo) + " and " + std::to_string(hi) +
+                         " for " + key + " but received " + Napi::Number::New(env, d).ToString().Utf8Value());
+  return static_cast<int>(d);
+}
+
+std::vector<int32_t> get_int32_array(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    type_error(env, what + " must be an Int32Array");
+  Napi::Int32Array a = v.As<Napi::Int32Array>();
+  return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+}
+
+std::vector<float> get_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    type_error(env, what + " must be a Float32Array");
+  Napi::Float32Array a = v.As<Napi::Float32Array>();
+  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
+}
+
+void check_range(Napi::Env env, const std::vector<int32_t>& v, int lo, int hi, const std::string& what,
+                 const std::string& meaning) {
+  for (size_t i = 0; i < v.size(); i++)
+    if (v[i] < lo || v[i] > hi)
+      range_error(env, "expected an integer between " + std::to_string(lo) + " and " + std::to_string(hi) + " (" +
+                           meaning + ") for " + what + "[" + std::to_string(i) + "] but received " +
+                           std::to_string(v[i]));
+}
+
+Backend* backend_for(Napi::Env env, const std::string& device) {
+  if (device == "cpu") return rargen::cpu_backend();
+  int index = -1;
+  if (device == "cuda") index = 0;
+  else if (device.rfind("cuda:", 0) == 0 && device.size() > 5 && device.size() < 9 &&
+           device.find_first_not_of("0123456789", 5) == std::string::npos)
+    index = std::atoi(device.c_str() + 5);
+  if (index < 0) range_error(env, "unknown device '" + device + "' (expected 'cpu', 'cuda' or 'cuda:N')");
+#ifdef RARGEN_CUDA
+  try {
+    return rargen::cuda_backend(index);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string("rargen: device '") + device + "' is unavailable: " + e.what());
+  }
+#else
+  throw Napi::Error::New(env, "rargen: device '" + device +
+                                  "' is unavailable: this rargen addon was built without CUDA (nvcc was not found "
+                                  "at build time); use device 'cpu' or rebuild with the CUDA toolkit");
+#endif
+}
+
+// ---------------- models ----------------
+
+struct ModelState {
+  std::unique_ptr<rargen::Rar> rar;
+  std::unique_ptr<rargen::Vq> vq;
+  std::string device;
+  std::atomic<bool> busy{false};
+  bool freed = false;
+  bool finalized = false;
+  rargen::ParamTable& params() { return rar ? rar->params() : vq->params(); }
+};
+
+class RargenModel : public Napi::ObjectWrap<RargenModel> {
+ public:
+  // The constructor lives in the env's instance data (one per Node environment, so
+  // worker_threads each get their own).
+  static Napi::Function Define(Napi::Env env) {
+    Napi::Function f = DefineClass(env, "RargenModel", {});
+    env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(f)));
+    return f;
+  }
+  static Napi::FunctionReference& ctor(Napi::Env env) { return *env.GetInstanceData<Napi::FunctionReference>(); }
+  explicit RargenModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RargenModel>(info) {}
+  std::shared_ptr<ModelState> state = std::make_shared<ModelState>();
+};
+
+enum class Want { Any, Rar, Vq };
+
+// The model's state, checked: a RargenModel, not freed, of the wanted kind, idle.
+std::shared_ptr<ModelState> model_arg(Napi::Env env, const Napi::Value& v, const char* fn, Want want,
+                                      bool need_finalized) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(RargenModel::ctor(env).Value()))
+    type_error(env, std::string(fn) + ": the first argument must be a model from createRar() or createVq()");
+  auto st = RargenModel::Unwrap(v.As<Napi::Object>())->state;
+  if (st->freed) throw Napi::Error::New(env, std::string("rargen: ") + fn + ": this model was freed");
+  if (want == Want::Rar && !st->rar)
+    type_error(env, std::string(fn) + ": expected a generator model (createRar) but received a tokenizer (createVq)");
+  if (want == Want::Vq && !st->vq)
+    type_error(env, std::string(fn) + ": expected a tokenizer model (createVq) but received a generator (createRar)");
+  if (st->busy.load())
+    throw Napi::Error::New(env, std::string("rargen: ") + fn +
+                                    ": the model is busy with another job (one job at a time per model; await it first)");
+  if (need_finalized && !st->finalized)
+    throw Napi::Error::New(env, std::string("rargen: ") + fn +
+                                    ": the model is not finalized: set every weight, then call finalize()");
+  return st;
+}
+
+Napi::Value CreateRar(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) type_error(env, "createRar: config must be an object");
+  if (!info[1].IsString()) type_error(env, "createRar: device must be a string");
+  if (!info[2].IsString()) type_error(env, "createRar: weightDtype must be 'f32', 'f16' or 'bf16'");
+  Napi::Object c = info[0].As<Napi::Object>();
+  const std::string w = "createRar config";
+  rargen::RarConfig cfg;
+  cfg.hidden = get_int(env, c, "hiddenSize", w, 1, 1 << 16);
+  cfg.depth = get_int(env, c, "depth", w, 1, 1024);
+  cfg.heads = get_int(env, c, "numHeads", w, 1, 1024);
+  cfg.mlp = get_int(env, c, "mlpDim", w, 1, 1 << 18);
+  cfg.seq_len = get_int(env, c, "seqLen", w, 1, 1 << 16);
+  cfg.codebook = get_int(env, c, "codebookSize", w, 1, 1 << 20);
+  cfg.classes = get_int(env, c, "numClasses", w, 1, 1 << 20);
+  cfg.pos_rows = get_int(env, c, "posEmbedRows", w, cfg.seq_len + 2, 1 << 20);
+  cfg.ts_rows = get_int(env, c, "timestepRows", w, cfg.seq_len + 2, 1 << 20);
+  if (cfg.hidden % cfg.heads) range_error(env, "createRar config: hiddenSize must be divisible by numHeads");
+  int D = cfg.hidden / cfg.heads;
+  if (D > 128) range_error(env, "createRar config: head dim hiddenSize/numHeads = " + std::to_string(D) + " exceeds 128");
+  std::string dt = info[2].As<Napi::String>().Utf8Value();
+  rargen::DType dtype;
+  if (dt == "f32") dtype = rargen::DType::F32;
+  else if (dt == "f16") dtype = rargen::DType::F16;
+  else if (dt == "bf16") dtype = rargen::DType::BF16;
+  else range_error(env, "createRar: weightDtype must be 'f32', 'f16' or 'bf16' but received '" + dt + "'");
+  std::string device = info[1].As<Napi::String>().Utf8Value();
+  Backend* be = backend_for(env, device);
+  Napi::Object obj = RargenModel::ctor(env).New({});
+  auto st = RargenModel::Unwrap(obj)->state;
+  try {
+    st->rar = std::make_unique<rargen::Rar>(be, cfg, dtype);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  st->device = device;
+  return obj;
+}
+
+Napi::Value CreateVq(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) type_error(env, "createVq: config must be an object");
+  if (!info[1].IsString()) type_error(env, "createVq: device must be a string");
+  Napi::Object c = info[0].As<Napi::Object>();
+  const std::string w = "createVq config";
+  rargen::VqConfig cfg;
+  cfg.hidden = get_int(env, c, "hiddenChannels", w, 1, 1 << 14);
+  cfg.num_res_blocks = get_int(env, c, "numResBlocks", w, 1, 64);
+  cfg.z = get_int(env, c, "zChannels", w, 1, 1 << 14);
+  cfg.codebook = get_int(env, c, "codebookSize", w, 1, 1 << 20);
+  cfg.resolution = get_int(env, c, "resolution", w, 1, 1 << 14);
+  Napi::Value m = c.Get("channelMult");
+  if (!m.IsArray() || m.As<Napi::Array>().Length() == 0 || m.As<Napi::Array>().Length() > 10)
+    type_error(env, "createVq config: channelMult must be a non-empty array of integers");
+  Napi::Array ma = m.As<Napi::Array>();
+  for (uint32_t i = 0; i < ma.Length(); i++) {
+    Napi::Value e = ma.Get(i);
+    if (!e.IsNumber() || e.As<Napi::Number>().DoubleValue() != std::floor(e.As<Napi::Number>().DoubleValue()) ||
+        e.As<Napi::Number>().DoubleValue() < 1 || e.As<Napi::Number>().DoubleValue() > 64)
+      range_error(env, "createVq config: channelMult[" + std::to_string(i) + "] must be an integer between 1 and 64");
+    cfg.mult.push_back(e.As<Napi::Number>().Int32Value());
+  }
+  std::string device = info[1].As<Napi::String>().Utf8Value();
+  Backend* be = backend_for(env, device);
+  Napi::Object obj = RargenModel::ctor(env).New({});
+  auto st = RargenModel::Unwrap(obj)->state;
+  try {
+    st->vq = std::make_unique<rargen::Vq>(be, cfg);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  st->device = device;
+  return obj;
+}
+
+Napi::Value SetWeight(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto st = model_arg(env, info[0], "setWeight", Want::Any, false);
+  if (!info[1].IsString()) type_error(env, "setWeight: name must be a string");
+  std::string name = info[1].As<Napi::String>().Utf8Value();
+  if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    type_error(env, "setWeight: data for '" + name + "' must be a Float32Array");
+  Napi::Float32Array data = info[2].As<Napi::Float32Array>();
+  if (!info[3].IsArray()) type_error(env, "setWeight: shape for '" + name + "' must be an array of integers");
+  Napi::Array sa = info[3].As<Napi::Array>();
+  std::vector<int64_t> shape;
+  double numel = 1;
+  for (uint32_t i = 0; i < sa.Length(); i++) {
+    Napi::Value e = sa.Get(i);
+    double d = e.IsNumber() ? e.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0 && d == std::floor(d) && d < 9e15))
+      range_error(env, "setWeight: shape[" + std::to_string(i) + "] of '" + name + "' must be a non-negative integer");
+    shape.push_back(static_cast<int64_t>(d));
+    numel *= d;
+  }
+  if (!st->params().has(name))
+    throw Napi::Error::New(env, "rargen: unknown weight '" + name + "': not a parameter of this " +
+                                    (st->rar ? "RAR generator" : "MaskGIT-VQGAN") + " (check the checkpoint and config)");
+  if (numel != static_cast<double>(data.ElementLength()))
+    range_error(env, "setWeight: data for '" + name + "' has " + std::to_string(data.ElementLength()) +
+                         " elements but shape " + rargen::shape_str(shape) + " needs " +
+                         std::to_string(static_cast<int64_t>(numel)));
+  try {
+    st->params().set(name, data.Data(), shape);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  st->finalized = false;
+  return env.Undefined();
+}
+
+Napi::Value Finalize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto st = model_arg(env, info[0], "finalize", Want::Any, false);
+  try {
+    st->params().finalize();
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  st->finalized = true;
+  return env.Undefined();
+}
+
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(RargenModel::ctor(env).Value()))
+    type_error(env, "free: the argument must be a model from createRar() or createVq()");
+  auto st = RargenModel::Unwrap(info[0].As<Napi::Object>())->state;
+  if (st->freed) return env.Undefined();  // idempotent
+  if (st->busy.load())
+    throw Napi::Error::New(env, "rargen: free: the model is busy with a job; await it (or cancel it) before freeing");
+  st->rar.reset();
+  st->vq.reset();
+  st->freed = true;
+  return env.Undefined();
+}
+
+// ---------------- async jobs ----------------
+
+struct ProgressMsg {
+  double done, total;
+};
+
+std::mutex g_jobs_mutex;
+std::map<double, std::shared_ptr<std::atomic<bool>>> g_jobs;
+
+// Runs `work` on a worker thread holding the model busy; resolves with `result`
+// (built on the main thread) or rejects with the error message.
+class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
+ public:
+  using Work = std::function<void(Job&)>;
+  using Result = std::function<Napi::Value(Napi::Env)>;
+
+  Job(Napi::Env env, std::shared_ptr<ModelState> st, Work work, Result result)
+      : Napi::AsyncProgressWorker<ProgressMsg>(env, "rargen"), deferred_(Napi::Promise::Deferred::New(env)),
+        st_(std::move(st)), work_(std::move(work)), result_(std::move(result)) {
+    st_->busy.store(true);
+  }
+  ~Job() override { unregister(); }
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void set_progress_callback(Napi::Function f) { progress_cb_ = Napi::Persistent(f); }
+  void set_job_id(double id) {
+    job_id_ = id;
+    cancel_ = std::make_shared<std::atomic<bool>>(false);
+    std::lock_guard<std::mutex> lk(g_jobs_mutex);
+    g_jobs[id] = cancel_;
+  }
+  const std::atomic<bool>* cancel_flag() const { return cancel_.get(); }
+  void report(int64_t done, int64_t total) {
+    if (progress_ && !progress_cb_.IsEmpty()) {
+      ProgressMsg m{static_cast<double>(done), static_cast<double>(total)};
+      progress_->Send(&m, 1);
+    }
+  }
+
+ protected:
+  void Execute(const ExecutionProgress& progress) override {
+    progress_ = &progress;
+    try {
+      work_(*this);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    } catch (...) {
+      SetError("rargen: unknown native error");
+    }
+    progress_ = nullptr;
+  }
+  void OnProgress(const ProgressMsg* data, size_t count) override {
+    if (count == 0 || progress_cb_.IsEmpty()) return;
+    Napi::Env env = Env();
+    try {
+      progress_cb_.Call({Napi::Number::New(env, data[count - 1].done), Napi::Number::New(env, data[count - 1].total)});
+    } catch (const Napi::Error&) {
+      // An exception thrown by the progress callback must not kill the job.
+    }
+  }
+  void OnOK() override {
+    finish();
+    Napi::Env env = Env();
+    try {
+      deferred_.Resolve(result_(env));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override {
+    finish();
+    Napi::Env env = Env();
+    std::string msg = e.Message();
+    Napi::Error err = Napi::Error::New(env, msg);
+    if (msg.find("generation cancelled") != std::string::npos) {
+      err.Set("name", Napi::String::New(env, "AbortError"));
+      err.Set("code", Napi::String::New(env, "ABORT_ERR"));
+    }
+    deferred_.Reject(err.Value());
+  }
+
+ private:
+  void finish() {
+    unregister();
+    st_->busy.store(false);
+  }
+  void unregister() {
+    if (!cancel_) return;
+    std::lock_guard<std::mutex> lk(g_jobs_mutex);
+    auto it = g_jobs.find(job_id_);
+    if (it != g_jobs.end() && it->second == cancel_) g_jobs.erase(it);
+  }
+
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<ModelState> st_;
+  Work work_;
+  Result result_;
+  Napi::FunctionReference progress_cb_;
+  const ExecutionProgress* progress_ = nullptr;
+  std::shared_ptr<std::atomic<bool>> cancel_;
+  double job_id_ = 0;
+};
+
+Napi::Float32Array to_js(Napi::Env env, const std::vector<float>& v) {
+  Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
+  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * 4);
+  return a;
+}
+Napi::Int32Array to_js(Napi::Env env, const std::vector<int32_t>& v) {
+  Napi::Int32Array a = Napi::Int32Array::New(env, v.size());
+  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * 4);
+  return a;
+}
+
+// Checks ids (B*N tokens) and condition (B embedding indices) of a generator.
+int check_rar_inputs(Napi::Env env, const rargen::RarConfig& c, const char* fn, const std::vector<int32_t>& ids,
+                     const std::vector<int32_t>& cond) {
+  const int64_t B = static_cast<int64_t>(cond.size());
+  if (B < 1) range_error(env, std::string(fn) + ": condition must hold at least one entry");
+  if (static_cast<int64_t>(ids.size()) != B * c.seq_len)
+    range_error(env, std::string(fn) + ": ids has " + std::to_string(ids.size()) + " entries but condition has " +
+                         std::to_string(B) + " images of " + std::to_string(c.seq_len) + " tokens (" +
+                         std::to_string(B * c.seq_len) + " expected)");
+  check_range(env, ids, 0, c.codebook - 1, std::string(fn) + ": ids", "image token ids");
+  check_range(env, cond, c.codebook + 1, c.codebook + c.classes + 1, std::string(fn) + ": condition",
+              "class embedding indices V+1+k, or V+K+1 for the null class");
+  return static_cast<int>(B);
+}
+
+Napi::Value RarForward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto st = model_arg(env, info[0], "rarForward", Want::Rar, true);
+  const auto& c = st->rar->config();
+  auto ids = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[1], "rarForward: ids"));
+  auto cond = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[2], "rarForward: condition"));
+  auto orders = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[3], "rarForward: orders"));
+  int B = check_rar_inputs(env, c, "rarForward", *ids, *cond);
+  if (orders->size() != ids->size())
+    range_error(env, "rarForward: orders has " + std::to_string(orders->size()) + " entries, expected " +
+                         std::to_string(ids->size()));
+  for (int b = 0; b < B; b++) {
+    std::vector<char> seen(c.seq_len, 0);
+    for (int k = 0; k < c.seq_len; k++) {
+      int32_t o = (*orders)[static_cast<size_t>(b) * c.seq_len + k];
+      if (o < 0 || o >= c.seq_len || seen[o])
+        range_error(env, "rarForward: orders[" + std::to_string(b) + "] is not a permutation of 0.." +
+                             std::to_string(c.seq_len - 1) + " (value " + std::to_string(o) + " at position " +
+                             std::to_string(k) + ")");
+      seen[o] = 1;
+    }
+  }
+  auto out = std::make_shared<std::vector<float>>();
+  Job* job = new Job(
+      env, st, [=](Job&) { *out = st->rar->forward(ids->data(), cond->data(), orders->data(), B); },
+      [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
+Napi::Value RarDecodeSteps(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto st = model_arg(env, info[0], "rarDecodeSteps", Want::Rar, true);
+  const auto& c = st->rar->config();
+  auto ids = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[1], "rarDecodeSteps: ids"));
+  auto cond = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[2], "rarDecodeSteps: condition"));
+  int B = check_rar_inputs(env, c, "rarDecodeSteps", *ids, *cond);
+  auto out = std::make_shared<std::vector<float>>();
+  Job* job = new Job(
+      env, st, [=](Job&) { *out = st->rar->decode_steps(ids->data(), cond->data(), B); },
+      [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
+bool parse_u64(const std::string& s, uint64_t& out) {
+  if (s.empty() || s.size() > 20 || s.find_first_not_of("0123456789") != std::string::npos) return false;
+  errno = 0;
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (errno == ERANGE || *end) return false;
+  out = v;
+  return true;
+}
+
+Napi::Value RarGenerate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto st = model_arg(env, info[0], "rarGenerate", Want::Rar, true);
+  const auto& c = st->rar->config();
+  if (!info[1].IsObject()) type_error(env, "rarGenerate: options must be an object");
+  Napi::Object o = info[1].As<Napi::Object>();
+  const std::string w = "rarGenerate options";
+  rargen::RarGenerateOptions opts;
+  opts.class_ids = get_int32_array(env, o.Get("classIds"), "rarGenerate: classIds");
+  if (opts.class_ids.empty()) range_error(env, "rarGenerate: classIds must hold at least one class id");
+  check_range(env, opts.class_ids, 0, c.classes - 1, "classIds", "class ids");
+  auto finite = [&](const char* key) {
+    double d = get_number(env, o, key, w);
+    if (!std::isfinite(d)) range_error(env, w + ": " + key + " must be a finite number");
+    return d;
+  };
+  opts.guidance_scale = static_cast<float>(finite("guidanceScale"));
+  opts.guidance_scale_pow = static_cast<float>(finite("guidanceScalePow"));
+  opts.temperature = static_cast<float>(finite("temperature"));
+  if (!(opts.temperature > 0)) range_error(env, w + ": temperature must be > 0");
+  opts.top_k = get_int(env, o, "topK", w, 0, c.codebook);
+  opts.top_p = static_cast<float>(finite("topP"));
+  if (!(opts.top_p > 0 && opts.top_p <= 1)) range_error(env, w + ": topP must be in (0, 1]");
+  Napi::Value g = o.Get("greedy");
+  if (!g.IsBoolean()) type_error(env, w + ": greedy must be a boolean");
+  opts.greedy = g.As<Napi::Boolean>().Value();
+  Napi::Value seed = o.Get("seed");
+  if (!seed.IsString() || !parse_u64(seed.As<Napi::String>().Utf8Value(), opts.seed))
+    type_error(env, w + ": seed must be a decimal string of an unsigned 64-bit integer");
+  double off = get_number(env, o, "indexOffset", w);
+  if (!(off >= 0 && off == std::floor(off) && off <= 9007199254740991.0))
+    range_error(env, w + ": indexOffset must be a non-negative safe integer");
+  opts.index_offset = static_cast<int64_t>(off);
+  Napi::Value cb = o.Get("onProgress");
+  if (!cb.IsUndefined() && !cb.IsFunction()) type_error(env, w + ": onProgress must be a function");
+  Napi::Value jid = o.Get("jobId");
+  if (!jid.IsUndefined() && !jid.IsNumber()) type_error(env, w + ": jobId must be a number");
+
+  auto optsp = std::make_shared<rargen::RarGenerateOptions>(std::move(opts));
+  auto out = std::make_shared<std::vector<int32_t>>();
+  Job* job = new Job(
+      env, st,
+      [=](Job& j) {
+        *out = st->rar->generate(*optsp, [&j](int64_t d, int64_t t) { j.report(d, t); }, j.cancel_flag());
+      },
+      [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
+  if (cb.IsFunction()) job->set_progress_callback(cb.As<Napi::Function>());
+  if (jid.IsNumber()) job->set_job_id(jid.As<Napi::Number>().DoubleValue());
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
+Napi::Value Cancel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) type_error(env, "cancel: jobId must be a number");
+  std::lock_guard<std::mutex> lk(g_jobs_mutex);
+  auto it = g_jobs.find(info[0].As<Napi::Number>().DoubleValue());
+  if (it != g_jobs.end()) it->second->store(true);
+  return env.Undefined();
+}
+
+int get_batch(Napi::Env env, const Napi::Value& v, const char* fn) {
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 1 && d == std::floor(d) && d <= (1 << 24)))
+    range_error(env, std::string(fn) + ": batch must be a positive integer");
+  return static_cast<int>(d);
+}
+
+Napi::Value VqDecode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto st = model_arg(env, info[0], "vqDecode", Want::Vq, true);
+  const auto& c = st->vq->config();
+  auto tokens = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[1], "vqDecode: tokens"));
+  int B = get_batch(env, info[2], "vqDecode");
+  int64_t per = static_cast<int64_t>(c.grid()) * c.grid();
+  if (static_cast<int64_t>(tokens->size()) != B * per)
+    range_error(env, "vqDecode: tokens has " + std::to_string(tokens->size()) + " entries, expected batch " +
+                         std::to_string(B) + " x " + std::to_string(per));
+  check_range(env, *tokens, 0, c.codebook - 1, "vqDecode: tokens", "codebook indices");
+  auto out = std::make_shared<std::vector<float>>();
+  Job* job = new Job(
+      env, st, [=](Job&) { *out = st->vq->decode(tokens->data(), B); },
+      [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
+Napi::Value VqEncode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto st = model_arg(env, info[0], "vqEncode", Want::Vq, true);
+  const auto& c = st->vq->config();
+  auto pixels = std::make_shared<std::vector<float>>(get_float32_array(env, info[1], "vqEncode: pixels"));
+  int B = get_batch(env, info[2], "vqEncode");
+  int64_t per = 3LL * c.resolution * c.resolution;
+  if (static_cast<int64_t>(pixels->size()) != B * per)
+    range_error(env, "vqEncode: pixels has " + std::to_string(pixels->size()) + " entries, expected batch " +
+                         std::to_string(B) + " x 3 x " + std::to_string(c.resolution) + " x " +
+                         std::to_string(c.resolution));
+  for (size_t i = 0; i < pixels->size(); i++)
+    if (!std::isfinite((*pixels)[i])) range_error(env, "vqEncode: pixels[" + std::to_string(i) + "] is not finite");
+  auto lat = std::make_shared<std::vector<float>>();
+  auto tok = std::make_shared<std::vector<int32_t>>();
+  Job* job = new Job(
+      env, st, [=](Job&) { st->vq->encode(pixels->data(), B, *lat, *tok); },
+      [=](Napi::Env e) -> Napi::Value {
+        Napi::Object r = Napi::Object::New(e);
+        r.Set("latents", to_js(e, *lat));
+        r.Set("tokens", to_js(e, *tok));
+        return r;
+      });
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
+// ---------------- build info ----------------
 
 Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -56,9 +636,34 @@ Napi::Value CudaStatus(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// Wraps a function so that rargen::Error / std::exception thrown outside the
+// explicit handlers still reach JS as an Error.
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value guarded(const Napi::CallbackInfo& info) {
+  try {
+    return F(info);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
-  exports.Set("cudaStatus", Napi::Function::New(env, CudaStatus));
+  RargenModel::Define(env);
+  exports.Set("buildInfo", Napi::Function::New(env, guarded<BuildInfo>));
+  exports.Set("cudaStatus", Napi::Function::New(env, guarded<CudaStatus>));
+  exports.Set("createRar", Napi::Function::New(env, guarded<CreateRar>));
+  exports.Set("createVq", Napi::Function::New(env, guarded<CreateVq>));
+  exports.Set("setWeight", Napi::Function::New(env, guarded<SetWeight>));
+  exports.Set("finalize", Napi::Function::New(env, guarded<Finalize>));
+  exports.Set("free", Napi::Function::New(env, guarded<Free>));
+  exports.Set("rarForward", Napi::Function::New(env, guarded<RarForward>));
+  exports.Set("rarDecodeSteps", Napi::Function::New(env, guarded<RarDecodeSteps>));
+  exports.Set("rarGenerate", Napi::Function::New(env, guarded<RarGenerate>));
+  exports.Set("cancel", Napi::Function::New(env, guarded<Cancel>));
+  exports.Set("vqDecode", Napi::Function::New(env, guarded<VqDecode>));
+  exports.Set("vqEncode", Napi::Function::New(env, guarded<VqEncode>));
   return exports;
 }
 

@@ -1,0 +1,90 @@
+#include "model/params.h"
+
+#include <algorithm>
+
+namespace rargen {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); i++) r += (i ? ", " : "") + std::to_string(s[i]);
+  if (s.size() == 1) r += ",";
+  return r + ")";
+}
+
+ParamTable::~ParamTable() {
+  for (auto& e : entries_)
+    if (e.mem) be_->free(e.mem);
+}
+
+void ParamTable::matrix(const std::string& name, std::vector<int64_t> shape, Weight* slot) {
+  index_[name] = entries_.size();
+  Entry e;
+  e.name = name;
+  e.shape = std::move(shape);
+  e.is_matrix = true;
+  e.wslot = slot;
+  entries_.push_back(std::move(e));
+}
+
+void ParamTable::vector(const std::string& name, std::vector<int64_t> shape, const float** slot) {
+  index_[name] = entries_.size();
+  Entry e;
+  e.name = name;
+  e.shape = std::move(shape);
+  e.is_matrix = false;
+  e.vslot = slot;
+  entries_.push_back(std::move(e));
+}
+
+const std::vector<int64_t>* ParamTable::shape_of(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &entries_[it->second].shape;
+}
+
+void ParamTable::set(const std::string& name, const float* data, const std::vector<int64_t>& shape) {
+  auto it = index_.find(name);
+  if (it == index_.end()) throw Error("rargen: unknown weight '" + name + "': not a parameter of this " + model_);
+  Entry& e = entries_[it->second];
+  if (shape != e.shape)
+    throw Error("rargen: weight '" + name + "': expected shape " + shape_str(e.shape) + ", found " + shape_str(shape));
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  if (e.mem) {
+    be_->free(e.mem);
+    bytes_ -= e.mem_bytes;
+    e.mem = nullptr;
+  }
+  if (e.is_matrix) {
+    Weight w = be_->upload_weight(data, n, matrix_dtype_);
+    e.mem = const_cast<void*>(w.data);
+    e.mem_bytes = static_cast<size_t>(n) * dtype_size(matrix_dtype_);
+    *e.wslot = w;
+  } else {
+    e.mem = be_->alloc(static_cast<size_t>(n) * 4);
+    be_->upload(e.mem, data, static_cast<size_t>(n) * 4);
+    e.mem_bytes = static_cast<size_t>(n) * 4;
+    *e.vslot = static_cast<const float*>(e.mem);
+  }
+  bytes_ += e.mem_bytes;
+}
+
+bool ParamTable::finalized_ok() const {
+  return std::all_of(entries_.begin(), entries_.end(), [](const Entry& e) { return e.mem != nullptr; });
+}
+
+void ParamTable::finalize() const {
+  std::vector<std::string> missing;
+  for (const auto& e : entries_)
+    if (!e.mem) missing.push_back(e.name);
+  if (missing.empty()) {
+    be_->synchronize();
+    return;
+  }
+  std::string msg = "rargen: " + std::to_string(missing.size()) + " weight" + (missing.size() == 1 ? "" : "s") +
+                    " of this " + model_ + " not set: ";
+  for (size_t i = 0; i < missing.size() && i < 20; i++) msg += (i ? ", " : "") + missing[i];
+  if (missing.size() > 20) msg += ", ... (" + std::to_string(missing.size() - 20) + " more)";
+  throw Error(msg);
+}
+
+}  // namespace rargen

@@ -1,0 +1,180 @@
+#include "model/vqgan.h"
+
+#include <algorithm>
+#include <string>
+
+namespace rargen {
+
+namespace {
+constexpr float kEps = 1e-6f;
+constexpr int kGroups = 32;
+std::vector<int64_t> conv_shape(int co, int ci, int k) { return {co, ci, k, k}; }
+}  // namespace
+
+Vq::Vq(Backend* be, const VqConfig& cfg) : be_(be), cfg_(cfg), params_(be, DType::F32, "MaskGIT-VQGAN") {
+  const int L = cfg.levels();
+  if (L < 1 || cfg.hidden <= 0 || cfg.z <= 0 || cfg.codebook <= 0 || cfg.num_res_blocks < 1)
+    throw Error("rargen: bad VQGAN config");
+  if (cfg.resolution % (1 << (L - 1)))
+    throw Error("rargen: bad VQGAN config: resolution " + std::to_string(cfg.resolution) + " is not divisible by 2^" +
+                std::to_string(L - 1));
+  for (int m : cfg.mult)
+    if (m <= 0 || (cfg.hidden * m) % kGroups) throw Error("rargen: bad VQGAN config: channels must be multiples of 32");
+  auto& P = params_;
+  const int top = cfg.hidden * cfg.mult[L - 1];
+  // encoder
+  P.matrix("encoder.conv_in.weight", conv_shape(cfg.hidden, 3, 3), &w_.enc_conv_in);
+  w_.enc_down.resize(L);
+  int cin = cfg.hidden;
+  for (int i = 0; i < L; i++) {
+    int cout = cfg.hidden * cfg.mult[i];
+    w_.enc_down[i].resize(cfg.num_res_blocks);
+    for (int j = 0; j < cfg.num_res_blocks; j++) {
+      declare_block("encoder.down." + std::to_string(i) + ".block." + std::to_string(j), cin, cout, w_.enc_down[i][j]);
+      cin = cout;
+    }
+  }
+  w_.enc_mid.resize(2);
+  for (int j = 0; j < 2; j++) declare_block("encoder.mid." + std::to_string(j), top, top, w_.enc_mid[j]);
+  P.vector("encoder.norm_out.weight", {top}, &w_.enc_norm_w);
+  P.vector("encoder.norm_out.bias", {top}, &w_.enc_norm_b);
+  P.matrix("encoder.conv_out.weight", conv_shape(cfg.z, top, 1), &w_.enc_conv_out);
+  P.vector("encoder.conv_out.bias", {cfg.z}, &w_.enc_conv_out_b);
+  // decoder
+  P.matrix("decoder.conv_in.weight", conv_shape(top, cfg.z, 3), &w_.dec_conv_in);
+  P.vector("decoder.conv_in.bias", {top}, &w_.dec_conv_in_b);
+  w_.dec_mid.resize(2);
+  for (int j = 0; j < 2; j++) declare_block("decoder.mid." + std::to_string(j), top, top, w_.dec_mid[j]);
+  w_.dec_up.resize(L);
+  w_.dec_upsample_conv.resize(L);
+  w_.dec_upsample_conv_b.resize(L, nullptr);
+  cin = top;
+  for (int i = L - 1; i >= 0; i--) {
+    int cout = cfg.hidden * cfg.mult[i];
+    std::string p = "decoder.up." + std::to_string(i);
+    w_.dec_up[i].resize(cfg.num_res_blocks);
+    for (int j = 0; j < cfg.num_res_blocks; j++) {
+      declare_block(p + ".block." + std::to_string(j), cin, cout, w_.dec_up[i][j]);
+      cin = cout;
+    }
+    if (i != 0) {
+      P.matrix(p + ".upsample_conv.weight", conv_shape(cout, cout, 3), &w_.dec_upsample_conv[i]);
+      P.vector(p + ".upsample_conv.bias", {cout}, &w_.dec_upsample_conv_b[i]);
+    }
+  }
+  const int c0 = cfg.hidden * cfg.mult[0];
+  P.vector("decoder.norm_out.weight", {c0}, &w_.dec_norm_w);
+  P.vector("decoder.norm_out.bias", {c0}, &w_.dec_norm_b);
+  P.matrix("decoder.conv_out.weight", conv_shape(3, c0, 3), &w_.dec_conv_out);
+  P.vector("decoder.conv_out.bias", {3}, &w_.dec_conv_out_b);
+  P.vector("quantize.embedding.weight", {cfg.codebook, cfg.z}, &w_.codebook);
+}
+
+void Vq::declare_block(const std::string& p, int cin, int cout, VqResBlock& b) {
+  b.cin = cin;
+  b.cout = cout;
+  params_.vector(p + ".norm1.weight", {cin}, &b.norm1_w);
+  params_.vector(p + ".norm1.bias", {cin}, &b.norm1_b);
+  params_.matrix(p + ".conv1.weight", conv_shape(cout, cin, 3), &b.conv1);
+  params_.vector(p + ".norm2.weight", {cout}, &b.norm2_w);
+  params_.vector(p + ".norm2.bias", {cout}, &b.norm2_b);
+  params_.matrix(p + ".conv2.weight", conv_shape(cout, cout, 3), &b.conv2);
+  if (cin != cout) params_.matrix(p + ".nin_shortcut.weight", conv_shape(cout, cout, 1), &b.nin);
+}
+
+int64_t Vq::max_activation() const {
+  const int L = cfg_.levels();
+  int64_t best = static_cast<int64_t>(std::max(3, cfg_.z)) * cfg_.resolution * cfg_.resolution;
+  for (int i = 0; i < L; i++) {
+    int64_t side = cfg_.resolution >> i;
+    int c = cfg_.hidden * std::max({cfg_.mult[std::max(i - 1, 0)], cfg_.mult[i], cfg_.mult[std::min(i + 1, L - 1)]});
+    c = std::max(c, cfg_.hidden);
+    best = std::max(best, static_cast<int64_t>(c) * side * side);
+  }
+  return best;
+}
+
+void Vq::conv3x3(float* out, const float* inp, Weight w, const float* bias, int cin, int cout, int H, int W) {
+  be_->conv2d(out, inp, w, bias, 1, cin, H, W, cout, 3, 3, 1, 1, 1, 1);
+}
+
+void Vq::res_block(const VqResBlock& b, float* x, int H, int W, float* t1, float* t2) {
+  const int64_t HW = static_cast<int64_t>(H) * W;
+  be_->groupnorm(t1, x, b.norm1_w, b.norm1_b, 1, b.cin, HW, kGroups, kEps, true);
+  conv3x3(t2, t1, b.conv1, nullptr, b.cin, b.cout, H, W);
+  be_->groupnorm(t1, t2, b.norm2_w, b.norm2_b, 1, b.cout, HW, kGroups, kEps, true);
+  conv3x3(t2, t1, b.conv2, nullptr, b.cout, b.cout, H, W);  // h
+  if (b.cin != b.cout) {
+    be_->conv2d(t1, t2, b.nin, nullptr, 1, b.cout, H, W, b.cout, 1, 1, 1, 1, 0, 0);  // nin_shortcut(h)
+    be_->add(x, t2, t1, b.cout * HW);
+  } else {
+    be_->add(x, t2, x, b.cout * HW);
+  }
+}
+
+std::vector<float> Vq::decode(const int32_t* tokens, int B) {
+  const int L = cfg_.levels(), g = cfg_.grid(), R = cfg_.resolution;
+  const int64_t cap = max_activation(), HWg = static_cast<int64_t>(g) * g;
+  DeviceBuffer<float> x(be_, cap), t1(be_, cap), t2(be_, cap);
+  DeviceBuffer<int32_t> tok(be_, HWg);
+  std::vector<float> out(static_cast<size_t>(B) * 3 * R * R);
+  const int top = cfg_.hidden * cfg_.mult[L - 1];
+  for (int b = 0; b < B; b++) {
+    be_->upload(tok.get(), tokens + b * HWg, HWg * 4);
+    be_->codebook_lookup(t1.get(), tok.get(), w_.codebook, 1, cfg_.z, HWg);  // (z, g, g)
+    int H = g, C = top;
+    conv3x3(x.get(), t1.get(), w_.dec_conv_in, w_.dec_conv_in_b, cfg_.z, C, H, H);
+    for (const auto& rb : w_.dec_mid) res_block(rb, x.get(), H, H, t1.get(), t2.get());
+    for (int i = L - 1; i >= 0; i--) {
+      for (const auto& rb : w_.dec_up[i]) {
+        res_block(rb, x.get(), H, H, t1.get(), t2.get());
+        C = rb.cout;
+      }
+      if (i != 0) {
+        be_->upsample_nearest2x(t1.get(), x.get(), 1, C, H, H);
+        H *= 2;
+        conv3x3(x.get(), t1.get(), w_.dec_upsample_conv[i], w_.dec_upsample_conv_b[i], C, C, H, H);
+      }
+    }
+    be_->groupnorm(t1.get(), x.get(), w_.dec_norm_w, w_.dec_norm_b, 1, C, static_cast<int64_t>(H) * H, kGroups, kEps, true);
+    conv3x3(t2.get(), t1.get(), w_.dec_conv_out, w_.dec_conv_out_b, C, 3, H, H);
+    be_->synchronize();
+    be_->download(out.data() + static_cast<size_t>(b) * 3 * R * R, t2.get(), static_cast<size_t>(3) * R * R * 4);
+  }
+  return out;
+}
+
+void Vq::encode(const float* pixels, int B, std::vector<float>& latents, std::vector<int32_t>& tokens) {
+  const int L = cfg_.levels(), g = cfg_.grid(), R = cfg_.resolution;
+  const int64_t cap = max_activation(), HWg = static_cast<int64_t>(g) * g;
+  DeviceBuffer<float> x(be_, cap), t1(be_, cap), t2(be_, cap);
+  DeviceBuffer<int32_t> tok(be_, HWg);
+  latents.assign(static_cast<size_t>(B) * cfg_.z * HWg, 0.f);
+  tokens.assign(static_cast<size_t>(B) * HWg, 0);
+  const int top = cfg_.hidden * cfg_.mult[L - 1];
+  for (int b = 0; b < B; b++) {
+    be_->upload(t1.get(), pixels + static_cast<size_t>(b) * 3 * R * R, static_cast<size_t>(3) * R * R * 4);
+    int H = R, C = cfg_.hidden;
+    conv3x3(x.get(), t1.get(), w_.enc_conv_in, nullptr, 3, C, H, H);
+    for (int i = 0; i < L; i++) {
+      for (const auto& rb : w_.enc_down[i]) {
+        res_block(rb, x.get(), H, H, t1.get(), t2.get());
+        C = rb.cout;
+      }
+      if (i != L - 1) {
+        be_->avgpool2x2(t1.get(), x.get(), 1, C, H, H);
+        H /= 2;
+        be_->copy(x.get(), t1.get(), static_cast<size_t>(C) * H * H * 4);
+      }
+    }
+    for (const auto& rb : w_.enc_mid) res_block(rb, x.get(), H, H, t1.get(), t2.get());
+    be_->groupnorm(t1.get(), x.get(), w_.enc_norm_w, w_.enc_norm_b, 1, top, HWg, kGroups, kEps, true);
+    be_->conv2d(t2.get(), t1.get(), w_.enc_conv_out, w_.enc_conv_out_b, 1, top, H, H, cfg_.z, 1, 1, 1, 1, 0, 0);
+    be_->codebook_nearest(tok.get(), t2.get(), w_.codebook, 1, cfg_.z, HWg, cfg_.codebook);
+    be_->synchronize();
+    be_->download(latents.data() + static_cast<size_t>(b) * cfg_.z * HWg, t2.get(), static_cast<size_t>(cfg_.z) * HWg * 4);
+    be_->download(tokens.data() + static_cast<size_t>(b) * HWg, tok.get(), HWg * 4);
+  }
+}
+
+}  // namespace rargen
