@@ -1,0 +1,569 @@
+// The CUDA backend: class CudaBackend implements src/backend.h on one device with one
+// non-blocking stream. Ops validate their arguments (errors name the op and the
+// argument, like the CPU backend), then call the launchers of cuda/*.cu.
+//
+// Memory: a caching allocator. Sizes are rounded (512 B under 1 MiB, 2 MiB above) and
+// freed blocks wait in per-size free lists for the next request of that size; the
+// model's allocation pattern repeats every batch, so after the first batch nothing
+// reaches cudaMalloc. Reuse is safe without events because everything runs on the one
+// stream (a block freed after a kernel is handed out only to later work on the same
+// stream). When cudaMalloc fails the cache is returned to the driver and the request
+// retried once; then the error says how much was asked and how much is free.
+//
+// CUDA graphs (the optional block at the end of Backend): the stream is captured in
+// relaxed mode (cudaMalloc stays legal); blocks freed during a capture, and scratch
+// buffers replaced while a graph exists, are held until graph_reset(), so a replay
+// never writes into memory that was handed out again.
+//
+// Scratch buffers (converted activations, cuBLASLt workspace, attention partials) are
+// per-slot, grow on demand and never shrink (see ScratchProvider in ops.cuh).
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cuda_api.h"
+#include "ops.cuh"
+
+namespace rargen {
+
+namespace {
+
+using namespace cuda;
+
+constexpr size_t kSmallLimit = 1u << 20;
+constexpr size_t kSmallRound = 512;
+constexpr size_t kLargeRound = 2u << 20;
+
+size_t round_size(size_t bytes) {
+  if (bytes == 0) bytes = 1;
+  if (bytes < kSmallLimit) return (bytes + kSmallRound - 1) / kSmallRound * kSmallRound;
+  return (bytes + kLargeRound - 1) / kLargeRound * kLargeRound;
+}
+
+std::string mib(size_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return buf;
+}
+
+class CudaBackend final : public Backend, public ScratchProvider {
+ public:
+  explicit CudaBackend(int device) : dev_(device), name_("cuda:" + std::to_string(device)) {
+    CUDA_CHECK(cudaSetDevice(dev_));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, dev_));
+    attention_init();
+    sampling_init();
+    mm_ = new Matmul(*this);
+    const char* v = std::getenv("RARGEN_CUDA_VERBOSE");
+    if (v && *v && std::strcmp(v, "0") != 0)
+      std::fprintf(stderr, "rargen %s: %d SMs, linear() uses %s\n", name_.c_str(), num_sms_, mm_->describe().c_str());
+  }
+
+  ~CudaBackend() override {
+    // Process-lifetime singletons normally never get here; be tidy if they do.
+    cudaSetDevice(dev_);
+    if (capturing_) {
+      cudaGraph_t g = nullptr;
+      cudaStreamEndCapture(stream_, &g);
+      if (g) cudaGraphDestroy(g);
+    }
+    cudaStreamSynchronize(stream_);
+    if (exec_) cudaGraphExecDestroy(exec_);
+    if (graph_) cudaGraphDestroy(graph_);
+    delete mm_;
+    for (auto& kv : live_) cudaFree(kv.first);
+    for (auto& h : held_) cudaFree(h.first);
+    for (auto& kv : cache_)
+      for (void* p : kv.second) cudaFree(p);
+    if (h_uniforms_) cudaFreeHost(h_uniforms_);
+    if (h_tokens_) cudaFreeHost(h_tokens_);
+    cudaStreamDestroy(stream_);
+    cudaGetLastError();
+  }
+
+  const char* name() const override { return name_.c_str(); }
+  bool is_gpu() const override { return true; }
+
+  // ---------------- memory ----------------
+  void* alloc(size_t bytes) override {
+    use();
+    const size_t r = round_size(bytes);
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = cache_.find(r);
+    if (it != cache_.end() && !it->second.empty()) {
+      void* p = it->second.back();
+      it->second.pop_back();
+      cached_bytes_ -= r;
+      live_[p] = r;
+      return p;
+    }
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, r);
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // a failed cudaMalloc must not poison later launch checks
+      if (!capturing_ && cached_bytes_ > 0) {
+        release_cache_locked();
+        e = cudaMalloc(&p, r);
+        if (e != cudaSuccess) cudaGetLastError();
+      }
+    }
+    if (e != cudaSuccess || !p) {
+      size_t fr = 0, tot = 0;
+      cudaMemGetInfo(&fr, &tot);
+      cudaGetLastError();
+      throw Error("CUDA out of memory on " + name_ + " allocating " + mib(bytes) + " MiB (free " + mib(fr) +
+                  " MiB): try a smaller batch size");
+    }
+    live_[p] = r;
+    return p;
+  }
+
+  void free(void* ptr) override {
+    if (!ptr) return;
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = live_.find(ptr);
+    if (it == live_.end()) return;  // not ours (or freed twice): ignore
+    const size_t r = it->second;
+    live_.erase(it);
+    if (capturing_) {
+      held_.emplace_back(ptr, r);  // the graph being recorded may use it
+    } else {
+      cache_[r].push_back(ptr);
+      cached_bytes_ += r;
+    }
+  }
+
+  void upload(void* dst, const void* host_src, size_t bytes) override {
+    no_capture("upload");
+    auto lk = guard();
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+  }
+
+  void download(void* host_dst, const void* src, size_t bytes) override {
+    no_capture("download");
+    auto lk = guard();
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  void copy(void* dst, const void* src, size_t bytes) override {
+    auto lk = guard();
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
+
+  void fill(float* dst, float value, int64_t n) override {
+    auto lk = guard();
+    fill_forward(dst, value, n, stream_);
+  }
+
+  void synchronize() override {
+    no_capture("synchronize");
+    auto lk = guard();
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  size_t free_memory() const override {
+    auto lk = guard();
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    std::lock_guard<std::mutex> lk2(mu_);
+    return fr + cached_bytes_;
+  }
+
+  Weight upload_weight(const float* host, int64_t n, DType dtype) override {
+    no_capture("upload_weight");
+    auto lk = guard();
+    check_dim("upload_weight", "n", n, 0);
+    Weight w;
+    w.dtype = dtype;
+    if (dtype == DType::F32) {
+      void* p = alloc(static_cast<size_t>(n) * 4);
+      upload(p, host, static_cast<size_t>(n) * 4);
+      w.data = p;
+      return w;
+    }
+    if (dtype != DType::F16 && dtype != DType::BF16) fail("upload_weight", "dtype must be F32, F16 or BF16");
+    char* dst = static_cast<char*>(alloc(static_cast<size_t>(n) * 2));
+    // fp32 goes up in chunks through a staging buffer and is rounded on the device
+    const int64_t chunk = std::min<int64_t>(n, int64_t(16) << 20);
+    float* stage = chunk > 0 ? static_cast<float*>(scratch(kScratchConvert, static_cast<size_t>(chunk) * 4)) : nullptr;
+    for (int64_t off = 0; off < n; off += chunk) {
+      const int64_t cnt = std::min(chunk, n - off);
+      CUDA_CHECK(cudaMemcpyAsync(stage, host + off, static_cast<size_t>(cnt) * 4, cudaMemcpyHostToDevice, stream_));
+      convert_from_f32(dst + off * 2, dtype, stage, cnt, stream_);
+    }
+    w.data = dst;
+    return w;
+  }
+
+  // ---------------- dense ----------------
+  void linear(float* out, const float* inp, Weight w, const float* bias, int64_t M, int N, int K,
+              bool accumulate) override {
+    auto lk = guard();
+    check_dim("linear", "M", M, 0);
+    check_dim("linear", "N", N);
+    check_dim("linear", "K", K);
+    if (!w.data) fail("linear", "weight is null");
+    if (w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16)
+      fail("linear", "weight dtype must be F32, F16 or BF16");
+    if (M == 0) return;
+    mm_->linear(out, inp, w, bias, M, N, K, accumulate, stream_);
+  }
+
+  // ---------------- elementwise / normalisation ----------------
+  void layernorm(float* out, const float* inp, const float* weight, const float* bias, int64_t rows, int C,
+                 float eps) override {
+    auto lk = guard();
+    check_dim("layernorm", "C", C);
+    check_dim("layernorm", "rows", rows, 0);
+    layernorm_modulate_forward(out, inp, weight, bias, nullptr, nullptr, 0, nullptr, rows, C, eps, stream_);
+  }
+
+  void layernorm_modulate(float* out, const float* inp, const float* ln_weight, const float* ln_bias,
+                          const float* shift, const float* scale, int64_t mod_stride, const int32_t* row_map,
+                          int64_t rows, int C, float eps) override {
+    auto lk = guard();
+    check_dim("layernorm_modulate", "C", C);
+    check_dim("layernorm_modulate", "rows", rows, 0);
+    layernorm_modulate_forward(out, inp, ln_weight, ln_bias, shift, scale, mod_stride, row_map, rows, C, eps, stream_);
+  }
+
+  void gated_residual(float* x, const float* y, const float* gate, int64_t mod_stride, const int32_t* row_map,
+                      int64_t rows, int C) override {
+    auto lk = guard();
+    check_dim("gated_residual", "C", C);
+    check_dim("gated_residual", "rows", rows, 0);
+    gated_residual_forward(x, y, gate, mod_stride, row_map, rows, C, stream_);
+  }
+
+  void gelu(float* out, const float* inp, int64_t n) override {
+    auto lk = guard();
+    gelu_forward(out, inp, n, stream_);
+  }
+  void silu(float* out, const float* inp, int64_t n) override {
+    auto lk = guard();
+    silu_forward(out, inp, n, stream_);
+  }
+  void add(float* out, const float* a, const float* b, int64_t n) override {
+    auto lk = guard();
+    add_forward(out, a, b, n, stream_);
+  }
+
+  // ---------------- gathers ----------------
+  void embedding(float* out, const float* table, const int32_t* ids, int64_t rows, int C, bool accumulate) override {
+    auto lk = guard();
+    check_dim("embedding", "C", C);
+    check_dim("embedding", "rows", rows, 0);
+    embedding_forward(out, table, ids, rows, C, accumulate, stream_);
+  }
+
+  // ---------------- attention ----------------
+  void attention(float* out, float* kcache, float* vcache, const float* qkv, const float* q_norm_w,
+                 const float* q_norm_b, const float* k_norm_w, const float* k_norm_b, int B, int Tn, int pos0,
+                 int Tcache, int H, int D, float eps) override {
+    auto lk = guard();
+    check_attention(B, Tn, Tcache, H, D);
+    if (pos0 < 0 || static_cast<int64_t>(pos0) + Tn > Tcache)
+      fail("attention", "positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + Tn - 1) +
+                            " do not fit the cache of " + std::to_string(Tcache));
+    attention_forward(out, kcache, vcache, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, Tn, pos0, nullptr, Tcache,
+                      H, D, eps, num_sms_, *this, stream_);
+  }
+
+  void attention_at(float* out, float* kcache, float* vcache, const float* qkv, const float* q_norm_w,
+                    const float* q_norm_b, const float* k_norm_w, const float* k_norm_b, int B, int Tn,
+                    const int32_t* pos0_device, int Tcache, int H, int D, float eps) override {
+    auto lk = guard();
+    check_attention(B, Tn, Tcache, H, D);
+    if (!pos0_device) fail("attention_at", "pos0_device is null");
+    attention_forward(out, kcache, vcache, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, Tn, 0, pos0_device, Tcache,
+                      H, D, eps, num_sms_, *this, stream_);
+  }
+
+  // ---------------- sampling ----------------
+  void sample(int32_t* tokens_out, const float* logits, int B, int V, bool cfg, float cfg_scale, float temperature,
+              int top_k, float top_p, bool greedy, const float* uniforms) override {
+    no_capture("sample");
+    auto lk = guard();
+    check_dim("sample", "B", B, 0);
+    check_dim("sample", "V", V);
+    if (B == 0) return;
+    if (!greedy && !uniforms) fail("sample", "uniforms are required unless greedy");
+    ensure_pinned(B);
+    char* dev = static_cast<char*>(scratch(kScratchSample, static_cast<size_t>(B) * 8));
+    float* d_uniforms = reinterpret_cast<float*>(dev);
+    int32_t* d_tokens = reinterpret_cast<int32_t*>(dev + static_cast<size_t>(B) * 4);
+    if (!greedy) {
+      std::memcpy(h_uniforms_, uniforms, static_cast<size_t>(B) * 4);
+      CUDA_CHECK(cudaMemcpyAsync(d_uniforms, h_uniforms_, static_cast<size_t>(B) * 4, cudaMemcpyHostToDevice, stream_));
+    }
+    sample_forward(d_tokens, logits, greedy ? nullptr : d_uniforms, B, V, cfg, cfg_scale, temperature, top_k, top_p,
+                   greedy, stream_);
+    CUDA_CHECK(cudaMemcpyAsync(h_tokens_, d_tokens, static_cast<size_t>(B) * 4, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::memcpy(tokens_out, h_tokens_, static_cast<size_t>(B) * 4);
+  }
+
+  // ---------------- convolution ----------------
+  void conv2d(float* out, const float* inp, Weight w, const float* bias, int B, int Cin, int H, int W, int Cout, int kh,
+              int kw, int stride_h, int stride_w, int pad_h, int pad_w) override {
+    auto lk = guard();
+    check_dim("conv2d", "B", B);
+    check_dim("conv2d", "Cin", Cin);
+    check_dim("conv2d", "Cout", Cout);
+    check_dim("conv2d", "kh", kh);
+    check_dim("conv2d", "kw", kw);
+    check_dim("conv2d", "stride", std::min(stride_h, stride_w));
+    check_dim("conv2d", "padding", std::min(pad_h, pad_w), 0);
+    if (!w.data) fail("conv2d", "weight is null");
+    const int Ho = (H + 2 * pad_h - kh) / stride_h + 1, Wo = (W + 2 * pad_w - kw) / stride_w + 1;
+    if (H <= 0 || W <= 0 || Ho <= 0 || Wo <= 0)
+      fail("conv2d", "empty output for input " + std::to_string(H) + "x" + std::to_string(W));
+    conv2d_forward(out, inp, w, bias, B, Cin, H, W, Cout, kh, kw, stride_h, stride_w, pad_h, pad_w, Ho, Wo, stream_);
+  }
+
+  void groupnorm(float* out, const float* inp, const float* weight, const float* bias, int B, int C, int64_t HW, int G,
+                 float eps, bool silu_after) override {
+    auto lk = guard();
+    if (G < 1 || C % G) fail("groupnorm", "C=" + std::to_string(C) + " is not divisible by G=" + std::to_string(G));
+    check_dim("groupnorm", "B", B, 0);
+    check_dim("groupnorm", "HW", HW);
+    groupnorm_forward(out, inp, weight, bias, B, C, HW, G, eps, silu_after, stream_);
+  }
+
+  void upsample_nearest2x(float* out, const float* inp, int B, int C, int H, int W) override {
+    auto lk = guard();
+    upsample_nearest2x_forward(out, inp, B, C, H, W, stream_);
+  }
+
+  void avgpool2x2(float* out, const float* inp, int B, int C, int H, int W) override {
+    auto lk = guard();
+    avgpool2x2_forward(out, inp, B, C, H, W, stream_);
+  }
+
+  void codebook_nearest(int32_t* tokens, const float* z, const float* codebook, int B, int Cz, int64_t HW,
+                        int K) override {
+    auto lk = guard();
+    check_dim("codebook_nearest", "Cz", Cz);
+    check_dim("codebook_nearest", "K", K);
+    codebook_nearest_forward(tokens, z, codebook, B, Cz, HW, K, stream_);
+  }
+
+  void codebook_lookup(float* out, const int32_t* tokens, const float* codebook, int B, int Cz, int64_t HW) override {
+    auto lk = guard();
+    check_dim("codebook_lookup", "Cz", Cz);
+    codebook_lookup_forward(out, tokens, codebook, B, Cz, HW, stream_);
+  }
+
+  // ---------------- CUDA graphs ----------------
+  bool graph_capture_begin() override {
+    op_mu_.lock();  // held until graph_capture_end (recursive: this thread's ops still run)
+    use();
+    if (capturing_) {
+      op_mu_.unlock();
+      return false;
+    }
+    graph_reset();
+    cudaError_t e = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      op_mu_.unlock();
+      return false;
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    capturing_ = true;
+    return true;
+  }
+
+  bool graph_capture_end() override {
+    std::unique_lock<std::recursive_mutex> mine(op_mu_, std::try_to_lock);
+    if (!mine.owns_lock()) return false;  // another thread is capturing
+    use();
+    if (!capturing_) return false;
+    cudaGraph_t g = nullptr;
+    cudaError_t e = cudaStreamEndCapture(stream_, &g);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      capturing_ = false;
+    }
+    op_mu_.unlock();  // the lock taken by graph_capture_begin; `mine` releases its own
+    if (e != cudaSuccess || !g) {
+      cudaGetLastError();
+      if (g) cudaGraphDestroy(g);
+      return false;
+    }
+    cudaGraphExec_t x = nullptr;
+    e = cudaGraphInstantiate(&x, g, 0);
+    if (e != cudaSuccess || !x) {
+      cudaGetLastError();
+      cudaGraphDestroy(g);
+      return false;
+    }
+    graph_ = g;
+    exec_ = x;
+    return true;
+  }
+
+  bool graph_replay() override {
+    auto lk = guard();
+    if (!exec_ || capturing_) return false;
+    CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+    return true;
+  }
+
+  void graph_reset() override {
+    auto lk = guard();
+    if (capturing_) return;  // graph_capture_end() first
+    if (exec_ || graph_) CUDA_CHECK(cudaStreamSynchronize(stream_));  // a replay may still run
+    if (exec_) cudaGraphExecDestroy(exec_);
+    if (graph_) cudaGraphDestroy(graph_);
+    exec_ = nullptr;
+    graph_ = nullptr;
+    std::lock_guard<std::mutex> lk2(mu_);
+    for (auto& h : held_) {
+      cache_[h.second].push_back(h.first);
+      cached_bytes_ += h.second;
+    }
+    held_.clear();
+  }
+
+  // ---------------- ScratchProvider ----------------
+  void* scratch(ScratchSlot slot, size_t bytes) override {
+    Scratch& s = scratch_[slot];
+    if (s.cap >= bytes && s.p) return s.p;
+    size_t want = std::max(bytes, s.cap + s.cap / 2);
+    void* p = alloc(want);
+    void* old = s.p;
+    s.p = p;
+    s.cap = round_size(want);
+    if (old) {
+      std::lock_guard<std::mutex> lk(mu_);
+      auto it = live_.find(old);
+      if (it != live_.end()) {
+        size_t r = it->second;
+        live_.erase(it);
+        if (capturing_ || exec_) {
+          held_.emplace_back(old, r);  // a recorded graph may still use it
+        } else {
+          cache_[r].push_back(old);
+          cached_bytes_ += r;
+        }
+      }
+    }
+    return p;
+  }
+
+ private:
+  struct Scratch {
+    void* p = nullptr;
+    size_t cap = 0;
+  };
+
+  void use() const {
+    int cur = -1;
+    if (cudaGetDevice(&cur) != cudaSuccess || cur != dev_) CUDA_CHECK(cudaSetDevice(dev_));
+  }
+
+  // Every op enqueues its kernels under op_mu_: ops of two jobs sharing this backend
+  // (and its scratch buffers) from two threads then interleave only between ops, never
+  // inside one, so stream order keeps each op's scratch private. A capture holds op_mu_
+  // from graph_capture_begin to graph_capture_end, so no other thread's work is recorded.
+  std::unique_lock<std::recursive_mutex> guard() const {
+    std::unique_lock<std::recursive_mutex> lk(op_mu_);
+    use();
+    return lk;
+  }
+
+  void no_capture(const char* op) const {
+    if (capturing_)
+      fail(op, "not allowed while a CUDA graph is being captured (graph_capture_begin .. graph_capture_end)");
+  }
+
+  static void check_attention(int B, int Tn, int Tcache, int H, int D) {
+    check_dim("attention", "B", B);
+    check_dim("attention", "Tn", Tn);
+    check_dim("attention", "H", H);
+    check_dim("attention", "Tcache", Tcache);
+    if (D < 1 || D > 128) fail("attention", "head dim D must be in 1..128, got " + std::to_string(D));
+    if (Tn > Tcache) fail("attention", "Tn=" + std::to_string(Tn) + " exceeds Tcache=" + std::to_string(Tcache));
+  }
+
+  // Requires mu_ held.
+  void release_cache_locked() {
+    cudaStreamSynchronize(stream_);
+    for (auto& kv : cache_)
+      for (void* p : kv.second) cudaFree(p);
+    cache_.clear();
+    cached_bytes_ = 0;
+    cudaGetLastError();
+  }
+
+  void ensure_pinned(int B) {
+    if (pinned_cap_ >= B) return;
+    if (h_uniforms_) CUDA_CHECK(cudaFreeHost(h_uniforms_));
+    if (h_tokens_) CUDA_CHECK(cudaFreeHost(h_tokens_));
+    h_uniforms_ = nullptr;
+    h_tokens_ = nullptr;
+    pinned_cap_ = 0;
+    int cap = std::max(B, 256);
+    CUDA_CHECK(cudaMallocHost(&h_uniforms_, static_cast<size_t>(cap) * 4));
+    CUDA_CHECK(cudaMallocHost(&h_tokens_, static_cast<size_t>(cap) * 4));
+    pinned_cap_ = cap;
+  }
+
+  const int dev_;
+  const std::string name_;
+  cudaStream_t stream_ = nullptr;
+  int num_sms_ = 0;
+  Matmul* mm_ = nullptr;
+
+  mutable std::recursive_mutex op_mu_;  // see guard()
+  mutable std::mutex mu_;               // allocator state
+  std::unordered_map<void*, size_t> live_;
+  std::map<size_t, std::vector<void*>> cache_;
+  size_t cached_bytes_ = 0;
+  std::vector<std::pair<void*, size_t>> held_;  // reserved for the current graph
+
+  bool capturing_ = false;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+
+  Scratch scratch_[kScratchCount];
+  float* h_uniforms_ = nullptr;
+  int32_t* h_tokens_ = nullptr;
+  int pinned_cap_ = 0;
+};
+
+}  // namespace
+
+Backend* cuda_backend(int device) {
+  static std::mutex mu;
+  static std::map<int, CudaBackend*> instances;  // one per device, process lifetime (like cpu_backend)
+  std::lock_guard<std::mutex> lk(mu);
+  auto it = instances.find(device);
+  if (it != instances.end()) return it->second;
+  CudaProbe p = cuda_probe();
+  if (!p.available) throw Error("CUDA is not usable: " + p.reason);
+  if (device < 0 || device >= static_cast<int>(p.devices.size()))
+    throw Error("no CUDA device cuda:" + std::to_string(device) + " (found " + std::to_string(p.devices.size()) +
+                ": cuda:0..cuda:" + std::to_string(p.devices.size() - 1) + ")");
+  const CudaDeviceInfo& d = p.devices[device];
+  if (d.cc_major < 8)
+    throw Error("CUDA device cuda:" + std::to_string(device) + " (" + d.name + ") has compute capability " +
+                std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor) +
+                "; rargen's CUDA backend needs 8.0 or newer (Ampere, Ada, Hopper)");
+  CudaBackend* b = new CudaBackend(device);
+  instances[device] = b;
+  return b;
+}
+
+}  // namespace rargen

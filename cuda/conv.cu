@@ -1,0 +1,191 @@
+// conv2d (NCHW, weights (Cout, Cin, kh, kw) in F32/F16/BF16) as an implicit GEMM:
+//   C (M = B*Ho*Wo pixels, N = Cout) = A (M, K = Cin*kh*kw) * B (K, N)
+// where A(m, k) is the input patch element gathered on the fly (zero padding), and
+// B(k, n) = w[n*K + k] is the weight row, exactly a PyTorch linear weight. Pixels are
+// the GEMM's M so that consecutive threads gather and store consecutive x positions.
+// - F16/BF16 weights: tensor cores (gemm_tile.cuh, WMMA, fp32 accumulation; the fp32
+//   activations are rounded to the weight type when staged in shared memory).
+// - F32 weights: the exact fp32 SIMT tile kernel.
+// - Cout < 32: a direct kernel (one thread per output value), because a 128-wide tile
+//   would be almost all padding (the decoder's conv_out has Cout = 3). It is fully
+//   general (any kh, kw, stride, padding, dtype) and also the reference of the others.
+#include "gemm_tile.cuh"
+#include "ops.cuh"
+
+namespace rargen {
+namespace cuda {
+
+namespace {
+
+template <typename TW>
+struct ConvProb {
+  const float* inp;
+  const TW* w;
+  const float* bias;
+  float* out;
+  int64_t M;  // B * Ho * Wo
+  int N;      // Cout
+  int K;      // Cin * kh * kw
+  int Cin, H, W, kh, kw, sh, sw, ph, pw, Wo;
+  int64_t HWo;
+  bool vecB;
+  static constexpr bool kAMFast = true;
+  static constexpr bool kOutMFast = true;
+
+  __device__ __forceinline__ void load_a8(int64_t m, int k0, float v[8]) const {
+    if (m >= M) {
+#pragma unroll
+      for (int e = 0; e < 8; e++) v[e] = 0.f;
+      return;
+    }
+    const int64_t b = m / HWo;
+    const int p = static_cast<int>(m - b * HWo);
+    const int oy = p / Wo, ox = p - (p / Wo) * Wo;
+    const int iy0 = oy * sh - ph, ix0 = ox * sw - pw;
+    const float* base = inp + b * Cin * static_cast<int64_t>(H) * W;
+    const int khw = kh * kw;
+    int ci = k0 / khw;
+    int r = k0 - ci * khw;
+    int ky = r / kw;
+    int kx = r - ky * kw;
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+      float x = 0.f;
+      if (k0 + e < K) {
+        const int iy = iy0 + ky, ix = ix0 + kx;
+        if (iy >= 0 && iy < H && ix >= 0 && ix < W) x = __ldg(base + (static_cast<int64_t>(ci) * H + iy) * W + ix);
+      }
+      v[e] = x;
+      if (++kx == kw) {
+        kx = 0;
+        if (++ky == kh) {
+          ky = 0;
+          ++ci;
+        }
+      }
+    }
+  }
+  __device__ __forceinline__ void load_b8(int n, int k0, float v[8]) const {
+    if (n >= N) {
+#pragma unroll
+      for (int e = 0; e < 8; e++) v[e] = 0.f;
+      return;
+    }
+    load8_row(w + static_cast<int64_t>(n) * K, k0, K, vecB, v);
+  }
+  __device__ __forceinline__ void store(int64_t m, int n, float acc) const {
+    const int64_t b = m / HWo;
+    const int64_t p = m - b * HWo;
+    out[(b * N + n) * HWo + p] = acc + (bias ? bias[n] : 0.f);
+  }
+};
+
+template <typename TW>
+__global__ void conv_direct_kernel(float* __restrict__ out, const float* __restrict__ inp, const TW* __restrict__ w,
+                                   const float* __restrict__ bias, int B, int Cin, int H, int W, int Cout, int kh,
+                                   int kw, int sh, int sw, int ph, int pw, int Ho, int Wo) {
+  const int64_t HWo = static_cast<int64_t>(Ho) * Wo;
+  const int64_t n = static_cast<int64_t>(B) * Cout * HWo;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t p = i % HWo;
+    const int64_t bc = i / HWo;
+    const int co = static_cast<int>(bc % Cout);
+    const int64_t b = bc / Cout;
+    const int oy = static_cast<int>(p / Wo), ox = static_cast<int>(p % Wo);
+    const float* x = inp + b * Cin * static_cast<int64_t>(H) * W;
+    const TW* wr = w + static_cast<int64_t>(co) * Cin * kh * kw;
+    float acc = 0.f;
+    for (int ci = 0; ci < Cin; ci++) {
+      for (int ky = 0; ky < kh; ky++) {
+        const int iy = oy * sh - ph + ky;
+        if (iy < 0 || iy >= H) continue;
+        for (int kx = 0; kx < kw; kx++) {
+          const int ix = ox * sw - pw + kx;
+          if (ix < 0 || ix >= W) continue;
+          acc = fmaf(to_float(wr[(ci * kh + ky) * kw + kx]), x[(static_cast<int64_t>(ci) * H + iy) * W + ix], acc);
+        }
+      }
+    }
+    out[i] = acc + (bias ? bias[co] : 0.f);
+  }
+}
+
+template <typename TW>
+ConvProb<TW> make_prob(float* out, const float* inp, const void* w, const float* bias, int B, int Cin, int H, int W,
+                       int Cout, int kh, int kw, int sh, int sw, int ph, int pw, int Ho, int Wo) {
+  ConvProb<TW> p;
+  p.inp = inp;
+  p.w = static_cast<const TW*>(w);
+  p.bias = bias;
+  p.out = out;
+  p.HWo = static_cast<int64_t>(Ho) * Wo;
+  p.M = static_cast<int64_t>(B) * p.HWo;
+  p.N = Cout;
+  p.K = Cin * kh * kw;
+  p.Cin = Cin;
+  p.H = H;
+  p.W = W;
+  p.kh = kh;
+  p.kw = kw;
+  p.sh = sh;
+  p.sw = sw;
+  p.ph = ph;
+  p.pw = pw;
+  p.Wo = Wo;
+  // 8 weights of a row are one 16-byte load (bf16/f16) or two (f32) when rows stay aligned.
+  p.vecB = aligned16(w) && (p.K % 8 == 0);
+  return p;
+}
+
+template <typename TW>
+void launch_direct(float* out, const float* inp, const void* w, const float* bias, int B, int Cin, int H, int W,
+                   int Cout, int kh, int kw, int sh, int sw, int ph, int pw, int Ho, int Wo, cudaStream_t stream) {
+  int64_t n = static_cast<int64_t>(B) * Cout * Ho * Wo;
+  conv_direct_kernel<TW><<<grid_for(n, 256), 256, 0, stream>>>(out, inp, static_cast<const TW*>(w), bias, B, Cin, H, W,
+                                                               Cout, kh, kw, sh, sw, ph, pw, Ho, Wo);
+  CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+void conv2d_forward(float* out, const float* inp, Weight w, const float* bias, int B, int Cin, int H, int W, int Cout,
+                    int kh, int kw, int sh, int sw, int ph, int pw, int Ho, int Wo, cudaStream_t stream) {
+  const int64_t M = static_cast<int64_t>(B) * Ho * Wo;
+  if (M <= 0) return;
+  if (static_cast<int64_t>(Cin) * kh * kw > 0x7fffffffLL) fail("conv2d", "Cin*kh*kw too large");
+  if (Cout < 32) {
+    switch (w.dtype) {
+      case DType::F32: launch_direct<float>(out, inp, w.data, bias, B, Cin, H, W, Cout, kh, kw, sh, sw, ph, pw, Ho, Wo, stream); return;
+      case DType::F16: launch_direct<__half>(out, inp, w.data, bias, B, Cin, H, W, Cout, kh, kw, sh, sw, ph, pw, Ho, Wo, stream); return;
+      case DType::BF16: launch_direct<__nv_bfloat16>(out, inp, w.data, bias, B, Cin, H, W, Cout, kh, kw, sh, sw, ph, pw, Ho, Wo, stream); return;
+      default: fail("conv2d", "weight dtype must be F32, F16 or BF16");
+    }
+  }
+  if (ceil_div(M, kTcBM) > 0x7fffffffLL) fail("conv2d", "too many output pixels");
+  switch (w.dtype) {
+    case DType::F32: {
+      auto p = make_prob<float>(out, inp, w.data, bias, B, Cin, H, W, Cout, kh, kw, sh, sw, ph, pw, Ho, Wo);
+      dim3 grid(static_cast<unsigned>(ceil_div(M, kSimtBM)), static_cast<unsigned>(ceil_div(Cout, kSimtBN)));
+      simt_gemm_kernel<<<grid, kSimtThreads, 0, stream>>>(p);
+      break;
+    }
+    case DType::F16: {
+      auto p = make_prob<__half>(out, inp, w.data, bias, B, Cin, H, W, Cout, kh, kw, sh, sw, ph, pw, Ho, Wo);
+      dim3 grid(static_cast<unsigned>(ceil_div(M, kTcBM)), static_cast<unsigned>(ceil_div(Cout, kTcBN)));
+      tc_gemm_kernel<__half><<<grid, kTcThreads, 0, stream>>>(p);
+      break;
+    }
+    case DType::BF16: {
+      auto p = make_prob<__nv_bfloat16>(out, inp, w.data, bias, B, Cin, H, W, Cout, kh, kw, sh, sw, ph, pw, Ho, Wo);
+      dim3 grid(static_cast<unsigned>(ceil_div(M, kTcBM)), static_cast<unsigned>(ceil_div(Cout, kTcBN)));
+      tc_gemm_kernel<__nv_bfloat16><<<grid, kTcThreads, 0, stream>>>(p);
+      break;
+    }
+    default:
+      fail("conv2d", "weight dtype must be F32, F16 or BF16");
+  }
+  CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace cuda
+}  // namespace rargen
