@@ -65,10 +65,10 @@ function checkGaussian(g: FeatureGaussian, name: string): number {
 }
 
 /** Frechet distance |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr(sqrtm(S1 S2)) (FID on pool3, sFID on spatial features). */
-export function frechetDistance(a: FeatureGaussian, b: FeatureGaussian, threads = 0): Promise<number> {
+export async function frechetDistance(a: FeatureGaussian, b: FeatureGaussian, threads = 0): Promise<number> {
   const da = checkGaussian(a, 'the first statistics');
   const db = checkGaussian(b, 'the second statistics');
-  if (da !== db) return Promise.reject(new ValidationError(`The two statistics have different dimensions: ${da} and ${db}`));
+  if (da !== db) throw new ValidationError(`The two statistics have different dimensions: ${da} and ${db}`);
   return native().frechetDistance(a.mu, a.sigma, b.mu, b.sigma, threads);
 }
 

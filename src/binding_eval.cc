@@ -489,22 +489,34 @@ Napi::Value PrecisionRecallFn(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// Native errors (rargen::Error and the rest) become JS Errors instead of terminating.
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value guarded(const Napi::CallbackInfo& info) {
+  try {
+    return F(info);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), std::string("rargen: ") + e.what());
+  }
+}
+
 }  // namespace
 
 void register_eval(Napi::Env env, Napi::Object exports) {
-  exports.Set("inceptionWeightShapes", Napi::Function::New(env, InceptionWeightShapes));
-  exports.Set("inceptionCreate", Napi::Function::New(env, InceptionCreate));
-  exports.Set("inceptionSetWeight", Napi::Function::New(env, InceptionSetWeight));
-  exports.Set("inceptionFinalize", Napi::Function::New(env, InceptionFinalize));
-  exports.Set("inceptionForward", Napi::Function::New(env, InceptionForward));
-  exports.Set("inceptionFree", Napi::Function::New(env, InceptionFree));
-  exports.Set("tf1ResizeBilinear", Napi::Function::New(env, Tf1ResizeBilinear));
-  exports.Set("featureStatsCreate", Napi::Function::New(env, FeatureStatsCreate));
-  exports.Set("featureStatsAdd", Napi::Function::New(env, FeatureStatsAdd));
-  exports.Set("featureStatsResult", Napi::Function::New(env, FeatureStatsResult));
-  exports.Set("frechetDistance", Napi::Function::New(env, FrechetDistance));
-  exports.Set("inceptionScore", Napi::Function::New(env, InceptionScore));
-  exports.Set("precisionRecall", Napi::Function::New(env, PrecisionRecallFn));
+  exports.Set("inceptionWeightShapes", Napi::Function::New(env, guarded<InceptionWeightShapes>));
+  exports.Set("inceptionCreate", Napi::Function::New(env, guarded<InceptionCreate>));
+  exports.Set("inceptionSetWeight", Napi::Function::New(env, guarded<InceptionSetWeight>));
+  exports.Set("inceptionFinalize", Napi::Function::New(env, guarded<InceptionFinalize>));
+  exports.Set("inceptionForward", Napi::Function::New(env, guarded<InceptionForward>));
+  exports.Set("inceptionFree", Napi::Function::New(env, guarded<InceptionFree>));
+  exports.Set("tf1ResizeBilinear", Napi::Function::New(env, guarded<Tf1ResizeBilinear>));
+  exports.Set("featureStatsCreate", Napi::Function::New(env, guarded<FeatureStatsCreate>));
+  exports.Set("featureStatsAdd", Napi::Function::New(env, guarded<FeatureStatsAdd>));
+  exports.Set("featureStatsResult", Napi::Function::New(env, guarded<FeatureStatsResult>));
+  exports.Set("frechetDistance", Napi::Function::New(env, guarded<FrechetDistance>));
+  exports.Set("inceptionScore", Napi::Function::New(env, guarded<InceptionScore>));
+  exports.Set("precisionRecall", Napi::Function::New(env, guarded<PrecisionRecallFn>));
 }
 
 }  // namespace rargen
