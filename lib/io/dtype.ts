@@ -95,11 +95,14 @@ export function float16Table(): Float32Array {
 }
 
 export function float16ToFloat32(src: Uint16Array, dst: Float32Array = new Float32Array(src.length)): Float32Array {
-  const t = float16Table();
+  // copy bit patterns (integer moves keep NaN payloads and avoid float conversions)
+  const t = F16_BITS ?? (F16_BITS = new Uint32Array(float16Table().buffer));
+  const d = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);
   const n = src.length;
-  for (let i = 0; i < n; i++) dst[i] = t[src[i]!]!;
+  for (let i = 0; i < n; i++) d[i] = t[src[i]!]!;
   return dst;
 }
+let F16_BITS: Uint32Array | null = null;
 
 export function bfloat16ToFloat32(src: Uint16Array, dst: Float32Array = new Float32Array(src.length)): Float32Array {
   const u = new Uint32Array(dst.buffer, dst.byteOffset, dst.length);

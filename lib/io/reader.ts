@@ -21,6 +21,9 @@ export interface LocatedTensor extends TensorInfo {
 export class FileCheckpoint implements Checkpoint {
   readonly tensors: ReadonlyMap<string, TensorInfo>;
   private closed = false;
+  /** Reused staging buffer for float16/bfloat16 -> float32 reads (one in flight at a time). */
+  private scratch: Uint16Array | null = null;
+  private scratchBusy = false;
 
   constructor(
     readonly path: string,
@@ -46,22 +49,25 @@ export class FileCheckpoint implements Checkpoint {
 
   async read(name: string): Promise<HostTensor> {
     const t = this.get(name);
-    return wrapErrors(this.path, `reading tensor '${name}'`, async () => {
-      const data = allocFor(t.dtype, t.numel);
-      if (t.numel > 0) {
-        const es = DTYPE_SIZE[t.dtype];
-        const base = await t.base();
-        const out = dataBytes(data);
-        const what = `tensor '${name}' ${t.dtype} ${shapeToString(t.shape)}`;
-        if (t.stride === null) {
-          await this.file.readInto(out, base, what);
-        } else {
-          const span = await this.file.read(base, t.span * es, what);
-          gather(span, out, t.shape, t.stride, es);
-        }
-        if (t.bigEndian) byteswapInPlace(out, es);
+    const data = allocFor(t.dtype, t.numel);
+    await this.readRaw(t, dataBytes(data));
+    return { dtype: t.dtype, shape: t.shape.slice(), data };
+  }
+
+  /** Fill `out` (numel x element size bytes) with the tensor's elements in C order. */
+  private async readRaw(t: LocatedTensor, out: Uint8Array): Promise<void> {
+    if (t.numel === 0) return;
+    await wrapErrors(this.path, `reading tensor '${t.name}'`, async () => {
+      const es = DTYPE_SIZE[t.dtype];
+      const base = await t.base();
+      const what = `tensor '${t.name}' ${t.dtype} ${shapeToString(t.shape)}`;
+      if (t.stride === null) {
+        await this.file.readInto(out, base, what);
+      } else {
+        const span = await this.file.read(base, t.span * es, what);
+        gather(span, out, t.shape, t.stride, es);
       }
-      return { dtype: t.dtype, shape: t.shape.slice(), data };
+      if (t.bigEndian) byteswapInPlace(out, es);
     });
   }
 
@@ -70,15 +76,28 @@ export class FileCheckpoint implements Checkpoint {
     if (t.dtype !== 'float32' && t.dtype !== 'float16' && t.dtype !== 'bfloat16') {
       ioFail(this.path, `tensor '${name}' is ${t.dtype}; readFloat32 converts only float32/float16/bfloat16 (use read())`);
     }
-    const h = await this.read(name);
-    if (h.dtype === 'float32') return h.data as Float32Array;
-    if (h.dtype === 'float16') return float16ToFloat32(h.data as Uint16Array);
-    return bfloat16ToFloat32(h.data as Uint16Array);
+    if (t.dtype === 'float32') return (await this.read(name)).data as Float32Array;
+    // 16-bit: read into a reused staging buffer, convert into the result; so loading a
+    // float16 checkpoint allocates only the float32 output, not a garbage copy per tensor.
+    let buf: Uint16Array;
+    const own = !this.scratchBusy;
+    if (own) {
+      this.scratchBusy = true;
+      if (!this.scratch || this.scratch.length < t.numel) this.scratch = new Uint16Array(t.numel);
+      buf = this.scratch.subarray(0, t.numel);
+    } else buf = new Uint16Array(t.numel);
+    try {
+      await this.readRaw(t, dataBytes(buf));
+      return t.dtype === 'float16' ? float16ToFloat32(buf) : bfloat16ToFloat32(buf);
+    } finally {
+      if (own) this.scratchBusy = false;
+    }
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.scratch = null;
     await this.onClose();
   }
 }
