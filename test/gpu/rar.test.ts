@@ -1,0 +1,178 @@
+// The generator on the CUDA backend against the CPU backend (the reference, itself
+// checked against the PyTorch fixtures in test/native): same weights, same inputs.
+// Skipped, saying why, where no usable GPU is present (CI).
+//
+// Tolerances (max abs difference of logits, divided by max(1, max |logit|)):
+// - CUDA f32 vs CPU f32: 1e-3 (both accumulate in fp32; only summation order and
+//   libm rounding differ, typically 1e-6..1e-5). Greedy tokens must be identical.
+// - CUDA bf16 vs CPU f32: 5e-2 on rar-tiny, 1e-1 on RAR-B-shaped random weights. bf16
+//   weights keep 8 significant bits (<= 2^-9 relative each) and, for M > 8 rows, the
+//   cuBLASLt / tensor-core GEMMs also round their fp32 input activations to bf16; the
+//   CPU's bf16 path (weights only) measures 2.8e-3 on rar-tiny (bound 1.5e-2 there).
+//   Run with RARGEN_CUBLASLT=0 to test the built-in GEMM kernels instead of cuBLASLt.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { NativeModel } from '../../lib/native.js';
+import { addon, f32, i32, npz, rarTinyConfig, scalar } from '../native/helpers.js';
+import { hasCuda, RAR_B, randomIds, randomRarWeights, rarModels, rarTinyWeights, scaledMaxDiff } from './helpers.js';
+
+const tiny = rarTinyConfig();
+
+function greedyOpts(classIds: number[], guidanceScale: number, guidanceScalePow: number) {
+  return {
+    classIds: Int32Array.from(classIds),
+    guidanceScale,
+    guidanceScalePow,
+    temperature: 1,
+    topK: 0,
+    topP: 1,
+    greedy: true,
+    seed: '0',
+    indexOffset: 0,
+  };
+}
+
+describe.skipIf(!hasCuda)('CUDA vs CPU on rar-tiny (fixture weights)', () => {
+  let cpu: NativeModel, gpu: NativeModel, gpu16: NativeModel; // model.bin
+  let cpuT: NativeModel, gpuT: NativeModel, gpuT16: NativeModel; // adamw.npz parameters (decode.npz)
+  beforeAll(async () => {
+    [cpu, gpu, gpu16] = await rarModels(
+      tiny,
+      [
+        { device: 'cpu', dtype: 'f32' },
+        { device: 'cuda', dtype: 'f32' },
+        { device: 'cuda', dtype: 'bf16' },
+      ],
+      rarTinyWeights('initial'),
+    );
+    [cpuT, gpuT, gpuT16] = await rarModels(
+      tiny,
+      [
+        { device: 'cpu', dtype: 'f32' },
+        { device: 'cuda', dtype: 'f32' },
+        { device: 'cuda', dtype: 'bf16' },
+      ],
+      rarTinyWeights('trained'),
+    );
+  });
+  afterAll(() => {
+    for (const m of [cpu, gpu, gpu16, cpuT, gpuT, gpuT16]) if (m) addon.free(m);
+  });
+
+  it('training-path logits (forward.npz inputs): f32 within 1e-3, bf16 within 5e-2', async () => {
+    const f = await npz('rar-tiny/forward.npz');
+    const args = [i32(f.get('input_ids')), i32(f.get('condition')), i32(f.get('orders'))] as const;
+    const ref = await addon.rarForward(cpu, ...args);
+    const a = scaledMaxDiff(await addon.rarForward(gpu, ...args), ref);
+    const b = scaledMaxDiff(await addon.rarForward(gpu16, ...args), ref);
+    const fix = scaledMaxDiff(await addon.rarForward(gpu, ...args), f32(f.get('logits')));
+    console.log(`rar-tiny forward: cuda f32 ${a.err.toExponential(3)}, cuda bf16 ${b.err.toExponential(3)} vs cpu; cuda f32 vs PyTorch ${fix.err.toExponential(3)}`);
+    expect(a.err).toBeLessThan(1e-3);
+    expect(fix.err).toBeLessThan(1e-3);
+    expect(b.err).toBeLessThan(5e-2);
+  });
+
+  it('KV-cached step logits (decode.npz, conditional and null rows): f32 within 1e-3, bf16 within 5e-2', async () => {
+    const d = await npz('rar-tiny/decode.npz');
+    const N = tiny.seqLen;
+    const ids = i32(d.get('input_ids'));
+    const none = scalar(d.get('none_condition'));
+    const ids6 = new Int32Array(6 * N);
+    ids6.set(ids, 0);
+    ids6.set(ids, 3 * N);
+    const cond6 = Int32Array.from([...i32(d.get('condition')), none, none, none]);
+    const ref = await addon.rarDecodeSteps(cpuT, ids6, cond6);
+    const a = scaledMaxDiff(await addon.rarDecodeSteps(gpuT, ids6, cond6), ref);
+    const b = scaledMaxDiff(await addon.rarDecodeSteps(gpuT16, ids6, cond6), ref);
+    const fix = scaledMaxDiff(await addon.rarDecodeSteps(gpuT, ids6, cond6), f32(d.get('step_logits')));
+    console.log(`rar-tiny decode steps: cuda f32 ${a.err.toExponential(3)}, cuda bf16 ${b.err.toExponential(3)} vs cpu; cuda f32 vs PyTorch ${fix.err.toExponential(3)}`);
+    expect(a.err).toBeLessThan(1e-3);
+    expect(fix.err).toBeLessThan(1e-3);
+    expect(b.err).toBeLessThan(5e-2);
+  });
+
+  it('greedy CFG tokens identical to the CPU and to greedy_tokens', async () => {
+    const d = await npz('rar-tiny/decode.npz');
+    const opts = greedyOpts([...i32(d.get('greedy_class_labels'))], scalar(d.get('greedy_guidance_scale')), scalar(d.get('greedy_guidance_scale_pow')));
+    const onCpu = await addon.rarGenerate(cpuT, opts);
+    const onGpu = await addon.rarGenerate(gpuT, opts);
+    expect([...onGpu]).toEqual([...onCpu]);
+    expect([...onGpu]).toEqual([...i32(d.get('greedy_tokens'))]);
+  });
+
+  it('sampling: same seed and uniforms give the same tokens on both backends (top-k, top-p, temperature)', async () => {
+    // Inverse-CDF draws from the same uniforms; a token can only differ where a uniform
+    // falls within rounding of a CDF step, so allow at most 1 of 5 x 16 tokens to differ.
+    const opts = { ...greedyOpts([0, 3, 7, 9, 1], 4, 1.5), greedy: false, seed: '1234', topK: 10, topP: 0.95, temperature: 1.1 };
+    const onCpu = await addon.rarGenerate(cpuT, opts);
+    const onGpu = await addon.rarGenerate(gpuT, opts);
+    // Tokens after the first difference are conditioned differently: compare up to it.
+    let same = 0;
+    for (let i = 0; i < onCpu.length; i++) if (onCpu[i] === onGpu[i]) same++;
+    console.log(`rar-tiny sampling: ${same}/${onCpu.length} tokens identical`);
+    expect(same).toBeGreaterThanOrEqual(onCpu.length - tiny.seqLen);
+    const again = await addon.rarGenerate(gpuT, opts);
+    expect([...again]).toEqual([...onGpu]); // deterministic on the GPU
+  });
+});
+
+describe.skipIf(!hasCuda)('CUDA vs CPU on RAR-B-shaped random weights (C=768, 24 blocks, 16 heads of 48, V=1024)', () => {
+  let cpu: NativeModel, gpu: NativeModel, gpu16: NativeModel;
+  beforeAll(async () => {
+    [cpu, gpu, gpu16] = await rarModels(
+      RAR_B,
+      [
+        { device: 'cpu', dtype: 'f32' },
+        { device: 'cuda', dtype: 'f32' },
+        { device: 'cuda', dtype: 'bf16' },
+      ],
+      randomRarWeights(RAR_B, 2024),
+    );
+  }, 600_000);
+  afterAll(() => {
+    for (const m of [cpu, gpu, gpu16]) if (m) addon.free(m);
+  });
+
+  const N = RAR_B.seqLen, V = RAR_B.codebookSize, K = RAR_B.numClasses;
+
+  it('training-path logits, 2 images with a random order: f32 within 1e-3, bf16 within 1e-1', async () => {
+    const ids = randomIds(2 * N, V, 5);
+    const cond = Int32Array.from([V + 1 + 207, V + K + 1]);
+    const orders = new Int32Array(2 * N);
+    for (let k = 0; k < N; k++) orders[k] = k;
+    const perm = randomIds(N, 1 << 30, 6);
+    const rest = Array.from({ length: N }, (_, k) => k).sort((x, y) => perm[x] - perm[y]);
+    orders.set(rest, N);
+    const ref = await addon.rarForward(cpu, ids, cond, orders);
+    const a = scaledMaxDiff(await addon.rarForward(gpu, ids, cond, orders), ref);
+    const b = scaledMaxDiff(await addon.rarForward(gpu16, ids, cond, orders), ref);
+    console.log(`RAR-B forward: cuda f32 ${a.err.toExponential(3)}, cuda bf16 ${b.err.toExponential(3)} (max |logit| ${a.scale.toFixed(2)})`);
+    expect(a.err).toBeLessThan(1e-3);
+    expect(b.err).toBeLessThan(1e-1);
+  }, 600_000);
+
+  it('every KV-cached step logit of one image: f32 within 1e-3', async () => {
+    const ids = randomIds(N, V, 8);
+    const cond = Int32Array.from([V + 1 + 42]);
+    const ref = await addon.rarDecodeSteps(cpu, ids, cond);
+    const a = scaledMaxDiff(await addon.rarDecodeSteps(gpu, ids, cond), ref);
+    console.log(`RAR-B decode steps: cuda f32 ${a.err.toExponential(3)} (max |logit| ${a.scale.toFixed(2)})`);
+    expect(a.err).toBeLessThan(1e-3);
+  }, 600_000);
+
+  it('greedy CFG generation: identical tokens', async () => {
+    const opts = greedyOpts([207, 980], 16, 2.75);
+    const onCpu = await addon.rarGenerate(cpu, opts);
+    const onGpu = await addon.rarGenerate(gpu, opts);
+    expect([...onGpu]).toEqual([...onCpu]);
+  }, 600_000);
+
+  it('a batch of 64 on the GPU equals the same images generated one by one', async () => {
+    const classes = Array.from({ length: 64 }, (_, i) => (i * 37) % K);
+    const opts = { ...greedyOpts(classes, 16, 2.75), greedy: false, seed: '99' };
+    const all = await addon.rarGenerate(gpu, opts);
+    for (const i of [0, 17, 63]) {
+      const one = await addon.rarGenerate(gpu, { ...opts, classIds: Int32Array.from([classes[i]]), indexOffset: i });
+      expect([...one]).toEqual([...all.subarray(i * N, (i + 1) * N)]);
+    }
+  }, 600_000);
+});
