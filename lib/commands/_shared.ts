@@ -3,27 +3,39 @@
 // `summary: string` (one line for `rargen --help`) and `run(argv): Promise<number>`;
 // it throws UsageError for bad arguments (exit 2) and any other Error for failures
 // (exit 1); the dispatcher prints the message in one line.
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { parseArgs } from 'node:util';
 
 /** A bad command line: the dispatcher prints it with a pointer to --help and exits 2. */
 export class UsageError extends Error {
   override name = 'UsageError';
 }
 
-type Options = NonNullable<ParseArgsConfig['options']>;
+type Options = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
+
+/** The parsed values of options O (plus help), as node:util parseArgs types them. */
+export type ParsedValues<O extends Options> = {
+  [K in keyof O]?: O[K] extends { type: 'boolean' }
+    ? O[K] extends { multiple: true }
+      ? boolean[]
+      : boolean
+    : O[K] extends { multiple: true }
+      ? string[]
+      : string;
+} & { help?: boolean };
 
 /**
  * node:util parseArgs in strict mode, with its errors turned into UsageErrors
- * ("unknown option --foo"). `--help`/`-h` is always accepted.
+ * ("unknown option --foo", on one line). `--help`/`-h` is always accepted.
  */
-export function parseCommandArgs<O extends Options>(argv: string[], options: O, allowPositionals = true) {
+export function parseCommandArgs<O extends Options>(argv: string[], options: O, allowPositionals = true): { values: ParsedValues<O>; positionals: string[] } {
   try {
-    return parseArgs({
+    const r = parseArgs({
       args: argv,
-      options: { ...options, help: { type: 'boolean', short: 'h' } } as O & { help: { type: 'boolean'; short: 'h' } },
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
       strict: true,
       allowPositionals,
     });
+    return { values: r.values as ParsedValues<O>, positionals: r.positionals };
   } catch (e) {
     const err = e as Error & { code?: string };
     if (err.code?.startsWith('ERR_PARSE_ARGS')) throw new UsageError(err.message.replace(/\. To specify a positional argument.*$/s, '').replace(/\s*\n\s*/g, ' '));

@@ -3,11 +3,14 @@
 // dynamic command loading, exit codes and output streams are tested for real.
 import { beforeAll, afterAll, describe, expect, it } from 'vitest';
 import { spawnSync, execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openCheckpoint, saveSafetensors, lazyTensors } from '../../lib/io/index.js';
+import { decode, encode, generate, loadGenerator, loadTokenizer } from '../../lib/generate.js';
+import { decodePng, flipHorizontal, savePng } from '../../lib/image.js';
+import { hasModelAddon, randomGeneratorFor16x16 } from '../api/helpers.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const OUT = join(ROOT, 'build-cli-test');
@@ -176,5 +179,78 @@ describe('parse errors stay on one line', () => {
     expect(r.code).toBe(2);
     expect(r.stderr.split('\n')[0]).toMatch(/^rargen generate: Option '--seed' argument is ambiguous\. .*--seed=-XYZ/);
     expect(r.stderr.trim().split('\n')).toHaveLength(2);
+  });
+});
+
+describe.skipIf(!hasModelAddon())('generate, decode and tokenize end to end (native addon)', () => {
+  it('generate --tokens-out writes classLabels and tokens, same as the API', async () => {
+    const out = join(tmp, 'tokens.json');
+    const r = rargen('generate', '--generator', join(FIX, 'rar-tiny', 'model.bin'), '--classes', '3,1-2', '--seed', '11', '--guidance-scale', '2', '--guidance-pow', '1', '--device', 'cpu', '--tokens-out', out);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('rargen: CPU requested');
+    const j = JSON.parse(readFileSync(out, 'utf8'));
+    expect(j.classLabels).toEqual([3, 1, 2]);
+    expect(j.tokens).toHaveLength(3);
+    const g = await loadGenerator(join(FIX, 'rar-tiny', 'model.bin'), { device: 'cpu' });
+    try {
+      const api = await generate({ generator: g, classLabels: [3, 1, 2], seed: 11, guidanceScale: 2, guidanceScalePow: 1 });
+      expect(j.tokens).toEqual(api.tokens.map((t) => Array.from(t)));
+    } finally {
+      g.dispose();
+    }
+  });
+
+  it('generate: an out-of-range class is a usage error naming index and value', () => {
+    const r = rargen('generate', '--generator', join(FIX, 'rar-tiny', 'model.bin'), '--classes', '1,10', '--device', 'cpu', '--tokens-out', join(tmp, 'x.json'));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('rargen generate: Expected integer between 0 and 9 for classLabels[1] but received 10\n');
+  });
+
+  it('generate --out writes PNGs in class order; decode writes the same images from the tokens', async () => {
+    const gen = join(tmp, 'rand256.bin');
+    await randomGeneratorFor16x16(gen);
+    const dir = join(tmp, 'png');
+    const toks = join(tmp, 'rand-tokens.json');
+    const tok = join(FIX, 'vqgan-tiny', 'model.bin');
+    const r = rargen('generate', '--generator', gen, '--tokenizer', tok, '--classes', '4,5,6', '--seed', '2', '--batch-size', '2', '--device', 'cpu', '--out', dir, '--tokens-out', toks);
+    expect(r.code, r.stderr).toBe(0);
+    expect(readdirSync(dir).sort()).toEqual(['000000.png', '000001.png', '000002.png']);
+    const d = rargen('decode', '--tokenizer', tok, '--tokens', toks, '--out', join(tmp, 'png2'), '--device', 'cpu');
+    expect(d.code, d.stderr).toBe(0);
+    for (const f of readdirSync(dir)) {
+      const a = decodePng(readFileSync(join(dir, f)));
+      const b = decodePng(readFileSync(join(tmp, 'png2', f)));
+      expect([a.width, a.height]).toEqual([64, 64]);
+      expect(Buffer.from(a.data).equals(Buffer.from(b.data))).toBe(true);
+    }
+    // rar-tiny (16 tokens) cannot be decoded by vqgan-tiny (256)
+    const bad = rargen('generate', '--generator', join(FIX, 'rar-tiny', 'model.bin'), '--tokenizer', tok, '--classes', '1', '--device', 'cpu', '--out', join(tmp, 'png3'));
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('the tokenizer decodes 256 tokens per image but the generator samples 16');
+  });
+
+  it('tokenize writes {"class_id", "tokens"} lines in ImageFolder order, matching encode()', async () => {
+    const root = join(tmp, 'folder');
+    const tokFile = join(FIX, 'vqgan-tiny', 'model.bin');
+    const vq = await loadTokenizer(tokFile, { device: 'cpu' });
+    try {
+      const imgs = await decode(vq, [Array.from({ length: 256 }, (_, i) => i % 64), Array.from({ length: 256 }, (_, i) => (i * 7) % 64)]);
+      await mkdir(join(root, 'dog'), { recursive: true });
+      await mkdir(join(root, 'cat'), { recursive: true });
+      // 64x64 already: the ADM crop is the identity at the tokenizer's resolution.
+      await savePng(join(root, 'dog', 'a.png'), imgs[0]!);
+      await savePng(join(root, 'cat', 'b.png'), imgs[1]!);
+      const out = join(tmp, 'pre.jsonl');
+      const r = rargen('tokenize', '--tokenizer', tokFile, '--images', root, '--out', out, '--device', 'cpu', '--flip');
+      expect(r.code, r.stderr).toBe(0);
+      const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      expect(lines.map((l) => l.class_id)).toEqual([0, 0, 1, 1]); // cat = 0, dog = 1; each then its flip
+      const want = await encode(vq, [imgs[1]!, flipHorizontal(imgs[1]!), imgs[0]!, flipHorizontal(imgs[0]!)]);
+      expect(lines.map((l) => l.tokens)).toEqual(want.map((t) => Array.from(t)));
+      expect(Object.keys(lines[0])).toEqual(['class_id', 'tokens']);
+    } finally {
+      vq.dispose();
+    }
   });
 });
