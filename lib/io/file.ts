@@ -3,7 +3,7 @@
 // callers read exactly the (offset, length) ranges an index tells them about.
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { ioFail } from './errors.js';
+import { ioFail, RargenIOError } from './errors.js';
 
 /** Largest single read/write request (Linux caps one syscall at 0x7ffff000 bytes). */
 const MAX_IO = 1 << 30;
@@ -18,7 +18,12 @@ export class RandomAccessFile {
   ) {}
 
   static async open(path: string): Promise<RandomAccessFile> {
-    const fh = await open(path, 'r');
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r');
+    } catch (e) {
+      throw new RargenIOError(path, `${path}: cannot open: ${(e as Error).message}`, { cause: e });
+    }
     try {
       const st = await fh.stat();
       if (!st.isFile()) ioFail(path, 'not a regular file');

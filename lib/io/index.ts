@@ -1,6 +1,6 @@
 // lib/io: checkpoint and array formats (torch zip/legacy, safetensors, npy/npz).
 export { openCheckpoint, sniffFormat, type CheckpointFormat } from './checkpoint.js';
-export { openTorchZip, openTorchLegacy, saveTorch, selectStateDict, type SaveTorchOptions, type LazyTensor, type TensorInput, type TensorsInput } from './torch.js';
+export { openTorchZip, openTorchLegacy, saveTorch, type SaveTorchOptions, type LazyTensor, type TensorInput, type TensorsInput } from './torch.js';
 export { openSafetensors, saveSafetensors, type SaveSafetensorsOptions } from './safetensors.js';
 export {
   readNpy,

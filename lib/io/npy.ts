@@ -644,8 +644,10 @@ export class NpzStreamWriter {
     if (!name) ioFail(this.path, 'array name is empty');
     if (this.names.has(name)) ioFail(this.path, `array '${name}' written twice`);
     this.names.add(name);
-    await this.zip.beginEntry(`${name}.npy`, header.length + dataBytes);
-    await this.zip.write(header);
+    await wrapErrors(this.path, `writing array '${name}'`, async () => {
+      await this.zip.beginEntry(`${name}.npy`, header.length + dataBytes);
+      await this.zip.write(header);
+    });
     this.cur = { name, left: dataBytes };
   }
 
@@ -655,7 +657,7 @@ export class NpzStreamWriter {
     if (!c) ioFail(this.path, 'write() outside beginArray()/end()');
     const b = dataBytes(chunk);
     if (b.byteLength > c.left) ioFail(this.path, `array '${c.name}': ${b.byteLength} more bytes than its shape holds (${c.left} left)`);
-    await this.zip.write(b);
+    await wrapErrors(this.path, `writing array '${c.name}'`, () => this.zip.write(b));
     c.left -= b.byteLength;
   }
 
@@ -663,13 +665,13 @@ export class NpzStreamWriter {
     const c = this.cur;
     if (!c) ioFail(this.path, 'end() without beginArray()');
     if (c.left !== 0) ioFail(this.path, `array '${c.name}': ${c.left} bytes short of its shape`);
-    await this.zip.endEntry();
+    await wrapErrors(this.path, `writing array '${c.name}'`, () => this.zip.endEntry());
     this.cur = null;
   }
 
   async close(): Promise<void> {
     if (this.cur) ioFail(this.path, `array '${this.cur.name}' not ended before close()`);
-    await this.zip.close();
+    await wrapErrors(this.path, 'finishing the .npz archive', () => this.zip.close());
   }
 
   async abort(): Promise<void> {

@@ -116,7 +116,10 @@ describe('zip structure damage', () => {
     await rejects(put(b), /zip entry 'archive\/data.pkl': no local file header at offset 7/);
   });
 
-  it('wrong magic, empty and random files', async () => {
+  it('wrong magic, empty and random files, missing files and folders', async () => {
+    await rejects(join(dir, 'does-not-exist.bin'), /cannot open: ENOENT/);
+    await rejects(dir, /not a regular file|cannot open/);
+    await rejects(join(dir, 'nope.npz'), /cannot open: ENOENT/, readNpz);
     await rejects(put(new Uint8Array(0)), /unrecognised checkpoint format \(first bytes: none, the file is empty\)/);
     await rejects(put(Buffer.from('hello world, not a checkpoint')), /unrecognised checkpoint format \(first bytes: 68 65 6c 6c 6f/);
     await rejects(put(Uint8Array.from([0x80, 0x02, 0x4b, 0x05, 0x2e])), /not a torch checkpoint: the first pickle holds number 5, not the legacy magic number/);
