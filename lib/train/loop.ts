@@ -146,7 +146,8 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
     const opt = c.optimizer.params;
     const log: WriteStream | null = o.logJsonl ? createWriteStream(o.logJsonl, { flags: startStep > 0 ? 'a' : 'w' }) : null;
     const endStep = Math.min(maxSteps, o.stepsThisRun !== undefined ? startStep + o.stepsThisRun : maxSteps);
-    const bar = new ProgressBar(maxSteps, { label: 'train', unit: 'step', enabled: o.progress });
+    const showBar = o.progress ?? Boolean(process.stderr.isTTY);
+    const bar = new ProgressBar(maxSteps, { label: 'train', unit: 'step', enabled: showBar });
     const t0 = performance.now();
     let lastLog: StepLog | null = null;
     let lastCheckpoint: string | null = null;
@@ -228,7 +229,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
       o.onStep?.(lastLog);
       bar.update(s + 1 - startStep, endStep - startStep);
       const done = s + 1;
-      if (!(o.progress ?? process.stderr.isTTY) && (done % c.experiment.log_every === 0 || done === endStep)) {
+      if (!showBar && (done % c.experiment.log_every === 0 || done === endStep)) {
         const el = (performance.now() - t0) / 1000;
         const eta = (el / (done - startStep)) * (endStep - done);
         print(
@@ -239,7 +240,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
       const stopping = o.stopSignal?.stop === true;
       if (done % c.experiment.save_every === 0 || done === endStep || stopping) {
         const p = await save(done);
-        if (done % c.experiment.save_every === 0 || stopping) print(`\nrargen train: saved ${p}`);
+        if (done % c.experiment.save_every === 0 || stopping) print(`${showBar ? '\n' : ''}rargen train: saved ${p}`);
       }
       if (stopping) {
         bar.finish();
