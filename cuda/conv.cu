@@ -5,10 +5,14 @@
 // the GEMM's M so that consecutive threads gather and store consecutive x positions.
 // - F16/BF16 weights: tensor cores (gemm_tile.cuh, WMMA, fp32 accumulation; the fp32
 //   activations are rounded to the weight type when staged in shared memory).
-// - F32 weights: the exact fp32 SIMT tile kernel.
+// - F32 weights: fp32 on TF32 tensor cores with the 3xTF32 split (fp32 accuracy, see
+//   gemm_tile.cuh); RARGEN_CONV_SIMT=1 selects the plain fp32 SIMT tile kernel instead.
 // - Cout < 32: a direct kernel (one thread per output value), because a 128-wide tile
 //   would be almost all padding (the decoder's conv_out has Cout = 3). It is fully
 //   general (any kh, kw, stride, padding, dtype) and also the reference of the others.
+#include <cstdlib>
+#include <cstring>
+
 #include "gemm_tile.cuh"
 #include "ops.cuh"
 
@@ -165,8 +169,17 @@ void conv2d_forward(float* out, const float* inp, Weight w, const float* bias, i
   switch (w.dtype) {
     case DType::F32: {
       auto p = make_prob<float>(out, inp, w.data, bias, B, Cin, H, W, Cout, kh, kw, sh, sw, ph, pw, Ho, Wo);
-      dim3 grid(static_cast<unsigned>(ceil_div(M, kSimtBM)), static_cast<unsigned>(ceil_div(Cout, kSimtBN)));
-      simt_gemm_kernel<<<grid, kSimtThreads, 0, stream>>>(p);
+      static const bool simt = [] {
+        const char* e = std::getenv("RARGEN_CONV_SIMT");
+        return e && *e && std::strcmp(e, "0") != 0;
+      }();
+      if (simt) {
+        dim3 grid(static_cast<unsigned>(ceil_div(M, kSimtBM)), static_cast<unsigned>(ceil_div(Cout, kSimtBN)));
+        simt_gemm_kernel<<<grid, kSimtThreads, 0, stream>>>(p);
+      } else {
+        dim3 grid(static_cast<unsigned>(ceil_div(M, kTcBM)), static_cast<unsigned>(ceil_div(Cout, kTcBN)));
+        tf32x3_gemm_kernel<<<grid, kTcThreads, 0, stream>>>(p);
+      }
       break;
     }
     case DType::F16: {

@@ -140,6 +140,126 @@ __global__ void __launch_bounds__(kTcThreads) tc_gemm_kernel(const Prob p) {
   }
 }
 
+// fp32 GEMM on TF32 tensor cores with the 3xTF32 split: x = hi + lo with hi = tf32(x),
+// lo = tf32(x - hi), and a*b ~= hi_a*hi_b + hi_a*lo_b + lo_a*hi_b (the lo*lo term,
+// ~2^-22 relative, is dropped). Accuracy is that of fp32 (a few ulps per product,
+// fp32 accumulation) at tensor-core speed; used for F32-weight convolutions. Same
+// tile shape, loaders and epilogue as tc_gemm_kernel; operands stay fp32 in shared
+// memory (128 x 36 floats each, 36 KiB).
+template <class Prob>
+__global__ void __launch_bounds__(kTcThreads) tf32x3_gemm_kernel(const Prob p) {
+  using namespace nvcuda;
+  constexpr int BM = kTcBM, BN = kTcBN, BK = kTcBK, LDS = BK + 4;  // 36 floats = 144 bytes per row
+  __shared__ __align__(128) float smem[2 * BM * LDS];
+  float* As = smem;            // [BM][LDS] A(m, k)
+  float* Bs = smem + BM * LDS;  // [BN][LDS] B(k, n) at [n][k]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wm = warp >> 2, wn = warp & 3;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * BM;
+  const int n0 = blockIdx.y * BN;
+
+  float ra[2][8], rb[2][8];
+  auto load_tile = [&](int k0) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      int row, kg;
+      unit_coords<Prob::kAMFast, BM>(tid + i * kTcThreads, row, kg);
+      p.load_a8(m0 + row, k0 + kg * 8, ra[i]);
+      unit_coords<false, BN>(tid + i * kTcThreads, row, kg);
+      p.load_b8(n0 + row, k0 + kg * 8, rb[i]);
+    }
+  };
+  auto store_tile = [&]() {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      int row, kg;
+      unit_coords<Prob::kAMFast, BM>(tid + i * kTcThreads, row, kg);
+      float4* da = reinterpret_cast<float4*>(As + row * LDS + kg * 8);
+      da[0] = make_float4(ra[i][0], ra[i][1], ra[i][2], ra[i][3]);
+      da[1] = make_float4(ra[i][4], ra[i][5], ra[i][6], ra[i][7]);
+      unit_coords<false, BN>(tid + i * kTcThreads, row, kg);
+      float4* db = reinterpret_cast<float4*>(Bs + row * LDS + kg * 8);
+      db[0] = make_float4(rb[i][0], rb[i][1], rb[i][2], rb[i][3]);
+      db[1] = make_float4(rb[i][4], rb[i][5], rb[i][6], rb[i][7]);
+    }
+  };
+
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[4][2];
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
+
+  const int ktiles = static_cast<int>((p.K + BK - 1) / BK);
+  load_tile(0);
+  store_tile();
+  __syncthreads();
+  for (int kt = 0; kt < ktiles; kt++) {
+    if (kt + 1 < ktiles) load_tile((kt + 1) * BK);
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 8) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> ahi[4], alo[4];
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> bhi[2], blo[2];
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        wmma::load_matrix_sync(ahi[i], As + (wm * 64 + i * 16) * LDS + kk, LDS);
+#pragma unroll
+        for (int t = 0; t < ahi[i].num_elements; t++) {
+          float x = ahi[i].x[t];
+          float h = wmma::__float_to_tf32(x);
+          ahi[i].x[t] = h;
+          alo[i].x[t] = wmma::__float_to_tf32(x - h);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < 2; j++) {
+        wmma::load_matrix_sync(bhi[j], Bs + (wn * 32 + j * 16) * LDS + kk, LDS);
+#pragma unroll
+        for (int t = 0; t < bhi[j].num_elements; t++) {
+          float x = bhi[j].x[t];
+          float h = wmma::__float_to_tf32(x);
+          bhi[j].x[t] = h;
+          blo[j].x[t] = wmma::__float_to_tf32(x - h);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+          wmma::mma_sync(acc[i][j], alo[i], bhi[j], acc[i][j]);  // small terms first
+          wmma::mma_sync(acc[i][j], ahi[i], blo[j], acc[i][j]);
+          wmma::mma_sync(acc[i][j], ahi[i], bhi[j], acc[i][j]);
+        }
+    }
+    __syncthreads();
+    if (kt + 1 < ktiles) {
+      store_tile();
+      __syncthreads();
+    }
+  }
+
+  float* stage = smem + warp * 256;
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+      wmma::store_matrix_sync(stage, acc[i][j], 16, Prob::kOutMFast ? wmma::mem_col_major : wmma::mem_row_major);
+      __syncwarp();
+#pragma unroll
+      for (int e = 0; e < 8; e++) {
+        int idx = lane + 32 * e;
+        int mm = Prob::kOutMFast ? (idx & 15) : (idx >> 4);
+        int nn = Prob::kOutMFast ? (idx >> 4) : (idx & 15);
+        int64_t m = m0 + wm * 64 + i * 16 + mm;
+        int n = n0 + wn * 32 + j * 16 + nn;
+        if (m < p.M && n < p.N) p.store(m, n, stage[idx]);
+      }
+      __syncwarp();
+    }
+  }
+}
+
 template <class Prob>
 __global__ void __launch_bounds__(kSimtThreads) simt_gemm_kernel(const Prob p) {
   constexpr int BM = kSimtBM, BN = kSimtBN, BK = kSimtBK;
