@@ -14,10 +14,12 @@
 //    softmaxes it locally and writes (max, sum, unnormalised output); a combine kernel
 //    merges the S partials. With S == 1 the block writes the output directly.
 //
-// Everything is fp32 (the cache is fp32 by contract). The position of the first new
-// token can come from device memory (pos0_dev), read by the kernels when they run, so
-// the same launches serve every step of a captured CUDA graph; grid sizes depend only
-// on B, Tn, H, D and Tcache.
+// Arithmetic is fp32. The cache is fp32 (attention()) or, through attention_ext(),
+// bf16/f16 (template parameter KV): values are rounded when the prologue stores them
+// and widened when loaded, halving the decode step's dominant memory traffic. The
+// position of the first new token can come from device memory (pos0_dev), read by the
+// kernels when they run, so the same launches serve every step of a captured CUDA
+// graph; grid sizes depend only on B, Tn, H, D and Tcache.
 #include <algorithm>
 
 #include "ops.cuh"
@@ -32,7 +34,8 @@ constexpr int kMaxD = 128;
 // ---- 1. prologue ----
 
 // LayerNorm of one head vector src[0..D) by a warp (lane holds d = lane + 32e).
-__device__ __forceinline__ void head_layernorm(float* dst, const float* src, const float* w, const float* b, int D,
+template <typename T>
+__device__ __forceinline__ void head_layernorm(T* dst, const float* src, const float* w, const float* b, int D,
                                                float eps, int lane) {
   float x[4];
   float s = 0.f;
@@ -54,11 +57,12 @@ __device__ __forceinline__ void head_layernorm(float* dst, const float* src, con
 #pragma unroll
   for (int e = 0; e < 4; e++) {
     int d = lane + 32 * e;
-    if (d < D) dst[d] = (x[e] - mean) * rstd * w[d] + b[d];
+    if (d < D) dst[d] = from_float<T>((x[e] - mean) * rstd * w[d] + b[d]);
   }
 }
 
-__global__ void attn_prologue_kernel(float* qn, float* kcache, float* vcache, const float* qkv, const float* qw,
+template <typename KV>
+__global__ void attn_prologue_kernel(float* qn, KV* kcache, KV* vcache, const float* qkv, const float* qw,
                                      const float* qb, const float* kw, const float* kb, int B, int Tn, int pos0,
                                      const int32_t* pos0_dev, int Tcache, int H, int D, float eps) {
   const int lane = threadIdx.x & 31;
@@ -77,7 +81,7 @@ __global__ void attn_prologue_kernel(float* qn, float* kcache, float* vcache, co
   if (pos < 0 || pos >= Tcache) return;  // only reachable with a bad device-side pos0
   const int64_t dst = (bh * Tcache + pos) * D;
   head_layernorm(kcache + dst, src + C, kw, kb, D, eps, lane);
-  for (int d = lane; d < D; d += 32) vcache[dst + d] = src[2 * C + d];
+  for (int d = lane; d < D; d += 32) vcache[dst + d] = from_float<KV>(src[2 * C + d]);
 }
 
 // ---- 2a. prefill / training: tiled flash attention ----
@@ -89,8 +93,9 @@ __host__ __device__ inline size_t prefill_smem_floats(int D) {
          static_cast<size_t>(kFaBQ) * (kFaBK + 1);
 }
 
+template <typename KV>
 __global__ void __launch_bounds__(kFaThreads)
-    attn_prefill_kernel(float* out, const float* qn, const float* kcache, const float* vcache, int B, int Tn, int pos0,
+    attn_prefill_kernel(float* out, const float* qn, const KV* kcache, const KV* vcache, int B, int Tn, int pos0,
                         const int32_t* pos0_dev, int Tcache, int H, int D, float scale) {
   extern __shared__ float sm[];
   const int ldk = D + 1;
@@ -104,8 +109,8 @@ __global__ void __launch_bounds__(kFaThreads)
   const int p0 = pos0_dev ? *pos0_dev : pos0;
   const int tid = threadIdx.x, qi = tid >> 3, l8 = tid & 7;
   const float* qsrc = qn + static_cast<int64_t>(bh) * Tn * D;
-  const float* kb = kcache + static_cast<int64_t>(bh) * Tcache * D;
-  const float* vb = vcache + static_cast<int64_t>(bh) * Tcache * D;
+  const KV* kb = kcache + static_cast<int64_t>(bh) * Tcache * D;
+  const KV* vb = vcache + static_cast<int64_t>(bh) * Tcache * D;
 
   for (int idx = tid; idx < kFaBQ * D; idx += kFaThreads) {
     int r = idx / D, d = idx - r * D;
@@ -128,8 +133,8 @@ __global__ void __launch_bounds__(kFaThreads)
       int j = k0 + r;
       bool ok = j < kend;  // beyond: zeros, so stale cache rows (maybe NaN) never meet p = 0
       int64_t g = static_cast<int64_t>(j) * D + d;
-      Ks[r * ldk + d] = ok ? kb[g] : 0.f;
-      Vs[r * D + d] = ok ? vb[g] : 0.f;
+      Ks[r * ldk + d] = ok ? to_float(kb[g]) : 0.f;
+      Vs[r * D + d] = ok ? to_float(vb[g]) : 0.f;
     }
     __syncthreads();
 
@@ -195,9 +200,37 @@ constexpr int kDecThreads = 128;
 constexpr int kDecWarps = kDecThreads / 32;
 constexpr int kDecMaxChunk = 4096;
 
-template <bool VEC>
+// 8 lanes' share of q . k for one key row: float4 loads (fp32 cache, D % 4 == 0), 8-wide
+// 16-byte loads (16-bit cache, D % 8 == 0), or scalar.
+template <typename KV, bool VEC>
+__device__ __forceinline__ float partial_dot(const float* qs, const KV* kr, int D, int l8) {
+  float dot = 0.f;
+  if constexpr (VEC && sizeof(KV) == 4) {
+    const float4* k4 = reinterpret_cast<const float4*>(kr);
+    const float4* q4 = reinterpret_cast<const float4*>(qs);
+    for (int d4 = l8; d4 < D / 4; d4 += 8) {
+      float4 kv = __ldg(k4 + d4), qv = q4[d4];
+      dot = fmaf(qv.x, kv.x, dot);
+      dot = fmaf(qv.y, kv.y, dot);
+      dot = fmaf(qv.z, kv.z, dot);
+      dot = fmaf(qv.w, kv.w, dot);
+    }
+  } else if constexpr (VEC) {
+    for (int c = l8; c < D / 8; c += 8) {
+      float kv[8];
+      load8_aligned(kr + 8 * c, kv);
+#pragma unroll
+      for (int e = 0; e < 8; e++) dot = fmaf(qs[8 * c + e], kv[e], dot);
+    }
+  } else {
+    for (int d = l8; d < D; d += 8) dot = fmaf(qs[d], to_float(kr[d]), dot);
+  }
+  return dot;
+}
+
+template <typename KV, bool VEC>
 __global__ void __launch_bounds__(kDecThreads)
-    attn_decode_kernel(float* out, float* part, const float* qn, const float* kcache, const float* vcache, int H, int D,
+    attn_decode_kernel(float* out, float* part, const float* qn, const KV* kcache, const KV* vcache, int H, int D,
                        int Tcache, int pos0, const int32_t* pos0_dev, int S, int chunk, float scale) {
   extern __shared__ float sm[];
   float* qs = sm;                 // [kMaxD]
@@ -211,8 +244,8 @@ __global__ void __launch_bounds__(kDecThreads)
   const int lo = split * chunk;
   const int hi = min(lo + chunk, len);
   const int n = max(hi - lo, 0);
-  const float* kb = kcache + static_cast<int64_t>(bh) * Tcache * D;
-  const float* vb = vcache + static_cast<int64_t>(bh) * Tcache * D;
+  const KV* kb = kcache + static_cast<int64_t>(bh) * Tcache * D;
+  const KV* vb = vcache + static_cast<int64_t>(bh) * Tcache * D;
 
   for (int d = tid; d < D; d += kDecThreads) qs[d] = qn[static_cast<int64_t>(bh) * D + d];
   __syncthreads();
@@ -222,22 +255,7 @@ __global__ void __launch_bounds__(kDecThreads)
   for (int jb = warp * 4; jb < n; jb += kDecWarps * 4) {
     const int jj = jb + sub;
     float dot = 0.f;
-    if (jj < n) {
-      const float* kr = kb + static_cast<int64_t>(lo + jj) * D;
-      if (VEC) {
-        const float4* k4 = reinterpret_cast<const float4*>(kr);
-        const float4* q4 = reinterpret_cast<const float4*>(qs);
-        for (int d4 = l8; d4 < D / 4; d4 += 8) {
-          float4 kv = __ldg(k4 + d4), qv = q4[d4];
-          dot = fmaf(qv.x, kv.x, dot);
-          dot = fmaf(qv.y, kv.y, dot);
-          dot = fmaf(qv.z, kv.z, dot);
-          dot = fmaf(qv.w, kv.w, dot);
-        }
-      } else {
-        for (int d = l8; d < D; d += 8) dot = fmaf(qs[d], __ldg(kr + d), dot);
-      }
-    }
+    if (jj < n) dot = partial_dot<KV, VEC>(qs, kb + static_cast<int64_t>(lo + jj) * D, D, l8);
     dot += __shfl_xor_sync(0xffffffffu, dot, 1);
     dot += __shfl_xor_sync(0xffffffffu, dot, 2);
     dot += __shfl_xor_sync(0xffffffffu, dot, 4);
@@ -259,11 +277,11 @@ __global__ void __launch_bounds__(kDecThreads)
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
   for (int j = warp; j < n; j += kDecWarps) {
     const float pr = sc[j];
-    const float* vr = vb + static_cast<int64_t>(lo + j) * D;
+    const KV* vr = vb + static_cast<int64_t>(lo + j) * D;
 #pragma unroll
     for (int e = 0; e < 4; e++) {
       int d = lane + 32 * e;
-      if (d < D) acc[e] = fmaf(pr, __ldg(vr + d), acc[e]);
+      if (d < D) acc[e] = fmaf(pr, to_float(vr[d]), acc[e]);
     }
   }
 #pragma unroll
@@ -311,20 +329,19 @@ __global__ void attn_decode_combine_kernel(float* out, const float* part, int H,
   }
 }
 
-}  // namespace
-
-void attention_init() {
-  CUDA_CHECK(cudaFuncSetAttribute(attn_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+template <typename KV>
+void init_for() {
+  CUDA_CHECK(cudaFuncSetAttribute(attn_prefill_kernel<KV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(prefill_smem_floats(kMaxD) * sizeof(float))));
   const int dec_max = static_cast<int>((kMaxD + 32 + kDecWarps * kMaxD + kDecMaxChunk) * sizeof(float));
-  CUDA_CHECK(cudaFuncSetAttribute(attn_decode_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, dec_max));
-  CUDA_CHECK(cudaFuncSetAttribute(attn_decode_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, dec_max));
+  CUDA_CHECK(cudaFuncSetAttribute(attn_decode_kernel<KV, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, dec_max));
+  CUDA_CHECK(cudaFuncSetAttribute(attn_decode_kernel<KV, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, dec_max));
 }
 
-void attention_forward(float* out, float* kcache, float* vcache, const float* qkv, const float* q_norm_w,
-                       const float* q_norm_b, const float* k_norm_w, const float* k_norm_b, int B, int Tn, int pos0,
-                       const int32_t* pos0_dev, int Tcache, int H, int D, float eps, int num_sms, ScratchProvider& sp,
-                       cudaStream_t stream) {
+template <typename KV>
+void launch(float* out, KV* kcache, KV* vcache, const float* qkv, const float* q_norm_w, const float* q_norm_b,
+            const float* k_norm_w, const float* k_norm_b, int B, int Tn, int pos0, const int32_t* pos0_dev, int Tcache,
+            int H, int D, float eps, int num_sms, ScratchProvider& sp, cudaStream_t stream) {
   const int64_t BH = static_cast<int64_t>(B) * H;
   const int64_t rows = BH * Tn;
   float* qn = static_cast<float*>(sp.scratch(kScratchAttnQ, static_cast<size_t>(rows) * D * sizeof(float)));
@@ -332,7 +349,7 @@ void attention_forward(float* out, float* kcache, float* vcache, const float* qk
 
   {
     const int threads = 256, per_block = threads / 32;
-    attn_prologue_kernel<<<static_cast<unsigned>(ceil_div(rows, per_block)), threads, 0, stream>>>(
+    attn_prologue_kernel<KV><<<static_cast<unsigned>(ceil_div(rows, per_block)), threads, 0, stream>>>(
         qn, kcache, vcache, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, Tn, pos0, pos0_dev, Tcache, H, D, eps);
     CUDA_LAUNCH_CHECK();
   }
@@ -340,8 +357,8 @@ void attention_forward(float* out, float* kcache, float* vcache, const float* qk
   if (Tn > 1) {
     dim3 grid(static_cast<unsigned>(BH), static_cast<unsigned>(ceil_div(Tn, kFaBQ)));
     size_t smem = prefill_smem_floats(D) * sizeof(float);
-    attn_prefill_kernel<<<grid, kFaThreads, smem, stream>>>(out, qn, kcache, vcache, B, Tn, pos0, pos0_dev, Tcache, H, D,
-                                                            scale);
+    attn_prefill_kernel<KV><<<grid, kFaThreads, smem, stream>>>(out, qn, kcache, vcache, B, Tn, pos0, pos0_dev, Tcache,
+                                                                H, D, scale);
     CUDA_LAUNCH_CHECK();
     return;
   }
@@ -360,18 +377,49 @@ void attention_forward(float* out, float* kcache, float* vcache, const float* qk
     part = static_cast<float*>(sp.scratch(kScratchAttnPart, static_cast<size_t>(BH * S) * (D + 2) * sizeof(float)));
   const size_t smem = (kMaxD + 32 + kDecWarps * kMaxD + static_cast<size_t>(chunk)) * sizeof(float);
   dim3 grid(static_cast<unsigned>(BH), static_cast<unsigned>(S));
-  const bool vec = D % 4 == 0 && aligned16(kcache) && aligned16(vcache);
+  // 16-byte loads of key rows: 4 floats or 8 half-size values per load
+  const bool vec = D % (16 / static_cast<int>(sizeof(KV))) == 0 && aligned16(kcache) && aligned16(vcache);
   if (vec) {
-    attn_decode_kernel<true><<<grid, kDecThreads, smem, stream>>>(out, part, qn, kcache, vcache, H, D, Tcache, pos0,
-                                                                  pos0_dev, static_cast<int>(S), chunk, scale);
+    attn_decode_kernel<KV, true><<<grid, kDecThreads, smem, stream>>>(out, part, qn, kcache, vcache, H, D, Tcache, pos0,
+                                                                      pos0_dev, static_cast<int>(S), chunk, scale);
   } else {
-    attn_decode_kernel<false><<<grid, kDecThreads, smem, stream>>>(out, part, qn, kcache, vcache, H, D, Tcache, pos0,
-                                                                   pos0_dev, static_cast<int>(S), chunk, scale);
+    attn_decode_kernel<KV, false><<<grid, kDecThreads, smem, stream>>>(out, part, qn, kcache, vcache, H, D, Tcache, pos0,
+                                                                       pos0_dev, static_cast<int>(S), chunk, scale);
   }
   CUDA_LAUNCH_CHECK();
   if (S > 1) {
     attn_decode_combine_kernel<<<static_cast<unsigned>(BH), 128, 0, stream>>>(out, part, H, D, static_cast<int>(S));
     CUDA_LAUNCH_CHECK();
+  }
+}
+
+}  // namespace
+
+void attention_init() {
+  init_for<float>();
+  init_for<__half>();
+  init_for<__nv_bfloat16>();
+}
+
+void attention_forward(float* out, void* kcache, void* vcache, DType cache_dtype, const float* qkv,
+                       const float* q_norm_w, const float* q_norm_b, const float* k_norm_w, const float* k_norm_b,
+                       int B, int Tn, int pos0, const int32_t* pos0_dev, int Tcache, int H, int D, float eps,
+                       int num_sms, ScratchProvider& sp, cudaStream_t stream) {
+  switch (cache_dtype) {
+    case DType::F32:
+      launch(out, static_cast<float*>(kcache), static_cast<float*>(vcache), qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b,
+             B, Tn, pos0, pos0_dev, Tcache, H, D, eps, num_sms, sp, stream);
+      break;
+    case DType::F16:
+      launch(out, static_cast<__half*>(kcache), static_cast<__half*>(vcache), qkv, q_norm_w, q_norm_b, k_norm_w,
+             k_norm_b, B, Tn, pos0, pos0_dev, Tcache, H, D, eps, num_sms, sp, stream);
+      break;
+    case DType::BF16:
+      launch(out, static_cast<__nv_bfloat16*>(kcache), static_cast<__nv_bfloat16*>(vcache), qkv, q_norm_w, q_norm_b,
+             k_norm_w, k_norm_b, B, Tn, pos0, pos0_dev, Tcache, H, D, eps, num_sms, sp, stream);
+      break;
+    default:
+      fail("attention", "KV cache dtype must be F32, F16 or BF16");
   }
 }
 

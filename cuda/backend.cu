@@ -270,23 +270,32 @@ class CudaBackend final : public Backend, public ScratchProvider {
   void attention(float* out, float* kcache, float* vcache, const float* qkv, const float* q_norm_w,
                  const float* q_norm_b, const float* k_norm_w, const float* k_norm_b, int B, int Tn, int pos0,
                  int Tcache, int H, int D, float eps) override {
-    auto lk = guard();
-    check_attention(B, Tn, Tcache, H, D);
-    if (pos0 < 0 || static_cast<int64_t>(pos0) + Tn > Tcache)
-      fail("attention", "positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + Tn - 1) +
-                            " do not fit the cache of " + std::to_string(Tcache));
-    attention_forward(out, kcache, vcache, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, Tn, pos0, nullptr, Tcache,
-                      H, D, eps, num_sms_, *this, stream_);
+    attention_ext(out, kcache, vcache, DType::F32, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, Tn, pos0, nullptr,
+                  Tcache, H, D, eps);
   }
 
-  void attention_at(float* out, float* kcache, float* vcache, const float* qkv, const float* q_norm_w,
-                    const float* q_norm_b, const float* k_norm_w, const float* k_norm_b, int B, int Tn,
-                    const int32_t* pos0_device, int Tcache, int H, int D, float eps) override {
+  bool supports_kv_cache(DType dtype) const override {
+    return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16;
+  }
+
+  void attention_ext(float* out, void* kcache, void* vcache, DType cache_dtype, const float* qkv,
+                     const float* q_norm_w, const float* q_norm_b, const float* k_norm_w, const float* k_norm_b, int B,
+                     int Tn, int pos0, const int32_t* pos0_device, int Tcache, int H, int D, float eps) override {
     auto lk = guard();
-    check_attention(B, Tn, Tcache, H, D);
-    if (!pos0_device) fail("attention_at", "pos0_device is null");
-    attention_forward(out, kcache, vcache, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, Tn, 0, pos0_device, Tcache,
-                      H, D, eps, num_sms_, *this, stream_);
+    check_dim("attention", "B", B);
+    check_dim("attention", "Tn", Tn);
+    check_dim("attention", "H", H);
+    check_dim("attention", "Tcache", Tcache);
+    if (D < 1 || D > 128) fail("attention", "head dim D must be in 1..128, got " + std::to_string(D));
+    if (Tn > Tcache) fail("attention", "Tn=" + std::to_string(Tn) + " exceeds Tcache=" + std::to_string(Tcache));
+    if (!supports_kv_cache(cache_dtype)) fail("attention", "KV cache dtype must be F32, F16 or BF16");
+    // A device-side position cannot be checked here; the kernels skip cache writes
+    // outside 0..Tcache-1 rather than corrupt memory.
+    if (!pos0_device && (pos0 < 0 || static_cast<int64_t>(pos0) + Tn > Tcache))
+      fail("attention", "positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + Tn - 1) +
+                            " do not fit the cache of " + std::to_string(Tcache));
+    attention_forward(out, kcache, vcache, cache_dtype, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, Tn, pos0,
+                      pos0_device, Tcache, H, D, eps, num_sms_, *this, stream_);
   }
 
   // ---------------- sampling ----------------
@@ -486,15 +495,6 @@ class CudaBackend final : public Backend, public ScratchProvider {
   void no_capture(const char* op) const {
     if (capturing_)
       fail(op, "not allowed while a CUDA graph is being captured (graph_capture_begin .. graph_capture_end)");
-  }
-
-  static void check_attention(int B, int Tn, int Tcache, int H, int D) {
-    check_dim("attention", "B", B);
-    check_dim("attention", "Tn", Tn);
-    check_dim("attention", "H", H);
-    check_dim("attention", "Tcache", Tcache);
-    if (D < 1 || D > 128) fail("attention", "head dim D must be in 1..128, got " + std::to_string(D));
-    if (Tn > Tcache) fail("attention", "Tn=" + std::to_string(Tn) + " exceeds Tcache=" + std::to_string(Tcache));
   }
 
   // Requires mu_ held.

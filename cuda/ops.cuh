@@ -49,10 +49,11 @@ void embedding_forward(float* out, const float* table, const int32_t* ids, int64
                        bool accumulate, cudaStream_t stream);
 
 // ---- attention.cu ----
-void attention_init();  // raises the dynamic shared-memory limit of the prefill kernel
-// pos0_dev: when non-null the first new position is read from device memory (int32)
-// when the kernels run (CUDA-graph replay); pos0 is then ignored.
-void attention_forward(float* out, float* kcache, float* vcache, const float* qkv,
+void attention_init();  // raises the dynamic shared-memory limits of the kernels
+// kcache/vcache hold cache_dtype values (F32, F16 or BF16). pos0_dev: when non-null the
+// first new position is read from device memory (int32) when the kernels run (CUDA-graph
+// replay); pos0 is then ignored.
+void attention_forward(float* out, void* kcache, void* vcache, DType cache_dtype, const float* qkv,
                        const float* q_norm_w, const float* q_norm_b, const float* k_norm_w,
                        const float* k_norm_b, int B, int Tn, int pos0, const int32_t* pos0_dev,
                        int Tcache, int H, int D, float eps, int num_sms, ScratchProvider& sp,

@@ -139,24 +139,32 @@ class Backend {
   // - graph_replay() runs the recording again, asynchronously, on the backend's stream.
   // - Kernel arguments are frozen at capture, so everything that changes per step must
   //   live in backend memory that the caller updates (upload) before each replay:
-  //   embedding ids and row maps already do; for the cache position use attention_at().
+  //   embedding ids and row maps already do; for the cache position use attention_ext().
   // - Memory freed while capturing stays reserved for the graph; buffers the graph uses
   //   must stay allocated until graph_reset() (which frees the graph).
   virtual bool graph_capture_begin() { return false; }
   virtual bool graph_capture_end() { return false; }
   virtual bool graph_replay() { return false; }
   virtual void graph_reset() {}
-  // attention() with pos0 read from backend memory (int32 at pos0_device) when the op
-  // runs, so a captured decode step serves every position. Default: read it and call
-  // attention().
-  virtual void attention_at(float* out, float* kcache, float* vcache, const float* qkv,
-                            const float* q_norm_w, const float* q_norm_b, const float* k_norm_w,
-                            const float* k_norm_b, int B, int Tn, const int32_t* pos0_device,
-                            int Tcache, int H, int D, float eps) {
-    int32_t pos0 = 0;
-    download(&pos0, pos0_device, sizeof pos0);
-    attention(out, kcache, vcache, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, Tn, pos0, Tcache,
-              H, D, eps);
+
+  // attention() generalised, for backends that can do more (the CUDA backend does both):
+  // - pos0_device non-null: the first new position is read from backend memory (int32)
+  //   when the op runs, so one captured decode step serves every position (pos0 is then
+  //   ignored; null: pos0 is used).
+  // - cache_dtype F16/BF16 (where supports_kv_cache(dtype)): kcache/vcache hold 2-byte
+  //   values, (B, H, Tcache, D) as always: half the cache memory and half the decode
+  //   step's reads; k is rounded after its LayerNorm, v as it comes. F32: as attention().
+  // Defaults: F32 only; a device-side position is downloaded first.
+  virtual bool supports_kv_cache(DType dtype) const { return dtype == DType::F32; }
+  virtual void attention_ext(float* out, void* kcache, void* vcache, DType cache_dtype,
+                             const float* qkv, const float* q_norm_w, const float* q_norm_b,
+                             const float* k_norm_w, const float* k_norm_b, int B, int Tn, int pos0,
+                             const int32_t* pos0_device, int Tcache, int H, int D, float eps) {
+    if (cache_dtype != DType::F32)
+      throw Error(std::string(name()) + " attention_ext: KV cache dtype must be F32 on this backend");
+    if (pos0_device) download(&pos0, pos0_device, sizeof pos0);
+    attention(out, static_cast<float*>(kcache), static_cast<float*>(vcache), qkv, q_norm_w, q_norm_b,
+              k_norm_w, k_norm_b, B, Tn, pos0, Tcache, H, D, eps);
   }
 };
 
