@@ -47,6 +47,7 @@ ${Object.entries(TARGETS)
 
 Options:
   --out FILE   write here instead of the cache folder
+  --url URL    download from this URL (a mirror) instead
   --force      download again even if the file exists
   -h, --help   show this help`;
 
@@ -74,7 +75,7 @@ async function fetchTo(url: string, dest: string): Promise<void> {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parseCommandArgs(argv, { out: { type: 'string' }, force: { type: 'boolean' } });
+  const { values, positionals } = parseCommandArgs(argv, { out: { type: 'string' }, url: { type: 'string' }, force: { type: 'boolean' } });
   if (values.help) {
     process.stdout.write(USAGE + '\n');
     return 0;
@@ -90,7 +91,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   await mkdir(dirname(dest), { recursive: true });
   const errors: string[] = [];
-  for (const url of target.urls) {
+  for (const url of values.url ? [values.url] : target.urls) {
     note(`rargen download: ${url}`);
     try {
       // download next to the destination, check, then move into place

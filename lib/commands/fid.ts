@@ -1,6 +1,6 @@
 // rargen fid REF.npz SAMPLE.npz: OpenAI's ADM evaluator (FID, sFID, Inception Score,
 // precision, recall), natively. See lib/fid.ts.
-import { evaluateNpz, type EvaluateProgress } from '../fid.js';
+import { evaluateNpz, type EvaluateProgress, type EvaluateResult } from '../fid.js';
 import { findInceptionWeights } from '../inception.js';
 import type { DeviceSpec } from '../device.js';
 import { DeviceSpecSchema } from '../device.js';
@@ -69,12 +69,12 @@ export async function run(argv: string[]): Promise<number> {
   const r = await evaluateNpz(refPath, samplePath, { inception, device: device as DeviceSpec, batchSize, threads, splitSize, onProgress });
   bar?.finish();
   note(`rargen fid: ${r.referenceImages} reference and ${r.sampleImages} sample images on ${r.device}${r.referenceStatsFromFile ? ' (reference statistics from the file)' : ''}`);
-  if (values.json) {
-    process.stdout.write(JSON.stringify({ fid: r.fid, sfid: r.sfid, inception_score: r.inceptionScore, precision: r.precision, recall: r.recall }) + '\n');
-  } else {
-    process.stdout.write(
-      [`Inception Score: ${r.inceptionScore}`, `FID: ${r.fid}`, `sFID: ${r.sfid}`, `Precision: ${r.precision}`, `Recall: ${r.recall}`].join('\n') + '\n',
-    );
-  }
+  process.stdout.write(formatResult(r, values.json === true));
   return 0;
+}
+
+/** The output: ADM's five lines (its order), or one JSON object with --json. */
+export function formatResult(r: Pick<EvaluateResult, 'fid' | 'sfid' | 'inceptionScore' | 'precision' | 'recall'>, json: boolean): string {
+  if (json) return JSON.stringify({ fid: r.fid, sfid: r.sfid, inception_score: r.inceptionScore, precision: r.precision, recall: r.recall }) + '\n';
+  return [`Inception Score: ${r.inceptionScore}`, `FID: ${r.fid}`, `sFID: ${r.sfid}`, `Precision: ${r.precision}`, `Recall: ${r.recall}`].join('\n') + '\n';
 }

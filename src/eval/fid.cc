@@ -6,13 +6,20 @@
 // float64 accuracy without a second pass over 50,000 feature rows. Only the lower
 // triangle is accumulated, in column panels spread over threads.
 //
-// tr sqrtm(S1 S2) = sum_i sqrt(lambda_i(R S2 R)), R = sqrt(S1) = V diag(sqrt(w)) V^T
-// from the symmetric eigendecomposition of S1; R S2 R is symmetric positive
-// semi-definite, so its eigenvalues are real; those that round-off makes slightly
-// negative are clamped to 0 (what scipy's sqrtm amounts to on near-singular products).
+// tr sqrtm(S1 S2) = sum_i sqrt(lambda_i(S1 S2)). For any factor W with S1 = W W^T,
+// S1 S2 = W (W^T S2) has the eigenvalues of W^T S2 W, which is symmetric positive
+// semi-definite: real eigenvalues from a symmetric eigensolver, and those round-off
+// makes slightly negative are clamped to 0 (scipy's sqrtm gives the same trace, and a
+// real one on near-singular products). W = sqrt(S1) from an eigendecomposition of S1
+// would do, but S1's eigenvectors cost 20 of 28 s at D = 2048; W from a pivoted LDLT
+// (S1 = P^T L D L^T P, negative round-off pivots clamped, W = P^T L D^1/2) gives the same
+// trace in a third of the time, and more accurately for rank-deficient S1 (fewer
+// images than dimensions): ~1e-12 relative against the exact low-rank value, where the
+// eigenvector route loses ~1e-8 through clamped round-off eigenvalues.
 #define EIGEN_MPL2_ONLY
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positives inside Eigen
+#include <Eigen/Cholesky>
 #include <Eigen/Core>
 #include <Eigen/Eigenvalues>
 #pragma GCC diagnostic pop
@@ -132,19 +139,23 @@ double frechet_distance(const double* mu1, const double* sigma1, const double* m
   threads = eval::resolve_threads(threads);
   MatD S1 = MapMatD(sigma1, D, D), S2 = MapMatD(sigma2, D, D);
 
-  Eigen::SelfAdjointEigenSolver<MatD> es1(S1, Eigen::ComputeEigenvectors);
-  if (es1.info() != Eigen::Success) throw Error("frechet_distance: the eigendecomposition of sigma1 did not converge");
-  VecD sw = es1.eigenvalues().cwiseMax(0.0).cwiseSqrt();
-  MatD Vs = es1.eigenvectors() * sw.asDiagonal();
-  MatD Vt = es1.eigenvectors().transpose();
-  MatD R, T, M;
-  par_gemm(R, Vs, Vt, threads);  // sqrt(S1)
-  par_gemm(T, R, S2, threads);
-  par_gemm(M, T, R, threads);    // sqrt(S1) S2 sqrt(S1)
+  // S1 = P^T L D L^T P (pivoted LDLT, robust on semi-definite matrices); W = P^T L D^1/2.
+  // ldlt.info() is not checked: Eigen flags NumericalIssue when a round-off-sized pivot
+  // follows a zero one, which every rank-deficient S1 produces; the factor is still
+  // right (tr sqrtm to ~1e-12 relative against the exact low-rank value, where the
+  // eigendecomposition route gives ~1e-8), so only non-finite factors are rejected.
+  Eigen::LDLT<MatD> ldlt(S1);
+  VecD dsqrt = ldlt.vectorD().cwiseMax(0.0).cwiseSqrt();
+  MatD W = MatD(ldlt.matrixL()) * dsqrt.asDiagonal();
+  W = ldlt.transpositionsP().transpose() * W;
+  if (!W.allFinite()) throw Error("frechet_distance: the LDLT factorisation of sigma1 is not finite");
+  MatD Wt = W.transpose(), T, M;
+  par_gemm(T, S2, W, threads);
+  par_gemm(M, Wt, T, threads);  // W^T S2 W: the eigenvalues of S1 S2
   MatD Ms = (M + M.transpose()) * 0.5;
-  Eigen::SelfAdjointEigenSolver<MatD> es2(Ms, Eigen::EigenvaluesOnly);
-  if (es2.info() != Eigen::Success) throw Error("frechet_distance: the eigendecomposition of sqrt(S1) S2 sqrt(S1) did not converge");
-  const double tr_covmean = es2.eigenvalues().cwiseMax(0.0).cwiseSqrt().sum();
+  Eigen::SelfAdjointEigenSolver<MatD> es(Ms, Eigen::EigenvaluesOnly);
+  if (es.info() != Eigen::Success) throw Error("frechet_distance: the eigenvalues of W^T sigma2 W did not converge");
+  const double tr_covmean = es.eigenvalues().cwiseMax(0.0).cwiseSqrt().sum();
 
   double diff2 = 0;
   for (int i = 0; i < D; i++) diff2 += (mu1[i] - mu2[i]) * (mu1[i] - mu2[i]);

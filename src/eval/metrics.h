@@ -7,8 +7,9 @@
 //   by merging per-batch centred scatter matrices (Chan et al.), so features can stream
 //   in batches. (numpy's float32 mean of the ADM code differs by ~1e-7 relative.)
 // - FID = |mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr sqrtm(S1 S2), with tr sqrtm(S1 S2) =
-//   sum sqrt(eig(sqrt(S1) S2 sqrt(S1))), both eigendecompositions symmetric (Eigen's
-//   SelfAdjointEigenSolver), negative eigenvalues from round-off clamped to 0. scipy's
+//   sum sqrt(eig(W^T S2 W)) for S1 = W W^T (W from Eigen's pivoted LDLT: the eigenvalues
+//   of sqrt(S1) S2 sqrt(S1), without S1's eigenvectors), by Eigen's symmetric
+//   SelfAdjointEigenSolver, negative eigenvalues from round-off clamped to 0. scipy's
 //   sqrtm (a Schur method) gives the same trace to ~1e-9 relative on well-conditioned
 //   products and a real result on near-singular ones (where ADM adds eps to the diagonal).
 // - Inception Score: softmax of the logits, splits of `split_size` rows (the last may be
