@@ -530,6 +530,17 @@ Napi::Value Cancel(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// A tokenizer may be used for one direction only: decoding needs the decoder and the
+// codebook, encoding the encoder and the codebook. finalize() still checks them all.
+void require_part(Napi::Env env, ModelState& st, const std::vector<std::string>& prefixes, const char* what) {
+  if (st.finalized) return;
+  try {
+    st.params().require(prefixes, what);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
 int get_batch(Napi::Env env, const Napi::Value& v, const char* fn) {
   double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
   if (!(d >= 1 && d == std::floor(d) && d <= (1 << 24)))
@@ -539,7 +550,8 @@ int get_batch(Napi::Env env, const Napi::Value& v, const char* fn) {
 
 Napi::Value VqDecode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto st = model_arg(env, info[0], "vqDecode", Want::Vq, true);
+  auto st = model_arg(env, info[0], "vqDecode", Want::Vq, false);
+  require_part(env, *st, {"decoder.", "quantize."}, "decoder");
   const auto& c = st->vq->config();
   auto tokens = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[1], "vqDecode: tokens"));
   int B = get_batch(env, info[2], "vqDecode");
@@ -559,7 +571,8 @@ Napi::Value VqDecode(const Napi::CallbackInfo& info) {
 
 Napi::Value VqEncode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto st = model_arg(env, info[0], "vqEncode", Want::Vq, true);
+  auto st = model_arg(env, info[0], "vqEncode", Want::Vq, false);
+  require_part(env, *st, {"encoder.", "quantize."}, "encoder");
   const auto& c = st->vq->config();
   auto pixels = std::make_shared<std::vector<float>>(get_float32_array(env, info[1], "vqEncode: pixels"));
   int B = get_batch(env, info[2], "vqEncode");

@@ -26,7 +26,6 @@ ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lk(sleep_mutex_);
     stop_.store(true);
-    generation_.fetch_add(1);
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
@@ -38,34 +37,41 @@ void ThreadPool::work(int thread) {
     int64_t t = next_.fetch_add(1, std::memory_order_relaxed);
     if (t >= ntasks_) break;
     fn(t, thread);
+    done_.fetch_add(1, std::memory_order_release);
   }
 }
 
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    // Spin a little (a decode step dispatches ops back to back), then sleep.
+    // Spin briefly (a decode step dispatches ops back to back), then sleep.
     uint64_t g = generation_.load(std::memory_order_acquire);
-    if (g == seen) {
+    if (g == seen || (g & 1) == 0) {
       auto start = std::chrono::steady_clock::now();
       int spins = 0;
-      while ((g = generation_.load(std::memory_order_acquire)) == seen) {
+      for (;;) {
+        g = generation_.load(std::memory_order_acquire);
+        if (g != seen && (g & 1)) break;  // an open job we have not served
+        if (stop_.load()) return;
         cpu_relax();
-        if (++spins % 256 == 0 &&
-            std::chrono::steady_clock::now() - start > std::chrono::microseconds(200)) {
+        if (++spins % 64 == 0 && std::chrono::steady_clock::now() - start > std::chrono::microseconds(50)) {
           std::unique_lock<std::mutex> lk(sleep_mutex_);
-          wake_.wait(lk, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-          g = generation_.load(std::memory_order_acquire);
-          break;
+          wake_.wait(lk, [&] {
+            uint64_t x = generation_.load(std::memory_order_acquire);
+            return stop_.load() || (x != seen && (x & 1));
+          });
+          start = std::chrono::steady_clock::now();
         }
       }
     }
     seen = g;
-    if (stop_.load()) return;
-    t_in_pool_task = true;
-    work(index);
-    t_in_pool_task = false;
-    busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
+    active_.fetch_add(1, std::memory_order_seq_cst);
+    if (generation_.load(std::memory_order_seq_cst) == g) {  // still open: the job is valid
+      t_in_pool_task = true;
+      work(index);
+      t_in_pool_task = false;
+    }
+    active_.fetch_sub(1, std::memory_order_release);
   }
 }
 
@@ -79,16 +85,25 @@ void ThreadPool::run(int64_t ntasks, const std::function<void(int64_t, int)>& fn
   fn_ = &fn;
   ntasks_ = ntasks;
   next_.store(0, std::memory_order_relaxed);
-  busy_workers_.store(nthreads_ - 1, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lk(sleep_mutex_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+    generation_.fetch_add(1, std::memory_order_seq_cst);  // open (odd)
   }
   wake_.notify_all();
   t_in_pool_task = true;
   work(0);
   t_in_pool_task = false;
-  while (busy_workers_.load(std::memory_order_acquire) != 0) cpu_relax();
+  // Wait for tasks other threads are still running (not for idle workers).
+  for (int spins = 0; done_.load(std::memory_order_acquire) != ntasks; spins++) {
+    if (spins < 2000) cpu_relax();
+    else std::this_thread::yield();
+  }
+  generation_.fetch_add(1, std::memory_order_seq_cst);  // close (even)
+  for (int spins = 0; active_.load(std::memory_order_acquire) != 0; spins++) {
+    if (spins < 2000) cpu_relax();
+    else std::this_thread::yield();
+  }
   fn_ = nullptr;
 }
 

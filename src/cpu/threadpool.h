@@ -57,11 +57,16 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex dispatch_mutex_;  // one run() at a time
 
-  // The current job.
+  // The current job. generation_ goes up by one when a job opens and again when it
+  // closes; a worker touches the job only after registering in active_ and seeing
+  // the generation it woke for still current, so a late (descheduled) worker never
+  // holds the caller up: the caller waits for the tasks to be done, not for every
+  // worker to check in. That matters on a loaded machine.
   const std::function<void(int64_t, int)>* fn_ = nullptr;
   int64_t ntasks_ = 0;
   std::atomic<int64_t> next_{0};
-  std::atomic<int> busy_workers_{0};
+  std::atomic<int64_t> done_{0};
+  std::atomic<int> active_{0};
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
 

@@ -72,6 +72,30 @@ bool ParamTable::finalized_ok() const {
   return std::all_of(entries_.begin(), entries_.end(), [](const Entry& e) { return e.mem != nullptr; });
 }
 
+namespace {
+std::string missing_message(const std::vector<std::string>& missing, const std::string& what) {
+  std::string msg = "rargen: " + std::to_string(missing.size()) + " weight" + (missing.size() == 1 ? "" : "s") +
+                    " of this " + what + " not set: ";
+  for (size_t i = 0; i < missing.size() && i < 20; i++) msg += (i ? ", " : "") + missing[i];
+  if (missing.size() > 20) msg += ", ... (" + std::to_string(missing.size() - 20) + " more)";
+  return msg;
+}
+}  // namespace
+
+void ParamTable::require(const std::vector<std::string>& prefixes, const std::string& what) const {
+  std::vector<std::string> missing;
+  for (const auto& e : entries_) {
+    if (e.mem) continue;
+    for (const auto& p : prefixes)
+      if (e.name.compare(0, p.size(), p) == 0) {
+        missing.push_back(e.name);
+        break;
+      }
+  }
+  if (!missing.empty()) throw Error(missing_message(missing, model_ + " " + what));
+  be_->synchronize();
+}
+
 void ParamTable::finalize() const {
   std::vector<std::string> missing;
   for (const auto& e : entries_)
@@ -80,11 +104,7 @@ void ParamTable::finalize() const {
     be_->synchronize();
     return;
   }
-  std::string msg = "rargen: " + std::to_string(missing.size()) + " weight" + (missing.size() == 1 ? "" : "s") +
-                    " of this " + model_ + " not set: ";
-  for (size_t i = 0; i < missing.size() && i < 20; i++) msg += (i ? ", " : "") + missing[i];
-  if (missing.size() > 20) msg += ", ... (" + std::to_string(missing.size() - 20) + " more)";
-  throw Error(msg);
+  throw Error(missing_message(missing, model_));
 }
 
 }  // namespace rargen

@@ -31,6 +31,9 @@ class ParamTable {
   void set(const std::string& name, const float* data, const std::vector<int64_t>& shape);
   // Throws listing every key not set yet.
   void finalize() const;
+  // Throws listing the keys starting with one of `prefixes` that are not set yet
+  // (a tokenizer used only to decode needs no encoder weights).
+  void require(const std::vector<std::string>& prefixes, const std::string& what) const;
   bool finalized_ok() const;
 
   bool has(const std::string& name) const { return index_.count(name) != 0; }

@@ -636,6 +636,17 @@ void bench_gemm() {
     be->free(const_cast<void*>(W.data));
   }
   {
+    // Out of cache: 48 matrices of 3072 x 768 (f16: 226 MB), as a decode step streams them.
+    int N = 3072, K = 768, L = 48;
+    std::vector<Weight> ws;
+    Vec w = randn(static_cast<size_t>(N) * K), x = randn(4 * K), o(4 * N);
+    for (int l = 0; l < L; l++) ws.push_back(be->upload_weight(w.data(), static_cast<int64_t>(w.size()), DType::F16));
+    timeit("gemv M=4 48 x (3072x768) f16, out of cache", 2.0 * 4 * N * K * L, static_cast<double>(N) * K * 2 * L, [&] {
+      for (auto& W : ws) be->linear(o.data(), x.data(), W, nullptr, 4, N, K, false);
+    });
+    for (auto& W : ws) be->free(const_cast<void*>(W.data));
+  }
+  {
     int M = 1032, N = 768, K = 768;
     Vec w = randn(static_cast<size_t>(N) * K), x = randn(static_cast<size_t>(M) * K), o(static_cast<size_t>(M) * N);
     Weight W = be->upload_weight(w.data(), static_cast<int64_t>(w.size()), DType::F32);

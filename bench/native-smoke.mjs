@@ -1,0 +1,100 @@
+// Quick timing of the native CPU backend (no PyTorch peer; see bench/generate-cpu.ts
+// for the comparison): RAR-B-shaped random weights, batch 2 with CFG (4 rows), all
+// 256 steps, f16 and f32 weight storage; then the full MaskGIT-VQGAN decoder on one
+// 256x256 image. Usage: node bench/native-smoke.mjs [f16,f32] [--no-vq]
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const addon = createRequire(import.meta.url)('node-gyp-build')(root);
+const dtypes = (process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : 'f16,f32').split(',');
+const noVq = process.argv.includes('--no-vq');
+
+function fillRandom(model, shapes, seed) {
+  let s = seed >>> 0 || 1;
+  for (const [name, shape] of shapes) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const a = new Float32Array(n);
+    const std = name.endsWith('norm1.weight') || name.endsWith('norm2.weight') || name.includes('norm_out.weight') ? 0 : 0.02;
+    for (let i = 0; i < n; i++) {
+      s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+      a[i] = (std === 0 ? 1 : 0) + ((s / 4294967296) * 2 - 1) * (std || 0.1);
+    }
+    addon.setWeight(model, name, a, shape);
+  }
+  addon.finalize(model);
+}
+
+const C = 768, I = 3072, depth = 24, H = 16, N = 256, V = 1024, K = 1000;
+const rarShapes = [
+  ['cls_token', [1, 1, C]], ['pos_embed', [1, N + 1024, C]], ['target_aware_pos_embed', [1, N + 1024, C]],
+  ['timesteps_embeddings', [1, N + 100, C]], ['embeddings.weight', [V + 1 + K + 1, C]],
+];
+for (let i = 0; i < depth; i++) {
+  const p = `blocks.${i}.`;
+  rarShapes.push(
+    [p + 'norm1.weight', [C]], [p + 'norm1.bias', [C]], [p + 'attn.qkv.weight', [3 * C, C]], [p + 'attn.qkv.bias', [3 * C]],
+    [p + 'attn.q_norm.weight', [C / H]], [p + 'attn.q_norm.bias', [C / H]], [p + 'attn.k_norm.weight', [C / H]],
+    [p + 'attn.k_norm.bias', [C / H]], [p + 'attn.proj.weight', [C, C]], [p + 'attn.proj.bias', [C]],
+    [p + 'norm2.weight', [C]], [p + 'norm2.bias', [C]], [p + 'mlp.fc1.weight', [I, C]], [p + 'mlp.fc1.bias', [I]],
+    [p + 'mlp.fc2.weight', [C, I]], [p + 'mlp.fc2.bias', [C]], [p + 'adaLN_modulation.1.weight', [6 * C, C]],
+    [p + 'adaLN_modulation.1.bias', [6 * C]],
+  );
+}
+rarShapes.push(
+  ['adaln_before_head.adaLN_modulation.1.weight', [2 * C, C]], ['adaln_before_head.adaLN_modulation.1.bias', [2 * C]],
+  ['lm_head.weight', [V, C]], ['lm_head.bias', [V]],
+);
+
+console.log('build', JSON.stringify(addon.buildInfo()));
+for (const dtype of dtypes) {
+  const m = addon.createRar({ hiddenSize: C, depth, numHeads: H, mlpDim: I, seqLen: N, codebookSize: V, numClasses: K,
+    posEmbedRows: N + 1024, timestepRows: N + 100 }, 'cpu', dtype);
+  fillRandom(m, rarShapes, 7);
+  const t0 = process.hrtime.bigint();
+  let first = 0n;
+  await addon.rarGenerate(m, { classIds: Int32Array.from([207, 360]), guidanceScale: 16, guidanceScalePow: 2.75,
+    temperature: 1, topK: 0, topP: 1, greedy: false, seed: '0', indexOffset: 0,
+    onProgress: (d) => { if (d === 1) first = process.hrtime.bigint(); } });
+  const sec = Number(process.hrtime.bigint() - t0) / 1e9;
+  const firstMs = Number(first - t0) / 1e6;
+  console.log(`RAR-B ${dtype}: batch 2 + CFG, ${N} steps: ${sec.toFixed(2)} s, ${(1000 * sec / N).toFixed(1)} ms/step (first step incl. adaLN chunk ${firstMs.toFixed(0)} ms)`);
+  addon.free(m);
+}
+
+if (!noVq) {
+  const hidden = 128, mult = [1, 1, 2, 2, 4], z = 256;
+  const vq = addon.createVq({ hiddenChannels: hidden, channelMult: mult, numResBlocks: 2, zChannels: z, codebookSize: 1024, resolution: 256 }, 'cpu');
+  const shapes = [['quantize.embedding.weight', [1024, z]]];
+  const top = hidden * mult[4];
+  const block = (p, cin, cout) => {
+    shapes.push([p + '.norm1.weight', [cin]], [p + '.norm1.bias', [cin]], [p + '.conv1.weight', [cout, cin, 3, 3]],
+      [p + '.norm2.weight', [cout]], [p + '.norm2.bias', [cout]], [p + '.conv2.weight', [cout, cout, 3, 3]]);
+    if (cin !== cout) shapes.push([p + '.nin_shortcut.weight', [cout, cout, 1, 1]]);
+  };
+  shapes.push(['decoder.conv_in.weight', [top, z, 3, 3]], ['decoder.conv_in.bias', [top]]);
+  block('decoder.mid.0', top, top); block('decoder.mid.1', top, top);
+  let cin = top;
+  for (let i = 4; i >= 0; i--) {
+    const cout = hidden * mult[i];
+    for (let j = 0; j < 2; j++) { block(`decoder.up.${i}.block.${j}`, cin, cout); cin = cout; }
+    if (i) shapes.push([`decoder.up.${i}.upsample_conv.weight`, [cout, cout, 3, 3]], [`decoder.up.${i}.upsample_conv.bias`, [cout]]);
+  }
+  shapes.push(['decoder.norm_out.weight', [hidden]], ['decoder.norm_out.bias', [hidden]],
+    ['decoder.conv_out.weight', [3, hidden, 3, 3]], ['decoder.conv_out.bias', [3]]);
+  let s = 3;
+  for (const [name, shape] of shapes) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; a[i] = ((s / 4294967296) * 2 - 1) * 0.05; }
+    addon.setWeight(vq, name, a, shape);
+  }
+  const tokens = Int32Array.from({ length: 256 }, (_, i) => (i * 37) % 1024);
+  await addon.vqDecode(vq, tokens, 1);
+  const reps = 3;
+  const t1 = process.hrtime.bigint();
+  for (let i = 0; i < reps; i++) await addon.vqDecode(vq, tokens, 1);
+  console.log(`VQGAN decoder (MaskGIT, 256x256): ${(Number(process.hrtime.bigint() - t1) / 1e9 / reps).toFixed(3)} s/image`);
+  addon.free(vq);
+}
