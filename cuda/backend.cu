@@ -337,7 +337,8 @@ class CudaBackend final : public Backend, public ScratchProvider {
     const int Ho = (H + 2 * pad_h - kh) / stride_h + 1, Wo = (W + 2 * pad_w - kw) / stride_w + 1;
     if (H <= 0 || W <= 0 || Ho <= 0 || Wo <= 0)
       fail("conv2d", "empty output for input " + std::to_string(H) + "x" + std::to_string(W));
-    conv2d_forward(out, inp, w, bias, B, Cin, H, W, Cout, kh, kw, stride_h, stride_w, pad_h, pad_w, Ho, Wo, stream_);
+    conv2d_forward(out, inp, w, bias, B, Cin, H, W, Cout, kh, kw, stride_h, stride_w, pad_h, pad_w, Ho, Wo, num_sms_, *this,
+                   stream_);
   }
 
   void groupnorm(float* out, const float* inp, const float* weight, const float* bias, int B, int C, int64_t HW, int G,

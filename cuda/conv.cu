@@ -7,9 +7,11 @@
 //   activations are rounded to the weight type when staged in shared memory).
 // - F32 weights: fp32 on TF32 tensor cores with the 3xTF32 split (fp32 accuracy, see
 //   gemm_tile.cuh); RARGEN_CONV_SIMT=1 selects the plain fp32 SIMT tile kernel instead.
+// - Split-K (deterministic: partials reduced in order) when the tile grid is small.
 // - Cout < 32: a direct kernel (one thread per output value), because a 128-wide tile
 //   would be almost all padding (the decoder's conv_out has Cout = 3). It is fully
 //   general (any kh, kw, stride, padding, dtype) and also the reference of the others.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -33,6 +35,7 @@ struct ConvProb {
   int Cin, H, W, kh, kw, sh, sw, ph, pw, Wo;
   int64_t HWo;
   bool vecB;
+  int kps = kNoSplit;
   static constexpr bool kAMFast = true;
   static constexpr bool kOutMFast = true;
 
@@ -83,6 +86,31 @@ struct ConvProb {
     out[(b * N + n) * HWo + p] = acc + (bias ? bias[n] : 0.f);
   }
 };
+
+// Split-K for small images (the decoder's 16x16 and 32x32 levels give a grid of a few
+// tiles with K up to 4608): block z writes its partial product to part[z][m][n]; the
+// reduction adds the S partials in order (deterministic), the bias, and scatters NCHW.
+template <class Inner>
+struct SplitProb : Inner {
+  float* part;
+  static constexpr bool kOutMFast = false;
+  __device__ __forceinline__ void store(int64_t m, int n, float acc) const {
+    part[(static_cast<int64_t>(blockIdx.z) * this->M + m) * this->N + n] = acc;
+  }
+};
+
+__global__ void split_reduce_kernel(float* __restrict__ out, const float* __restrict__ part,
+                                    const float* __restrict__ bias, int S, int64_t M, int N, int64_t HWo) {
+  const int64_t total = M * N;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const int n = static_cast<int>(i / M);
+    const int64_t m = i - static_cast<int64_t>(n) * M;  // consecutive threads: consecutive pixels
+    float acc = 0.f;
+    for (int z = 0; z < S; z++) acc += part[(z * M + m) * N + n];
+    const int64_t b = m / HWo, p = m - b * HWo;
+    out[(b * N + n) * HWo + p] = acc + (bias ? bias[n] : 0.f);
+  }
+}
 
 template <typename TW>
 __global__ void conv_direct_kernel(float* __restrict__ out, const float* __restrict__ inp, const TW* __restrict__ w,
@@ -150,10 +178,39 @@ void launch_direct(float* out, const float* inp, const void* w, const float* bia
   CUDA_LAUNCH_CHECK();
 }
 
+// Launches a tiled kernel (via `launch(grid, problem, stream)`), with split-K when the
+// tile grid would leave most SMs idle and K is long enough: S splits of >= 8 k-tiles,
+// aiming at about one block per SM.
+template <int BM, int BN, int BK, class Prob, class Launch>
+void launch_tiled(const Prob& p, int num_sms, ScratchProvider& sp, cudaStream_t stream, Launch launch) {
+  const int64_t mt = ceil_div(p.M, BM), nt = ceil_div(p.N, BN), blocks = mt * nt;
+  const int ktiles = static_cast<int>(ceil_div(p.K, BK));
+  const int sms = num_sms > 0 ? num_sms : 108;
+  int64_t S = 1;
+  if (2 * blocks <= sms && ktiles >= 16) S = std::min<int64_t>({ceil_div(sms, blocks), ktiles / 8, 32});
+  if (S <= 1) {
+    launch(dim3(static_cast<unsigned>(mt), static_cast<unsigned>(nt), 1), p, stream);
+    CUDA_LAUNCH_CHECK();
+    return;
+  }
+  const int kps = static_cast<int>(ceil_div(ktiles, S));
+  S = ceil_div(ktiles, kps);  // every split non-empty
+  SplitProb<Prob> q;
+  static_cast<Prob&>(q) = p;
+  q.kps = kps;
+  q.part = static_cast<float*>(sp.scratch(kScratchSplitK, static_cast<size_t>(S * p.M * p.N) * sizeof(float)));
+  launch(dim3(static_cast<unsigned>(mt), static_cast<unsigned>(nt), static_cast<unsigned>(S)), q, stream);
+  CUDA_LAUNCH_CHECK();
+  split_reduce_kernel<<<grid_for(p.M * p.N, 256), 256, 0, stream>>>(p.out, q.part, p.bias, static_cast<int>(S), p.M,
+                                                                    p.N, p.HWo);
+  CUDA_LAUNCH_CHECK();
+}
+
 }  // namespace
 
 void conv2d_forward(float* out, const float* inp, Weight w, const float* bias, int B, int Cin, int H, int W, int Cout,
-                    int kh, int kw, int sh, int sw, int ph, int pw, int Ho, int Wo, cudaStream_t stream) {
+                    int kh, int kw, int sh, int sw, int ph, int pw, int Ho, int Wo, int num_sms, ScratchProvider& sp,
+                    cudaStream_t stream) {
   const int64_t M = static_cast<int64_t>(B) * Ho * Wo;
   if (M <= 0) return;
   if (static_cast<int64_t>(Cin) * kh * kw > 0x7fffffffLL) fail("conv2d", "Cin*kh*kw too large");
@@ -166,38 +223,38 @@ void conv2d_forward(float* out, const float* inp, Weight w, const float* bias, i
     }
   }
   if (ceil_div(M, kTcBM) > 0x7fffffffLL) fail("conv2d", "too many output pixels");
+  static const bool simt = [] {
+    const char* e = std::getenv("RARGEN_CONV_SIMT");
+    return e && *e && std::strcmp(e, "0") != 0;
+  }();
   switch (w.dtype) {
     case DType::F32: {
       auto p = make_prob<float>(out, inp, w.data, bias, B, Cin, H, W, Cout, kh, kw, sh, sw, ph, pw, Ho, Wo);
-      static const bool simt = [] {
-        const char* e = std::getenv("RARGEN_CONV_SIMT");
-        return e && *e && std::strcmp(e, "0") != 0;
-      }();
-      if (simt) {
-        dim3 grid(static_cast<unsigned>(ceil_div(M, kSimtBM)), static_cast<unsigned>(ceil_div(Cout, kSimtBN)));
-        simt_gemm_kernel<<<grid, kSimtThreads, 0, stream>>>(p);
-      } else {
-        dim3 grid(static_cast<unsigned>(ceil_div(M, kTcBM)), static_cast<unsigned>(ceil_div(Cout, kTcBN)));
-        tf32x3_gemm_kernel<<<grid, kTcThreads, 0, stream>>>(p);
-      }
-      break;
+      if (simt) launch_tiled<kSimtBM, kSimtBN, kSimtBK>(p, num_sms, sp, stream, [](dim3 g, auto q, cudaStream_t st) {
+        simt_gemm_kernel<<<g, kSimtThreads, 0, st>>>(q);
+      });
+      else launch_tiled<kTcBM, kTcBN, kTcBK>(p, num_sms, sp, stream, [](dim3 g, auto q, cudaStream_t st) {
+        tf32x3_gemm_kernel<<<g, kTcThreads, 0, st>>>(q);
+      });
+      return;
     }
     case DType::F16: {
       auto p = make_prob<__half>(out, inp, w.data, bias, B, Cin, H, W, Cout, kh, kw, sh, sw, ph, pw, Ho, Wo);
-      dim3 grid(static_cast<unsigned>(ceil_div(M, kTcBM)), static_cast<unsigned>(ceil_div(Cout, kTcBN)));
-      tc_gemm_kernel<__half><<<grid, kTcThreads, 0, stream>>>(p);
-      break;
+      launch_tiled<kTcBM, kTcBN, kTcBK>(p, num_sms, sp, stream, [](dim3 g, auto q, cudaStream_t st) {
+        tc_gemm_kernel<__half><<<g, kTcThreads, 0, st>>>(q);
+      });
+      return;
     }
     case DType::BF16: {
       auto p = make_prob<__nv_bfloat16>(out, inp, w.data, bias, B, Cin, H, W, Cout, kh, kw, sh, sw, ph, pw, Ho, Wo);
-      dim3 grid(static_cast<unsigned>(ceil_div(M, kTcBM)), static_cast<unsigned>(ceil_div(Cout, kTcBN)));
-      tc_gemm_kernel<__nv_bfloat16><<<grid, kTcThreads, 0, stream>>>(p);
-      break;
+      launch_tiled<kTcBM, kTcBN, kTcBK>(p, num_sms, sp, stream, [](dim3 g, auto q, cudaStream_t st) {
+        tc_gemm_kernel<__nv_bfloat16><<<g, kTcThreads, 0, st>>>(q);
+      });
+      return;
     }
     default:
       fail("conv2d", "weight dtype must be F32, F16 or BF16");
   }
-  CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace cuda

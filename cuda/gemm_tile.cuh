@@ -7,6 +7,7 @@
 //   store(m, n, acc)                   epilogue (bias, accumulate, NCHW scatter...)
 //   kAMFast / kOutMFast                whether consecutive m are contiguous in memory
 //                                      for A loads / for output stores (coalescing)
+//   kps                                k-tiles per split (split-K, see k_range)
 // Two kernels:
 // - tc_gemm_kernel<TC>: tensor cores through WMMA (bf16 or f16 16x16x16 fragments,
 //   fp32 accumulation), 128x128x32 block tile, 8 warps of 64x32, the next k-tile
@@ -25,6 +26,18 @@ namespace cuda {
 
 constexpr int kTcBM = 128, kTcBN = 128, kTcBK = 32, kTcThreads = 256;
 constexpr int kSimtBM = 64, kSimtBN = 64, kSimtBK = 32, kSimtThreads = 256;
+constexpr int kNoSplit = 1 << 30;
+
+// Split-K: a problem with kps ("k-tiles per split") < all its k-tiles is launched with
+// gridDim.z splits; block z multiplies k-tiles [z*kps, min((z+1)*kps, all)) and its
+// store() puts the partial product where a reduction kernel finds it. Problems that
+// do not split set kps = kNoSplit and launch gridDim.z = 1.
+template <class Prob>
+__device__ __forceinline__ void k_range(const Prob& p, int BK, int& begin, int& end) {
+  const int all = static_cast<int>((p.K + BK - 1) / BK);
+  begin = static_cast<int>(blockIdx.z) * p.kps;
+  end = all - begin > p.kps ? begin + p.kps : all;
+}
 
 // Unit u of a tile (one thread loads 8 consecutive k of one row/column) -> (row, k-group).
 template <bool kMFast, int ROWS>
@@ -90,11 +103,12 @@ __global__ void __launch_bounds__(kTcThreads) tc_gemm_kernel(const Prob p) {
 #pragma unroll
     for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
 
-  const int ktiles = static_cast<int>((p.K + BK - 1) / BK);
-  load_tile(0);
+  int kt_begin, ktiles;
+  k_range(p, BK, kt_begin, ktiles);
+  load_tile(kt_begin * BK);
   store_tile();
   __syncthreads();
-  for (int kt = 0; kt < ktiles; kt++) {
+  for (int kt = kt_begin; kt < ktiles; kt++) {
     if (kt + 1 < ktiles) load_tile((kt + 1) * BK);  // global loads in flight during the MMAs
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 16) {
@@ -191,11 +205,12 @@ __global__ void __launch_bounds__(kTcThreads) tf32x3_gemm_kernel(const Prob p) {
 #pragma unroll
     for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
 
-  const int ktiles = static_cast<int>((p.K + BK - 1) / BK);
-  load_tile(0);
+  int kt_begin, ktiles;
+  k_range(p, BK, kt_begin, ktiles);
+  load_tile(kt_begin * BK);
   store_tile();
   __syncthreads();
-  for (int kt = 0; kt < ktiles; kt++) {
+  for (int kt = kt_begin; kt < ktiles; kt++) {
     if (kt + 1 < ktiles) load_tile((kt + 1) * BK);
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 8) {
@@ -284,10 +299,11 @@ __global__ void __launch_bounds__(kSimtThreads) simt_gemm_kernel(const Prob p) {
 #pragma unroll
     for (int j = 0; j < 4; j++) acc[i][j] = 0.f;
 
-  const int ktiles = static_cast<int>((p.K + BK - 1) / BK);
-  p.load_a8(m0 + arow, akg * 8, ra);
-  p.load_b8(n0 + brow, bkg * 8, rb);
-  for (int kt = 0; kt < ktiles; kt++) {
+  int kt_begin, ktiles;
+  k_range(p, BK, kt_begin, ktiles);
+  p.load_a8(m0 + arow, kt_begin * BK + akg * 8, ra);
+  p.load_b8(n0 + brow, kt_begin * BK + bkg * 8, rb);
+  for (int kt = kt_begin; kt < ktiles; kt++) {
 #pragma unroll
     for (int e = 0; e < 8; e++) {
       As[akg * 8 + e][arow] = ra[e];

@@ -46,6 +46,7 @@ struct LinearProb {
   int64_t M;
   int N, K;
   bool accumulate, vecA, vecB;
+  int kps = kNoSplit;
   static constexpr bool kAMFast = false;
   static constexpr bool kOutMFast = false;
 

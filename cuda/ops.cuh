@@ -20,6 +20,7 @@ enum ScratchSlot : int {
   kScratchAttnPart,       // flash-decoding partial results
   kScratchSample,         // sampling: uniforms in, tokens out
   kScratchConvert,        // upload_weight staging (fp32 before conversion)
+  kScratchSplitK,         // conv2d split-K partial products
   kScratchCount
 };
 class ScratchProvider {
@@ -70,7 +71,7 @@ void sample_forward(int32_t* tokens_dev, const float* logits, const float* unifo
 // ---- conv.cu ----
 void conv2d_forward(float* out, const float* inp, Weight w, const float* bias, int B, int Cin,
                     int H, int W, int Cout, int kh, int kw, int sh, int sw, int ph, int pw, int Ho,
-                    int Wo, cudaStream_t stream);
+                    int Wo, int num_sms, ScratchProvider& sp, cudaStream_t stream);
 
 // ---- groupnorm.cu ----
 void groupnorm_forward(float* out, const float* inp, const float* weight, const float* bias,
