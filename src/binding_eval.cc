@@ -9,6 +9,7 @@
 #include <napi.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -44,7 +45,11 @@ std::string describe(const Napi::Value& v) {
       default: return "another typed array";
     }
   }
-  if (v.IsNumber()) return "number " + std::to_string(v.As<Napi::Number>().DoubleValue());
+  if (v.IsNumber()) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", v.As<Napi::Number>().DoubleValue());
+    return buf;
+  }
   if (v.IsString()) return "string '" + v.As<Napi::String>().Utf8Value() + "'";
   if (v.IsArray()) return "an array";
   if (v.IsObject()) return "an object";

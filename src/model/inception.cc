@@ -442,17 +442,30 @@ struct InceptionV3::Impl {
       return y;
     }
 
+    // Copies t (B, C, H, W) into channels [coff, coff + C) of dst, applying ReLU when
+    // `relu`: fused in one pass on the CPU; on a GPU, ReLU through the host and one
+    // device copy per image (never the whole concat buffer through the host).
+    void into_channels(const Act& dst, int coff, const Act& t, bool relu) {
+      if (t.H != dst.H || t.W != dst.W || coff + t.C > dst.C) fail("internal error: concat shapes");
+      if (dry) return;
+      if (!be()->is_gpu()) {
+        relu_into_channels(dst.p, dst.C, coff, t.p, B, t.C, t.plane(), m.threads);  // ReLU is a no-op on pooled ReLU outputs
+        return;
+      }
+      if (relu) {
+        HostView v(be(), t.p, B * t.per_image(), true);
+        relu_inplace(v.data(), B * t.per_image(), m.threads);
+        v.commit();
+      }
+      for (int b = 0; b < B; b++)
+        be()->copy(dst.p + (static_cast<int64_t>(b) * dst.C + coff) * dst.plane(), t.p + b * t.per_image(), static_cast<size_t>(t.per_image()) * 4);
+    }
+
     // BasicConv2d whose output is channels [coff, coff + Cout) of `dst`.
     void conv_into(const Act& dst, int coff, const std::string& name, const Act& x) {
       int64_t mk = ar.mark();
       Act t = conv_raw(name, x, nullptr);
-      if (t.H != dst.H || t.W != dst.W || coff + t.C > dst.C) fail("internal error: concat shape for " + name);
-      if (!dry) {
-        HostView src(be(), t.p, B * t.per_image(), true);
-        HostView d(be(), dst.p, B * dst.per_image(), true);
-        relu_into_channels(d.data(), dst.C, coff, src.data(), B, t.C, t.plane(), m.threads);
-        d.commit();
-      }
+      into_channels(dst, coff, t, true);
       ar.release(mk);
     }
 
@@ -470,14 +483,7 @@ struct InceptionV3::Impl {
     // Max pool into channels [coff, coff + C) of dst (InceptionB/D's pool branch).
     void maxpool_into(const Act& dst, int coff, const Act& x) {
       int64_t mk = ar.mark();
-      Act t = maxpool(x, 2, 0, nullptr);
-      if (!dry) {
-        // pooled values of ReLU outputs are >= 0, so relu_into_channels is a plain copy here
-        HostView src(be(), t.p, B * t.per_image(), true);
-        HostView d(be(), dst.p, B * dst.per_image(), true);
-        relu_into_channels(d.data(), dst.C, coff, src.data(), B, t.C, t.plane(), m.threads);
-        d.commit();
-      }
+      into_channels(dst, coff, maxpool(x, 2, 0, nullptr), false);
       ar.release(mk);
     }
 
