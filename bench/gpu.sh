@@ -11,6 +11,10 @@
 #   bench/gpu.sh        on the GPU machine, from the repo root. It needs nvcc, cmake,
 #                       ninja and python3 with PyTorch (whose pip cuBLAS provides
 #                       libcublasLt.so.*); Node comes from .carry/ when not installed.
+#                       Tests: rargen_optest (every op, CUDA vs CPU), test/gpu/
+#                       cuda_ext_test.cc (graphs, bf16 KV cache, split-K), test/gpu/*.test.ts
+#                       (models, CUDA vs CPU); the GEMM-dependent ones again with
+#                       RARGEN_CUBLASLT=0 (the built-in kernels). Return codes in the JSON.
 #
 # Environment: OUT (output folder, default bench/out), PRESETS ("rar-b rar-xxl"),
 # BATCHES ("128 256"), SKIP_TESTS=1, SKIP_PEER=1, CUDA_ARCH (default 90-real).
@@ -100,11 +104,22 @@ fi
 node -e "const a=require('./build/Release/rargen.node'); console.error(JSON.stringify(a.cudaStatus()))" 2>> "$LOG"
 
 # ---- tests ----
-OPTEST_RC=-1; VITEST_RC=-1; VITEST_BUILTIN_RC=-1
+OPTEST_RC=-1; EXT_RC=-1; EXT_BUILTIN_RC=-1; VITEST_RC=-1; VITEST_BUILTIN_RC=-1
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   if $OPTEST_BUILT; then
     timeout 120 ./build-gpu/rargen_optest > "$OUT/optest.log" 2>&1; OPTEST_RC=$?
     say "rargen_optest rc=$OPTEST_RC (tail: $(tail -1 "$OUT/optest.log"))"
+    grep -E "FAIL" "$OUT/optest.log" | head -20 >&2
+  fi
+  CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$NVCC")")")
+  if g++ -O2 -std=c++17 -Isrc test/gpu/cuda_ext_test.cc build-gpu/librargen_cuda.a -L"$CUDA_HOME/lib64" \
+       -L"$CUDA_HOME/targets/x86_64-linux/lib" -lcudart_static -ldl -lpthread -lrt -o /tmp/cuda_ext_test >> "$LOG" 2>&1; then
+    timeout 60 /tmp/cuda_ext_test > "$OUT/cuda_ext.log" 2>&1; EXT_RC=$?
+    RARGEN_CUBLASLT=0 timeout 60 /tmp/cuda_ext_test > "$OUT/cuda_ext_builtin.log" 2>&1; EXT_BUILTIN_RC=$?
+    say "cuda_ext_test rc=$EXT_RC, with the built-in GEMM rc=$EXT_BUILTIN_RC"
+    grep -hE "FAIL|checks" "$OUT/cuda_ext.log" "$OUT/cuda_ext_builtin.log" | head -20 >&2
+  else
+    say "cuda_ext_test did not build (see $LOG)"
   fi
   VITEST="node node_modules/vitest/vitest.mjs run"
   RARGEN_CUDA_VERBOSE=1 timeout 240 $VITEST test/gpu > "$OUT/vitest.log" 2>&1; VITEST_RC=$?
@@ -227,9 +242,9 @@ fi
 grep -h "linear() uses" "$LOG" | head -1 > "$OUT/matmul.txt" || true
 
 # ---- JSON summary ----
-node - "$OUT" "$GPU" "$BUILD_S" "$OPTEST_RC" "$VITEST_RC" "$VITEST_BUILTIN_RC" "$(( $(date +%s) - T_START ))" <<'EOF' | tee "$OUT/gpu.json"
+node - "$OUT" "$GPU" "$BUILD_S" "$OPTEST_RC" "$VITEST_RC" "$VITEST_BUILTIN_RC" "$(( $(date +%s) - T_START ))" "$EXT_RC" "$EXT_BUILTIN_RC" <<'EOF' | tee "$OUT/gpu.json"
 const fs = require('node:fs');
-const [out, gpu, buildS, optest, vitest, vitestBuiltin, totalS] = process.argv.slice(2);
+const [out, gpu, buildS, optest, vitest, vitestBuiltin, totalS, ext, extBuiltin] = process.argv.slice(2);
 const rows = fs.readFileSync(out + '/results.jsonl', 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
 const key = (r) => `${r.preset}@${r.batch}`;
 const torch = Object.fromEntries(rows.filter((r) => r.impl === 'torch').map((r) => [key(r), r]));
@@ -238,6 +253,7 @@ const ours = rows.filter((r) => r.impl === 'rargen').map((r) => ({ ...r, torch_i
 let matmul = '';
 try { matmul = fs.readFileSync(out + '/matmul.txt', 'utf8').trim(); } catch {}
 console.log(JSON.stringify({ date: new Date().toISOString(), gpu, matmul, build_s: +buildS, total_s: +totalS,
-  tests: { optest_rc: +optest, vitest_gpu_rc: +vitest, vitest_gpu_builtin_gemm_rc: +vitestBuiltin },
+  tests: { optest_rc: +optest, cuda_ext_rc: +ext, cuda_ext_builtin_gemm_rc: +extBuiltin, vitest_gpu_rc: +vitest,
+    vitest_gpu_builtin_gemm_rc: +vitestBuiltin },
   rargen: ours, torch: Object.values(torch) }, null, 1));
 EOF
