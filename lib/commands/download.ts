@@ -22,7 +22,7 @@ interface Target {
 
 const TARGETS: Record<string, Target> = {
   inception: {
-    describe: 'TF1 InceptionV3 weights for rargen fid (torch-fidelity, 91 MB)',
+    describe: 'TF1 InceptionV3 weights for rargen fid (torch-fidelity, 96 MB)',
     urls: [INCEPTION_WEIGHTS_URL, INCEPTION_WEIGHTS_ALT_URL],
     file: INCEPTION_WEIGHTS_FILE,
     async check(path) {
