@@ -32,7 +32,7 @@ bool detect_avx2() {
 #endif
 }
 
-constexpr int kKC = 256;
+constexpr int kKC = kGemmKC;
 constexpr int kMC = 96;    // multiple of kMR
 constexpr int kNC = 1024;  // multiple of kNR
 
@@ -60,6 +60,12 @@ bool has_avx2() {
   return ok && !g_force_portable.load(std::memory_order_relaxed);
 }
 void force_portable(bool on) { g_force_portable.store(on); }
+
+namespace {
+std::atomic<bool> g_no_winograd{false};
+}
+bool winograd_disabled() { return g_no_winograd.load(std::memory_order_relaxed); }
+void disable_winograd(bool on) { g_no_winograd.store(on); }
 
 // ---------------- packers ----------------
 
@@ -258,14 +264,18 @@ void gemm(float* C, int64_t ldc, int64_t M, int64_t N, int64_t K, const PackA& p
       pb.pack(bbuf, pc, kc, jc, ncur);
       for (int64_t ic = mlo; ic < mhi; ic += kMC) {
         int mc = static_cast<int>(std::min<int64_t>(kMC, mhi - ic));
-        pa.pack(abuf, ic, mc, pc, kc);
+        const float* ap = pa.direct(ic, mc, pc, kc);
+        if (!ap) {
+          pa.pack(abuf, ic, mc, pc, kc);
+          ap = abuf;
+        }
         for (int jr = 0; jr < ncur; jr += kNR) {
           int nr = std::min(kNR, ncur - jr);
           const float* bp = bbuf + static_cast<int64_t>(jr) * kc;
           for (int ir = 0; ir < mc; ir += kMR) {
             int mr = std::min(kMR, mc - ir);
             float* c = C + (ic + ir) * ldc + jc + jr;
-            kernel(kc, abuf + static_cast<int64_t>(ir) * kc, bp, c, ldc, mr, nr, accumulate || !first,
+            kernel(kc, ap + static_cast<int64_t>(ir) * kc, bp, c, ldc, mr, nr, accumulate || !first,
                    last && bias_row ? bias_row + ic + ir : nullptr,
                    last && bias_col ? bias_col + jc + jr : nullptr);
           }

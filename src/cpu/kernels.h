@@ -14,16 +14,22 @@ namespace cpu {
 // portable path has not been forced (tests compare the two paths).
 bool has_avx2();
 void force_portable(bool on);
+// Tests compare the Winograd 3x3 convolution with the implicit-GEMM one.
+bool winograd_disabled();
+void disable_winograd(bool on);
 
 // ---- packed SGEMM (gemm.cc drives, the micro-kernel is per ISA) ----
 // C (M,N) [row stride ldc] (+)= A (M,K) B (K,N) + bias_row[m] + bias_col[n].
 // A and B are packed by the caller-provided packers into MR-row / NR-column panels.
 constexpr int kMR = 6;
 constexpr int kNR = 16;
+constexpr int kGemmKC = 256;  // depth of a packed block
 
 struct PackA {
   // dst[p*kc*kMR + k*kMR + i] = A(m0 + p*kMR + i, k0 + k), zero past row M.
   virtual void pack(float* dst, int64_t m0, int mc, int64_t k0, int kc) const = 0;
+  // Already packed A: a pointer to the panels of (m0, k0), or null to call pack().
+  virtual const float* direct(int64_t m0, int mc, int64_t k0, int kc) const { return nullptr; }
   virtual ~PackA() = default;
 };
 struct PackB {
@@ -71,6 +77,11 @@ void gemm_kernel_ref(int kc, const float* A, const float* B, float* C, int64_t l
                      bool load_c, const float* bias_row, const float* bias_col);
 void gemm_kernel_avx2(int kc, const float* A, const float* B, float* C, int64_t ldc, int mr,
                       int nr, bool load_c, const float* bias_row, const float* bias_col);
+
+// ---- 3x3 stride-1 pad-1 convolution of one image by Winograd F(2x2, 3x3) ----
+// out (Cout, H, W) = conv(inp (Cin, H, W), W (Cout, Cin, 3, 3)) + bias.
+void winograd_conv3x3(float* out, const float* inp, const void* W, DType dt, const float* bias, int Cin, int H,
+                      int Wd, int Cout);
 
 // ---- GEMV-style small-M path (decode): out[m, n0:n1] (+)= inp[m] . W[n] + bias[n] ----
 // Streams W (N,K) once, converting F16/BF16 in registers.

@@ -87,6 +87,7 @@ struct Target {
   std::string label;
   Backend* be;
   bool portable;  // CPU with the AVX2 kernels switched off
+  bool no_winograd = false;  // CPU with 3x3 convolutions as implicit GEMM
   std::vector<void*> live;
   ~Target() { release(); }
   void release() {
@@ -132,8 +133,10 @@ void compare(const std::string& name, const Vec& ref, double tol, const std::fun
   Vec cpu_out;
   for (auto& t : g_targets) {
     cpu::force_portable(t->portable);
+    cpu::disable_winograd(t->no_winograd);
     Vec out = run(*t);
     cpu::force_portable(false);
+    cpu::disable_winograd(false);
     t->release();
     check(t->label + ": " + name, out, ref, tol);
     if (t->label == "cpu") cpu_out = out;
@@ -498,6 +501,8 @@ void test_conv() {
                         {1, 6, 13, 11, 9, 4, 2, 1, 2, 0, 1, DType::F32, true},
                         {1, 64, 16, 16, 3, 3, 3, 1, 1, 1, 1, DType::F32, true},
                         {1, 32, 16, 16, 40, 3, 3, 1, 1, 1, 1, DType::F16, true},
+                        {1, 48, 15, 9, 33, 3, 3, 1, 1, 1, 1, DType::F32, true},
+                        {2, 130, 40, 24, 64, 3, 3, 1, 1, 1, 1, DType::F32, true},
                         {1, 32, 16, 16, 40, 3, 3, 1, 1, 1, 1, DType::BF16, true}};
   for (const Case& c : cases) {
     int Ho = (c.H + 2 * c.ph - c.kh) / c.sh + 1, Wo = (c.W + 2 * c.pw - c.kw) / c.sw + 1;
@@ -657,7 +662,13 @@ void bench_gemm() {
     int C = 128, H = 128, W = 128;
     Vec x = randn(static_cast<size_t>(C) * H * W), w = randn(static_cast<size_t>(C) * C * 9), o(x.size());
     Weight Wt = be->upload_weight(w.data(), static_cast<int64_t>(w.size()), DType::F32);
-    timeit("conv3x3 128->128 @128x128", 2.0 * C * C * 9 * H * W, 0, [&] { be->conv2d(o.data(), x.data(), Wt, nullptr, 1, C, H, W, C, 3, 3, 1, 1, 1, 1); });
+    for (int rep = 0; rep < 2; rep++)
+      for (int wino = 1; wino >= 0; wino--) {
+        cpu::disable_winograd(!wino);
+        timeit(wino ? "conv3x3 128->128 @128x128 winograd (direct-equiv GFLOP/s)" : "conv3x3 128->128 @128x128 implicit GEMM",
+               2.0 * C * C * 9 * H * W, 0, [&] { be->conv2d(o.data(), x.data(), Wt, nullptr, 1, C, H, W, C, 3, 3, 1, 1, 1, 1); });
+      }
+    cpu::disable_winograd(false);
     be->free(const_cast<void*>(Wt.data));
   }
 }
@@ -667,13 +678,14 @@ void bench_gemm() {
 int main(int argc, char** argv) {
   if (argc > 1) g_filter = argv[1];
   std::printf("rargen_optest: CPU backend (%s kernels) against naive references\n", cpu::has_avx2() ? "AVX2/FMA" : "portable");
-  g_targets.emplace_back(new Target{"cpu", cpu_backend(), false, {}});
-  if (cpu::has_avx2()) g_targets.emplace_back(new Target{"cpu-portable", cpu_backend(), true, {}});
+  g_targets.emplace_back(new Target{"cpu", cpu_backend(), false, false, {}});
+  if (cpu::has_avx2()) g_targets.emplace_back(new Target{"cpu-portable", cpu_backend(), true, false, {}});
+  g_targets.emplace_back(new Target{"cpu-no-winograd", cpu_backend(), false, true, {}});
 #ifdef RARGEN_CUDA
   CudaProbe probe = cuda_probe();
   if (probe.available) {
     try {
-      g_targets.emplace_back(new Target{"cuda:0", cuda_backend(0), false, {}});
+      g_targets.emplace_back(new Target{"cuda:0", cuda_backend(0), false, false, {}});
       std::printf("CUDA: %s (also checked against the CPU)\n", probe.devices[0].name.c_str());
     } catch (const std::exception& e) {
       std::printf("CUDA: skipped: %s\n", e.what());
