@@ -1,0 +1,201 @@
+// rargen sample-imagenet: the 50-per-class sample set for FID (lib/sample.ts), resumable
+// and shardable. Ctrl-C (or SIGTERM) stops after the batch being written; running the
+// same command again continues.
+import { loadGenerator, loadTokenizer, type Generator, type Tokenizer } from '../generate.js';
+import { PRESET_NAMES, type PresetName } from '../config.js';
+import type { DeviceSpec } from '../device.js';
+import { formatProgress, ProgressBar } from '../progress.js';
+import { parseShard, sampleImageNet, sampleLayout, type SampleProgress } from '../sample.js';
+import { intOption, note, numberOption, parseClassList, parseCommandArgs, requireOption, seedOption, UsageError } from './_shared.js';
+
+export const summary = 'sample the FID image set (50 per class) to PNGs and one .npz; resumable, shardable';
+
+const USAGE = `Usage: rargen sample-imagenet --generator FILE --tokenizer FILE --out OUT [options]
+
+Samples --num-per-class images for each class (default 50 for each of the
+generator's classes: 50,000 for the released checkpoints) with the preset's
+guidance, power and temperature, as the paper's FID numbers were measured.
+Image g = class position * num-per-class + j (class-major) depends only on
+(seed, g): batch size, shards and restarts do not change it.
+
+Files:
+  OUT/images/000000.png ...      the images (R x R, R = the tokenizer's resolution)
+  OUT/run.json                   the settings; resuming with other settings is refused
+  OUT/progress/shard-I-of-N.json which images each shard has written
+  OUT.npz                        arr_0 (num, R, R, 3) uint8 and labels (num,) int64,
+                                 written when every image exists (for rargen fid)
+
+Killed at any point, the same command continues where it stopped.
+
+Options:
+  --generator FILE      RAR checkpoint (rar_b.bin, ...)
+  --tokenizer FILE      MaskGIT-VQGAN checkpoint (maskgit-vqgan-imagenet-f16-256.bin)
+  --out OUT             run folder (created); the .npz goes to OUT.npz
+  --npz FILE            write the .npz here instead of OUT.npz
+  --preset NAME         ${PRESET_NAMES.join(', ')}; must match the weights (default: inferred)
+  --num-per-class N     images per class (default 50)
+  --classes LIST        a subset of classes, e.g. 0-9 or 1,5,7 (default: all)
+  --guidance-scale G    CFG scale (default: the preset's)
+  --guidance-pow P      power of the CFG schedule (default: the preset's)
+  --temperature T       softmax temperature (default: the preset's)
+  --top-k K             (default 0 = off; the paper uses none)
+  --top-p P             (default 1 = off)
+  --seed S              64-bit seed (default 0)
+  --batch-size N        images per batch (default 128 on CUDA, 32 on CPU)
+  --device D            auto, cpu, cuda or cuda:N (default auto)
+  --precision P         f32, f16 or bf16 weights (default f32, as the paper)
+  --shard I/N           generate only shard I of N (contiguous blocks of images);
+                        run one process per GPU (--device cuda:I) or machine. The
+                        last shard to finish writes the .npz; shards run in other
+                        folders are joined with rargen merge-samples.
+  --no-merge            do not write the .npz at the end
+  -h, --help            show this help`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseCommandArgs(
+    argv,
+    {
+      generator: { type: 'string' },
+      tokenizer: { type: 'string' },
+      out: { type: 'string' },
+      npz: { type: 'string' },
+      preset: { type: 'string' },
+      'num-per-class': { type: 'string' },
+      classes: { type: 'string' },
+      'guidance-scale': { type: 'string' },
+      'guidance-pow': { type: 'string' },
+      temperature: { type: 'string' },
+      'top-k': { type: 'string' },
+      'top-p': { type: 'string' },
+      seed: { type: 'string' },
+      'batch-size': { type: 'string' },
+      device: { type: 'string' },
+      precision: { type: 'string' },
+      shard: { type: 'string' },
+      'no-merge': { type: 'boolean' },
+    },
+    false,
+  );
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const generatorPath = requireOption(values.generator, '--generator');
+  const tokenizerPath = requireOption(values.tokenizer, '--tokenizer');
+  const out = requireOption(values.out, '--out');
+  if (values.preset !== undefined && !(PRESET_NAMES as readonly string[]).includes(values.preset))
+    throw new UsageError(`--preset expects one of ${PRESET_NAMES.join(', ')} but received ${JSON.stringify(values.preset)}`);
+  if (values.precision !== undefined && !['f32', 'f16', 'bf16'].includes(values.precision))
+    throw new UsageError(`--precision expects one of f32, f16, bf16 but received ${JSON.stringify(values.precision)}`);
+  if (values.device !== undefined && !/^(auto|cpu|cuda|cuda:\d+)$/.test(values.device))
+    throw new UsageError(`--device expects one of auto, cpu, cuda, cuda:N but received ${JSON.stringify(values.device)}`);
+  let shard;
+  try {
+    shard = values.shard === undefined ? undefined : parseShard(values.shard);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const opts = {
+    numPerClass: intOption(values['num-per-class'], '--num-per-class', 1),
+    classes: values.classes === undefined ? undefined : parseClassList(values.classes),
+    guidanceScale: numberOption(values['guidance-scale'], '--guidance-scale'),
+    guidanceScalePow: numberOption(values['guidance-pow'], '--guidance-pow'),
+    temperature: numberOption(values.temperature, '--temperature'),
+    topK: intOption(values['top-k'], '--top-k', 0),
+    topP: numberOption(values['top-p'], '--top-p'),
+    seed: seedOption(values.seed),
+    batchSize: intOption(values['batch-size'], '--batch-size', 1),
+    shard,
+    npz: values.npz,
+    merge: values['no-merge'] ? false : undefined,
+  };
+  const device = values.device as DeviceSpec | undefined;
+
+  let generator: Generator | undefined;
+  let tokenizer: Tokenizer | undefined;
+  const controller = new AbortController();
+  let stops = 0;
+  const onSignal = () => {
+    if (++stops > 1) process.exit(130); // a second Ctrl-C: now (everything on disk is consistent)
+    note('rargen sample-imagenet: stopping after the batch being written (Ctrl-C again to stop now)');
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const loadBar = new ProgressBar(0, { label: 'loading generator', unit: 'tensors' });
+    generator = await loadGenerator(generatorPath, {
+      preset: values.preset as PresetName | undefined,
+      device,
+      precision: values.precision as 'f32' | 'f16' | 'bf16' | undefined,
+      onProgress: (p) => loadBar.update(p.tensorsDone, p.tensorsTotal),
+    });
+    loadBar.finish();
+    const tokBar = new ProgressBar(0, { label: 'loading tokenizer', unit: 'tensors' });
+    tokenizer = await loadTokenizer(tokenizerPath, { device, onProgress: (p) => tokBar.update(p.tensorsDone, p.tensorsTotal) });
+    tokBar.finish();
+    note(`rargen: ${generator.device.reason}`);
+    const s = generator.sampling;
+    note(
+      `rargen sample-imagenet: ${generator.preset?.name ?? 'custom generator'}; guidance ${opts.guidanceScale ?? s.guidanceScale}, pow ${opts.guidanceScalePow ?? s.guidanceScalePow}, ` +
+        `temperature ${opts.temperature ?? s.temperature}, seed ${opts.seed ?? 0}${shard ? `, shard ${shard.index}/${shard.count}` : ''}`,
+    );
+
+    // Progress: a bar on a terminal, else a line every 30 s (logs of long runs).
+    let bar: ProgressBar | undefined;
+    let t0 = 0;
+    let lastLine = 0;
+    const onProgress = (p: SampleProgress) => {
+      if (!bar) {
+        bar = new ProgressBar(p.toDo, { label: p.alreadyDone ? `sampling (${p.alreadyDone} done before)` : 'sampling', unit: 'img' });
+        t0 = performance.now();
+      }
+      bar.update(Math.min(p.sampled, p.toDo), p.toDo);
+      const t = performance.now();
+      if (!process.stderr.isTTY && t - lastLine > 30_000) {
+        lastLine = t;
+        note(formatProgress(p.written, p.toDo, (t - t0) / 1000, { label: 'sampling', unit: 'img' }));
+      }
+    };
+    let mergeBar: ProgressBar | undefined;
+    const started = performance.now();
+    const r = await sampleImageNet({
+      generator,
+      tokenizer,
+      out,
+      ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
+      signal: controller.signal,
+      onProgress,
+      onNote: (m) => {
+        bar?.finish();
+        note(`rargen sample-imagenet: ${m}`);
+      },
+      onMergeProgress: (d, t) => {
+        if (!mergeBar) {
+          bar?.finish();
+          mergeBar = new ProgressBar(t, { label: 'writing .npz', unit: 'img' });
+        }
+        mergeBar.update(d, t);
+      },
+    });
+    bar?.finish();
+    mergeBar?.finish();
+    const seconds = (performance.now() - started) / 1000;
+    const [a, b] = r.range;
+    note(
+      `rargen sample-imagenet: images ${a}..${b - 1}${r.shard.count > 1 ? ` (shard ${r.shard.index}/${r.shard.count})` : ''}: ` +
+        `${r.alreadyDone} were there, ${r.generated} generated in ${seconds.toFixed(1)} s${r.generated ? ` (${(r.generated / seconds).toFixed(2)} img/s)` : ''}`,
+    );
+    if (r.npzComplete) note(`rargen sample-imagenet: ${r.layout.npz} holds all ${r.settings.numImages} images (arr_0 ${r.settings.numImages}x${r.settings.tokenizer.resolution}x${r.settings.tokenizer.resolution}x3 uint8)`);
+    else if (r.missing === 0 && values['no-merge']) note(`rargen sample-imagenet: every image exists; write the .npz with rargen merge-samples ${sampleLayout(out).dir}`);
+    return 0;
+  } catch (e) {
+    if ((e as Error).name === 'AbortError') note(`rargen sample-imagenet: stopped; run the same command again to continue`);
+    throw e;
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    generator?.dispose();
+    tokenizer?.dispose();
+  }
+}
