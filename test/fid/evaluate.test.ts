@@ -54,7 +54,7 @@ let samPath = '';
 
 beforeAll(async () => {
   requireEvalBinding();
-  weights = await formulaWeightsFile();
+  weights = await formulaWeightsFile(tmp);
   net = await loadInception(weights, { device: 'cpu' });
   refPath = join(tmp, 'ref.npz');
   samPath = join(tmp, 'sample.npz');

@@ -1,10 +1,8 @@
 // Shared by the FID tests: the fixture's formula weights (test/fixtures/README.md,
 // inception/), written as a torch file with lib/io's saveTorch and then loaded through
 // the normal path; and the fixture arrays.
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll } from 'vitest';
 import { readNpz, saveTorch, type NpyArray } from '../../lib/io/index.js';
 import type { HostTensor } from '../../lib/tensor.js';
 import { native } from '../../lib/native.js';
@@ -48,32 +46,25 @@ export function formulaTensor(key: string, k: number, shape: number[]): Float32A
   return out;
 }
 
-let weightsPath: Promise<string> | undefined;
-
 /**
- * A torch file with the formula weights for every key of inception_shapes.json (from
- * the addon's own table, checked against the JSON by a test), plus the
- * num_batches_tracked entries the real file has.
+ * Writes a torch file with the formula weights for every key of inception_shapes.json
+ * (from the addon's own table, checked against the JSON by a test), plus the
+ * num_batches_tracked entries the real file has, into `dir` (a test file's tempDir).
  */
-export function formulaWeightsFile(): Promise<string> {
-  weightsPath ??= (async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'rargen-fid-'));
-    afterAll(() => rmSync(dir, { recursive: true, force: true }));
-    const shapes = native().inceptionWeightShapes();
-    const keys = shapes.map((s) => s.name).sort();
-    const byName = new Map(shapes.map((s) => [s.name, s.shape]));
-    const tensors = new Map<string, HostTensor>();
-    keys.forEach((key, k) => {
-      const shape = byName.get(key)!;
-      tensors.set(key, { dtype: 'float32', shape, data: formulaTensor(key, k, shape) });
-      if (key.endsWith('.bn.running_var')) tensors.set(key.replace(/running_var$/, 'num_batches_tracked'), { dtype: 'int64', shape: [], data: new BigInt64Array(1) });
-    });
-    const path = join(dir, 'pt_inception-formula.pth');
-    await saveTorch(path, tensors);
-    if (!existsSync(path)) throw new Error('saveTorch wrote nothing');
-    return path;
-  })();
-  return weightsPath;
+export async function formulaWeightsFile(dir: string): Promise<string> {
+  const shapes = native().inceptionWeightShapes();
+  const keys = shapes.map((s) => s.name).sort();
+  const byName = new Map(shapes.map((s) => [s.name, s.shape]));
+  const tensors = new Map<string, HostTensor>();
+  keys.forEach((key, k) => {
+    const shape = byName.get(key)!;
+    tensors.set(key, { dtype: 'float32', shape, data: formulaTensor(key, k, shape) });
+    if (key.endsWith('.bn.running_var')) tensors.set(key.replace(/running_var$/, 'num_batches_tracked'), { dtype: 'int64', shape: [], data: new BigInt64Array(1) });
+  });
+  const path = join(dir, 'pt_inception-formula.pth');
+  await saveTorch(path, tensors);
+  if (!existsSync(path)) throw new Error('saveTorch wrote nothing');
+  return path;
 }
 
 let inceptionNpz: Promise<Map<string, NpyArray>> | undefined;

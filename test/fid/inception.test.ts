@@ -6,13 +6,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadInception, tf1ResizeBilinear, type InceptionV3 } from '../../lib/inception.js';
 import { native } from '../../lib/native.js';
+import { tempDir } from '../helpers/tmp.js';
 import { FIXTURES, formulaWeightsFile, inceptionFixture, maxAbsDiff, relErr, requireEvalBinding } from './helpers.js';
 
+const tmp = tempDir('fid-inception');
 let net: InceptionV3;
 
 beforeAll(async () => {
   requireEvalBinding();
-  net = await loadInception(await formulaWeightsFile(), { device: 'cpu' });
+  net = await loadInception(await formulaWeightsFile(tmp), { device: 'cpu' });
 });
 afterAll(() => net?.dispose());
 
