@@ -13,8 +13,8 @@
 #                       libcublasLt.so.*); Node comes from .carry/ when not installed.
 #                       Tests: rargen_optest (every op, CUDA vs CPU), test/gpu/
 #                       cuda_ext_test.cc (graphs, bf16 KV cache, split-K), test/gpu/*.test.ts
-#                       (models, CUDA vs CPU); the GEMM-dependent ones again with
-#                       RARGEN_CUBLASLT=0 (the built-in kernels). Return codes in the JSON.
+#                       (models, CUDA vs CPU); cuda_ext_test again with RARGEN_CUBLASLT=0
+#                       (the built-in GEMM kernels). Return codes (-1: not run) in the JSON.
 #
 # Environment: OUT (output folder, default bench/out), PRESETS ("rar-b rar-xxl"),
 # BATCHES ("128 256"), SKIP_TESTS=1, SKIP_PEER=1, CUDA_ARCH (default 90-real).
@@ -104,7 +104,7 @@ fi
 node -e "const a=require('./build/Release/rargen.node'); console.error(JSON.stringify(a.cudaStatus()))" 2>> "$LOG"
 
 # ---- tests ----
-OPTEST_RC=-1; EXT_RC=-1; EXT_BUILTIN_RC=-1; VITEST_RC=-1; VITEST_BUILTIN_RC=-1
+OPTEST_RC=-1; EXT_RC=-1; EXT_BUILTIN_RC=-1; VITEST_RC=-1
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   if $OPTEST_BUILT; then
     timeout 120 ./build-gpu/rargen_optest > "$OUT/optest.log" 2>&1; OPTEST_RC=$?
@@ -125,9 +125,6 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   RARGEN_CUDA_VERBOSE=1 timeout 240 $VITEST test/gpu > "$OUT/vitest.log" 2>&1; VITEST_RC=$?
   say "vitest test/gpu (cuBLASLt) rc=$VITEST_RC"
   grep -E "max abs|identical|Tests |✓|×|FAIL|skipped" "$OUT/vitest.log" | head -40 >&2
-  RARGEN_CUBLASLT=0 RARGEN_CUDA_VERBOSE=1 timeout 120 $VITEST test/gpu -t tiny > "$OUT/vitest-builtin.log" 2>&1; VITEST_BUILTIN_RC=$?
-  say "vitest test/gpu -t tiny (built-in GEMM) rc=$VITEST_BUILTIN_RC"
-  grep -E "max abs|Tests |FAIL" "$OUT/vitest-builtin.log" | head -20 >&2
 fi
 
 # ---- benchmark: rargen ----
@@ -233,18 +230,16 @@ for p in $PRESETS; do
 done
 if [ "${SKIP_PEER:-0}" != 1 ]; then
   for p in $PRESETS; do
-    for b in $BATCHES; do
-      say "torch peer $p batch $b"
-      timeout 150 python3 bench/peers/torch_gpu.py --preset "$p" --batch "$b" --dtype bf16 >> "$OUT/results.jsonl" 2>> "$LOG" || say "torch peer $p $b failed (rc $?)"
-    done
+    say "torch peer $p batches $BATCH_CSV"
+    timeout 240 python3 bench/peers/torch_gpu.py --preset "$p" --batches "$BATCH_CSV" --dtype bf16 >> "$OUT/results.jsonl" 2>> "$LOG" || say "torch peer $p failed (rc $?)"
   done
 fi
 grep -h "linear() uses" "$LOG" | head -1 > "$OUT/matmul.txt" || true
 
 # ---- JSON summary ----
-node - "$OUT" "$GPU" "$BUILD_S" "$OPTEST_RC" "$VITEST_RC" "$VITEST_BUILTIN_RC" "$(( $(date +%s) - T_START ))" "$EXT_RC" "$EXT_BUILTIN_RC" <<'EOF' | tee "$OUT/gpu.json"
+node - "$OUT" "$GPU" "$BUILD_S" "$OPTEST_RC" "$VITEST_RC" "$(( $(date +%s) - T_START ))" "$EXT_RC" "$EXT_BUILTIN_RC" <<'EOF' | tee "$OUT/gpu.json"
 const fs = require('node:fs');
-const [out, gpu, buildS, optest, vitest, vitestBuiltin, totalS, ext, extBuiltin] = process.argv.slice(2);
+const [out, gpu, buildS, optest, vitest, totalS, ext, extBuiltin] = process.argv.slice(2);
 const rows = fs.readFileSync(out + '/results.jsonl', 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
 const key = (r) => `${r.preset}@${r.batch}`;
 const torch = Object.fromEntries(rows.filter((r) => r.impl === 'torch').map((r) => [key(r), r]));
@@ -253,7 +248,6 @@ const ours = rows.filter((r) => r.impl === 'rargen').map((r) => ({ ...r, torch_i
 let matmul = '';
 try { matmul = fs.readFileSync(out + '/matmul.txt', 'utf8').trim(); } catch {}
 console.log(JSON.stringify({ date: new Date().toISOString(), gpu, matmul, build_s: +buildS, total_s: +totalS,
-  tests: { optest_rc: +optest, cuda_ext_rc: +ext, cuda_ext_builtin_gemm_rc: +extBuiltin, vitest_gpu_rc: +vitest,
-    vitest_gpu_builtin_gemm_rc: +vitestBuiltin },
+  tests: { optest_rc: +optest, cuda_ext_rc: +ext, cuda_ext_builtin_gemm_rc: +extBuiltin, vitest_gpu_rc: +vitest },
   rargen: ours, torch: Object.values(torch) }, null, 1));
 EOF

@@ -5,11 +5,12 @@ decoder, on random weights, on one CUDA device. Plain eager PyTorch: no CUDA gra
 no torch.compile, no fused attention (the official code's math), weights and
 activations in the chosen dtype.
 
-Usage: python3 torch_gpu.py --preset rar-b --batch 128 [--dtype bf16|fp32] [--steps 256]
-Prints one JSON line: {"preset", "batch", "dtype", "gen_s", "vq_s", "images_per_s", ...}.
+Usage: python3 torch_gpu.py --preset rar-b --batches 128,256 [--dtype bf16|fp32] [--steps 256]
+Prints one JSON line per batch: {"preset", "batch", "dtype", "gen_s", "vq_s", "images_per_s", ...}.
 Only the benchmark uses this file; the project's tests never need Python.
 """
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -182,7 +183,7 @@ PRESETS = {  # C, depth, heads, MLP, guidance, pow, temperature
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="rar-b", choices=sorted(PRESETS))
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--batches", default="128", help="comma-separated batch sizes, timed one after the other")
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--steps", type=int, default=256)
     ap.add_argument("--vq-chunk", type=int, default=64, help="images per decoder call")
@@ -196,37 +197,44 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     C, depth, H, I, g, p, temp = PRESETS[a.preset]
-    model = RAR(C, depth, H, I)
+    # initialise on the device (fast for 1.5B parameters; torch >= 2.0)
+    ctx = dev if hasattr(dev, "__enter__") else contextlib.nullcontext()
+    with ctx:
+        model = RAR(C, depth, H, I)
+        vq = Decoder()
     with torch.no_grad():  # small adaLN outputs keep deep random stacks finite
         for blk in model.blocks:
             blk.adaLN_modulation[1].weight.mul_(0.1)
     model = model.to(dev, dt).eval()
-    vq = Decoder().to(dev, dt).eval()
-    classes = torch.arange(a.batch, device=dev) % 1000
+    vq = vq.to(dev, dt).eval()
+    batches = [int(b) for b in a.batches.split(",")]
 
     # warm-up: cuBLAS / cuDNN plans, allocator
-    model.generate(classes[: min(8, a.batch)], g, p, temp, steps=4)
-    vq(torch.zeros(min(8, a.batch), 256, dtype=torch.long, device=dev))
+    classes = torch.arange(8, device=dev) % 1000
+    model.generate(classes, g, p, temp, steps=4)
+    vq(torch.zeros(8, 256, dtype=torch.long, device=dev))
     sync()
 
-    t0 = time.perf_counter()
-    ids = model.generate(classes, g, p, temp, steps=a.steps)
-    sync()
-    t1 = time.perf_counter()
-    for i in range(0, a.batch, a.vq_chunk):
-        img = vq(ids[i:i + a.vq_chunk])
-        (img * 255).to(torch.uint8)
-    sync()
-    t2 = time.perf_counter()
-    gen_s, vq_s = t1 - t0, t2 - t1
-    print(json.dumps({
-        "impl": "torch", "preset": a.preset, "batch": a.batch, "dtype": a.dtype, "steps": a.steps,
-        "gen_s": round(gen_s, 4), "vq_s": round(vq_s, 4),
-        "images_per_s": round(a.batch / (gen_s + vq_s), 2),
-        "gen_images_per_s": round(a.batch / gen_s, 2),
-        "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev.type == "cuda" else None,
-        "torch": torch.__version__, "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
-    }))
+    for B in batches:
+        classes = torch.arange(B, device=dev) * 7 % 1000
+        t0 = time.perf_counter()
+        ids = model.generate(classes, g, p, temp, steps=a.steps)
+        sync()
+        t1 = time.perf_counter()
+        for i in range(0, B, a.vq_chunk):
+            img = vq(ids[i:i + a.vq_chunk])
+            (img * 255).to(torch.uint8)
+        sync()
+        t2 = time.perf_counter()
+        gen_s, vq_s = t1 - t0, t2 - t1
+        print(json.dumps({
+            "impl": "torch", "preset": a.preset, "batch": B, "dtype": a.dtype, "steps": a.steps,
+            "gen_s": round(gen_s, 4), "vq_s": round(vq_s, 4),
+            "images_per_s": round(B / (gen_s + vq_s), 2),
+            "gen_images_per_s": round(B / gen_s, 2),
+            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if dev.type == "cuda" else None,
+            "torch": torch.__version__, "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
+        }), flush=True)
 
 
 if __name__ == "__main__":
