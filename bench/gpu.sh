@@ -73,7 +73,9 @@ for r in roots:
     for pat in ("nvidia/cublas/lib/libcublasLt.so*", "nvidia/cu*/lib/libcublasLt.so*", "nvidia/**/libcublasLt.so*", "torch/lib/libcublasLt.so*"):
         hits = glob.glob(os.path.join(r, pat), recursive=True)
         if hits:
-            print(os.path.dirname(sorted(hits)[0])); sys.exit(0)
+            d = os.path.dirname(sorted(hits)[0])
+            rt = glob.glob(os.path.join(r, "nvidia", "cuda_runtime", "lib"))  # in case cuBLASLt wants libcudart
+            print(":".join([d] + rt)); sys.exit(0)
 EOF
 )
 [ -n "$CUBLAS_DIR" ] && export LD_LIBRARY_PATH=$CUBLAS_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
