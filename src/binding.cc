@@ -662,8 +662,21 @@ Napi::Value guarded(const Napi::CallbackInfo& info) {
   }
 }
 
+}  // namespace
+
+// Feature bindings that live in their own files register their functions here.
+// Declared weak so that a build without one of those files still links.
+namespace rargen {
+void register_eval(Napi::Env env, Napi::Object exports) __attribute__((weak));   // src/binding_eval.cc
+void register_train(Napi::Env env, Napi::Object exports) __attribute__((weak));  // src/binding_train.cc
+}  // namespace rargen
+
+namespace {
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RargenModel::Define(env);
+  if (rargen::register_eval) rargen::register_eval(env, exports);
+  if (rargen::register_train) rargen::register_train(env, exports);
   exports.Set("buildInfo", Napi::Function::New(env, guarded<BuildInfo>));
   exports.Set("cudaStatus", Napi::Function::New(env, guarded<CudaStatus>));
   exports.Set("createRar", Napi::Function::New(env, guarded<CreateRar>));
