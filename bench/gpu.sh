@@ -8,7 +8,8 @@
 #                       node.xz (the node binary), node-headers.tar.xz (N-API headers)
 #                       and node_modules.tar.xz (without typescript); .carry/ is ignored
 #                       by git and is what the GPU machine gets besides the tree.
-#   bench/gpu.sh        on the GPU machine, from the repo root. It needs nvcc, cmake,
+#   bench/gpu.sh        on the GPU machine (device tool: command "bash bench/gpu.sh",
+#                       carry [".carry"], timeout_s 600), from the repo root. It needs nvcc, cmake,
 #                       ninja and python3 with PyTorch (whose pip cuBLAS provides
 #                       libcublasLt.so.*); Node comes from .carry/ when not installed.
 #                       Tests: rargen_optest (every op, CUDA vs CPU), test/gpu/
