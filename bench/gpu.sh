@@ -114,9 +114,9 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     say "rargen_optest rc=$OPTEST_RC (tail: $(tail -1 "$OUT/optest.log"))"
     grep -E "FAIL" "$OUT/optest.log" | head -20 >&2
   fi
-  CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$NVCC")")")
-  if g++ -O2 -std=c++17 -Isrc test/gpu/cuda_ext_test.cc build-gpu/librargen_cuda.a -L"$CUDA_HOME/lib64" \
-       -L"$CUDA_HOME/targets/x86_64-linux/lib" -lcudart_static -ldl -lpthread -lrt -o /tmp/cuda_ext_test >> "$LOG" 2>&1; then
+  CUDART=$(grep -m1 '^CUDA_cudart_static_LIBRARY:' build-gpu/CMakeCache.txt | cut -d= -f2)
+  if g++ -O2 -std=c++17 -Isrc test/gpu/cuda_ext_test.cc build-gpu/librargen_cuda.a "$CUDART" \
+       -ldl -lpthread -lrt -o /tmp/cuda_ext_test >> "$LOG" 2>&1; then
     timeout 60 /tmp/cuda_ext_test > "$OUT/cuda_ext.log" 2>&1; EXT_RC=$?
     RARGEN_CUBLASLT=0 timeout 60 /tmp/cuda_ext_test > "$OUT/cuda_ext_builtin.log" 2>&1; EXT_BUILTIN_RC=$?
     say "cuda_ext_test rc=$EXT_RC, with the built-in GEMM rc=$EXT_BUILTIN_RC"

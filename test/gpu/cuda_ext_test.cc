@@ -4,9 +4,9 @@
 // (run it again with RARGEN_CUBLASLT=0 for the built-in kernels). The ops common to
 // every backend are checked against the CPU by src/test/optest.cc.
 //
-// Built and run by bench/gpu.sh (CUDA = the toolkit folder):
+// Built and run by bench/gpu.sh (libcudart_static.a from the CMake cache):
 //   g++ -O2 -std=c++17 -Isrc test/gpu/cuda_ext_test.cc build-gpu/librargen_cuda.a
-//       -L$CUDA/lib64 -lcudart_static -ldl -lpthread -lrt -o /tmp/cuda_ext_test
+//       .../libcudart_static.a -ldl -lpthread -lrt -o /tmp/cuda_ext_test
 // Exit status 0 when every check passes; 0 with a message when no GPU is usable.
 #include <cmath>
 #include <cstdio>
