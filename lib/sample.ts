@@ -31,11 +31,12 @@
 // indices; the last one to finish writes the .npz (or `rargen merge-samples OUT`,
 // which also takes the folders of shards run on other machines).
 import { z } from 'zod';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { mkdir, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Generator, Tokenizer, parseOptions, ValidationError, type Precision } from './generate.js';
-import { native } from './native.js';
+import { native, packageRoot } from './native.js';
 import { decodePng, decoderOutputToImages, encodePng, type RgbImage } from './image.js';
 import { NpzStreamWriter } from './io/index.js';
 import { AtomicFile, writeFully } from './io/file.js';
@@ -238,7 +239,22 @@ async function acquireLock(path: string, what: string): Promise<() => Promise<vo
 interface RunFile {
   format: string;
   settings: SampleSettings;
+  /** What made the images: numerics (not the sampling) can differ across versions and device kinds. */
+  environment?: RunEnvironment;
   createdAt: string;
+}
+
+interface RunEnvironment {
+  rargen: string;
+  device: 'cpu' | 'cuda';
+}
+
+function rargenVersion(): string {
+  try {
+    return JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')).version as string;
+  } catch {
+    return 'unknown';
+  }
 }
 
 async function readJson<T>(path: string): Promise<T | undefined> {
@@ -280,11 +296,14 @@ function settingsDiff(a: SampleSettings, b: SampleSettings): string[] {
   return [...new Set([...Object.keys(fa), ...Object.keys(fb)])].filter((k) => fa[k] !== fb[k]).map((k) => `${k} ${fa[k] ?? 'unset'} there, ${fb[k] ?? 'unset'} here`);
 }
 
-/** Writes run.json, or checks that the one there has the same settings. */
-async function ensureRunFile(layout: SampleLayout, settings: SampleSettings): Promise<void> {
+/**
+ * Writes run.json, or checks that the one there has the same settings (and notes a
+ * change of rargen version or device kind, which may change the images' last bits).
+ */
+async function ensureRunFile(layout: SampleLayout, settings: SampleSettings, environment: RunEnvironment, note: (m: string) => void): Promise<void> {
   const have = await readJson<RunFile>(layout.runFile);
   if (!have) {
-    const file: RunFile = { format: RUN_FORMAT, settings, createdAt: new Date().toISOString() };
+    const file: RunFile = { format: RUN_FORMAT, settings, environment, createdAt: new Date().toISOString() };
     await writeAtomic(layout.runFile, Buffer.from(JSON.stringify(file, null, 1) + '\n'));
     await syncDir(layout.dir);
     return;
@@ -293,6 +312,12 @@ async function ensureRunFile(layout: SampleLayout, settings: SampleSettings): Pr
   const diff = settingsDiff(have.settings, settings);
   if (diff.length)
     throw new ValidationError(`${layout.dir} was started with other settings (${diff.join('; ')}): resume with the same settings, or pick another --out`);
+  const was = have.environment;
+  if (was && (was.rargen !== environment.rargen || was.device !== environment.device))
+    note(
+      `${layout.dir} was started with rargen ${was.rargen} on ${was.device}, this is rargen ${environment.rargen} on ${environment.device}: ` +
+        `the images are sampled the same way, but their numerics may differ slightly from those an uninterrupted run would have made`,
+    );
 }
 
 interface ProgressFile {
@@ -555,7 +580,7 @@ export async function sampleImageNet(options: SampleImageNetOptions): Promise<Sa
   let alreadyDone = 0;
   let generated = 0;
   try {
-    await ensureRunFile(layout, settings);
+    await ensureRunFile(layout, settings, { rargen: rargenVersion(), device: gen.device.kind }, note);
     await removeStaleTemps(layout.images);
     await removeStaleTemps(layout.progress);
 

@@ -137,9 +137,15 @@ describe.skipIf(!hasModelAddon())('sampleImageNet (native addon)', () => {
     await writeFile(join(dir, `.${sampleImageName(9)}.tmp-999999999-abc`), 'half a png');
     const png = await readFile(join(tmp, 'ref', 'images', sampleImageName(10)));
     await writeFile(join(dir, sampleImageName(10)), png.subarray(0, png.length >> 1)); // not possible with atomic writes, but disks fail
+    // ... and an older rargen started it: noted, not refused
+    const runFile = join(tmp, 'crash', 'run.json');
+    const run = JSON.parse(await readFile(runFile, 'utf8'));
+    expect(run.environment).toMatchObject({ device: 'cpu' });
+    await writeFile(runFile, JSON.stringify({ ...run, environment: { rargen: '0.0.1', device: 'cpu' } }));
     const notes: string[] = [];
     const r = await sampleImageNet(opts('crash', { onNote: (m) => notes.push(m) }));
     expect([r.alreadyDone, r.generated]).toEqual([9, 3]);
+    expect(notes.join('\n')).toMatch(/crash was started with rargen 0\.0\.1 on cpu, this is rargen \S+ on cpu: the images are sampled the same way, but their numerics may differ/);
     expect(notes.join('\n')).toContain('6 not in a manifest, checked by decoding');
     expect(notes.join('\n')).toMatch(/000010\.png is not a complete 64x64 PNG/);
     expect((await readdir(dir)).filter((n) => n.startsWith('.'))).toEqual([]);
@@ -188,9 +194,9 @@ describe.skipIf(!hasModelAddon())('sampleImageNet (native addon)', () => {
   it('refuses to resume with other settings, and a second process on the same shard', async () => {
     await expect(sampleImageNet(opts('ref', { seed: 8 }))).rejects.toThrow(/was started with other settings \(seed "7" there, "8" here\): resume with the same settings, or pick another --out/);
     await expect(sampleImageNet(opts('ref', { numPerClass: 2 }))).rejects.toThrow(/numPerClass 3 there, 2 here/);
-    const first = sampleImageNet(opts('busy'));
-    const second = sampleImageNet(opts('busy')).catch((e: unknown) => e);
-    const [, err] = await Promise.all([first, second]);
+    const both = await Promise.allSettled([sampleImageNet(opts('busy')), sampleImageNet(opts('busy'))]);
+    expect(both.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const err = (both.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason;
     expect(err).toBeInstanceOf(SampleLockedError);
     expect((err as Error).message).toMatch(/shard 0\/1 of .*busy is already running \(pid \d+ on /);
   });
