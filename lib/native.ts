@@ -166,6 +166,17 @@ export interface NativeAddon {
     dim: number,
     opts?: { k?: number; device?: string; threads?: number; rowBlock?: number; colBlock?: number; onProgress?: (done: number, total: number) => void },
   ): Promise<{ precision: number; recall: number }>;
+
+  // ---- training (src/binding_train.cc; wrapped by lib/train/native.ts) ----
+  createTrainer(config: NativeRarConfig, device: string, opts: NativeTrainerOptions): NativeTrainer;
+  trainInfo(t: NativeTrainer): NativeTrainerInfo;
+  trainSetTensor(t: NativeTrainer, kind: Exclude<TrainTensorKind, 'grad'>, name: string, data: Float32Array): void;
+  trainGetTensor(t: NativeTrainer, kind: TrainTensorKind, name: string): Float32Array;
+  /** Forward + backward, gradients accumulated (zeroed first when batch.zeroGrad). */
+  trainForwardBackward(t: NativeTrainer, batch: NativeTrainBatch): Promise<NativeTrainResult>;
+  /** Global grad-norm clip + AdamW on every parameter; resolves with the norm before clipping. */
+  trainOptimizerStep(t: NativeTrainer, opts: NativeOptimizerOptions): Promise<{ gradNorm: number }>;
+  trainFree(t: NativeTrainer): void;
 }
 
 /** Opaque handle to the native FID InceptionV3. */
@@ -198,4 +209,64 @@ export function native(): NativeAddon {
     );
   }
   return cached;
+}
+
+// ---------------------------------------------------------------------------------
+// Training (src/binding_train.cc; wrapped and validated by lib/train/native.ts)
+
+/** Opaque handle to a native trainer (parameters, gradients, AdamW moments, activations). */
+export interface NativeTrainer {
+  readonly __nativeTrainer: unique symbol;
+}
+
+export interface NativeTrainerOptions {
+  /** Dropout after attn.proj, after the MLP activation and after fc2. */
+  dropout: number;
+  /** Dropout on the attention probabilities. */
+  attnDropout: number;
+}
+
+export interface NativeTrainerInfo {
+  /** State-dict names in order, their shapes, and whether AdamW decays them. */
+  names: string[];
+  shapes: number[][];
+  decayed: boolean[];
+  numParams: number;
+  device: string;
+}
+
+export type TrainTensorKind = 'param' | 'grad' | 'exp_avg' | 'exp_avg_sq';
+
+export interface NativeTrainBatch {
+  ids: Int32Array; // (B, N) image tokens 0..V-1
+  condition: Int32Array; // (B) embedding indices V+1+k or V+K+1
+  orders: Int32Array; // (B, N) permutations
+  dropoutSeed: [number, number]; // uint32 pair
+  /** Gradients are of lossScale * mean CE (1, or 1/accumulation steps). */
+  lossScale: number;
+  /** Zero the gradients before accumulating this batch's. */
+  zeroGrad: boolean;
+  /** Return the logits (B, N+1, V) too (tests). */
+  returnLogits?: boolean;
+}
+
+export interface NativeTrainResult {
+  /** Mean cross-entropy over the B*N targets. */
+  loss: number;
+  /** Targets whose argmax logit is the target. */
+  correct: number;
+  count: number;
+  logits?: Float32Array;
+}
+
+export interface NativeOptimizerOptions {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Global grad-norm clip; <= 0 or null: no clipping. */
+  maxGradNorm: number | null;
+  /** AdamW step count including this one (1-based; bias corrections). */
+  step: number;
 }

@@ -166,7 +166,118 @@ class Backend {
     attention(out, static_cast<float*>(kcache), static_cast<float*>(vcache), qkv, q_norm_w, q_norm_b,
               k_norm_w, k_norm_b, B, Tn, pos0, Tcache, H, D, eps);
   }
+
+  // ---- training (backward) ----
+  // Used by src/model/rar_train.cc. All float32, backend memory. Unless stated, a
+  // gradient output for a parameter ACCUMULATES (+=), so several uses of one table
+  // or one modulation row add up; activation gradients are written (=) unless
+  // `accumulate` says otherwise. A backend that lacks them throws (the defaults).
+  // Dropout masks come from dropout_bits(seed, site, index) below, so every backend
+  // drops the same elements for the same (seed, site).
+  //
+  // dinp (M,K) (+= when accumulate_dinp) = dout (M,N) @ W (N,K); dweight (N,K) +=
+  // dout^T inp; dbias (N) += column sums of dout. dinp/dweight/dbias may be null.
+  virtual void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                               const float* inp, const float* weight, int64_t M, int N, int K,
+                               bool accumulate_dinp) {
+    unsupported("linear_backward");
+  }
+  // Backward of layernorm_modulate (out = LN(inp)*(1+scale[m]) + shift[m]): dinp +=,
+  // dln_w/dln_b += (null without affine), dshift/dscale rows m += (same mod_stride
+  // layout as the forward; null to skip).
+  virtual void layernorm_modulate_backward(float* dinp, float* dln_w, float* dln_b, float* dshift,
+                                           float* dscale, const float* dout, const float* inp,
+                                           const float* ln_w, const float* ln_b, const float* scale,
+                                           int64_t mod_stride, const int32_t* row_map, int64_t rows,
+                                           int C, float eps) {
+    unsupported("layernorm_modulate_backward");
+  }
+  // Backward of gated_residual (x += gate[m] * y): dy = gate[m] * dx (written),
+  // dgate rows m += dx * y. (The identity path of x is the caller's.)
+  virtual void gated_residual_backward(float* dy, float* dgate, const float* dx, const float* y,
+                                       const float* gate, int64_t mod_stride,
+                                       const int32_t* row_map, int64_t rows, int C) {
+    unsupported("gated_residual_backward");
+  }
+  // dinp = dout * f'(inp) for the exact (erf) GELU and SiLU; dinp may alias dout.
+  virtual void gelu_backward(float* dinp, const float* dout, const float* inp, int64_t n) {
+    unsupported("gelu_backward");
+  }
+  virtual void silu_backward(float* dinp, const float* dout, const float* inp, int64_t n) {
+    unsupported("silu_backward");
+  }
+  // In place: x[i] = keep ? x[i] / (1 - p) : 0, keep = dropout_bits(seed, site, i) >=
+  // dropout_threshold(p). The same call on a gradient is the backward. p = 0: no-op.
+  virtual void dropout(float* x, int64_t n, float p, uint64_t seed, uint64_t site) {
+    unsupported("dropout");
+  }
+  // Training attention over T positions (pos0 = 0, no cache): the forward of
+  // attention() plus dropout p_drop on the probabilities (element (b,h,i,j) has index
+  // ((b*H + h)*T + i)*T + j), saving lse (B,H,T) = log sum_j exp(s_ij) for backward.
+  virtual void attention_train_forward(float* out, float* lse, const float* qkv,
+                                       const float* q_norm_w, const float* q_norm_b,
+                                       const float* k_norm_w, const float* k_norm_b, int B, int T,
+                                       int H, int D, float eps, float p_drop, uint64_t seed,
+                                       uint64_t site) {
+    unsupported("attention_train_forward");
+  }
+  // dqkv (B,T,3C) written; d{q,k}_norm_{w,b} (D) +=. Recomputes the probabilities
+  // from qkv and lse (flash-attention style) and the masks from (seed, site).
+  virtual void attention_backward(float* dqkv, float* dq_norm_w, float* dq_norm_b,
+                                  float* dk_norm_w, float* dk_norm_b, const float* dout,
+                                  const float* out, const float* lse, const float* qkv,
+                                  const float* q_norm_w, const float* q_norm_b,
+                                  const float* k_norm_w, const float* k_norm_b, int B, int T, int H,
+                                  int D, float eps, float p_drop, uint64_t seed, uint64_t site) {
+    unsupported("attention_backward");
+  }
+  // dtable[ids[r]] += dout[r] (ids < 0 skipped); deterministic.
+  virtual void embedding_backward(float* dtable, const float* dout, const int32_t* ids,
+                                  int64_t rows, int C) {
+    unsupported("embedding_backward");
+  }
+  // Per row r with targets[r] >= 0: losses[r] = logsumexp(logits[r]) - logits[r][t],
+  // correct[r] = (argmax == t), dlogits[r] = (softmax - onehot(t)) * grad_scale; rows
+  // with targets[r] < 0 get loss 0 and zero gradient. dlogits may alias logits.
+  virtual void cross_entropy(float* dlogits, float* losses, int32_t* correct, const float* logits,
+                             const int32_t* targets, int64_t rows, int V, float grad_scale) {
+    unsupported("cross_entropy");
+  }
+  // sum x[i]^2 in double, returned to the host (synchronizes).
+  virtual double sum_squares(const float* x, int64_t n) {
+    unsupported("sum_squares");
+  }
+  // PyTorch AdamW on n elements, gradient first multiplied by grad_scale (the clip):
+  // p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+  // p -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps).
+  virtual void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
+                     float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                     int64_t step) {
+    unsupported("adamw");
+  }
+
+ private:
+  [[noreturn]] void unsupported(const char* op) const {
+    throw Error(std::string(name()) + " backend: " + op + " (training) is not implemented");
+  }
 };
+
+// Counter-based dropout randomness: 32 bits per (seed, site, index), a splitmix64
+// finaliser of seed ^ (site * golden) + index * odd constant. Backends compute the same
+// mask bits with this formula (device code copies it verbatim).
+inline uint32_t dropout_bits(uint64_t seed, uint64_t site, uint64_t index) {
+  uint64_t z = (seed ^ (site * 0x9E3779B97F4A7C15ull)) + index * 0xD1B54A32D192ED03ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<uint32_t>(z >> 32);
+}
+// Elements with dropout_bits < threshold are dropped: threshold = round(p * 2^32).
+inline uint32_t dropout_threshold(float p) {
+  if (p <= 0.f) return 0;
+  double t = static_cast<double>(p) * 4294967296.0;
+  return t >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(t + 0.5);
+}
 
 // The CPU backend; threads = 0 means all hardware threads.
 Backend* cpu_backend(int threads = 0);

@@ -1,82 +1,40 @@
-// The training half of the native contract (src/binding_train.cc) and a validating
-// wrapper around it. As everywhere in rargen, TypeScript checks and normalises every
-// argument before it crosses into C++; the C++ side re-checks sizes only.
+// The training half of the native contract (src/binding_train.cc; its types are in
+// lib/native.ts's NativeAddon) and a validating wrapper around it. As everywhere in
+// rargen, TypeScript checks and normalises every argument before it crosses into
+// C++; the C++ side re-checks sizes only.
 //
 // The native trainer owns, on its backend: the float32 parameters, their gradients
 // (one flat buffer), the AdamW moments, and the activations that the training
 // forward saves for backward. All randomness (orders, label drops, the dropout seed)
 // arrives from TS (lib/train/data.ts).
-import { native, type NativeRarConfig } from '../native.js';
+import {
+  native,
+  type NativeAddon,
+  type NativeOptimizerOptions,
+  type NativeTrainBatch,
+  type NativeTrainer,
+  type NativeTrainerInfo,
+  type NativeTrainerOptions,
+  type NativeTrainResult,
+  type TrainTensorKind,
+} from '../native.js';
 import type { GeneratorConfig } from '../config.js';
 import { toNativeRarConfig } from '../config.js';
 
-/** Opaque handle to a native trainer. */
-export interface NativeTrainer {
-  readonly __nativeTrainer: unique symbol;
-}
+export type {
+  NativeOptimizerOptions,
+  NativeTrainBatch,
+  NativeTrainer,
+  NativeTrainerInfo,
+  NativeTrainerOptions,
+  NativeTrainResult,
+  TrainTensorKind,
+};
 
-export interface NativeTrainerOptions {
-  /** Dropout after attn.proj, after the MLP activation and after fc2. */
-  dropout: number;
-  /** Dropout on the attention probabilities. */
-  attnDropout: number;
-}
-
-export interface NativeTrainerInfo {
-  /** State-dict names in order, their shapes, and whether AdamW decays them. */
-  names: string[];
-  shapes: number[][];
-  decayed: boolean[];
-  numParams: number;
-  device: string;
-}
-
-export type TrainTensorKind = 'param' | 'grad' | 'exp_avg' | 'exp_avg_sq';
-
-export interface NativeTrainBatch {
-  ids: Int32Array; // (B, N) image tokens 0..V-1
-  condition: Int32Array; // (B) embedding indices V+1+k or V+K+1
-  orders: Int32Array; // (B, N) permutations
-  dropoutSeed: [number, number]; // uint32 pair
-  /** d(loss)/d(mean CE) scale: 1, or 1/accumulation for gradient accumulation. */
-  lossScale: number;
-  /** Zero the gradients before accumulating this batch's. */
-  zeroGrad: boolean;
-  /** Return the logits (B, N+1, V) too (tests). */
-  returnLogits?: boolean;
-}
-
-export interface NativeTrainResult {
-  /** Mean cross-entropy over the B*N targets. */
-  loss: number;
-  /** Targets whose argmax logit is the target. */
-  correct: number;
-  count: number;
-  logits?: Float32Array;
-}
-
-export interface NativeOptimizerOptions {
-  lr: number;
-  beta1: number;
-  beta2: number;
-  eps: number;
-  weightDecay: number;
-  /** Global grad-norm clip; <= 0 or null: no clipping. */
-  maxGradNorm: number | null;
-  /** AdamW step count including this one (1-based; bias corrections). */
-  step: number;
-}
-
-export interface TrainAddon {
-  createTrainer(config: NativeRarConfig, device: string, opts: NativeTrainerOptions): NativeTrainer;
-  trainInfo(t: NativeTrainer): NativeTrainerInfo;
-  trainSetTensor(t: NativeTrainer, kind: TrainTensorKind, name: string, data: Float32Array): void;
-  trainGetTensor(t: NativeTrainer, kind: TrainTensorKind, name: string): Float32Array;
-  trainForwardBackward(t: NativeTrainer, batch: NativeTrainBatch): Promise<NativeTrainResult>;
-  /** Clips (global norm before clipping is returned) and runs AdamW on every parameter. */
-  trainOptimizerStep(t: NativeTrainer, opts: NativeOptimizerOptions): Promise<{ gradNorm: number }>;
-  trainFree(t: NativeTrainer): void;
-}
+export type TrainAddon = Pick<
+  NativeAddon,
+  'createTrainer' | 'trainInfo' | 'trainSetTensor' | 'trainGetTensor' | 'trainForwardBackward' | 'trainOptimizerStep' | 'trainFree'
+>;
 
 export function trainAddon(): TrainAddon {
   const a = native() as unknown as Partial<TrainAddon>;

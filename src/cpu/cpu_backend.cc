@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "cpu/backward.h"
 #include "cpu/half.h"
 #include "cpu/kernels.h"
 #include "cpu/threadpool.h"
@@ -48,6 +49,58 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads) { global_pool(threads); }
   const char* name() const override { return "cpu"; }
+
+  // ---------------- training (backward): src/cpu/backward.cc ----------------
+  void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                       const float* weight, int64_t M, int N, int K, bool accumulate_dinp) override {
+    cpu::linear_backward(dinp, dweight, dbias, dout, inp, weight, M, N, K, accumulate_dinp);
+  }
+  void layernorm_modulate_backward(float* dinp, float* dln_w, float* dln_b, float* dshift, float* dscale,
+                                   const float* dout, const float* inp, const float* ln_w, const float* ln_b,
+                                   const float* scale, int64_t mod_stride, const int32_t* row_map, int64_t rows,
+                                   int C, float eps) override {
+    cpu::layernorm_modulate_backward(dinp, dln_w, dln_b, dshift, dscale, dout, inp, ln_w, ln_b, scale, mod_stride,
+                                     row_map, rows, C, eps);
+  }
+  void gated_residual_backward(float* dy, float* dgate, const float* dx, const float* y, const float* gate,
+                               int64_t mod_stride, const int32_t* row_map, int64_t rows, int C) override {
+    cpu::gated_residual_backward(dy, dgate, dx, y, gate, mod_stride, row_map, rows, C);
+  }
+  void gelu_backward(float* dinp, const float* dout, const float* inp, int64_t n) override {
+    cpu::gelu_backward(dinp, dout, inp, n);
+  }
+  void silu_backward(float* dinp, const float* dout, const float* inp, int64_t n) override {
+    cpu::silu_backward(dinp, dout, inp, n);
+  }
+  void dropout(float* x, int64_t n, float p, uint64_t seed, uint64_t site) override {
+    cpu::dropout(x, n, p, seed, site);
+  }
+  void attention_train_forward(float* out, float* lse, const float* qkv, const float* q_norm_w, const float* q_norm_b,
+                               const float* k_norm_w, const float* k_norm_b, int B, int T, int H, int D, float eps,
+                               float p_drop, uint64_t seed, uint64_t site) override {
+    cpu::attention_train_forward(out, lse, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, T, H, D, eps, p_drop, seed,
+                                 site);
+  }
+  void attention_backward(float* dqkv, float* dq_norm_w, float* dq_norm_b, float* dk_norm_w, float* dk_norm_b,
+                          const float* dout, const float* out, const float* lse, const float* qkv,
+                          const float* q_norm_w, const float* q_norm_b, const float* k_norm_w,
+                          const float* k_norm_b, int B, int T, int H, int D, float eps, float p_drop, uint64_t seed,
+                          uint64_t site) override {
+    cpu::attention_backward(dqkv, dq_norm_w, dq_norm_b, dk_norm_w, dk_norm_b, dout, out, lse, qkv, q_norm_w, q_norm_b,
+                            k_norm_w, k_norm_b, B, T, H, D, eps, p_drop, seed, site);
+  }
+  void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows, int C) override {
+    cpu::embedding_backward(dtable, dout, ids, rows, C);
+  }
+  void cross_entropy(float* dlogits, float* losses, int32_t* correct, const float* logits, const int32_t* targets,
+                     int64_t rows, int V, float grad_scale) override {
+    cpu::cross_entropy(dlogits, losses, correct, logits, targets, rows, V, grad_scale);
+  }
+  double sum_squares(const float* x, int64_t n) override { return cpu::sum_squares(x, n); }
+  void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
+             float eps, float weight_decay, float grad_scale, int64_t step) override {
+    cpu::adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, grad_scale, step);
+  }
 
   // ---------------- memory ----------------
   void* alloc(size_t bytes) override {

@@ -1,0 +1,439 @@
+// RAR training forward + backward (see rar_train.h). Shapes in comments: R = B*T rows
+// (T = N + 2 positions per sample: cls, class, N image tokens), P = U*T modulation
+// rows (U distinct conditions in the batch; row r = (b, j) uses modulation row
+// u(b)*T + j through row_map), C hidden, I MLP, H heads, V vocab.
+#include "model/rar_train.h"
+
+#include <algorithm>
+#include <cmath>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+
+#include "model/params.h"
+
+namespace rargen {
+
+namespace {
+constexpr float kEps = 1e-6f;
+// Dropout sites: 4 per block.
+enum : uint64_t { kSiteAttn = 0, kSiteProj = 1, kSiteAct = 2, kSiteFc2 = 3 };
+uint64_t site(int layer, uint64_t which) { return static_cast<uint64_t>(layer) * 4 + which; }
+
+// RARGEN_TRAIN_PROFILE=1: per-phase wall times of each forward_backward on stderr.
+struct PhaseTimer {
+  bool on;
+  Backend* be;
+  std::chrono::steady_clock::time_point t;
+  std::string line;
+  explicit PhaseTimer(Backend* b) : on(std::getenv("RARGEN_TRAIN_PROFILE") != nullptr), be(b), t(std::chrono::steady_clock::now()) {}
+  void mark(const char* what) {
+    if (!on) return;
+    be->synchronize();
+    auto now = std::chrono::steady_clock::now();
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " %s %.0fms", what, std::chrono::duration<double, std::milli>(now - t).count());
+    line += buf;
+    t = now;
+  }
+  ~PhaseTimer() {
+    if (on) std::fprintf(stderr, "rargen train profile:%s\n", line.c_str());
+  }
+};
+}  // namespace
+
+struct RarTrainer::Acts {
+  int B = 0;  // capacity in samples
+  struct Block {
+    DeviceBuffer<float> x_in, h1, qkv, att, lse, proj, x_mid, h2, fc1, act, fc2, mod;
+  };
+  std::vector<Block> blocks;
+  DeviceBuffer<float> x_fin, hf, cond_pre, cond_silu, head_mod, logits, losses;
+  DeviceBuffer<int32_t> correct, idx;
+  // backward scratch
+  DeviceBuffer<float> dx, dc, di, dqkv, datt, dmod, dcond;
+};
+
+RarTrainer::RarTrainer(Backend* be, const RarConfig& cfg, const RarTrainOptions& opt)
+    : be_(be), cfg_(cfg), opt_(opt) {
+  const int64_t C = cfg.hidden, I = cfg.mlp, D = cfg.head_dim(), V = cfg.codebook, K = cfg.classes;
+  if (cfg.hidden < 1 || cfg.depth < 1 || cfg.heads < 1 || cfg.hidden % cfg.heads != 0 || cfg.mlp < 1 ||
+      cfg.seq_len < 1 || cfg.codebook < 1 || cfg.classes < 1)
+    throw Error("RarTrainer: invalid config (hidden " + std::to_string(cfg.hidden) + ", heads " +
+                std::to_string(cfg.heads) + ")");
+  if (cfg.pos_rows < cfg.seq_len + 2 || cfg.ts_rows < cfg.seq_len + 2)
+    throw Error("RarTrainer: pos_rows and ts_rows must be at least seq_len + 2");
+  if (opt.dropout < 0.f || opt.dropout >= 1.f || opt.attn_dropout < 0.f || opt.attn_dropout >= 1.f)
+    throw Error("RarTrainer: dropout probabilities must be in [0, 1)");
+  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+    ParamInfo p;
+    p.name = name;
+    p.shape = std::move(shape);
+    p.numel = 1;
+    for (int64_t d : p.shape) p.numel *= d;
+    p.offset = total_;
+    p.decayed = adamw_decays(p.name, p.shape);
+    total_ += p.numel;
+    infos_.push_back(std::move(p));
+  };
+  // State-dict order (lib/config.ts expectedGeneratorTensors).
+  add("cls_token", {1, 1, C});
+  add("pos_embed", {1, cfg.pos_rows, C});
+  add("target_aware_pos_embed", {1, cfg.pos_rows, C});
+  add("timesteps_embeddings", {1, cfg.ts_rows, C});
+  for (int i = 0; i < cfg.depth; i++) {
+    std::string b = "blocks." + std::to_string(i) + ".";
+    add(b + "norm1.weight", {C});
+    add(b + "norm1.bias", {C});
+    add(b + "attn.qkv.weight", {3 * C, C});
+    add(b + "attn.qkv.bias", {3 * C});
+    add(b + "attn.q_norm.weight", {D});
+    add(b + "attn.q_norm.bias", {D});
+    add(b + "attn.k_norm.weight", {D});
+    add(b + "attn.k_norm.bias", {D});
+    add(b + "attn.proj.weight", {C, C});
+    add(b + "attn.proj.bias", {C});
+    add(b + "norm2.weight", {C});
+    add(b + "norm2.bias", {C});
+    add(b + "mlp.fc1.weight", {I, C});
+    add(b + "mlp.fc1.bias", {I});
+    add(b + "mlp.fc2.weight", {C, I});
+    add(b + "mlp.fc2.bias", {C});
+    add(b + "adaLN_modulation.1.weight", {6 * C, C});
+    add(b + "adaLN_modulation.1.bias", {6 * C});
+  }
+  add("embeddings.weight", {V + 1 + K + 1, C});
+  add("adaln_before_head.adaLN_modulation.1.weight", {2 * C, C});
+  add("adaln_before_head.adaLN_modulation.1.bias", {2 * C});
+  add("lm_head.weight", {V, C});
+  add("lm_head.bias", {V});
+
+  params_ = static_cast<float*>(be_->alloc(total_ * 4));
+  grads_ = static_cast<float*>(be_->alloc(total_ * 4));
+  m_ = static_cast<float*>(be_->alloc(total_ * 4));
+  v_ = static_cast<float*>(be_->alloc(total_ * 4));
+  for (float* b : {params_, grads_, m_, v_}) be_->fill(b, 0.f, total_);
+  p_ = bind(params_);
+  g_ = bind(grads_);
+  acts_ = std::make_unique<Acts>();
+}
+
+RarTrainer::~RarTrainer() {
+  acts_.reset();
+  for (float* b : {params_, grads_, m_, v_})
+    if (b) be_->free(b);
+}
+
+RarTrainer::ModelP RarTrainer::bind(float* base) const {
+  size_t k = 0;
+  auto next = [&]() { return base + infos_[k++].offset; };
+  ModelP m;
+  m.cls_token = next();
+  m.pos_embed = next();
+  m.target_aware_pos_embed = next();
+  m.timesteps_embeddings = next();
+  for (int i = 0; i < cfg_.depth; i++) {
+    BlockP b;
+    b.norm1_w = next(); b.norm1_b = next();
+    b.qkv_w = next(); b.qkv_b = next();
+    b.q_norm_w = next(); b.q_norm_b = next();
+    b.k_norm_w = next(); b.k_norm_b = next();
+    b.proj_w = next(); b.proj_b = next();
+    b.norm2_w = next(); b.norm2_b = next();
+    b.fc1_w = next(); b.fc1_b = next();
+    b.fc2_w = next(); b.fc2_b = next();
+    b.ada_w = next(); b.ada_b = next();
+    m.blocks.push_back(b);
+  }
+  m.embeddings = next();
+  m.head_ada_w = next();
+  m.head_ada_b = next();
+  m.lm_head_w = next();
+  m.lm_head_b = next();
+  return m;
+}
+
+const RarTrainer::ParamInfo& RarTrainer::info(const std::string& name) const {
+  for (const ParamInfo& p : infos_)
+    if (p.name == name) return p;
+  throw Error("RarTrainer: no parameter named '" + name + "'");
+}
+
+float* RarTrainer::buffer(TrainTensor kind) const {
+  switch (kind) {
+    case TrainTensor::Param: return params_;
+    case TrainTensor::Grad: return grads_;
+    case TrainTensor::ExpAvg: return m_;
+    case TrainTensor::ExpAvgSq: return v_;
+  }
+  return nullptr;
+}
+
+void RarTrainer::set_tensor(TrainTensor kind, const std::string& name, const float* host, int64_t n) {
+  const ParamInfo& p = info(name);
+  if (kind == TrainTensor::Grad) throw Error("RarTrainer: gradients cannot be set");
+  if (n != p.numel)
+    throw Error("RarTrainer: " + name + " has " + std::to_string(p.numel) + " values (shape " + shape_str(p.shape) +
+                ") but " + std::to_string(n) + " were given");
+  be_->upload(buffer(kind) + p.offset, host, n * 4);
+}
+
+void RarTrainer::get_tensor(TrainTensor kind, const std::string& name, float* host, int64_t n) const {
+  const ParamInfo& p = info(name);
+  if (n != p.numel) throw Error("RarTrainer: " + name + " has " + std::to_string(p.numel) + " values");
+  be_->synchronize();
+  be_->download(host, buffer(kind) + p.offset, n * 4);
+}
+
+void RarTrainer::ensure_acts(int B, int64_t /*P*/) {
+  Acts& a = *acts_;
+  if (a.B >= B) return;
+  a = Acts();  // free the old ones first
+  const int64_t C = cfg_.hidden, I = cfg_.mlp, V = cfg_.codebook, T = cfg_.seq_len + 2, H = cfg_.heads;
+  const int64_t R = B * T, Pm = R;  // P <= B*T
+  a.blocks.resize(cfg_.depth);
+  for (Acts::Block& b : a.blocks) {
+    b.x_in = DeviceBuffer<float>(be_, R * C);
+    b.h1 = DeviceBuffer<float>(be_, R * C);
+    b.qkv = DeviceBuffer<float>(be_, R * 3 * C);
+    b.att = DeviceBuffer<float>(be_, R * C);
+    b.lse = DeviceBuffer<float>(be_, B * H * T);
+    b.proj = DeviceBuffer<float>(be_, R * C);
+    b.x_mid = DeviceBuffer<float>(be_, R * C);
+    b.h2 = DeviceBuffer<float>(be_, R * C);
+    b.fc1 = DeviceBuffer<float>(be_, R * I);
+    b.act = DeviceBuffer<float>(be_, R * I);
+    b.fc2 = DeviceBuffer<float>(be_, R * C);
+    b.mod = DeviceBuffer<float>(be_, Pm * 6 * C);
+  }
+  a.x_fin = DeviceBuffer<float>(be_, R * C);
+  a.hf = DeviceBuffer<float>(be_, R * C);
+  a.cond_pre = DeviceBuffer<float>(be_, Pm * C);
+  a.cond_silu = DeviceBuffer<float>(be_, Pm * C);
+  a.head_mod = DeviceBuffer<float>(be_, Pm * 2 * C);
+  a.logits = DeviceBuffer<float>(be_, R * V);
+  a.losses = DeviceBuffer<float>(be_, R);
+  a.correct = DeviceBuffer<int32_t>(be_, R);
+  a.idx = DeviceBuffer<int32_t>(be_, 6 * R + 2 * Pm);
+  a.dx = DeviceBuffer<float>(be_, R * C);
+  a.dc = DeviceBuffer<float>(be_, R * C);
+  a.di = DeviceBuffer<float>(be_, R * I);
+  a.dqkv = DeviceBuffer<float>(be_, R * 3 * C);
+  a.datt = DeviceBuffer<float>(be_, R * C);
+  a.dmod = DeviceBuffer<float>(be_, Pm * 6 * C);
+  a.dcond = DeviceBuffer<float>(be_, Pm * C);
+  a.B = B;
+}
+
+RarTrainStats RarTrainer::forward_backward(const RarTrainBatch& bt) {
+  const int B = bt.B;
+  const int C = cfg_.hidden, I = cfg_.mlp, N = cfg_.seq_len, V = cfg_.codebook, T = N + 2, H = cfg_.heads,
+            D = cfg_.head_dim();
+  if (B < 1) throw Error("RarTrainer: batch must hold at least one sample");
+  const int64_t R = static_cast<int64_t>(B) * T;
+
+  // ---- host index arrays: distinct conditions u, modulation pair (u, j) at u*T + j ----
+  std::map<int32_t, int> slot;
+  std::vector<int32_t> uniq;
+  for (int b = 0; b < B; b++)
+    if (slot.emplace(bt.condition[b], static_cast<int>(uniq.size())).second) uniq.push_back(bt.condition[b]);
+  const int64_t P = static_cast<int64_t>(uniq.size()) * T;
+  ensure_acts(B, P);
+  Acts& a = *acts_;
+
+  std::vector<int32_t> idx(6 * R + 2 * P);
+  int32_t *tok = idx.data(), *cls = tok + R, *pos = cls + R, *ta = pos + R, *map = ta + R, *tgt = map + R;
+  int32_t *pc = tgt + R, *pp = pc + P;
+  for (int b = 0; b < B; b++) {
+    const int32_t* o = bt.orders + static_cast<int64_t>(b) * N;
+    const int32_t* ids = bt.ids + static_cast<int64_t>(b) * N;
+    for (int j = 0; j < T; j++) {
+      int64_t r = static_cast<int64_t>(b) * T + j;
+      tok[r] = j == 0 ? -1 : j == 1 ? bt.condition[b] : ids[o[j - 2]];
+      cls[r] = j == 0 ? 0 : -1;
+      pos[r] = j < 2 ? j : 2 + o[j - 2];
+      ta[r] = (j == 0 || j == N + 1) ? -1 : 2 + o[j - 1];
+      map[r] = slot[bt.condition[b]] * T + j;
+      tgt[r] = (j >= 1 && j <= N) ? ids[o[j - 1]] : -1;  // output j predicts token order[j-1]
+    }
+  }
+  for (int64_t p = 0; p < P; p++) {
+    pc[p] = uniq[p / T];
+    pp[p] = static_cast<int32_t>(p % T);
+  }
+  be_->upload(a.idx.get(), idx.data(), idx.size() * 4);
+  const int32_t* d_tok = a.idx.get();
+  const int32_t *d_cls = d_tok + R, *d_pos = d_cls + R, *d_ta = d_pos + R, *d_map = d_ta + R, *d_tgt = d_map + R;
+  const int32_t *d_pc = d_tgt + R, *d_pp = d_pc + P;
+
+  const Weight noW{};
+  auto W = [](const float* p) {
+    Weight w;
+    w.data = p;
+    w.dtype = DType::F32;
+    return w;
+  };
+  const float pd = opt_.dropout, pa = opt_.attn_dropout;
+  const uint64_t seed = bt.dropout_seed;
+  (void)noW;
+
+  PhaseTimer timer(be_);
+  // ================= forward =================
+  // x0 (R, C): token/class embedding + cls + pos_embed + target-aware pos embed.
+  float* x = a.blocks.empty() ? a.x_fin.get() : a.blocks[0].x_in.get();
+  be_->embedding(x, p_.embeddings, d_tok, R, C, false);
+  be_->embedding(x, p_.cls_token, d_cls, R, C, true);
+  be_->embedding(x, p_.pos_embed, d_pos, R, C, true);
+  be_->embedding(x, p_.target_aware_pos_embed, d_ta, R, C, true);
+  // cond (P, C) = embeddings[c_u] + timesteps_embeddings[j]; SiLU'ed copy drives adaLN.
+  be_->embedding(a.cond_pre.get(), p_.embeddings, d_pc, P, C, false);
+  be_->embedding(a.cond_pre.get(), p_.timesteps_embeddings, d_pp, P, C, true);
+  be_->silu(a.cond_silu.get(), a.cond_pre.get(), P * C);
+
+  for (int l = 0; l < cfg_.depth; l++) {
+    const BlockP& w = p_.blocks[l];
+    Acts::Block& s = a.blocks[l];
+    float* mod = s.mod.get();  // (P, 6C): shift1, scale1, gate1, shift2, scale2, gate2
+    const int64_t st = 6 * C;
+    be_->linear(mod, a.cond_silu.get(), W(w.ada_w), w.ada_b, P, 6 * C, C);
+    // attention half
+    be_->layernorm_modulate(s.h1.get(), s.x_in.get(), w.norm1_w, w.norm1_b, mod, mod + C, st, d_map, R, C, kEps);
+    be_->linear(s.qkv.get(), s.h1.get(), W(w.qkv_w), w.qkv_b, R, 3 * C, C);
+    timer.mark("pre_attn");
+    be_->attention_train_forward(s.att.get(), s.lse.get(), s.qkv.get(), w.q_norm_w, w.q_norm_b, w.k_norm_w,
+                                 w.k_norm_b, B, T, H, D, kEps, pa, seed, site(l, kSiteAttn));
+    timer.mark("attn_fwd");
+    be_->linear(s.proj.get(), s.att.get(), W(w.proj_w), w.proj_b, R, C, C);
+    be_->dropout(s.proj.get(), R * C, pd, seed, site(l, kSiteProj));
+    be_->copy(s.x_mid.get(), s.x_in.get(), R * C * 4);
+    be_->gated_residual(s.x_mid.get(), s.proj.get(), mod + 2 * C, st, d_map, R, C);
+    // MLP half
+    be_->layernorm_modulate(s.h2.get(), s.x_mid.get(), w.norm2_w, w.norm2_b, mod + 3 * C, mod + 4 * C, st, d_map, R,
+                            C, kEps);
+    be_->linear(s.fc1.get(), s.h2.get(), W(w.fc1_w), w.fc1_b, R, I, C);
+    be_->gelu(s.act.get(), s.fc1.get(), R * I);
+    be_->dropout(s.act.get(), R * I, pd, seed, site(l, kSiteAct));
+    be_->linear(s.fc2.get(), s.act.get(), W(w.fc2_w), w.fc2_b, R, C, I);
+    be_->dropout(s.fc2.get(), R * C, pd, seed, site(l, kSiteFc2));
+    timer.mark("post_attn_fwd");
+    float* x_out = l + 1 < cfg_.depth ? a.blocks[l + 1].x_in.get() : a.x_fin.get();
+    be_->copy(x_out, s.x_mid.get(), R * C * 4);
+    be_->gated_residual(x_out, s.fc2.get(), mod + 5 * C, st, d_map, R, C);
+  }
+  timer.mark("blocks_fwd");
+  // Final layer (scale first), every row; row j predicts token order[j-1] for j = 1..N.
+  float* hm = a.head_mod.get();  // (P, 2C)
+  be_->linear(hm, a.cond_silu.get(), W(p_.head_ada_w), p_.head_ada_b, P, 2 * C, C);
+  be_->layernorm_modulate(a.hf.get(), a.x_fin.get(), nullptr, nullptr, hm + C, hm, 2 * C, d_map, R, C, kEps);
+  be_->linear(a.logits.get(), a.hf.get(), W(p_.lm_head_w), p_.lm_head_b, R, V, C);
+
+  RarTrainStats stats;
+  if (bt.return_logits) {
+    stats.logits.resize(static_cast<size_t>(B) * (N + 1) * V);
+    be_->synchronize();
+    for (int b = 0; b < B; b++)
+      be_->download(stats.logits.data() + static_cast<size_t>(b) * (N + 1) * V,
+                    a.logits.get() + (static_cast<int64_t>(b) * T + 1) * V, static_cast<size_t>(N + 1) * V * 4);
+  }
+
+  // ================= loss =================
+  const float gscale = bt.loss_scale / static_cast<float>(static_cast<int64_t>(B) * N);
+  float* dlogits = a.logits.get();  // in place
+  be_->cross_entropy(dlogits, a.losses.get(), a.correct.get(), a.logits.get(), d_tgt, R, V, gscale);
+  {
+    std::vector<float> losses(R);
+    std::vector<int32_t> correct(R);
+    be_->synchronize();
+    be_->download(losses.data(), a.losses.get(), R * 4);
+    be_->download(correct.data(), a.correct.get(), R * 4);
+    double s = 0;
+    int64_t c = 0;
+    for (int64_t r = 0; r < R; r++) {
+      s += losses[r];
+      c += correct[r];
+    }
+    stats.loss = s / (static_cast<double>(B) * N);
+    stats.correct = c;
+    stats.count = static_cast<int64_t>(B) * N;
+  }
+
+  timer.mark("head_fwd+loss");
+  // ================= backward =================
+  if (bt.zero_grad) be_->fill(grads_, 0.f, total_);
+  float* dx = a.dx.get();        // (R, C) gradient of the residual stream
+  float* dcond = a.dcond.get();  // (P, C) gradient of cond_silu, then of cond_pre
+  be_->fill(dcond, 0.f, P * C);
+  // lm_head
+  be_->linear_backward(a.dc.get(), g_.lm_head_w, g_.lm_head_b, dlogits, a.hf.get(), p_.lm_head_w, R, V, C, false);
+  // final adaLN-modulated LayerNorm (no affine): dx, d(shift) at +C, d(scale) at +0
+  float* dhm = a.dmod.get();  // (P, 2C) reusing the block modulation scratch
+  be_->fill(dhm, 0.f, P * 2 * C);
+  be_->fill(dx, 0.f, R * C);
+  be_->layernorm_modulate_backward(dx, nullptr, nullptr, dhm + C, dhm, a.dc.get(), a.x_fin.get(), nullptr, nullptr,
+                                   hm, 2 * C, d_map, R, C, kEps);
+  be_->linear_backward(dcond, g_.head_ada_w, g_.head_ada_b, dhm, a.cond_silu.get(), p_.head_ada_w, P, 2 * C, C, true);
+
+  timer.mark("head_bwd");
+  for (int l = cfg_.depth - 1; l >= 0; l--) {
+    const BlockP& w = p_.blocks[l];
+    const BlockP& gw = g_.blocks[l];
+    Acts::Block& s = a.blocks[l];
+    const float* mod = s.mod.get();
+    float* dmod = a.dmod.get();
+    const int64_t st = 6 * C;
+    be_->fill(dmod, 0.f, P * 6 * C);
+    // x_out = x_mid + gate2 * fc2  ->  d fc2 = gate2 * dx ; d gate2 += dx * fc2 ; dx flows to x_mid
+    float* dc = a.dc.get();
+    be_->gated_residual_backward(dc, dmod + 5 * C, dx, s.fc2.get(), mod + 5 * C, st, d_map, R, C);
+    be_->dropout(dc, R * C, pd, seed, site(l, kSiteFc2));
+    float* di = a.di.get();
+    be_->linear_backward(di, gw.fc2_w, gw.fc2_b, dc, s.act.get(), w.fc2_w, R, C, I, false);
+    be_->dropout(di, R * I, pd, seed, site(l, kSiteAct));
+    be_->gelu_backward(di, di, s.fc1.get(), R * I);
+    be_->linear_backward(dc, gw.fc1_w, gw.fc1_b, di, s.h2.get(), w.fc1_w, R, I, C, false);
+    be_->layernorm_modulate_backward(dx, gw.norm2_w, gw.norm2_b, dmod + 3 * C, dmod + 4 * C, dc, s.x_mid.get(),
+                                     w.norm2_w, w.norm2_b, mod + 4 * C, st, d_map, R, C, kEps);
+    // x_mid = x_in + gate1 * proj
+    be_->gated_residual_backward(dc, dmod + 2 * C, dx, s.proj.get(), mod + 2 * C, st, d_map, R, C);
+    be_->dropout(dc, R * C, pd, seed, site(l, kSiteProj));
+    float* datt = a.datt.get();
+    be_->linear_backward(datt, gw.proj_w, gw.proj_b, dc, s.att.get(), w.proj_w, R, C, C, false);
+    timer.mark("mlp_bwd");
+    float* dqkv = a.dqkv.get();
+    be_->attention_backward(dqkv, gw.q_norm_w, gw.q_norm_b, gw.k_norm_w, gw.k_norm_b, datt, s.att.get(), s.lse.get(),
+                            s.qkv.get(), w.q_norm_w, w.q_norm_b, w.k_norm_w, w.k_norm_b, B, T, H, D, kEps, pa, seed,
+                            site(l, kSiteAttn));
+    timer.mark("attn_bwd");
+    be_->linear_backward(dc, gw.qkv_w, gw.qkv_b, dqkv, s.h1.get(), w.qkv_w, R, 3 * C, C, false);
+    be_->layernorm_modulate_backward(dx, gw.norm1_w, gw.norm1_b, dmod, dmod + C, dc, s.x_in.get(), w.norm1_w,
+                                     w.norm1_b, mod + C, st, d_map, R, C, kEps);
+    // mod = adaLN(cond_silu)
+    be_->linear_backward(dcond, gw.ada_w, gw.ada_b, dmod, a.cond_silu.get(), w.ada_w, P, 6 * C, C, true);
+    timer.mark("qkv+ada_bwd");
+  }
+  // cond_silu = SiLU(cond_pre); cond_pre = embeddings[c_u] + timesteps_embeddings[j]
+  be_->silu_backward(dcond, dcond, a.cond_pre.get(), P * C);
+  be_->embedding_backward(g_.embeddings, dcond, d_pc, P, C);
+  be_->embedding_backward(g_.timesteps_embeddings, dcond, d_pp, P, C);
+  // x0 gathers
+  be_->embedding_backward(g_.embeddings, dx, d_tok, R, C);
+  be_->embedding_backward(g_.cls_token, dx, d_cls, R, C);
+  be_->embedding_backward(g_.pos_embed, dx, d_pos, R, C);
+  be_->embedding_backward(g_.target_aware_pos_embed, dx, d_ta, R, C);
+  timer.mark("emb_bwd");
+  be_->synchronize();
+  return stats;
+}
+
+double RarTrainer::optimizer_step(const AdamWOptions& o) {
+  std::vector<AdamWTensor> ts;
+  ts.reserve(infos_.size());
+  for (const ParamInfo& p : infos_)
+    ts.push_back({params_ + p.offset, grads_ + p.offset, m_ + p.offset, v_ + p.offset, p.numel, p.decayed});
+  double norm = adamw_step(be_, ts, grads_, total_, o);
+  be_->synchronize();
+  return norm;
+}
+
+}  // namespace rargen
