@@ -83,6 +83,7 @@ export async function run(argv: string[]): Promise<number> {
   const generatorPath = requireOption(values.generator, '--generator');
   const tokenizerPath = requireOption(values.tokenizer, '--tokenizer');
   const out = requireOption(values.out, '--out');
+  if (/\.npz$/i.test(out)) throw new UsageError(`--out is the run folder (the .npz goes to OUT.npz, or to --npz FILE) but received ${JSON.stringify(out)}`);
   if (values.preset !== undefined && !(PRESET_NAMES as readonly string[]).includes(values.preset))
     throw new UsageError(`--preset expects one of ${PRESET_NAMES.join(', ')} but received ${JSON.stringify(values.preset)}`);
   if (values.precision !== undefined && !['f32', 'f16', 'bf16'].includes(values.precision))

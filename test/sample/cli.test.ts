@@ -24,6 +24,7 @@ describe('sample-imagenet and merge-samples arguments', () => {
       [[...req, '--num-per-class', '0'], 'rargen sample-imagenet: --num-per-class expects an integer >= 1 but received "0"'],
       [[...req, '--batch-size', '0.5'], 'rargen sample-imagenet: --batch-size expects an integer >= 1 but received "0.5"'],
       [['sample-imagenet', '--generator', 'g.bin', '--tokenizer', 't.bin'], 'rargen sample-imagenet: --out is required'],
+      [['sample-imagenet', '--generator', 'g.bin', '--tokenizer', 't.bin', '--out', 'rar_b.npz'], 'rargen sample-imagenet: --out is the run folder (the .npz goes to OUT.npz, or to --npz FILE) but received "rar_b.npz"'],
       [[...req, '--precision', 'f8'], 'rargen sample-imagenet: --precision expects one of f32, f16, bf16 but received "f8"'],
       [['merge-samples'], 'rargen merge-samples: expected the run folder OUT (the --out of rargen sample-imagenet)'],
       [['merge-samples', tmp, '--shards', '0'], 'rargen merge-samples: --shards expects an integer >= 1 but received "0"'],
