@@ -616,7 +616,6 @@ export async function sampleImageNet(options: SampleImageNetOptions): Promise<Sa
     const batches = planBatches(missing, batchSize);
     const toDo = missing.length;
     let sampledBefore = 0;
-    let written = 0;
     const addon = native();
     const produce = async (a: number, b: number): Promise<RgbImage[]> => {
       const n = b - a;
@@ -642,7 +641,7 @@ export async function sampleImageNet(options: SampleImageNetOptions): Promise<Sa
               seed: settings.seed,
               indexOffset: a,
               jobId,
-              onProgress: o.onProgress ? (d, steps) => o.onProgress!({ sampled: sampledBefore + (n * d) / Math.max(1, steps), written, toDo, alreadyDone, shardTotal: end - start }) : undefined,
+              onProgress: o.onProgress ? (d, steps) => o.onProgress!({ sampled: sampledBefore + (n * d) / Math.max(1, steps), written: generated, toDo, alreadyDone, shardTotal: end - start }) : undefined,
             }),
           'sampleImageNet',
         );
@@ -682,10 +681,9 @@ export async function sampleImageNet(options: SampleImageNetOptions): Promise<Sa
       await syncDir(layout.images);
       done.fill(1, a - start, b - start);
       await writeManifest(layout, shard, range, done, crcs);
-      written += b - a;
       generated += b - a;
-      o.onProgress?.({ sampled: sampledBefore, written, toDo, alreadyDone, shardTotal: end - start });
-      await o.onBatchWritten?.({ start: a, end: b, written, toDo });
+      o.onProgress?.({ sampled: sampledBefore, written: generated, toDo, alreadyDone, shardTotal: end - start });
+      await o.onBatchWritten?.({ start: a, end: b, written: generated, toDo });
       if (o.signal?.aborted) throw abortError(o.signal);
     }
   } finally {
