@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -122,6 +123,15 @@ class CpuBackend final : public Backend {
   void fill(float* dst, float value, int64_t n) override { std::fill(dst, dst + n, value); }
   void synchronize() override {}
   size_t free_memory() const override {
+    // MemAvailable (free plus reclaimable page cache) when /proc says it.
+    if (FILE* f = std::fopen("/proc/meminfo", "r")) {
+      char line[256];
+      unsigned long long kb = 0;
+      while (std::fgets(line, sizeof line, f))
+        if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+      std::fclose(f);
+      if (kb) return static_cast<size_t>(kb) * 1024;
+    }
     long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     if (pages <= 0 || page <= 0) return size_t(1) << 40;
     return static_cast<size_t>(pages) * static_cast<size_t>(page);
