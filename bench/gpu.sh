@@ -93,7 +93,13 @@ if cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DRARGEN_CUDA=ON 
      -DCMAKE_JS_INC="$NODE_INC" >> "$LOG" 2>&1 &&
    ninja -C build-gpu rargen >> "$LOG" 2>&1; then
   BUILD_OK=true
-  mkdir -p build/Release && cp build-gpu/rargen.node build/Release/rargen.node
+  # Tests and the benchmark load the addon from build/Release (node-gyp-build). On a dev
+  # machine whose build/ holds another build, put that one back on exit.
+  if [ -f build/Release/rargen.node ] && [ ! -f build/Release/.rargen-gpu-sh ]; then
+    cp build/Release/rargen.node "$OUT/rargen.node.saved"
+    trap 'cp "$OUT/rargen.node.saved" build/Release/rargen.node; rm -f build/Release/.rargen-gpu-sh' EXIT
+  fi
+  mkdir -p build/Release && cp build-gpu/rargen.node build/Release/rargen.node && touch build/Release/.rargen-gpu-sh
 fi
 OPTEST_BUILT=false
 if $BUILD_OK && ninja -C build-gpu rargen_optest >> "$LOG" 2>&1; then OPTEST_BUILT=true; fi
