@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const addon = createRequire(import.meta.url)('node-gyp-build')(root);
-const dtypes = (process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : 'f16,f32').split(',');
+const dtypes = (process.argv[2] && !process.argv[2].startsWith("--") ? process.argv[2] : "f16,f32").split(",").filter((d) => d !== "none");
 const noVq = process.argv.includes('--no-vq');
 
 function fillRandom(model, shapes, seed) {

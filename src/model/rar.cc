@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <mutex>
 #include <string>
 
 namespace rargen {
@@ -94,15 +95,19 @@ void Rar::silu_conditions(float* cond, const int32_t* cond_ids, const int32_t* p
   be_->silu(cond, cond, P * cfg_.hidden);
 }
 
-void Rar::block(const RarBlockWeights& w, float* x, int R, int Tn, int pos0, int Tcache, float* kcache,
-                float* vcache, const float* mod, const int32_t* row_map, Scratch& s) {
+void Rar::block(const RarBlockWeights& w, float* x, int R, int Tn, int pos0, const int32_t* pos0_device, int Tcache,
+                void* kcache, void* vcache, DType cache_dtype, const float* mod, const int32_t* row_map, Scratch& s) {
   const int C = cfg_.hidden, I = cfg_.mlp;
   const int64_t rows = static_cast<int64_t>(R) * Tn, st = 6 * static_cast<int64_t>(C);
   // x += gate1 * Attn(LN(x) * (1 + scale1) + shift1)
   be_->layernorm_modulate(s.h.get(), x, w.norm1_w, w.norm1_b, mod, mod + C, st, row_map, rows, C, kEps);
   be_->linear(s.qkv.get(), s.h.get(), w.qkv_w, w.qkv_b, rows, 3 * C, C);                     // (rows, 3C)
-  be_->attention(s.att.get(), kcache, vcache, s.qkv.get(), w.q_norm_w, w.q_norm_b, w.k_norm_w, w.k_norm_b, R, Tn,
-                 pos0, Tcache, cfg_.heads, cfg_.head_dim(), kEps);                          // (rows, C)
+  if (cache_dtype == DType::F32 && !pos0_device)
+    be_->attention(s.att.get(), static_cast<float*>(kcache), static_cast<float*>(vcache), s.qkv.get(), w.q_norm_w,
+                   w.q_norm_b, w.k_norm_w, w.k_norm_b, R, Tn, pos0, Tcache, cfg_.heads, cfg_.head_dim(), kEps);
+  else
+    be_->attention_ext(s.att.get(), kcache, vcache, cache_dtype, s.qkv.get(), w.q_norm_w, w.q_norm_b, w.k_norm_w,
+                       w.k_norm_b, R, Tn, pos0, pos0_device, Tcache, cfg_.heads, cfg_.head_dim(), kEps);  // (rows, C)
   be_->linear(s.y.get(), s.att.get(), w.proj_w, w.proj_b, rows, C, C);
   be_->gated_residual(x, s.y.get(), mod + 2 * C, st, row_map, rows, C);
   // x += gate2 * MLP(LN(x) * (1 + scale2) + shift2)
@@ -162,7 +167,7 @@ std::vector<float> Rar::forward(const int32_t* ids, const int32_t* condition, co
   Scratch s(be_, rows, cfg_);
   for (const RarBlockWeights& w : w_.blocks) {
     be_->linear(mod.get(), cond.get(), w.ada_w, w.ada_b, P, 6 * C, C);  // (P, 6C)
-    block(w, x.get(), B, T, 0, T, kc.get(), vc.get(), mod.get(), d_map, s);
+    block(w, x.get(), B, T, 0, nullptr, T, kc.get(), vc.get(), DType::F32, mod.get(), d_map, s);
   }
   // Final layer (scale first), on every row; position 0 is dropped on the way out.
   be_->linear(mod.get(), cond.get(), w_.head_ada_w, w_.head_ada_b, P, 2 * C, C);  // (P, 2C)
@@ -178,6 +183,12 @@ std::vector<float> Rar::forward(const int32_t* ids, const int32_t* condition, co
 
 // ---------------- KV-cached decode ----------------
 
+namespace {
+// A backend has one CUDA-graph slot; the first decoder to claim it uses it.
+std::mutex g_graph_mutex;
+std::map<Backend*, const void*> g_graph_owner;
+}  // namespace
+
 struct RarDecoder {
   Rar& m;
   Backend* be;
@@ -185,7 +196,9 @@ struct RarDecoder {
   int R, U, Tc, chunk;
   int chunk_start = -1, chunk_len = 0;
   std::vector<int32_t> uniq, row_slot;
-  std::vector<DeviceBuffer<float>> kc, vc;
+  DType cache_dt = DType::F32;
+  bool graph_owner = false, graph_ready = false, graph_failed = false;
+  std::vector<DeviceBuffer<char>> kc, vc;
   DeviceBuffer<float> x, xl, cond, mod, modh, logits;
   DeviceBuffer<int32_t> idx;
   Rar::Scratch s;
@@ -205,10 +218,12 @@ struct RarDecoder {
     double per_pos = static_cast<double>(U) * (6.0 * C * c.depth + 3.0 * C) * 4.0;
     chunk = static_cast<int>(std::clamp(256.0 * (1 << 20) / per_pos, 2.0, 32.0));
     chunk = std::min(chunk, c.seq_len + 1);
-    const int64_t cache_n = static_cast<int64_t>(R) * c.heads * Tc * c.head_dim();
+    // F16 KV cache with F16/BF16 weights where the backend has it (half the reads).
+    if (m.params_.matrix_dtype() != DType::F32 && be->supports_kv_cache(DType::F16)) cache_dt = DType::F16;
+    const int64_t cache_bytes = static_cast<int64_t>(R) * c.heads * Tc * c.head_dim() * dtype_size(cache_dt);
     for (int l = 0; l < c.depth; l++) {
-      kc.emplace_back(be, cache_n);
-      vc.emplace_back(be, cache_n);
+      kc.emplace_back(be, cache_bytes);
+      vc.emplace_back(be, cache_bytes);
     }
     const int64_t P = static_cast<int64_t>(chunk) * U;
     x = DeviceBuffer<float>(be, 2 * static_cast<int64_t>(R) * C);
@@ -217,7 +232,24 @@ struct RarDecoder {
     mod = DeviceBuffer<float>(be, static_cast<int64_t>(c.depth) * P * 6 * C);
     modh = DeviceBuffer<float>(be, P * 2 * C);
     logits = DeviceBuffer<float>(be, static_cast<int64_t>(R) * c.codebook);
-    idx = DeviceBuffer<int32_t>(be, std::max<int64_t>(11 * static_cast<int64_t>(R), 2 * P));
+    idx = DeviceBuffer<int32_t>(be, std::max<int64_t>(11 * static_cast<int64_t>(R) + 1, 2 * P));
+    if (be->is_gpu()) {
+      std::lock_guard<std::mutex> lk(g_graph_mutex);
+      if (!g_graph_owner.count(be)) {
+        g_graph_owner[be] = this;
+        graph_owner = true;
+      }
+    }
+  }
+
+  ~RarDecoder() {
+    if (!graph_owner) return;
+    try {
+      be->graph_reset();
+    } catch (...) {
+    }
+    std::lock_guard<std::mutex> lk(g_graph_mutex);
+    g_graph_owner.erase(be);
   }
 
   // Modulation rows for positions [lo, lo + chunk): pair (p - lo) * U + u.
@@ -246,12 +278,12 @@ struct RarDecoder {
   // Feeds step t (t = 0: positions 0 and 1; t >= 1: position t + 1 holding token
   // prev[r] sampled at step t - 1). Leaves the step-t logits (R, V) in `logits`.
   void step(int t, const int32_t* prev) {
-    const int C = c.hidden;
     const int Tn = t == 0 ? 2 : 1, pos0 = t == 0 ? 0 : t + 1;
     const int64_t rows = static_cast<int64_t>(R) * Tn;
     ensure_chunk(pos0, pos0 + Tn - 1);
-    std::vector<int32_t> h(5 * rows + R);
+    std::vector<int32_t> h(5 * rows + R + 1);
     int32_t *tok = h.data(), *cls = tok + rows, *pos = cls + rows, *ta = pos + rows, *map = ta + rows, *last = map + rows;
+    last[R] = pos0;
     for (int r = 0; r < R; r++) {
       for (int i = 0; i < Tn; i++) {
         int64_t q = static_cast<int64_t>(r) * Tn + i;
@@ -265,15 +297,42 @@ struct RarDecoder {
       last[r] = (pos0 + Tn - 1 - chunk_start) * U + row_slot[r];
     }
     be->upload(idx.get(), h.data(), h.size() * 4);
+    // Steps t >= 1 all issue the same ops with the same pointers: record them once
+    // (CUDA graphs) and replay; the first replay-able step is recorded, then replayed.
+    if (Tn == 1 && graph_owner && !graph_failed) {
+      if (!graph_ready) {
+        if (be->graph_capture_begin()) {
+          bool ok = false;
+          try {
+            issue(t, rows, Tn, pos0, true);
+            ok = true;
+          } catch (...) {
+          }
+          graph_ready = be->graph_capture_end() && ok;
+          if (!graph_ready) be->graph_reset();
+        }
+        if (!graph_ready) graph_failed = true;
+      }
+      if (graph_ready && be->graph_replay()) return;
+      graph_failed = true;
+      graph_ready = false;
+    }
+    issue(t, rows, Tn, pos0, false);
+  }
+
+  // The ops of one step (ids and maps already uploaded to idx).
+  void issue(int t, int64_t rows, int Tn, int pos0, bool device_pos) {
+    const int C = c.hidden;
     const int32_t *d_tok = idx.get(), *d_cls = d_tok + rows, *d_pos = d_cls + rows, *d_ta = d_pos + rows;
-    const int32_t *d_map = d_ta + rows, *d_last = d_map + rows;
+    const int32_t *d_map = d_ta + rows, *d_last = d_map + rows, *d_pos0 = d_last + R;
     be->embedding(x.get(), m.w_.embeddings, d_tok, rows, C, false);
     be->embedding(x.get(), m.w_.cls_token, d_cls, rows, C, true);
     be->embedding(x.get(), m.w_.pos_embed, d_pos, rows, C, true);
     be->embedding(x.get(), m.w_.target_aware_pos_embed, d_ta, rows, C, true);
     const int64_t stride = static_cast<int64_t>(chunk) * U * 6 * C;
     for (int l = 0; l < c.depth; l++)
-      m.block(m.w_.blocks[l], x.get(), R, Tn, pos0, Tc, kc[l].get(), vc[l].get(), mod.get() + l * stride, d_map, s);
+      m.block(m.w_.blocks[l], x.get(), R, Tn, pos0, device_pos ? d_pos0 : nullptr, Tc, kc[l].get(), vc[l].get(), cache_dt,
+              mod.get() + l * stride, d_map, s);
     // The last fed position of each row predicts token t.
     float* xp = x.get();
     if (Tn == 2) {

@@ -8,6 +8,11 @@
 // positions at once (one GEMM of chunk x distinct rows per block instead of a GEMV
 // per step), which takes the adaLN weights (a third of the model) out of the
 // per-step weight stream.
+//
+// On backends with CUDA graphs (Backend::graph_capture_begin), the decode step t >= 1
+// is recorded once and replayed: everything that changes per step (ids, row maps, the
+// cache position) lives in backend memory uploaded before each replay. With F16/BF16
+// weights and a backend that supports it, the KV cache is stored in F16.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -115,9 +120,11 @@ class Rar {
  private:
   friend struct RarDecoder;
   struct Scratch;
-  // One transformer block on rows = R * Tn positions (x updated in place).
-  void block(const RarBlockWeights& w, float* x, int R, int Tn, int pos0, int Tcache, float* kcache,
-             float* vcache, const float* mod, const int32_t* row_map, Scratch& s);
+  // One transformer block on rows = R * Tn positions (x updated in place). The KV
+  // cache holds cache_dtype values (F32, or F16 where the backend supports it);
+  // pos0_device, when not null, holds pos0 in backend memory (for CUDA graphs).
+  void block(const RarBlockWeights& w, float* x, int R, int Tn, int pos0, const int32_t* pos0_device, int Tcache,
+             void* kcache, void* vcache, DType cache_dtype, const float* mod, const int32_t* row_map, Scratch& s);
   // cond (P, C) <- SiLU(embeddings[cond_ids[p]] + timesteps_embeddings[pos_ids[p]]).
   void silu_conditions(float* cond, const int32_t* cond_ids, const int32_t* pos_ids, int64_t P);
 

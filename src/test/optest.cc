@@ -20,6 +20,7 @@
 #include "cpu/half.h"
 #include "cpu/kernels.h"
 #include "cuda_api.h"
+#include "model/rar.h"
 
 using namespace rargen;
 using Vec = std::vector<float>;
@@ -614,6 +615,166 @@ void test_weight_roundtrip() {
   }
 }
 
+
+// A stand-in for a GPU backend with CUDA graphs, on the CPU backend: while capturing,
+// ops are recorded with their arguments frozen (not run) and graph_replay() runs the
+// recording, as cudaGraph does; attention_ext reads the device-side position when it
+// runs. It lets the CPU-only machine check the model's graph path (src/model/rar.cc).
+class FakeGraphBackend final : public Backend {
+ public:
+  explicit FakeGraphBackend(Backend* inner) : in_(inner) {}
+  const char* name() const override { return "fake-graph"; }
+  bool is_gpu() const override { return true; }
+  void* alloc(size_t b) override { return in_->alloc(b); }
+  void free(void* p) override { in_->free(p); }
+  void upload(void* d, const void* s, size_t b) override { no_capture("upload"); in_->upload(d, s, b); }
+  void download(void* d, const void* s, size_t b) override { no_capture("download"); in_->download(d, s, b); }
+  void copy(void* d, const void* s, size_t b) override { rec([=] { in_->copy(d, s, b); }); }
+  void fill(float* d, float v, int64_t n) override { rec([=] { in_->fill(d, v, n); }); }
+  void synchronize() override { no_capture("synchronize"); }
+  size_t free_memory() const override { return in_->free_memory(); }
+  Weight upload_weight(const float* h, int64_t n, DType dt) override { return in_->upload_weight(h, n, dt); }
+  void linear(float* o, const float* i, Weight w, const float* b, int64_t M, int N, int K, bool acc) override {
+    rec([=] { in_->linear(o, i, w, b, M, N, K, acc); });
+  }
+  void layernorm(float* o, const float* i, const float* w, const float* b, int64_t r, int C, float e) override {
+    rec([=] { in_->layernorm(o, i, w, b, r, C, e); });
+  }
+  void layernorm_modulate(float* o, const float* i, const float* w, const float* b, const float* sh, const float* sc,
+                          int64_t st, const int32_t* map, int64_t r, int C, float e) override {
+    rec([=] { in_->layernorm_modulate(o, i, w, b, sh, sc, st, map, r, C, e); });
+  }
+  void gated_residual(float* x, const float* y, const float* g, int64_t st, const int32_t* map, int64_t r, int C) override {
+    rec([=] { in_->gated_residual(x, y, g, st, map, r, C); });
+  }
+  void gelu(float* o, const float* i, int64_t n) override { rec([=] { in_->gelu(o, i, n); }); }
+  void silu(float* o, const float* i, int64_t n) override { rec([=] { in_->silu(o, i, n); }); }
+  void add(float* o, const float* a, const float* b, int64_t n) override { rec([=] { in_->add(o, a, b, n); }); }
+  void embedding(float* o, const float* t, const int32_t* ids, int64_t r, int C, bool acc) override {
+    rec([=] { in_->embedding(o, t, ids, r, C, acc); });
+  }
+  void attention(float* o, float* k, float* v, const float* qkv, const float* a, const float* b, const float* c,
+                 const float* d, int B, int Tn, int p0, int Tc, int H, int D, float e) override {
+    rec([=] { in_->attention(o, k, v, qkv, a, b, c, d, B, Tn, p0, Tc, H, D, e); });
+  }
+  void attention_ext(float* o, void* k, void* v, DType dt, const float* qkv, const float* a, const float* b,
+                     const float* c, const float* d, int B, int Tn, int p0, const int32_t* p0dev, int Tc, int H, int D,
+                     float e) override {
+    if (dt != DType::F32) throw Error("fake-graph: F32 cache only");
+    ext_calls_++;
+    rec([=] {
+      int pos = p0dev ? *p0dev : p0;  // read when the op runs, like the device does
+      in_->attention(o, static_cast<float*>(k), static_cast<float*>(v), qkv, a, b, c, d, B, Tn, pos, Tc, H, D, e);
+    });
+  }
+  void sample(int32_t* t, const float* l, int B, int V, bool cfg, float s, float T, int k, float p, bool g,
+              const float* u) override {
+    no_capture("sample");
+    in_->sample(t, l, B, V, cfg, s, T, k, p, g, u);
+  }
+  void conv2d(float* o, const float* i, Weight w, const float* b, int B, int Ci, int H, int W, int Co, int kh, int kw,
+              int sh, int sw, int ph, int pw) override {
+    rec([=] { in_->conv2d(o, i, w, b, B, Ci, H, W, Co, kh, kw, sh, sw, ph, pw); });
+  }
+  void groupnorm(float* o, const float* i, const float* w, const float* b, int B, int C, int64_t HW, int G, float e,
+                 bool s) override {
+    rec([=] { in_->groupnorm(o, i, w, b, B, C, HW, G, e, s); });
+  }
+  void upsample_nearest2x(float* o, const float* i, int B, int C, int H, int W) override {
+    rec([=] { in_->upsample_nearest2x(o, i, B, C, H, W); });
+  }
+  void avgpool2x2(float* o, const float* i, int B, int C, int H, int W) override {
+    rec([=] { in_->avgpool2x2(o, i, B, C, H, W); });
+  }
+  void codebook_nearest(int32_t* t, const float* z, const float* cb, int B, int Cz, int64_t HW, int K) override {
+    rec([=] { in_->codebook_nearest(t, z, cb, B, Cz, HW, K); });
+  }
+  void codebook_lookup(float* o, const int32_t* t, const float* cb, int B, int Cz, int64_t HW) override {
+    rec([=] { in_->codebook_lookup(o, t, cb, B, Cz, HW); });
+  }
+  bool graph_capture_begin() override {
+    if (capturing_) return false;
+    graph_.clear();
+    capturing_ = true;
+    captures_++;
+    return true;
+  }
+  bool graph_capture_end() override {
+    if (!capturing_) return false;
+    capturing_ = false;
+    return true;
+  }
+  bool graph_replay() override {
+    if (capturing_ || graph_.empty()) return false;
+    for (auto& f : graph_) f();
+    replays_++;
+    return true;
+  }
+  void graph_reset() override { graph_.clear(); }
+  int captures_ = 0, replays_ = 0, ext_calls_ = 0;
+
+ private:
+  void rec(std::function<void()> f) {
+    if (capturing_) graph_.push_back(std::move(f));
+    else f();
+  }
+  void no_capture(const char* what) {
+    if (capturing_) throw Error(std::string("fake-graph: ") + what + " during a capture");
+  }
+  Backend* in_;
+  bool capturing_ = false;
+  std::vector<std::function<void()>> graph_;
+};
+
+// The KV-cached decode recorded once and replayed (FakeGraphBackend) gives the same
+// logits and tokens as the plain decode on the CPU.
+void test_model_graph() {
+  if (!selected("model-graph")) return;
+  RarConfig c;
+  c.hidden = 64; c.depth = 2; c.heads = 4; c.mlp = 128; c.seq_len = 40; c.codebook = 48; c.classes = 5;
+  c.pos_rows = c.seq_len + 8; c.ts_rows = c.seq_len + 4;
+  FakeGraphBackend fake(cpu_backend());
+  Rar plain(cpu_backend(), c, DType::F32), graphed(&fake, c, DType::F32);
+  for (Rar* m : {&plain, &graphed}) {
+    std::mt19937_64 r(5);
+    std::uniform_real_distribution<float> d(-0.3f, 0.3f);
+    const char* names[] = {"cls_token", "pos_embed", "target_aware_pos_embed", "timesteps_embeddings", "embeddings.weight"};
+    std::vector<std::string> all(names, names + 5);
+    for (int i = 0; i < c.depth; i++)
+      for (const char* s : {"norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.q_norm.weight",
+                            "attn.q_norm.bias", "attn.k_norm.weight", "attn.k_norm.bias", "attn.proj.weight",
+                            "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
+                            "mlp.fc2.weight", "mlp.fc2.bias", "adaLN_modulation.1.weight", "adaLN_modulation.1.bias"})
+        all.push_back("blocks." + std::to_string(i) + "." + s);
+    for (const char* s : {"adaln_before_head.adaLN_modulation.1.weight", "adaln_before_head.adaLN_modulation.1.bias",
+                          "lm_head.weight", "lm_head.bias"})
+      all.push_back(s);
+    for (const auto& n : all) {
+      auto sh = *m->params().shape_of(n);
+      int64_t k = 1;
+      for (auto x : sh) k *= x;
+      Vec v(k);
+      for (auto& x : v) x = d(r) + (n.find("norm") != std::string::npos && n.find(".weight") != std::string::npos ? 1.f : 0.f);
+      m->params().set(n, v.data(), sh);
+    }
+    m->params().finalize();
+  }
+  RarGenerateOptions o;
+  o.class_ids = {0, 3, 3, 4};
+  o.guidance_scale = 3.f;
+  o.guidance_scale_pow = 1.f;
+  o.seed = 11;
+  std::vector<int32_t> a = plain.generate(o, nullptr, nullptr), b = graphed.generate(o, nullptr, nullptr);
+  check_ints("generate (CFG) with a recorded+replayed decode step", b, a);
+  IVec ids(a.begin(), a.end()), cond = {c.class_condition(0), c.class_condition(3), c.null_condition(), c.class_condition(1)};
+  Vec la = plain.decode_steps(ids.data(), cond.data(), 4), lb = graphed.decode_steps(ids.data(), cond.data(), 4);
+  check("decode_steps logits with a recorded+replayed step", lb, la, 0);
+  g_checks++;
+  bool used = fake.captures_ >= 2 && fake.replays_ >= 2 * (c.seq_len - 1) - 2 && fake.ext_calls_ > 0;
+  std::printf("  %-4s graph path used: %d captures, %d replays\n", used ? "ok" : "FAIL", fake.captures_, fake.replays_);
+  if (!used) g_failures++;
+}
+
 void bench_gemm() {
   if (!g_filter || std::strcmp(g_filter, "bench") != 0) return;
   std::printf("[bench]\n");
@@ -710,6 +871,7 @@ int main(int argc, char** argv) {
     test_conv();
     test_codebook();
     test_weight_roundtrip();
+    test_model_graph();
   } catch (const std::exception& e) {
     std::printf("FAIL: exception: %s\n", e.what());
     g_failures++;
