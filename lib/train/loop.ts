@@ -139,6 +139,9 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
       `rargen train: ${describeGeneratorConfig(gcfg)}; ${(trainer.info.numParams / 1e6).toFixed(2)}M parameters on ${trainer.info.device}; ` +
         `batch ${B}${accum > 1 ? ` x ${accum} accumulation` : ''}; steps ${startStep} -> ${maxSteps}; data ${dataPath}`,
     );
+    if (c.training.mixed_precision !== 'no')
+      print(`rargen train: training.mixed_precision=${c.training.mixed_precision} is not implemented yet; training in float32`);
+    if (c.training.use_ema) print('rargen train: training.use_ema=true is not implemented; no EMA weights are kept');
     await writeTextAtomic(join(outDir, 'config.yaml'), toYaml(c));
 
     const lrs = lrScheduleOf(c);
