@@ -4,7 +4,7 @@
 // - gemm_kernel_avx2: the 6x16 SGEMM micro-kernel (12 accumulators, 2 B vectors,
 //   1 broadcast = 15 of the 16 ymm registers).
 // - gemv_avx2: the decode path (M = a few rows): streams each weight row once,
-//   converting F16 (vcvtph2ps) or BF16 (shift left 16) in registers, two weight rows
+//   converting F16 (vcvtph2ps) or BF16 (shift left 16) in registers, one weight row
 //   by up to four input rows per pass; memory-bound by design.
 // - vector helpers (dot, axpy, sums, SiLU with a vectorised exp).
 #include <immintrin.h>
@@ -26,6 +26,9 @@ inline float hsum(__m256 v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+
+template <int DT>
+constexpr int kEsize = DT == 0 ? 4 : 2;  // bytes per weight element
 
 template <int DT>
 inline __m256 load8(const void* base, int64_t i);
@@ -75,56 +78,32 @@ inline __m256 exp256(__m256 x) {
   return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
+// One weight row at a time, so the weights are read as one sequential stream (two
+// interleaved row streams measured 30-40% slower out of cache), k unrolled by 16
+// for two independent accumulator sets per input row, and a software prefetch 2 KiB
+// ahead (rows are short streams the hardware prefetcher picks up late).
 template <int MB, int DT>
-void gemv_rows(float* out, const float* inp, const void* W, const float* bias, int64_t n0, int64_t n1,
-               int64_t N, int K, bool accumulate) {
-  int64_t n = n0;
-  const int K8 = K & ~7;
-  for (; n + 2 <= n1; n += 2) {
-    __m256 acc[MB][2];
-    for (int m = 0; m < MB; m++) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
-    const int64_t r0 = n * K, r1 = (n + 1) * K;
-    for (int k = 0; k < K8; k += 8) {
-      __m256 w0 = load8<DT>(W, r0 + k), w1 = load8<DT>(W, r1 + k);
-      for (int m = 0; m < MB; m++) {
-        __m256 x = _mm256_loadu_ps(inp + static_cast<int64_t>(m) * K + k);
-        acc[m][0] = _mm256_fmadd_ps(w0, x, acc[m][0]);
-        acc[m][1] = _mm256_fmadd_ps(w1, x, acc[m][1]);
-      }
-    }
-    for (int m = 0; m < MB; m++) {
-      float s0 = hsum(acc[m][0]), s1 = hsum(acc[m][1]);
-      for (int k = K8; k < K; k++) {
-        float x = inp[static_cast<int64_t>(m) * K + k];
-        s0 += load1<DT>(W, r0 + k) * x;
-        s1 += load1<DT>(W, r1 + k) * x;
-      }
-      if (bias) {
-        s0 += bias[n];
-        s1 += bias[n + 1];
-      }
-      float* o = out + m * N + n;
-      if (accumulate) {
-        o[0] += s0;
-        o[1] += s1;
-      } else {
-        o[0] = s0;
-        o[1] = s1;
-      }
-    }
-  }
-  for (; n < n1; n++) {
-    __m256 acc[MB];
-    for (int m = 0; m < MB; m++) acc[m] = _mm256_setzero_ps();
+void gemv_rows(float* out, const float* inp, const void* W, const float* bias, int64_t n0, int64_t n1, int64_t N,
+                int K, bool accumulate) {
+  const int K16 = K & ~15;
+  const char* base = static_cast<const char*>(W);
+  for (int64_t n = n0; n < n1; n++) {
+    __m256 a0[MB], a1[MB];
+    for (int m = 0; m < MB; m++) a0[m] = a1[m] = _mm256_setzero_ps();
     const int64_t r0 = n * K;
-    for (int k = 0; k < K8; k += 8) {
-      __m256 w0 = load8<DT>(W, r0 + k);
-      for (int m = 0; m < MB; m++)
-        acc[m] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(inp + static_cast<int64_t>(m) * K + k), acc[m]);
+    const char* pf = base + r0 * kEsize<DT> + 2048;
+    int k = 0;
+    for (; k < K16; k += 16) {
+      if ((k * kEsize<DT>) % 64 == 0) _mm_prefetch(pf + k * kEsize<DT>, _MM_HINT_T0);
+      __m256 w0 = load8<DT>(W, r0 + k), w1 = load8<DT>(W, r0 + k + 8);
+      for (int m = 0; m < MB; m++) {
+        a0[m] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(inp + static_cast<int64_t>(m) * K + k), a0[m]);
+        a1[m] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(inp + static_cast<int64_t>(m) * K + k + 8), a1[m]);
+      }
     }
     for (int m = 0; m < MB; m++) {
-      float s0 = hsum(acc[m]);
-      for (int k = K8; k < K; k++) s0 += load1<DT>(W, r0 + k) * inp[static_cast<int64_t>(m) * K + k];
+      float s0 = hsum(_mm256_add_ps(a0[m], a1[m]));
+      for (int kk = k; kk < K; kk++) s0 += load1<DT>(W, r0 + kk) * inp[static_cast<int64_t>(m) * K + kk];
       if (bias) s0 += bias[n];
       float* o = out + m * N + n;
       *o = accumulate ? *o + s0 : s0;
