@@ -775,6 +775,36 @@ void test_model_graph() {
   if (!used) g_failures++;
 }
 
+// The guidance schedule s_t against rar-tiny/decode.npz cfg_scale_<g>_<p> (N = 16).
+void test_cfg_schedule() {
+  if (!selected("cfg-schedule")) return;
+  const double a[16] = {1, 1.00000882, 1.00039933, 1.00371366, 1.01806453, 1.06157593, 1.16744813, 1.38897361,
+                        1.80307983, 2.50961453, 3.62163187, 5.23990452, 7.40439725, 10.0198787, 12.7673776, 15.0423031};
+  const double b[16] = {1, 1.02223256, 1.11681299, 1.30626887, 1.6019129, 2.00684196, 2.51640153, 3.11835254,
+                        3.79320872, 4.5149203, 5.25197554, 5.96893042, 6.628329, 7.19293472, 7.62815544, 7.90451476};
+  Vec ga, gb, ra(a, a + 16), rb(b, b + 16);
+  for (int t = 0; t < 16; t++) {
+    ga.push_back(cfg_scale_at(t, 16, 16.f, 2.75f));
+    gb.push_back(cfg_scale_at(t, 16, 8.f, 1.2f));
+  }
+  check("cfg_scale_at(g=16, p=2.75) vs decode.npz", ga, ra, 1e-6);
+  check("cfg_scale_at(g=8, p=1.2) vs decode.npz", gb, rb, 1e-6);
+  // sampling_uniform: in [0,1), deterministic, different per image and step
+  g_checks++;
+  bool ok = sampling_uniform(1, 2, 3) == sampling_uniform(1, 2, 3) && sampling_uniform(1, 2, 3) != sampling_uniform(1, 3, 2) &&
+            sampling_uniform(1, 2, 3) != sampling_uniform(2, 2, 3);
+  double mean = 0;
+  for (int i = 0; i < 10000; i++) {
+    float u = sampling_uniform(7, i, 0);
+    ok = ok && u >= 0.f && u < 1.f;
+    mean += u;
+  }
+  mean /= 10000;
+  ok = ok && std::fabs(mean - 0.5) < 0.02;
+  std::printf("  %-4s sampling_uniform: deterministic, in [0,1), mean %.4f\n", ok ? "ok" : "FAIL", mean);
+  if (!ok) g_failures++;
+}
+
 void bench_gemm() {
   if (!g_filter || std::strcmp(g_filter, "bench") != 0) return;
   std::printf("[bench]\n");
@@ -872,6 +902,7 @@ int main(int argc, char** argv) {
     test_codebook();
     test_weight_roundtrip();
     test_model_graph();
+    test_cfg_schedule();
   } catch (const std::exception& e) {
     std::printf("FAIL: exception: %s\n", e.what());
     g_failures++;
