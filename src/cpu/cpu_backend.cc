@@ -162,7 +162,7 @@ class CpuBackend final : public Backend {
     check_dim("linear", "N", N);
     check_dim("linear", "K", K);
     if (M == 0) return;
-    if (M <= kGemvMaxRows) {
+    if (M <= cpu::gemv_max_rows()) {
       // Decode: stream the weight once; tasks of ~128 KiB of weights.
       int64_t rows_per_task = std::max<int64_t>(2, (128 << 10) / (static_cast<int64_t>(K) * dtype_size(w.dtype)));
       rows_per_task = (rows_per_task + 1) & ~int64_t(1);
@@ -511,9 +511,6 @@ class CpuBackend final : public Backend {
       }
     });
   }
-
- private:
-  static constexpr int64_t kGemvMaxRows = 16;
 };
 
 }  // namespace

@@ -65,6 +65,12 @@ namespace {
 std::atomic<bool> g_no_winograd{false};
 }
 bool winograd_disabled() { return g_no_winograd.load(std::memory_order_relaxed); }
+
+namespace {
+std::atomic<int64_t> g_gemv_max_rows{40};  // measured crossover 32..64 rows (RAR-B shapes)
+}
+int64_t gemv_max_rows() { return g_gemv_max_rows.load(std::memory_order_relaxed); }
+void set_gemv_max_rows(int64_t rows) { g_gemv_max_rows.store(rows); }
 void disable_winograd(bool on) { g_no_winograd.store(on); }
 
 // ---------------- packers ----------------

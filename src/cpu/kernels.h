@@ -17,6 +17,10 @@ void force_portable(bool on);
 // Tests compare the Winograd 3x3 convolution with the implicit-GEMM one.
 bool winograd_disabled();
 void disable_winograd(bool on);
+// Rows up to which linear() takes the weight-streaming GEMV path instead of the
+// packed GEMM (benchmarks move it).
+int64_t gemv_max_rows();
+void set_gemv_max_rows(int64_t rows);
 
 // ---- packed SGEMM (gemm.cc drives, the micro-kernel is per ISA) ----
 // C (M,N) [row stride ldc] (+)= A (M,K) B (K,N) + bias_row[m] + bias_col[n].

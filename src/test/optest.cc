@@ -175,7 +175,7 @@ void ref_layernorm_row(float* y, const float* x, int C, const float* w, const fl
 void test_linear() {
   if (!selected("linear")) return;
   struct Case { int64_t M; int N, K; };
-  const Case cases[] = {{1, 64, 64}, {4, 2304, 768}, {3, 37, 29}, {8, 200, 96}, {13, 130, 72},
+  const Case cases[] = {{1, 64, 64}, {4, 2304, 768}, {3, 37, 29}, {8, 200, 96}, {13, 130, 72}, {39, 150, 100},
                         {17, 33, 70}, {300, 200, 300}, {197, 1030, 513}};
   for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
     for (const Case& c : cases) {
@@ -830,6 +830,27 @@ void bench_gemm() {
     std::snprintf(name, sizeof name, "gemv M=4 N=%d K=%d %s", N, K, dtname(dt));
     timeit(name, 2.0 * 4 * N * K, static_cast<double>(N) * K * dtype_size(dt), [&] { be->linear(o.data(), x.data(), W, nullptr, 4, N, K, false); });
     be->free(const_cast<void*>(W.data));
+  }
+  const int64_t gemv_rows_default = cpu::gemv_max_rows();
+  for (DType dt : {DType::F16, DType::F32}) {
+    // GEMV-style vs packed GEMM for a few rows (decode with larger batches).
+    int N = 3072, K = 768, L = 24;
+    std::vector<Weight> ws;
+    Vec w = randn(static_cast<size_t>(N) * K);
+    for (int l = 0; l < L; l++) ws.push_back(be->upload_weight(w.data(), static_cast<int64_t>(w.size()), dt));
+    for (int M : {8, 16, 32, 64, 128}) {
+      Vec x = randn(static_cast<size_t>(M) * K), o(static_cast<size_t>(M) * N);
+      for (int path = 0; path < 2; path++) {
+        cpu::set_gemv_max_rows(path == 0 ? 1 << 20 : 0);
+        char name[96];
+        std::snprintf(name, sizeof name, "%s M=%d 24x(3072x768) %s", path == 0 ? "gemv" : "gemm", M, dtname(dt));
+        timeit(name, 2.0 * M * N * K * L, static_cast<double>(N) * K * dtype_size(dt) * L, [&] {
+          for (auto& W : ws) be->linear(o.data(), x.data(), W, nullptr, M, N, K, false);
+        });
+      }
+    }
+    cpu::set_gemv_max_rows(gemv_rows_default);
+    for (auto& W : ws) be->free(const_cast<void*>(W.data));
   }
   {
     // Out of cache: 48 matrices of 3072 x 768 (f16: 226 MB), as a decode step streams them.
