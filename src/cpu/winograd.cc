@@ -48,6 +48,76 @@ void transform_filters(float* U, const void* W, DType dt, int Cout, int Cin) {
   });
 }
 
+
+// The transforms are plain loops over the tiles of a block; on x86-64 Linux they are
+// compiled twice (AVX2 and baseline) and picked at load time (GCC target_clones).
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+#define RARGEN_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define RARGEN_CLONES
+#endif
+
+// One input row: e_c[j] = (d B)_c for the 4-wide window at 2j of the padded row p.
+RARGEN_CLONES void row_transform(const float* p, float* e, int n, int nt) {
+  for (int j = 0; j < n; j++) {
+    float a0 = p[2 * j], a1 = p[2 * j + 1], a2 = p[2 * j + 2], a3 = p[2 * j + 3];
+    e[0 * nt + j] = a0 - a2;
+    e[1 * nt + j] = a1 + a2;
+    e[2 * nt + j] = a2 - a1;
+    e[3 * nt + j] = a1 - a3;
+  }
+}
+
+// Across the 4 rows: V[(r*4+c)] = (B^T e)_r for each column transform c.
+RARGEN_CLONES void col_transform(const float* E, float* v, int64_t vs, int n, int nt) {
+  for (int c = 0; c < 4; c++) {
+    const float* e0 = E + (0 * 4 + c) * nt;
+    const float* e1 = E + (1 * 4 + c) * nt;
+    const float* e2 = E + (2 * 4 + c) * nt;
+    const float* e3 = E + (3 * 4 + c) * nt;
+    float* v0 = v + (0 + c) * vs;
+    float* v1 = v + (4 + c) * vs;
+    float* v2 = v + (8 + c) * vs;
+    float* v3 = v + (12 + c) * vs;
+    for (int j = 0; j < n; j++) {
+      v0[j] = e0[j] - e2[j];
+      v1[j] = e1[j] + e2[j];
+      v2[j] = e2[j] - e1[j];
+      v3[j] = e1[j] - e3[j];
+    }
+  }
+}
+
+// Output tiles of one channel: y rows 2ty, 2ty+1 from the 16 products m[k * ms + j].
+RARGEN_CLONES void output_transform(const float* m, int64_t ms, float* s, float* y0, float* y1, float b, int n,
+                                    int nt, int full) {
+  for (int c = 0; c < 4; c++) {
+    const float* m0 = m + (0 + c) * ms;
+    const float* m1 = m + (4 + c) * ms;
+    const float* m2 = m + (8 + c) * ms;
+    const float* m3 = m + (12 + c) * ms;
+    float* s0 = s + c * nt;
+    float* s1 = s + (4 + c) * nt;
+    for (int j = 0; j < n; j++) {
+      s0[j] = m0[j] + m1[j] + m2[j];
+      s1[j] = m1[j] - m2[j] - m3[j];
+    }
+  }
+  for (int r = 0; r < 2; r++) {
+    float* yr = r == 0 ? y0 : y1;
+    if (!yr) break;
+    const float* q0 = s + (r * 4 + 0) * nt;
+    const float* q1 = s + (r * 4 + 1) * nt;
+    const float* q2 = s + (r * 4 + 2) * nt;
+    const float* q3 = s + (r * 4 + 3) * nt;
+    for (int j = 0; j < full; j++) {
+      yr[2 * j] = q0[j] + q1[j] + q2[j] + b;
+      yr[2 * j + 1] = q1[j] - q2[j] - q3[j] + b;
+    }
+    if (full < n) yr[2 * full] = q0[full] + q1[full] + q2[full] + b;
+  }
+}
+
 }  // namespace
 
 // U[xi] (Cout, Cin) pre-packed once into the micro-kernel's A-panel layout, so the
@@ -113,31 +183,9 @@ void winograd_conv3x3(float* out, const float* inp, const void* W, DType dt, con
           int xx = 2 * tx0 - 1 + k;
           p[k] = (xx >= 0 && xx < Wd) ? row[xx] : 0.f;
         }
-        for (int j = 0; j < n; j++) {
-          float a0 = p[2 * j], a1 = p[2 * j + 1], a2 = p[2 * j + 2], a3 = p[2 * j + 3];
-          e[0 * nt + j] = a0 - a2;
-          e[1 * nt + j] = a1 + a2;
-          e[2 * nt + j] = a2 - a1;
-          e[3 * nt + j] = a1 - a3;
-        }
+        row_transform(p, e, n, nt);
       }
-      float* v = V.data() + static_cast<int64_t>(ci) * nt;
-      for (int c = 0; c < 4; c++) {
-        const float* e0 = E.data() + (0 * 4 + c) * nt;
-        const float* e1 = E.data() + (1 * 4 + c) * nt;
-        const float* e2 = E.data() + (2 * 4 + c) * nt;
-        const float* e3 = E.data() + (3 * 4 + c) * nt;
-        float* v0 = v + (0 + c) * vs;
-        float* v1 = v + (4 + c) * vs;
-        float* v2 = v + (8 + c) * vs;
-        float* v3 = v + (12 + c) * vs;
-        for (int j = 0; j < n; j++) {
-          v0[j] = e0[j] - e2[j];
-          v1[j] = e1[j] + e2[j];
-          v2[j] = e2[j] - e1[j];
-          v3[j] = e1[j] - e3[j];
-        }
-      }
+      col_transform(E.data(), V.data() + static_cast<int64_t>(ci) * nt, vs, n, nt);
     }
     // 16 GEMMs: M[xi] (Cout, n) = U[xi] (Cout, Cin) V[xi] (Cin, n). Inline: we are a pool task.
     for (int xi = 0; xi < 16; xi++) {
@@ -148,36 +196,11 @@ void winograd_conv3x3(float* out, const float* inp, const void* W, DType dt, con
     // Output transform (A^T m A) and bias, vectorised over the tiles.
     const int64_t ms = static_cast<int64_t>(Cout) * nt;
     float* s = E.data();  // s[(r * 4 + c) * nt + j], r < 2
+    const int full = (2 * (tx0 + n) <= Wd) ? n : n - 1;  // the last tile may have one column
     for (int co = 0; co < Cout; co++) {
-      const float* m = M.data() + static_cast<int64_t>(co) * nt;
-      const float b = bias ? bias[co] : 0.f;
-      for (int c = 0; c < 4; c++) {
-        const float* m0 = m + (0 + c) * ms;
-        const float* m1 = m + (4 + c) * ms;
-        const float* m2 = m + (8 + c) * ms;
-        const float* m3 = m + (12 + c) * ms;
-        float* s0 = s + c * nt;
-        float* s1 = s + (4 + c) * nt;
-        for (int j = 0; j < n; j++) {
-          s0[j] = m0[j] + m1[j] + m2[j];
-          s1[j] = m1[j] - m2[j] - m3[j];
-        }
-      }
-      for (int r = 0; r < 2; r++) {
-        const int oy = 2 * ty + r;
-        if (oy >= H) break;
-        const float* q0 = s + (r * 4 + 0) * nt;
-        const float* q1 = s + (r * 4 + 1) * nt;
-        const float* q2 = s + (r * 4 + 2) * nt;
-        const float* q3 = s + (r * 4 + 3) * nt;
-        float* yr = out + (static_cast<int64_t>(co) * H + oy) * Wd + 2 * tx0;
-        const int full = (2 * (tx0 + n) <= Wd) ? n : n - 1;  // last tile may have one column
-        for (int j = 0; j < full; j++) {
-          yr[2 * j] = q0[j] + q1[j] + q2[j] + b;
-          yr[2 * j + 1] = q1[j] - q2[j] - q3[j] + b;
-        }
-        if (full < n) yr[2 * full] = q0[full] + q1[full] + q2[full] + b;
-      }
+      float* y0 = out + (static_cast<int64_t>(co) * H + 2 * ty) * Wd + 2 * tx0;
+      float* y1 = 2 * ty + 1 < H ? y0 + Wd : nullptr;
+      output_transform(M.data() + static_cast<int64_t>(co) * nt, ms, s, y0, y1, bias ? bias[co] : 0.f, n, nt, full);
     }
   });
 }
