@@ -75,3 +75,18 @@ export type { Checkpoint, TensorInfo, HostTensor, DType } from './tensor.js';
 
 export { native } from './native.js';
 export type { BuildInfo, CudaStatus, CudaDevice } from './native.js';
+
+// FID evaluation (ADM evaluator: FID, sFID, IS, precision, recall) and sample sets.
+export {
+  evaluateNpz,
+  FeatureStatistics,
+  frechetDistance,
+  inceptionScore,
+  precisionRecall,
+  ImageNpz,
+  type EvaluateOptions,
+  type EvaluateResult,
+  type EvaluateProgress,
+} from './fid.js';
+export { loadInception, findInceptionWeights, cacheDir, InceptionV3, MissingWeightsError } from './inception.js';
+export { sampleImageNet, mergeSamples, type SampleImageNetOptions, type SampleResult, type MergeSamplesOptions } from './sample.js';
