@@ -1,6 +1,7 @@
 #include "cpu/threadpool.h"
 
 #include <chrono>
+#include <cstdlib>
 
 namespace rargen {
 namespace cpu {
@@ -16,6 +17,11 @@ inline void cpu_relax() {
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
+  if (threads <= 0) {
+    // RARGEN_THREADS overrides the default (all hardware threads).
+    const char* env = std::getenv("RARGEN_THREADS");
+    if (env && std::atoi(env) > 0) threads = std::atoi(env);
+  }
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   if (threads <= 0) threads = 1;
   nthreads_ = threads;

@@ -21,7 +21,8 @@ namespace cpu {
 
 class ThreadPool {
  public:
-  // threads: total threads including the caller; 0 = hardware concurrency.
+  // threads: total threads including the caller; 0 = $RARGEN_THREADS if set, else
+  // the hardware concurrency.
   explicit ThreadPool(int threads = 0);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
