@@ -309,20 +309,16 @@ class CpuBackend final : public Backend {
         row_stats(qr, D, eps, mean, rstd);
         for (int d = 0; d < D; d++) q[d] = (qr[d] - mean) * rstd * q_norm_w[d] + q_norm_b[d];
         const int L = pos0 + i + 1;  // causal: keys 0..pos0+i
+        cpu::attn_scores(scores.data(), q, kc, L, D, scale);
         float mx = -std::numeric_limits<float>::infinity();
-        for (int j = 0; j < L; j++) {
-          float s = cpu::dot(q, kc + static_cast<int64_t>(j) * D, D) * scale;
-          scores[j] = s;
-          mx = std::max(mx, s);
-        }
+        for (int j = 0; j < L; j++) mx = std::max(mx, scores[j]);
         float denom = 0.f;
         for (int j = 0; j < L; j++) {
           float p = std::exp(scores[j] - mx);
           scores[j] = p;
           denom += p;
         }
-        std::fill(acc, acc + D, 0.f);
-        for (int j = 0; j < L; j++) cpu::axpy(acc, scores[j], vc + static_cast<int64_t>(j) * D, D);
+        cpu::attn_weighted_sum(acc, scores.data(), vc, L, D);
         float inv = 1.f / denom;
         float* o = out + (static_cast<int64_t>(b) * Tn + i) * C + h * D;
         for (int d = 0; d < D; d++) o[d] = acc[d] * inv;

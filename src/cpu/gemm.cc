@@ -346,6 +346,15 @@ double sumsq_dev_ref(const float* x, int64_t n, double mean) {
   return s;
 }
 
+void attn_scores_ref(float* scores, const float* q, const float* k, int L, int D, float scale) {
+  for (int j = 0; j < L; j++) scores[j] = dot_ref(q, k + static_cast<int64_t>(j) * D, D) * scale;
+}
+
+void attn_weighted_sum_ref(float* acc, const float* p, const float* v, int L, int D) {
+  for (int d = 0; d < D; d++) acc[d] = 0.f;
+  for (int j = 0; j < L; j++) axpy_ref(acc, p[j], v + static_cast<int64_t>(j) * D, D);
+}
+
 float sqdist_ref(const float* a, const float* b, int n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int i = 0;

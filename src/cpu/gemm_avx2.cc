@@ -273,6 +273,59 @@ double sumsq_dev_avx2(const float* x, int64_t n, double mean) {
   return total;
 }
 
+void attn_scores_avx2(float* scores, const float* q, const float* k, int L, int D, float scale) {
+  const int D8 = D & ~7;
+  int j = 0;
+  for (; j + 2 <= L; j += 2) {  // two keys at a time for two independent chains
+    const float* k0 = k + static_cast<int64_t>(j) * D;
+    const float* k1 = k0 + D;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (int d = 0; d < D8; d += 8) {
+      __m256 qv = _mm256_loadu_ps(q + d);
+      a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
+      a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + d), a1);
+    }
+    float s0 = hsum(a0), s1 = hsum(a1);
+    for (int d = D8; d < D; d++) {
+      s0 += q[d] * k0[d];
+      s1 += q[d] * k1[d];
+    }
+    scores[j] = s0 * scale;
+    scores[j + 1] = s1 * scale;
+  }
+  for (; j < L; j++) scores[j] = dot_avx2(q, k + static_cast<int64_t>(j) * D, D) * scale;
+}
+
+void attn_weighted_sum_avx2(float* acc, const float* p, const float* v, int L, int D) {
+  int d0 = 0;
+  for (; d0 + 32 <= D; d0 += 32) {  // 32 output columns in four registers
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float* vp = v + d0;
+    for (int j = 0; j < L; j++, vp += D) {
+      __m256 w = _mm256_broadcast_ss(p + j);
+      a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp), a0);
+      a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp + 8), a1);
+      a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp + 16), a2);
+      a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vp + 24), a3);
+    }
+    _mm256_storeu_ps(acc + d0, a0);
+    _mm256_storeu_ps(acc + d0 + 8, a1);
+    _mm256_storeu_ps(acc + d0 + 16, a2);
+    _mm256_storeu_ps(acc + d0 + 24, a3);
+  }
+  for (; d0 + 8 <= D; d0 += 8) {
+    __m256 a0 = _mm256_setzero_ps();
+    const float* vp = v + d0;
+    for (int j = 0; j < L; j++, vp += D) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j), _mm256_loadu_ps(vp), a0);
+    _mm256_storeu_ps(acc + d0, a0);
+  }
+  for (; d0 < D; d0++) {
+    float a = 0.f;
+    for (int j = 0; j < L; j++) a += p[j] * v[static_cast<int64_t>(j) * D + d0];
+    acc[d0] = a;
+  }
+}
+
 float sqdist_avx2(const float* a, const float* b, int n) {
   __m256 acc = _mm256_setzero_ps();
   int i = 0;

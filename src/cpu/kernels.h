@@ -116,6 +116,12 @@ double sum_avx2(const float* x, int64_t n);
 double sumsq_dev_ref(const float* x, int64_t n, double mean);
 double sumsq_dev_avx2(const float* x, int64_t n, double mean);
 float sqdist_ref(const float* a, const float* b, int n);
+// Attention inner loops over L cached keys/values (rows of D floats):
+// scores[j] = scale * q . k[j];  acc[0:D] = sum_j p[j] v[j].
+void attn_scores_ref(float* scores, const float* q, const float* k, int L, int D, float scale);
+void attn_scores_avx2(float* scores, const float* q, const float* k, int L, int D, float scale);
+void attn_weighted_sum_ref(float* acc, const float* p, const float* v, int L, int D);
+void attn_weighted_sum_avx2(float* acc, const float* p, const float* v, int L, int D);
 float sqdist_avx2(const float* a, const float* b, int n);
 
 inline float dot(const float* a, const float* b, int n) {
@@ -132,6 +138,14 @@ inline void affine_silu(float* out, const float* in, int64_t n, float a, float b
 inline double sum(const float* x, int64_t n) { return has_avx2() ? sum_avx2(x, n) : sum_ref(x, n); }
 inline double sumsq_dev(const float* x, int64_t n, double mean) {
   return has_avx2() ? sumsq_dev_avx2(x, n, mean) : sumsq_dev_ref(x, n, mean);
+}
+inline void attn_scores(float* scores, const float* q, const float* k, int L, int D, float scale) {
+  if (has_avx2()) attn_scores_avx2(scores, q, k, L, D, scale);
+  else attn_scores_ref(scores, q, k, L, D, scale);
+}
+inline void attn_weighted_sum(float* acc, const float* p, const float* v, int L, int D) {
+  if (has_avx2()) attn_weighted_sum_avx2(acc, p, v, L, D);
+  else attn_weighted_sum_ref(acc, p, v, L, D);
 }
 inline float sqdist(const float* a, const float* b, int n) {
   return has_avx2() ? sqdist_avx2(a, b, n) : sqdist_ref(a, b, n);
