@@ -8,6 +8,7 @@ import { savePng } from '../image.js';
 import { PRESET_NAMES, type PresetName } from '../config.js';
 import type { DeviceSpec } from '../device.js';
 import { ProgressBar } from '../progress.js';
+import { demoClassIndex, decodeDemoTokens, demoPaths, loadDemoInfo, DEMO_CLASSES } from '../demo/index.js';
 import {
   imageFileName,
   intOption,
@@ -23,6 +24,7 @@ import {
 export const summary = 'sample images (or tokens) for class ids with a RAR generator';
 
 const USAGE = `Usage: rargen generate --generator FILE [--tokenizer FILE] --classes 207,360 [options]
+       rargen generate --demo --class NAME[,NAME...] --out DIR [options]
 
 Samples N tokens per class id (raster order, KV cache, classifier-free guidance) and
 writes them as JSON and/or decodes them to PNG images.
@@ -42,6 +44,9 @@ Options:
   --batch-size N          images per batch (default 32)
   --device D              auto, cpu, cuda or cuda:N (default auto)
   --precision P           f32, f16 or bf16 weights on the backend (default f32)
+  --demo                  use the small demo model shipped with rargen (16x16 palette pictures,
+                          decoded by palette lookup; no tokenizer needed; works offline)
+  --class NAMES           demo class names: ${DEMO_CLASSES.join(', ')} (or --classes with ids)
   --tokens-out FILE.json  write {"classLabels": [...], "tokens": [[...], ...]}
   --out DIR               write DIR/000000.png, DIR/000001.png, ...
   -h, --help              show this help`;
@@ -66,6 +71,8 @@ export async function run(argv: string[]): Promise<number> {
       precision: { type: 'string' },
       'tokens-out': { type: 'string' },
       out: { type: 'string' },
+      demo: { type: 'boolean' },
+      class: { type: 'string' },
     },
     false,
   );
@@ -74,10 +81,27 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   void positionals;
-  const generatorPath = requireOption(values.generator, '--generator');
-  const classes = parseClassList(requireOption(values.classes, '--classes'));
+  const demo = values.demo === true;
+  if (demo && values.generator !== undefined) throw new UsageError('--demo and --generator cannot be used together');
+  if (demo && values.tokenizer !== undefined) throw new UsageError('--demo decodes by palette lookup: drop --tokenizer');
+  if (!demo && values.class !== undefined) throw new UsageError('--class NAME is for the demo model (--demo); use --classes with class ids');
+  const demoInfo = demo ? loadDemoInfo() : undefined;
+  const generatorPath = demo ? demoPaths().weights : requireOption(values.generator, '--generator');
+  let classes: number[];
+  if (demo && values.class !== undefined) {
+    if (values.classes !== undefined) throw new UsageError('pass either --class NAMES or --classes IDS, not both');
+    classes = values.class.split(',').map((name) => {
+      try {
+        return demoClassIndex(name.trim());
+      } catch (err) {
+        throw new UsageError((err as Error).message);
+      }
+    });
+  } else {
+    classes = parseClassList(requireOption(values.classes, demo ? '--class' : '--classes'));
+  }
   if (values.out === undefined && values['tokens-out'] === undefined) throw new UsageError('nothing to write: pass --out DIR and/or --tokens-out FILE.json');
-  if (values.out !== undefined && values.tokenizer === undefined) throw new UsageError('--out needs --tokenizer to decode the tokens to images');
+  if (!demo && values.out !== undefined && values.tokenizer === undefined) throw new UsageError('--out needs --tokenizer to decode the tokens to images');
   if (values.preset !== undefined && !(PRESET_NAMES as readonly string[]).includes(values.preset))
     throw new UsageError(`--preset expects one of ${PRESET_NAMES.join(', ')} but received ${JSON.stringify(values.preset)}`);
   if (values.precision !== undefined && !['f32', 'f16', 'bf16'].includes(values.precision))
@@ -85,9 +109,9 @@ export async function run(argv: string[]): Promise<number> {
   if (values.device !== undefined && !/^(auto|cpu|cuda|cuda:\d+)$/.test(values.device))
     throw new UsageError(`--device expects one of auto, cpu, cuda, cuda:N but received ${JSON.stringify(values.device)}`);
   const sampling = {
-    guidanceScale: numberOption(values['guidance-scale'], '--guidance-scale'),
-    guidanceScalePow: numberOption(values['guidance-pow'], '--guidance-pow'),
-    temperature: numberOption(values.temperature, '--temperature'),
+    guidanceScale: numberOption(values['guidance-scale'], '--guidance-scale') ?? demoInfo?.sampling.guidanceScale,
+    guidanceScalePow: numberOption(values['guidance-pow'], '--guidance-pow') ?? demoInfo?.sampling.guidanceScalePow,
+    temperature: numberOption(values.temperature, '--temperature') ?? demoInfo?.sampling.temperature,
     topK: intOption(values['top-k'], '--top-k', 0),
     topP: numberOption(values['top-p'], '--top-p'),
     seed: seedOption(values.seed),
@@ -114,10 +138,10 @@ export async function run(argv: string[]): Promise<number> {
     const c = generator.config;
     const s = generator.sampling;
     note(
-      `rargen: generator ${generator.preset?.name ?? 'custom'} (hidden ${c.hiddenSize}, depth ${c.depth}, ${c.seqLen} tokens); ` +
+      `rargen: generator ${demo ? 'demo' : generator.preset?.name ?? 'custom'} (hidden ${c.hiddenSize}, depth ${c.depth}, ${c.seqLen} tokens); ` +
         `guidance ${sampling.guidanceScale ?? s.guidanceScale}, pow ${sampling.guidanceScalePow ?? s.guidanceScalePow}, temperature ${sampling.temperature ?? s.temperature}`,
     );
-    if (values.out !== undefined) {
+    if (values.out !== undefined && !demo) {
       const tokBar = new ProgressBar(0, { label: 'loading tokenizer', unit: 'tensors' });
       tokenizer = await loadTokenizer(values.tokenizer!, { device, onProgress: (p) => tokBar.update(p.tensorsDone, p.tensorsTotal) });
       tokBar.finish();
@@ -140,7 +164,11 @@ export async function run(argv: string[]): Promise<number> {
       await writeFile(file, JSON.stringify({ classLabels: result.classLabels, tokens: result.tokens.map((t) => Array.from(t)) }) + '\n');
       note(`rargen: wrote tokens of ${result.tokens.length} images to ${file}`);
     }
-    if (values.out !== undefined && result.images) {
+    if (values.out !== undefined && demo) {
+      await mkdir(values.out, { recursive: true });
+      for (let i = 0; i < result.tokens.length; i++) await savePng(join(values.out, imageFileName(i)), decodeDemoTokens(result.tokens[i]!));
+      note(`rargen: wrote ${result.tokens.length} demo images (${classes.map((c) => DEMO_CLASSES[c]).join(', ')}) to ${values.out}`);
+    } else if (values.out !== undefined && result.images) {
       await mkdir(values.out, { recursive: true });
       for (let i = 0; i < result.images.length; i++) await savePng(join(values.out, imageFileName(i)), result.images[i]!);
       note(`rargen: wrote ${result.images.length} images to ${values.out}`);

@@ -254,3 +254,31 @@ describe.skipIf(!hasModelAddon())('generate, decode and tokenize end to end (nat
     }
   });
 });
+
+describe('generate --demo (the shipped demo model, offline)', () => {
+  it.runIf(hasModelAddon())('writes one 128x128 palette PNG per class name, reproducibly', async () => {
+    const out1 = join(tmp, 'demo1');
+    const out2 = join(tmp, 'demo2');
+    const r1 = rargen('generate', '--demo', '--class', 'circle,square', '--seed', '5', '--out', out1);
+    expect(r1.code, r1.stderr).toBe(0);
+    expect(r1.stderr).toContain('wrote 2 demo images (circle, square)');
+    expect(readdirSync(out1).sort()).toEqual(['000000.png', '000001.png']);
+    expect(rargen('generate', '--demo', '--class', 'circle,square', '--seed', '5', '--out', out2).code).toBe(0);
+    const { DEMO_PALETTE } = await import('../../lib/demo/shapes.js');
+    const palette = new Set(DEMO_PALETTE.map(([r, g, b]) => (r << 16) | (g << 8) | b));
+    for (const f of ['000000.png', '000001.png']) {
+      const a = decodePng(readFileSync(join(out1, f)));
+      const b = decodePng(readFileSync(join(out2, f)));
+      expect([a.width, a.height]).toEqual([128, 128]);
+      expect(Buffer.from(a.data).equals(Buffer.from(b.data))).toBe(true); // same seed, same picture
+      for (let i = 0; i < a.data.length; i += 3) expect(palette.has((a.data[i]! << 16) | (a.data[i + 1]! << 8) | a.data[i + 2]!)).toBe(true);
+    }
+  });
+
+  it('rejects an unknown class name and --class without --demo', () => {
+    const r = rargen('generate', '--demo', '--class', 'blob', '--out', join(tmp, 'x'));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('received "blob"');
+    expect(rargen('generate', '--generator', 'g.bin', '--class', 'circle', '--out', join(tmp, 'x')).code).toBe(2);
+  });
+});
