@@ -90,3 +90,10 @@ export {
 } from './fid.js';
 export { loadInception, findInceptionWeights, cacheDir, InceptionV3, MissingWeightsError } from './inception.js';
 export { sampleImageNet, mergeSamples, type SampleImageNetOptions, type SampleResult, type MergeSamplesOptions } from './sample.js';
+
+// Training (the official rar.yaml layout, AdamW, schedules, exact resume).
+export { runTraining, type TrainRunOptions, type TrainRunResult } from './train/loop.js';
+export { loadTrainConfig, buildTrainConfig, type LoadedTrainConfig } from './train/config.js';
+export { TokenDataset } from './train/data.js';
+export { Trainer } from './train/native.js';
+export { saveCheckpoint, loadCheckpoint, latestCheckpoint } from './train/checkpoint.js';
