@@ -13,7 +13,6 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -25,47 +24,14 @@
 #include "cuda_api.h"
 #include "model/rar.h"
 #include "model/vqgan.h"
+#include "napi_util.h"
 
 namespace {
 
 using rargen::Backend;
+using namespace rargen::napi;  // src/napi_util.h
 
 // ---------------- argument helpers ----------------
-
-[[noreturn]] void type_error(Napi::Env env, const std::string& msg) {
-  throw Napi::TypeError::New(env, "rargen: " + msg);
-}
-[[noreturn]] void range_error(Napi::Env env, const std::string& msg) {
-  throw Napi::RangeError::New(env, "rargen: " + msg);
-}
-
-double get_number(Napi::Env env, const Napi::Object& o, const char* key, const std::string& where) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) type_error(env, where + ": expected a number for " + key);
-  return v.As<Napi::Number>().DoubleValue();
-}
-
-int get_int(Napi::Env env, const Napi::Object& o, const char* key, const std::string& where, int lo, int hi) {
-  double d = get_number(env, o, key, where);
-  if (!(d == std::floor(d)) || d < lo || d > hi)
-    range_error(env, where + ": expected an integer between " + std::to_string(lo) + " and " + std::to_string(hi) +
-                         " for " + key + " but received " + Napi::Number::New(env, d).ToString().Utf8Value());
-  return static_cast<int>(d);
-}
-
-std::vector<int32_t> get_int32_array(Napi::Env env, const Napi::Value& v, const std::string& what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-    type_error(env, what + " must be an Int32Array");
-  Napi::Int32Array a = v.As<Napi::Int32Array>();
-  return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
-}
-
-std::vector<float> get_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-    type_error(env, what + " must be a Float32Array");
-  Napi::Float32Array a = v.As<Napi::Float32Array>();
-  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
-}
 
 void check_range(Napi::Env env, const std::vector<int32_t>& v, int lo, int hi, const std::string& what,
                  const std::string& meaning) {
@@ -76,26 +42,9 @@ void check_range(Napi::Env env, const std::vector<int32_t>& v, int lo, int hi, c
                            std::to_string(v[i]));
 }
 
-Backend* backend_for(Napi::Env env, const std::string& device) {
-  if (device == "cpu") return rargen::cpu_backend();
-  int index = -1;
-  if (device == "cuda") index = 0;
-  else if (device.rfind("cuda:", 0) == 0 && device.size() > 5 && device.size() < 9 &&
-           device.find_first_not_of("0123456789", 5) == std::string::npos)
-    index = std::atoi(device.c_str() + 5);
-  if (index < 0) range_error(env, "unknown device '" + device + "' (expected 'cpu', 'cuda' or 'cuda:N')");
-#ifdef RARGEN_CUDA
-  try {
-    return rargen::cuda_backend(index);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, std::string("rargen: device '") + device + "' is unavailable: " + e.what());
-  }
-#else
-  throw Napi::Error::New(env, "rargen: device '" + device +
-                                  "' is unavailable: this rargen addon was built without CUDA (nvcc was not found "
-                                  "at build time); use device 'cpu' or rebuild with the CUDA toolkit");
-#endif
-}
+// In a build without CUDA, a CUDA device's error ends with this advice.
+const char* const kNoCudaDetail =
+    " (nvcc was not found at build time); use device 'cpu' or rebuild with the CUDA toolkit";
 
 // ---------------- models ----------------
 
@@ -151,18 +100,7 @@ Napi::Value CreateRar(const Napi::CallbackInfo& info) {
   if (!info[1].IsString()) type_error(env, "createRar: device must be a string");
   if (!info[2].IsString()) type_error(env, "createRar: weightDtype must be 'f32', 'f16' or 'bf16'");
   Napi::Object c = info[0].As<Napi::Object>();
-  const std::string w = "createRar config";
-  rargen::RarConfig cfg;
-  cfg.hidden = get_int(env, c, "hiddenSize", w, 1, 1 << 16);
-  cfg.depth = get_int(env, c, "depth", w, 1, 1024);
-  cfg.heads = get_int(env, c, "numHeads", w, 1, 1024);
-  cfg.mlp = get_int(env, c, "mlpDim", w, 1, 1 << 18);
-  cfg.seq_len = get_int(env, c, "seqLen", w, 1, 1 << 16);
-  cfg.codebook = get_int(env, c, "codebookSize", w, 1, 1 << 20);
-  cfg.classes = get_int(env, c, "numClasses", w, 1, 1 << 20);
-  cfg.pos_rows = get_int(env, c, "posEmbedRows", w, cfg.seq_len + 2, 1 << 20);
-  cfg.ts_rows = get_int(env, c, "timestepRows", w, cfg.seq_len + 2, 1 << 20);
-  if (cfg.hidden % cfg.heads) range_error(env, "createRar config: hiddenSize must be divisible by numHeads");
+  rargen::RarConfig cfg = get_rar_config(env, c, "createRar config");
   int D = cfg.hidden / cfg.heads;
   if (D > 128) range_error(env, "createRar config: head dim hiddenSize/numHeads = " + std::to_string(D) + " exceeds 128");
   std::string dt = info[2].As<Napi::String>().Utf8Value();
@@ -172,7 +110,7 @@ Napi::Value CreateRar(const Napi::CallbackInfo& info) {
   else if (dt == "bf16") dtype = rargen::DType::BF16;
   else range_error(env, "createRar: weightDtype must be 'f32', 'f16' or 'bf16' but received '" + dt + "'");
   std::string device = info[1].As<Napi::String>().Utf8Value();
-  Backend* be = backend_for(env, device);
+  Backend* be = backend_for(env, device, kNoCudaDetail);
   Napi::Object obj = RargenModel::ctor(env).New({});
   auto st = RargenModel::Unwrap(obj)->state;
   try {
@@ -208,7 +146,7 @@ Napi::Value CreateVq(const Napi::CallbackInfo& info) {
     cfg.mult.push_back(e.As<Napi::Number>().Int32Value());
   }
   std::string device = info[1].As<Napi::String>().Utf8Value();
-  Backend* be = backend_for(env, device);
+  Backend* be = backend_for(env, device, kNoCudaDetail);
   Napi::Object obj = RargenModel::ctor(env).New({});
   auto st = RargenModel::Unwrap(obj)->state;
   try {
@@ -225,7 +163,7 @@ Napi::Value SetWeight(const Napi::CallbackInfo& info) {
   auto st = model_arg(env, info[0], "setWeight", Want::Any, false);
   if (!info[1].IsString()) type_error(env, "setWeight: name must be a string");
   std::string name = info[1].As<Napi::String>().Utf8Value();
-  if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+  if (!is_typed_array(info[2], napi_float32_array))
     type_error(env, "setWeight: data for '" + name + "' must be a Float32Array");
   Napi::Float32Array data = info[2].As<Napi::Float32Array>();
   if (!info[3].IsArray()) type_error(env, "setWeight: shape for '" + name + "' must be an array of integers");
@@ -293,19 +231,16 @@ std::map<double, std::shared_ptr<std::atomic<bool>>> g_jobs;
 
 // Runs `work` on a worker thread holding the model busy; resolves with `result`
 // (built on the main thread) or rejects with the error message.
-class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
+class Job : public PromiseWorkerBase<Napi::AsyncProgressWorker<ProgressMsg>> {
  public:
   using Work = std::function<void(Job&)>;
-  using Result = std::function<Napi::Value(Napi::Env)>;
 
   Job(Napi::Env env, std::shared_ptr<ModelState> st, Work work, Result result)
-      : Napi::AsyncProgressWorker<ProgressMsg>(env, "rargen"), deferred_(Napi::Promise::Deferred::New(env)),
-        st_(std::move(st)), work_(std::move(work)), result_(std::move(result)) {
+      : PromiseWorkerBase(env, "rargen", std::move(result)), st_(std::move(st)), work_(std::move(work)) {
     st_->busy.store(true);
   }
   ~Job() override { unregister(); }
 
-  Napi::Promise promise() { return deferred_.Promise(); }
   void set_progress_callback(Napi::Function f) { progress_cb_ = Napi::Persistent(f); }
   void set_job_id(double id) {
     job_id_ = id;
@@ -324,13 +259,7 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
  protected:
   void Execute(const ExecutionProgress& progress) override {
     progress_ = &progress;
-    try {
-      work_(*this);
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    } catch (...) {
-      SetError("rargen: unknown native error");
-    }
+    run([this] { work_(*this); }, "rargen: unknown native error");
     progress_ = nullptr;
   }
   void OnProgress(const ProgressMsg* data, size_t count) override {
@@ -344,12 +273,7 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
   }
   void OnOK() override {
     finish();
-    Napi::Env env = Env();
-    try {
-      deferred_.Resolve(result_(env));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
+    resolve();
   }
   void OnError(const Napi::Error& e) override {
     finish();
@@ -360,7 +284,7 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
       err.Set("name", Napi::String::New(env, "AbortError"));
       err.Set("code", Napi::String::New(env, "ABORT_ERR"));
     }
-    deferred_.Reject(err.Value());
+    reject(err.Value());
   }
 
  private:
@@ -375,26 +299,13 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
     if (it != g_jobs.end() && it->second == cancel_) g_jobs.erase(it);
   }
 
-  Napi::Promise::Deferred deferred_;
   std::shared_ptr<ModelState> st_;
   Work work_;
-  Result result_;
   Napi::FunctionReference progress_cb_;
   const ExecutionProgress* progress_ = nullptr;
   std::shared_ptr<std::atomic<bool>> cancel_;
   double job_id_ = 0;
 };
-
-Napi::Float32Array to_js(Napi::Env env, const std::vector<float>& v) {
-  Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
-  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * 4);
-  return a;
-}
-Napi::Int32Array to_js(Napi::Env env, const std::vector<int32_t>& v) {
-  Napi::Int32Array a = Napi::Int32Array::New(env, v.size());
-  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * 4);
-  return a;
-}
 
 // Checks ids (B*N tokens) and condition (B embedding indices) of a generator.
 int check_rar_inputs(Napi::Env env, const rargen::RarConfig& c, const char* fn, const std::vector<int32_t>& ids,
@@ -434,12 +345,9 @@ Napi::Value RarForward(const Napi::CallbackInfo& info) {
     }
   }
   auto out = std::make_shared<std::vector<float>>();
-  Job* job = new Job(
+  return queue(new Job(
       env, st, [=](Job&) { *out = st->rar->forward(ids->data(), cond->data(), orders->data(), B); },
-      [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+      [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); }));
 }
 
 Napi::Value RarDecodeSteps(const Napi::CallbackInfo& info) {
@@ -450,12 +358,9 @@ Napi::Value RarDecodeSteps(const Napi::CallbackInfo& info) {
   auto cond = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[2], "rarDecodeSteps: condition"));
   int B = check_rar_inputs(env, c, "rarDecodeSteps", *ids, *cond);
   auto out = std::make_shared<std::vector<float>>();
-  Job* job = new Job(
+  return queue(new Job(
       env, st, [=](Job&) { *out = st->rar->decode_steps(ids->data(), cond->data(), B); },
-      [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+      [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); }));
 }
 
 bool parse_u64(const std::string& s, uint64_t& out) {
@@ -516,9 +421,7 @@ Napi::Value RarGenerate(const Napi::CallbackInfo& info) {
       [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
   if (cb.IsFunction()) job->set_progress_callback(cb.As<Napi::Function>());
   if (jid.IsNumber()) job->set_job_id(jid.As<Napi::Number>().DoubleValue());
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+  return queue(job);
 }
 
 Napi::Value Cancel(const Napi::CallbackInfo& info) {
@@ -561,12 +464,9 @@ Napi::Value VqDecode(const Napi::CallbackInfo& info) {
                          std::to_string(B) + " x " + std::to_string(per));
   check_range(env, *tokens, 0, c.codebook - 1, "vqDecode: tokens", "codebook indices");
   auto out = std::make_shared<std::vector<float>>();
-  Job* job = new Job(
+  return queue(new Job(
       env, st, [=](Job&) { *out = st->vq->decode(tokens->data(), B); },
-      [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+      [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); }));
 }
 
 Napi::Value VqEncode(const Napi::CallbackInfo& info) {
@@ -585,17 +485,14 @@ Napi::Value VqEncode(const Napi::CallbackInfo& info) {
     if (!std::isfinite((*pixels)[i])) range_error(env, "vqEncode: pixels[" + std::to_string(i) + "] is not finite");
   auto lat = std::make_shared<std::vector<float>>();
   auto tok = std::make_shared<std::vector<int32_t>>();
-  Job* job = new Job(
+  return queue(new Job(
       env, st, [=](Job&) { st->vq->encode(pixels->data(), B, *lat, *tok); },
       [=](Napi::Env e) -> Napi::Value {
         Napi::Object r = Napi::Object::New(e);
         r.Set("latents", to_js(e, *lat));
         r.Set("tokens", to_js(e, *tok));
         return r;
-      });
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+      }));
 }
 
 // ---------------- build info ----------------
@@ -647,19 +544,6 @@ Napi::Value CudaStatus(const Napi::CallbackInfo& info) {
   o.Set("devices", Napi::Array::New(env, 0));
 #endif
   return o;
-}
-
-// Wraps a function so that rargen::Error / std::exception thrown outside the
-// explicit handlers still reach JS as an Error.
-template <Napi::Value (*F)(const Napi::CallbackInfo&)>
-Napi::Value guarded(const Napi::CallbackInfo& info) {
-  try {
-    return F(info);
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), e.what());
-  }
 }
 
 }  // namespace

@@ -10,8 +10,6 @@
 
 #include <atomic>
 #include <cstdio>
-#include <cstring>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,6 +19,7 @@
 #include "cuda_api.h"
 #include "eval/metrics.h"
 #include "model/inception.h"
+#include "napi_util.h"
 
 namespace rargen {
 
@@ -72,7 +71,7 @@ std::string get_string(const Napi::CallbackInfo& info, size_t i, const std::stri
 
 template <class T>
 T get_typed(const Napi::Value& v, napi_typedarray_type type, const char* tname, const std::string& fn, const char* name, size_t want_len) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+  if (!napi::is_typed_array(v, type))
     type_error(v.Env(), fn, std::string("Expected a ") + tname + " for " + name + " but received " + describe(v));
   T a = v.As<T>();
   if (want_len != SIZE_MAX && a.ElementLength() != want_len)
@@ -99,54 +98,9 @@ Backend* backend_for(const std::string& device, int threads) {
   throw Error("Expected 'cpu', 'cuda' or 'cuda:N' for device but received '" + device + "'");
 }
 
-// ---------------- a promise-returning worker around two lambdas ----------------
-
-class PromiseWorker : public Napi::AsyncWorker {
- public:
-  using Exec = std::function<void()>;
-  using Done = std::function<Napi::Value(Napi::Env)>;
-  PromiseWorker(Napi::Env env, const char* name, Exec exec, Done done)
-      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)), exec_(std::move(exec)), done_(std::move(done)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void keep(const Napi::Value& v) { refs_.push_back(Napi::Persistent(v.As<Napi::Object>())); }
-  std::function<void()> on_finish;  // main thread, before resolve/reject
-
- protected:
-  void Execute() override {
-    try {
-      exec_();
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    } catch (...) {
-      SetError("unknown native error");
-    }
-  }
-  void OnOK() override {
-    if (on_finish) on_finish();
-    Napi::Env env = Env();
-    try {
-      deferred_.Resolve(done_(env));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
-  }
-  void OnError(const Napi::Error& e) override {
-    if (on_finish) on_finish();
-    deferred_.Reject(e.Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Exec exec_;
-  Done done_;
-  std::vector<Napi::ObjectReference> refs_;
-};
-
-Napi::Float32Array to_f32(Napi::Env env, const std::vector<float>& v) {
-  auto a = Napi::Float32Array::New(env, v.size());
-  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * 4);
-  return a;
-}
+using napi::PromiseWorker;  // src/napi_util.h
+using napi::queue;
+using napi::to_js;
 
 // ---------------- InceptionV3 ----------------
 
@@ -267,18 +221,16 @@ Napi::Value InceptionForward(const Napi::CallbackInfo& info) {
       },
       [=](Napi::Env e) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);
-        o.Set("pool3", to_f32(e, out->pool3));
-        o.Set("spatial", to_f32(e, out->spatial));
-        o.Set("logits", to_f32(e, out->logits));
+        o.Set("pool3", to_js(e, out->pool3));
+        o.Set("spatial", to_js(e, out->spatial));
+        o.Set("logits", to_js(e, out->logits));
         return o;
       });
   w->keep(info[0]);
   w->keep(images);
   h->running++;
   w->on_finish = [h] { h->running--; };
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return queue(w);
 }
 
 // tf1ResizeBilinear(images: Uint8Array (B*H*W*3), batch, height, width, outHeight, outWidth)
@@ -336,9 +288,7 @@ Napi::Value FeatureStatsAdd(const Napi::CallbackInfo& info) {
       [](Napi::Env e) -> Napi::Value { return e.Undefined(); });
   w->keep(info[0]);
   w->keep(feats);
-  Napi::Promise pr = w->promise();
-  w->Queue();
-  return pr;
+  return queue(w);
 }
 
 // featureStatsResult(stats) -> { count, mu: Float64Array (dim), sigma: Float64Array (dim*dim) }
@@ -380,9 +330,7 @@ Napi::Value FrechetDistance(const Napi::CallbackInfo& info) {
       env, "rargen:frechetDistance", [=] { *result = frechet_distance(a, b, c, d, static_cast<int>(D), threads); },
       [=](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *result); });
   for (int i = 0; i < 4; i++) w->keep(info[i]);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return queue(w);
 }
 
 // inceptionScore(logits: Float32Array (rows*classes), rows, classes, splitSize)
@@ -411,9 +359,7 @@ Napi::Value InceptionScore(const Napi::CallbackInfo& info) {
         return o;
       });
   w->keep(logits);
-  Napi::Promise pr = w->promise();
-  w->Queue();
-  return pr;
+  return queue(w);
 }
 
 // precisionRecall(ref: Float32Array (nRef*dim), nRef, sample: Float32Array (nSample*dim), nSample, dim,
@@ -489,22 +435,12 @@ Napi::Value PrecisionRecallFn(const Napi::CallbackInfo& info) {
   w->on_finish = [tsfn, has_progress] {
     if (has_progress) tsfn->Release();
   };
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return queue(w);
 }
 
-// Native errors (rargen::Error and the rest) become JS Errors instead of terminating.
+// Native errors (rargen::Error and the rest) become JS Errors "rargen: ..." instead of terminating.
 template <Napi::Value (*F)(const Napi::CallbackInfo&)>
-Napi::Value guarded(const Napi::CallbackInfo& info) {
-  try {
-    return F(info);
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), std::string("rargen: ") + e.what());
-  }
-}
+constexpr auto guarded = napi::guarded<F, napi::ErrorPrefix::Rargen>;
 
 }  // namespace
 

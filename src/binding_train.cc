@@ -11,20 +11,18 @@
 
 #include <atomic>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "backend.h"
-#include "cuda_api.h"
 #include "model/rar_train.h"
+#include "napi_util.h"
 
 namespace {
 
 using rargen::Backend;
+using namespace rargen::napi;  // src/napi_util.h
 
 constexpr uint32_t kMagic = 0x52415254;  // "RART"
 
@@ -39,49 +37,6 @@ using StatePtr = std::shared_ptr<TrainerState>;
 struct Holder {
   StatePtr st;
 };
-
-[[noreturn]] void type_error(Napi::Env env, const std::string& msg) { throw Napi::TypeError::New(env, "rargen: " + msg); }
-[[noreturn]] void range_error(Napi::Env env, const std::string& msg) {
-  throw Napi::RangeError::New(env, "rargen: " + msg);
-}
-
-double num(Napi::Env env, const Napi::Object& o, const char* key, const std::string& where) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) type_error(env, where + ": expected a number for " + key);
-  return v.As<Napi::Number>().DoubleValue();
-}
-int integer(Napi::Env env, const Napi::Object& o, const char* key, const std::string& where, int lo, int hi) {
-  double d = num(env, o, key, where);
-  if (d != std::floor(d) || d < lo || d > hi)
-    range_error(env, where + ": expected an integer between " + std::to_string(lo) + " and " + std::to_string(hi) +
-                         " for " + key);
-  return static_cast<int>(d);
-}
-std::vector<int32_t> int32s(Napi::Env env, const Napi::Value& v, const std::string& what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-    type_error(env, what + " must be an Int32Array");
-  Napi::Int32Array a = v.As<Napi::Int32Array>();
-  return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
-}
-
-Backend* backend_for(Napi::Env env, const std::string& device) {
-  if (device == "cpu") return rargen::cpu_backend();
-  int index = -1;
-  if (device == "cuda") index = 0;
-  else if (device.rfind("cuda:", 0) == 0 && device.size() > 5 && device.size() < 9 &&
-           device.find_first_not_of("0123456789", 5) == std::string::npos)
-    index = std::atoi(device.c_str() + 5);
-  if (index < 0) range_error(env, "unknown device '" + device + "' (expected 'cpu', 'cuda' or 'cuda:N')");
-#ifdef RARGEN_CUDA
-  try {
-    return rargen::cuda_backend(index);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, std::string("rargen: device '") + device + "' is unavailable: " + e.what());
-  }
-#else
-  throw Napi::Error::New(env, "rargen: device '" + device + "' is unavailable: this rargen addon was built without CUDA");
-#endif
-}
 
 StatePtr state_arg(Napi::Env env, const Napi::Value& v, const char* fn, bool idle = true) {
   if (v.IsObject()) {
@@ -111,45 +66,15 @@ rargen::TrainTensor kind_arg(Napi::Env env, const Napi::Value& v, const char* fn
                        "'exp_avg', 'exp_avg_sq' but received '" + k + "'");
 }
 
-// Runs work() off the main thread with the trainer marked busy; resolves with result().
-class TrainJob : public Napi::AsyncWorker {
- public:
-  TrainJob(Napi::Env env, StatePtr st, std::function<void()> work, std::function<Napi::Value(Napi::Env)> result)
-      : Napi::AsyncWorker(env, "rargen-train"), deferred_(Napi::Promise::Deferred::New(env)), st_(std::move(st)),
-        work_(std::move(work)), result_(std::move(result)) {
-    st_->busy.store(true);
-  }
-  Napi::Promise promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      work_();
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    } catch (...) {
-      SetError("rargen: unknown native error");
-    }
-  }
-  void OnOK() override {
-    st_->busy.store(false);
-    try {
-      deferred_.Resolve(result_(Env()));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
-  }
-  void OnError(const Napi::Error& e) override {
-    st_->busy.store(false);
-    deferred_.Reject(Napi::Error::New(Env(), e.Message()).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  StatePtr st_;
-  std::function<void()> work_;
-  std::function<Napi::Value(Napi::Env)> result_;
-};
+// Runs work() off the main thread with the trainer marked busy (the job holds the
+// state until it is gone); resolves with result().
+PromiseWorker* train_job(Napi::Env env, StatePtr st, PromiseWorker::Exec work, PromiseWorker::Result result) {
+  auto* job =
+      new PromiseWorker(env, "rargen-train", std::move(work), std::move(result), "rargen: unknown native error");
+  st->busy.store(true);
+  job->on_finish = [st] { st->busy.store(false); };
+  return job;
+}
 
 Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -157,22 +82,11 @@ Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
   if (!info[1].IsString()) type_error(env, "createTrainer: device must be a string");
   if (!info[2].IsObject()) type_error(env, "createTrainer: options must be an object {dropout, attnDropout}");
   Napi::Object c = info[0].As<Napi::Object>();
-  const std::string w = "createTrainer config";
-  rargen::RarConfig cfg;
-  cfg.hidden = integer(env, c, "hiddenSize", w, 1, 1 << 16);
-  cfg.depth = integer(env, c, "depth", w, 1, 1024);
-  cfg.heads = integer(env, c, "numHeads", w, 1, 1024);
-  cfg.mlp = integer(env, c, "mlpDim", w, 1, 1 << 18);
-  cfg.seq_len = integer(env, c, "seqLen", w, 1, 1 << 16);
-  cfg.codebook = integer(env, c, "codebookSize", w, 1, 1 << 20);
-  cfg.classes = integer(env, c, "numClasses", w, 1, 1 << 20);
-  cfg.pos_rows = integer(env, c, "posEmbedRows", w, cfg.seq_len + 2, 1 << 20);
-  cfg.ts_rows = integer(env, c, "timestepRows", w, cfg.seq_len + 2, 1 << 20);
-  if (cfg.hidden % cfg.heads) range_error(env, "createTrainer config: hiddenSize must be divisible by numHeads");
+  rargen::RarConfig cfg = get_rar_config(env, c, "createTrainer config", false);
   Napi::Object o = info[2].As<Napi::Object>();
   rargen::RarTrainOptions opt;
-  opt.dropout = static_cast<float>(num(env, o, "dropout", "createTrainer options"));
-  opt.attn_dropout = static_cast<float>(num(env, o, "attnDropout", "createTrainer options"));
+  opt.dropout = static_cast<float>(get_number(env, o, "dropout", "createTrainer options"));
+  opt.attn_dropout = static_cast<float>(get_number(env, o, "attnDropout", "createTrainer options"));
   if (!(opt.dropout >= 0.f && opt.dropout < 1.f) || !(opt.attn_dropout >= 0.f && opt.attn_dropout < 1.f))
     range_error(env, "createTrainer options: dropout and attnDropout must be in [0, 1)");
   std::string device = info[1].As<Napi::String>().Utf8Value();
@@ -214,7 +128,7 @@ Napi::Value TrainSetTensor(const Napi::CallbackInfo& info) {
   StatePtr st = state_arg(env, info[0], "trainSetTensor");
   rargen::TrainTensor kind = kind_arg(env, info[1], "trainSetTensor", false);
   if (!info[2].IsString()) type_error(env, "trainSetTensor: name must be a string");
-  if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+  if (!is_typed_array(info[3], napi_float32_array))
     type_error(env, "trainSetTensor: data must be a Float32Array");
   Napi::Float32Array a = info[3].As<Napi::Float32Array>();
   st->trainer->set_tensor(kind, info[2].As<Napi::String>().Utf8Value(), a.Data(), static_cast<int64_t>(a.ElementLength()));
@@ -244,9 +158,9 @@ Napi::Value TrainForwardBackward(const Napi::CallbackInfo& info) {
     rargen::RarTrainStats stats;
   };
   auto a = std::make_shared<Args>();
-  a->ids = int32s(env, b.Get("ids"), "trainForwardBackward: ids");
-  a->cond = int32s(env, b.Get("condition"), "trainForwardBackward: condition");
-  a->orders = int32s(env, b.Get("orders"), "trainForwardBackward: orders");
+  a->ids = get_int32_array(env, b.Get("ids"), "trainForwardBackward: ids");
+  a->cond = get_int32_array(env, b.Get("condition"), "trainForwardBackward: condition");
+  a->orders = get_int32_array(env, b.Get("orders"), "trainForwardBackward: orders");
   const int64_t B = static_cast<int64_t>(a->cond.size());
   if (B < 1) range_error(env, "trainForwardBackward: condition must hold at least one entry");
   if (static_cast<int64_t>(a->ids.size()) != B * c.seq_len || static_cast<int64_t>(a->orders.size()) != B * c.seq_len)
@@ -274,12 +188,12 @@ Napi::Value TrainForwardBackward(const Napi::CallbackInfo& info) {
   uint64_t hi = static_cast<uint32_t>(seed.As<Napi::Array>().Get(uint32_t(1)).As<Napi::Number>().Int64Value());
   a->batch.B = static_cast<int>(B);
   a->batch.dropout_seed = lo | (hi << 32);
-  a->batch.loss_scale = static_cast<float>(num(env, b, "lossScale", "trainForwardBackward batch"));
+  a->batch.loss_scale = static_cast<float>(get_number(env, b, "lossScale", "trainForwardBackward batch"));
   Napi::Value zg = b.Get("zeroGrad");
   a->batch.zero_grad = zg.IsBoolean() ? zg.As<Napi::Boolean>().Value() : true;
   Napi::Value rl = b.Get("returnLogits");
   a->batch.return_logits = rl.IsBoolean() && rl.As<Napi::Boolean>().Value();
-  auto* job = new TrainJob(
+  return queue(train_job(
       env, st,
       [st, a]() {
         a->batch.ids = a->ids.data();
@@ -292,16 +206,9 @@ Napi::Value TrainForwardBackward(const Napi::CallbackInfo& info) {
         out.Set("loss", Napi::Number::New(env, a->stats.loss));
         out.Set("correct", Napi::Number::New(env, static_cast<double>(a->stats.correct)));
         out.Set("count", Napi::Number::New(env, static_cast<double>(a->stats.count)));
-        if (!a->stats.logits.empty()) {
-          Napi::Float32Array l = Napi::Float32Array::New(env, a->stats.logits.size());
-          std::memcpy(l.Data(), a->stats.logits.data(), a->stats.logits.size() * 4);
-          out.Set("logits", l);
-        }
+        if (!a->stats.logits.empty()) out.Set("logits", to_js(env, a->stats.logits));
         return out;
-      });
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+      }));
 }
 
 Napi::Value TrainOptimizerStep(const Napi::CallbackInfo& info) {
@@ -311,30 +218,27 @@ Napi::Value TrainOptimizerStep(const Napi::CallbackInfo& info) {
   Napi::Object o = info[1].As<Napi::Object>();
   const std::string w = "trainOptimizerStep options";
   rargen::AdamWOptions opt;
-  opt.lr = static_cast<float>(num(env, o, "lr", w));
-  opt.beta1 = static_cast<float>(num(env, o, "beta1", w));
-  opt.beta2 = static_cast<float>(num(env, o, "beta2", w));
-  opt.eps = static_cast<float>(num(env, o, "eps", w));
-  opt.weight_decay = static_cast<float>(num(env, o, "weightDecay", w));
+  opt.lr = static_cast<float>(get_number(env, o, "lr", w));
+  opt.beta1 = static_cast<float>(get_number(env, o, "beta1", w));
+  opt.beta2 = static_cast<float>(get_number(env, o, "beta2", w));
+  opt.eps = static_cast<float>(get_number(env, o, "eps", w));
+  opt.weight_decay = static_cast<float>(get_number(env, o, "weightDecay", w));
   Napi::Value mg = o.Get("maxGradNorm");
   opt.max_grad_norm = mg.IsNumber() ? static_cast<float>(mg.As<Napi::Number>().DoubleValue()) : 0.f;
-  double step = num(env, o, "step", w);
+  double step = get_number(env, o, "step", w);
   if (step < 1 || step != std::floor(step)) range_error(env, w + ": step must be an integer >= 1");
   opt.step = static_cast<int64_t>(step);
   if (!(opt.lr >= 0.f) || !(opt.beta1 >= 0.f && opt.beta1 < 1.f) || !(opt.beta2 >= 0.f && opt.beta2 < 1.f) ||
       !(opt.eps > 0.f) || !(opt.weight_decay >= 0.f))
     range_error(env, w + ": expected lr >= 0, 0 <= beta1, beta2 < 1, eps > 0, weightDecay >= 0");
   auto norm = std::make_shared<double>(0);
-  auto* job = new TrainJob(
+  return queue(train_job(
       env, st, [st, opt, norm]() { *norm = st->trainer->optimizer_step(opt); },
       [norm](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         out.Set("gradNorm", Napi::Number::New(env, *norm));
         return out;
-      });
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+      }));
 }
 
 Napi::Value TrainFree(const Napi::CallbackInfo& info) {
@@ -343,17 +247,6 @@ Napi::Value TrainFree(const Napi::CallbackInfo& info) {
   st->freed = true;
   st->trainer.reset();
   return env.Undefined();
-}
-
-template <Napi::Value (*F)(const Napi::CallbackInfo&)>
-Napi::Value guarded(const Napi::CallbackInfo& info) {
-  try {
-    return F(info);
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), e.what());
-  }
 }
 
 }  // namespace
