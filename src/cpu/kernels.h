@@ -86,6 +86,21 @@ void gemm_kernel_avx2(int kc, const float* A, const float* B, float* C, int64_t 
 // out (Cout, H, W) = conv(inp (Cin, H, W), W (Cout, Cin, 3, 3)) + bias.
 void winograd_conv3x3(float* out, const float* inp, const void* W, DType dt, const float* bias, int Cin, int H,
                       int Wd, int Cout);
+// Fused variants: the input is optionally normalised per channel (x * scale[c] + shift[c],
+// then SiLU when silu: GroupNorm folded into scale/shift) and/or nearest-2x upsampled
+// (inp is (Cin, H/2, W/2), H and W even) before the zero padding; the output optionally
+// gets + residual (same shape as out; may alias out). tile: 2 or 4 for F(2x2)/F(4x4),
+// 0 = automatic ($RARGEN_WINOGRAD_TILE, else F(4x4) for images of 8x8 and up).
+struct WinoFuse {
+  const float* scale = nullptr;
+  const float* shift = nullptr;
+  bool silu = false;
+  bool up2x = false;
+  const float* residual = nullptr;
+  int tile = 0;
+};
+void winograd_conv3x3_ex(float* out, const float* inp, const void* W, DType dt, const float* bias, int Cin, int H,
+                         int Wd, int Cout, const WinoFuse& f);
 
 // ---- GEMV-style small-M path (decode): out[m, n0:n1] (+)= inp[m] . W[n] + bias[n] ----
 // Streams W (N,K) once, converting F16/BF16 in registers.
