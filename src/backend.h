@@ -119,6 +119,44 @@ class Backend {
   virtual void groupnorm(float* out, const float* inp, const float* weight, const float* bias,
                          int B, int C, int64_t HW, int G, float eps, bool silu_after) = 0;
   virtual void upsample_nearest2x(float* out, const float* inp, int B, int C, int H, int W) = 0;
+  // Fused 3x3 convolution (stride 1, pad 1), the VQGAN decoder's pattern:
+  //   out (B, Cout, H, W) = conv3x3(up(norm(inp)), w (Cout, Cin, 3, 3)) + bias + residual
+  // norm: when gn_weight is non-null, GroupNorm(G groups, eps, affine gn_weight/gn_bias)
+  //   then SiLU when silu (as groupnorm()); else the identity.
+  // up: nearest-2x upsampling when upsample2x (inp is then (B, Cin, H/2, W/2), H and W
+  //   even); else the identity (inp (B, Cin, H, W)).
+  // bias and residual (B, Cout, H, W) may be null; residual may alias out; inp may not.
+  // Default: the plain ops above, with temporaries; backends override it to skip them.
+  virtual void conv3x3_fused(float* out, const float* inp, Weight w, const float* bias, int B, int Cin,
+                             int H, int W, int Cout, const float* gn_weight, const float* gn_bias,
+                             int G, float eps, bool silu, bool upsample2x, const float* residual) {
+    struct Tmp {  // freed on every exit, exceptions included
+      Backend* be;
+      float* p = nullptr;
+      float* get(size_t n) { return p = static_cast<float*>(be->alloc(n * 4)); }
+      ~Tmp() { if (p) be->free(p); }
+    } t_norm{this}, t_up{this}, t_out{this};
+    const int Hi = upsample2x ? H / 2 : H, Wi = upsample2x ? W / 2 : W;
+    const float* x = inp;
+    if (gn_weight) {
+      float* y = t_norm.get(static_cast<size_t>(B) * Cin * Hi * Wi);
+      groupnorm(y, x, gn_weight, gn_bias, B, Cin, static_cast<int64_t>(Hi) * Wi, G, eps, silu);
+      x = y;
+    }
+    if (upsample2x) {
+      float* y = t_up.get(static_cast<size_t>(B) * Cin * H * W);
+      upsample_nearest2x(y, x, B, Cin, Hi, Wi);
+      x = y;
+    }
+    if (!residual) {
+      conv2d(out, x, w, bias, B, Cin, H, W, Cout, 3, 3, 1, 1, 1, 1);
+      return;
+    }
+    const int64_t n = static_cast<int64_t>(B) * Cout * H * W;
+    float* y = t_out.get(static_cast<size_t>(n));
+    conv2d(y, x, w, bias, B, Cin, H, W, Cout, 3, 3, 1, 1, 1, 1);
+    add(out, residual, y, n);
+  }
   virtual void avgpool2x2(float* out, const float* inp, int B, int C, int H, int W) = 0;
   // tokens (B*HW) = argmin_k ||z[b,:,p] - codebook[k]||^2 for z (B, Cz, HW) NCHW;
   // ties -> the lowest index. codebook (K, Cz). tokens in backend memory (int32).

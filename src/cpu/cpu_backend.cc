@@ -449,6 +449,55 @@ class CpuBackend final : public Backend {
     });
   }
 
+  // GroupNorm(+SiLU) folded into the Winograd input transform as per-channel scale/shift
+  // (the same arithmetic as groupnorm(): x * a + s, then SiLU), the upsampling into its
+  // row reads, the residual into its output transform: no intermediate tensors.
+  void conv3x3_fused(float* out, const float* inp, Weight w, const float* bias, int B, int Cin, int H, int W,
+                     int Cout, const float* gn_weight, const float* gn_bias, int G, float eps, bool silu,
+                     bool upsample2x, const float* residual) override {
+    check_dim("conv3x3_fused", "B", B);
+    if (upsample2x && (H % 2 || W % 2)) fail("conv3x3_fused", "upsample2x needs an even output size");
+    if (gn_weight && (G < 1 || Cin % G))
+      fail("conv3x3_fused", "C=" + std::to_string(Cin) + " is not divisible by G=" + std::to_string(G));
+    if (Cin < 16 || Cout < 16 || cpu::winograd_disabled()) {
+      Backend::conv3x3_fused(out, inp, w, bias, B, Cin, H, W, Cout, gn_weight, gn_bias, G, eps, silu, upsample2x,
+                             residual);
+      return;
+    }
+    const int Hi = upsample2x ? H / 2 : H, Wi = upsample2x ? W / 2 : W;
+    const int64_t HWi = static_cast<int64_t>(Hi) * Wi, HW = static_cast<int64_t>(H) * W;
+    std::vector<float> scale, shift;
+    for (int b = 0; b < B; b++) {
+      const float* x = inp + static_cast<int64_t>(b) * Cin * HWi;
+      cpu::WinoFuse f;
+      if (gn_weight) {
+        const int cpg = Cin / G;
+        std::vector<float> mean(G), rstd(G);
+        global_pool().run(G, [&](int64_t g, int) {  // as groupnorm()
+          const float* xg = x + g * cpg * HWi;
+          int64_t n = cpg * HWi;
+          double m = cpu::sum(xg, n) / n;
+          double var = cpu::sumsq_dev(xg, n, m) / n;
+          mean[g] = static_cast<float>(m);
+          rstd[g] = static_cast<float>(1.0 / std::sqrt(var + eps));
+        });
+        scale.resize(Cin);
+        shift.resize(Cin);
+        for (int c = 0; c < Cin; c++) {
+          const int g = c / cpg;
+          scale[c] = rstd[g] * gn_weight[c];
+          shift[c] = gn_bias[c] - mean[g] * scale[c];
+        }
+        f.scale = scale.data();
+        f.shift = shift.data();
+        f.silu = silu;
+      }
+      f.up2x = upsample2x;
+      f.residual = residual ? residual + static_cast<int64_t>(b) * Cout * HW : nullptr;
+      cpu::winograd_conv3x3_ex(out + static_cast<int64_t>(b) * Cout * HW, x, w.data, w.dtype, bias, Cin, H, W, Cout, f);
+    }
+  }
+
   void upsample_nearest2x(float* out, const float* inp, int B, int C, int H, int W) override {
     global_pool().parallel_for(static_cast<int64_t>(B) * C * H, 16, [&](int64_t s, int64_t e) {
       for (int64_t r = s; r < e; r++) {  // r = (b, c, y)

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
 
 namespace rargen {
 
@@ -99,16 +100,19 @@ void Vq::conv3x3(float* out, const float* inp, Weight w, const float* bias, int 
 }
 
 void Vq::res_block(const VqResBlock& b, float* x, int H, int W, float* t1, float* t2) {
-  const int64_t HW = static_cast<int64_t>(H) * W;
-  be_->groupnorm(t1, x, b.norm1_w, b.norm1_b, 1, b.cin, HW, kGroups, kEps, true);
-  conv3x3(t2, t1, b.conv1, nullptr, b.cin, b.cout, H, W);
-  be_->groupnorm(t1, t2, b.norm2_w, b.norm2_b, 1, b.cout, HW, kGroups, kEps, true);
-  conv3x3(t2, t1, b.conv2, nullptr, b.cout, b.cout, H, W);  // h
+  // norm1+SiLU -> conv1 -> norm2+SiLU -> conv2 (+ x), each conv with its input's
+  // GroupNorm (and the residual) fused in (Backend::conv3x3_fused).
+  be_->conv3x3_fused(t2, x, b.conv1, nullptr, 1, b.cin, H, W, b.cout, b.norm1_w, b.norm1_b, kGroups, kEps, true, false,
+                     nullptr);
   if (b.cin != b.cout) {
-    be_->conv2d(t1, t2, b.nin, nullptr, 1, b.cout, H, W, b.cout, 1, 1, 1, 1, 0, 0);  // nin_shortcut(h)
-    be_->add(x, t2, t1, b.cout * HW);
+    const int64_t HW = static_cast<int64_t>(H) * W;
+    be_->conv3x3_fused(t1, t2, b.conv2, nullptr, 1, b.cout, H, W, b.cout, b.norm2_w, b.norm2_b, kGroups, kEps, true,
+                       false, nullptr);                                                  // h
+    be_->conv2d(t2, t1, b.nin, nullptr, 1, b.cout, H, W, b.cout, 1, 1, 1, 1, 0, 0);  // nin_shortcut(h)
+    be_->add(x, t1, t2, b.cout * HW);
   } else {
-    be_->add(x, t2, x, b.cout * HW);
+    be_->conv3x3_fused(x, t2, b.conv2, nullptr, 1, b.cout, H, W, b.cout, b.norm2_w, b.norm2_b, kGroups, kEps, true,
+                       false, x);  // x += h
   }
 }
 
@@ -130,14 +134,15 @@ std::vector<float> Vq::decode(const int32_t* tokens, int B) {
         res_block(rb, x.get(), H, H, t1.get(), t2.get());
         C = rb.cout;
       }
-      if (i != 0) {
-        be_->upsample_nearest2x(t1.get(), x.get(), 1, C, H, H);
+      if (i != 0) {  // nearest-2x upsample fused into upsample_conv; the result lands in t1
         H *= 2;
-        conv3x3(x.get(), t1.get(), w_.dec_upsample_conv[i], w_.dec_upsample_conv_b[i], C, C, H, H);
+        be_->conv3x3_fused(t1.get(), x.get(), w_.dec_upsample_conv[i], w_.dec_upsample_conv_b[i], 1, C, H, H, C,
+                           nullptr, nullptr, kGroups, kEps, false, true, nullptr);
+        std::swap(x, t1);
       }
     }
-    be_->groupnorm(t1.get(), x.get(), w_.dec_norm_w, w_.dec_norm_b, 1, C, static_cast<int64_t>(H) * H, kGroups, kEps, true);
-    conv3x3(t2.get(), t1.get(), w_.dec_conv_out, w_.dec_conv_out_b, C, 3, H, H);
+    be_->conv3x3_fused(t2.get(), x.get(), w_.dec_conv_out, w_.dec_conv_out_b, 1, C, H, H, 3, w_.dec_norm_w,
+                       w_.dec_norm_b, kGroups, kEps, true, false, nullptr);
     be_->synchronize();
     be_->download(out.data() + static_cast<size_t>(b) * 3 * R * R, t2.get(), static_cast<size_t>(3) * R * R * 4);
   }

@@ -561,6 +561,87 @@ void test_conv() {
   });
 }
 
+// conv3x3_fused: GroupNorm(+SiLU) and/or nearest-2x upsampling before a 3x3 conv, bias
+// and residual after; against the plain composition in double. Sizes cover Winograd
+// F(2x2) (< 32x32) and F(4x4) (>= 32x32, also odd sizes with partial tiles), the
+// residual aliasing the output, and the default (composed) path on cpu-no-winograd.
+void test_conv_fused() {
+  if (!selected("conv_fused")) return;
+  struct Case { int B, Cin, H, W, Cout; bool gn, silu, up, res, alias, bias; DType dt; };
+  const Case cases[] = {{1, 64, 16, 16, 64, true, true, false, true, true, false, DType::F32},
+                        {2, 32, 32, 32, 48, true, true, false, false, false, true, DType::F32},
+                        {1, 64, 34, 37, 32, true, false, false, true, false, true, DType::F32},
+                        {1, 32, 40, 36, 32, false, false, true, false, false, true, DType::F32},
+                        {1, 64, 16, 12, 64, false, false, true, true, true, true, DType::F32},
+                        {1, 128, 64, 64, 128, true, true, false, true, true, false, DType::F32},
+                        {1, 64, 32, 32, 3, true, true, false, false, false, true, DType::F32},
+                        {1, 32, 32, 36, 40, true, true, false, true, false, true, DType::F16}};
+  const int G = 16;
+  const float eps = 1e-6f;
+  for (const Case& c : cases) {
+    const int Hi = c.up ? c.H / 2 : c.H, Wi = c.up ? c.W / 2 : c.W;
+    const int64_t HWi = static_cast<int64_t>(Hi) * Wi, HW = static_cast<int64_t>(c.H) * c.W;
+    Vec x = randn(static_cast<size_t>(c.B) * c.Cin * HWi, 2.f);
+    for (auto& v : x) v += 1.f;
+    Vec gw = randn(c.Cin), gb = randn(c.Cin);
+    Vec w = randn(static_cast<size_t>(c.Cout) * c.Cin * 9, 0.2f), b = randn(c.Cout);
+    Vec r = randn(static_cast<size_t>(c.B) * c.Cout * HW);
+    Vec wr = round_to(w, c.dt);
+    Vec ref(static_cast<size_t>(c.B) * c.Cout * HW);
+    std::vector<double> pre(static_cast<size_t>(c.Cin) * HW);
+    for (int bb = 0; bb < c.B; bb++) {
+      const float* xb = x.data() + static_cast<size_t>(bb) * c.Cin * HWi;
+      std::vector<double> nx(xb, xb + c.Cin * HWi);
+      if (c.gn) {
+        const int cpg = c.Cin / G;
+        for (int g = 0; g < G; g++) {
+          double m = 0, v = 0, n = static_cast<double>(cpg) * HWi;
+          for (int64_t i = g * cpg * HWi; i < (g + 1) * cpg * HWi; i++) m += xb[i];
+          m /= n;
+          for (int64_t i = g * cpg * HWi; i < (g + 1) * cpg * HWi; i++) v += (xb[i] - m) * (xb[i] - m);
+          double rs = 1.0 / std::sqrt(v / n + eps);
+          for (int cc = g * cpg; cc < (g + 1) * cpg; cc++)
+            for (int64_t i = 0; i < HWi; i++) {
+              double y = (xb[cc * HWi + i] - m) * rs * gw[cc] + gb[cc];
+              if (c.silu) y = y / (1 + std::exp(-y));
+              nx[cc * HWi + i] = y;
+            }
+        }
+      }
+      for (int ci = 0; ci < c.Cin; ci++)
+        for (int y = 0; y < c.H; y++)
+          for (int xx = 0; xx < c.W; xx++)
+            pre[(static_cast<size_t>(ci) * c.H + y) * c.W + xx] =
+                c.up ? nx[(static_cast<size_t>(ci) * Hi + y / 2) * Wi + xx / 2] : nx[(static_cast<size_t>(ci) * Hi + y) * Wi + xx];
+      for (int co = 0; co < c.Cout; co++)
+        for (int oy = 0; oy < c.H; oy++)
+          for (int ox = 0; ox < c.W; ox++) {
+            double acc = c.bias ? b[co] : 0.0;
+            for (int ci = 0; ci < c.Cin; ci++)
+              for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++) {
+                  int iy = oy + ky - 1, ix = ox + kx - 1;
+                  if (iy < 0 || iy >= c.H || ix < 0 || ix >= c.W) continue;
+                  acc += pre[(static_cast<size_t>(ci) * c.H + iy) * c.W + ix] * wr[((static_cast<size_t>(co) * c.Cin + ci) * 3 + ky) * 3 + kx];
+                }
+            size_t o = ((static_cast<size_t>(bb) * c.Cout + co) * c.H + oy) * c.W + ox;
+            ref[o] = static_cast<float>(acc + (c.res ? r[o] : 0.0));
+          }
+    }
+    char name[200];
+    std::snprintf(name, sizeof name, "conv3x3_fused %s B=%d %dx%dx%d -> %d%s%s%s%s%s%s", dtname(c.dt), c.B, c.Cin, c.H,
+                  c.W, c.Cout, c.gn ? " gn" : "", c.silu ? "+silu" : "", c.up ? " up2x" : "", c.res ? " +res" : "",
+                  c.alias ? "(=out)" : "", c.bias ? " bias" : "");
+    compare(name, ref, 1e-5, [&](Target& t) {
+      float* o = c.alias ? t.up(r) : t.zeros(ref.size());
+      const float* res = c.res ? (c.alias ? o : t.up(r)) : nullptr;
+      t.be->conv3x3_fused(o, t.up(x), t.weight(w, c.dt), c.bias ? t.up(b) : nullptr, c.B, c.Cin, c.H, c.W, c.Cout,
+                          c.gn ? t.up(gw) : nullptr, c.gn ? t.up(gb) : nullptr, G, eps, c.silu, c.up, res);
+      return t.down(o, ref.size());
+    });
+  }
+}
+
 void test_codebook() {
   if (!selected("codebook")) return;
   int B = 2, Cz = 32, K = 64;
@@ -920,6 +1001,7 @@ int main(int argc, char** argv) {
     test_attention_cache();
     test_sample();
     test_conv();
+    test_conv_fused();
     test_codebook();
     test_weight_roundtrip();
     test_model_graph();
