@@ -374,6 +374,95 @@ class CudaBackend final : public Backend, public ScratchProvider {
     codebook_lookup_forward(out, tokens, codebook, B, Cz, HW, stream_);
   }
 
+  // ---------------- training (backward): cuda/backward.cu ----------------
+  void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                       const float* weight, int64_t M, int N, int K, bool accumulate_dinp) override {
+    auto lk = guard();
+    check_dim("linear_backward", "M", M, 0);
+    check_dim("linear_backward", "N", N);
+    check_dim("linear_backward", "K", K);
+    const int64_t max_rows = 65535LL * 64;  // GEMM grid rows (64 per block)
+    if (M > max_rows || N > max_rows)
+      fail("linear_backward", "M and N must be <= " + std::to_string(max_rows));
+    if ((dinp || dweight) && !(dinp ? weight : inp)) fail("linear_backward", "weight / inp is null");
+    train_linear_backward(dinp, dweight, dbias, dout, inp, weight, M, N, K, accumulate_dinp, stream_);
+  }
+  void layernorm_modulate_backward(float* dinp, float* dln_w, float* dln_b, float* dshift, float* dscale,
+                                   const float* dout, const float* inp, const float* ln_w, const float* ln_b,
+                                   const float* scale, int64_t mod_stride, const int32_t* row_map, int64_t rows, int C,
+                                   float eps) override {
+    auto lk = guard();
+    check_dim("layernorm_modulate_backward", "C", C);
+    check_dim("layernorm_modulate_backward", "rows", rows, 0);
+    if (C > 12000) fail("layernorm_modulate_backward", "C must be <= 12000, got " + std::to_string(C));
+    if (rows > 0x7fffffffLL) fail("layernorm_modulate_backward", "too many rows");
+    train_layernorm_modulate_backward(dinp, dln_w, dln_b, dshift, dscale, dout, inp, ln_w, ln_b, scale, mod_stride,
+                                      row_map, rows, C, eps, *this, stream_);
+  }
+  void gated_residual_backward(float* dy, float* dgate, const float* dx, const float* y, const float* gate,
+                               int64_t mod_stride, const int32_t* row_map, int64_t rows, int C) override {
+    auto lk = guard();
+    check_dim("gated_residual_backward", "C", C);
+    check_dim("gated_residual_backward", "rows", rows, 0);
+    train_gated_residual_backward(dy, dgate, dx, y, gate, mod_stride, row_map, rows, C, stream_);
+  }
+  void gelu_backward(float* dinp, const float* dout, const float* inp, int64_t n) override {
+    auto lk = guard();
+    train_gelu_backward(dinp, dout, inp, n, stream_);
+  }
+  void silu_backward(float* dinp, const float* dout, const float* inp, int64_t n) override {
+    auto lk = guard();
+    train_silu_backward(dinp, dout, inp, n, stream_);
+  }
+  void dropout(float* x, int64_t n, float p, uint64_t seed, uint64_t site) override {
+    auto lk = guard();
+    if (!(p >= 0.f && p < 1.f)) fail("dropout", "p must be in [0, 1), got " + std::to_string(p));
+    train_dropout(x, n, p, seed, site, stream_);
+  }
+  void attention_train_forward(float* out, float* lse, const float* qkv, const float* q_norm_w, const float* q_norm_b,
+                               const float* k_norm_w, const float* k_norm_b, int B, int T, int H, int D, float eps,
+                               float p_drop, uint64_t seed, uint64_t site) override {
+    auto lk = guard();
+    check_train_attention("attention_train_forward", B, T, H, D, p_drop);
+    train_attention_forward(out, lse, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, T, H, D, eps, p_drop, seed, site,
+                            *this, stream_);
+  }
+  void attention_backward(float* dqkv, float* dq_norm_w, float* dq_norm_b, float* dk_norm_w, float* dk_norm_b,
+                          const float* dout, const float* out, const float* lse, const float* qkv,
+                          const float* q_norm_w, const float* q_norm_b, const float* k_norm_w, const float* k_norm_b,
+                          int B, int T, int H, int D, float eps, float p_drop, uint64_t seed, uint64_t site) override {
+    auto lk = guard();
+    check_train_attention("attention_backward", B, T, H, D, p_drop);
+    train_attention_backward(dqkv, dq_norm_w, dq_norm_b, dk_norm_w, dk_norm_b, dout, out, lse, qkv, q_norm_w, q_norm_b,
+                             k_norm_w, k_norm_b, B, T, H, D, eps, p_drop, seed, site, *this, stream_);
+  }
+  void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows, int C) override {
+    auto lk = guard();
+    check_dim("embedding_backward", "C", C);
+    check_dim("embedding_backward", "rows", rows, 0);
+    train_embedding_backward(dtable, dout, ids, rows, C, stream_);
+  }
+  void cross_entropy(float* dlogits, float* losses, int32_t* correct, const float* logits, const int32_t* targets,
+                     int64_t rows, int V, float grad_scale) override {
+    auto lk = guard();
+    check_dim("cross_entropy", "V", V);
+    check_dim("cross_entropy", "rows", rows, 0);
+    if (rows > 0x7fffffffLL) fail("cross_entropy", "too many rows");
+    train_cross_entropy(dlogits, losses, correct, logits, targets, rows, V, grad_scale, stream_);
+  }
+  double sum_squares(const float* x, int64_t n) override {
+    no_capture("sum_squares");
+    auto lk = guard();
+    check_dim("sum_squares", "n", n, 0);
+    return train_sum_squares(x, n, *this, stream_);
+  }
+  void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
+             float eps, float weight_decay, float grad_scale, int64_t step) override {
+    auto lk = guard();
+    check_dim("adamw", "step", step);
+    train_adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, grad_scale, step, stream_);
+  }
+
   // ---------------- CUDA graphs ----------------
   bool graph_capture_begin() override {
     op_mu_.lock();  // held until graph_capture_end (recursive: this thread's ops still run)
@@ -491,6 +580,16 @@ class CudaBackend final : public Backend, public ScratchProvider {
     std::unique_lock<std::recursive_mutex> lk(op_mu_);
     use();
     return lk;
+  }
+
+  static void check_train_attention(const char* op, int B, int T, int H, int D, float p_drop) {
+    check_dim(op, "B", B);
+    check_dim(op, "T", T);
+    check_dim(op, "H", H);
+    if (D < 1 || D > 128) fail(op, "head dim D must be in 1..128, got " + std::to_string(D));
+    if (T > 12000) fail(op, "T must be <= 12000 (shared-memory scores), got " + std::to_string(T));
+    if (static_cast<int64_t>(B) * H * T > 0x7fffffffLL) fail(op, "B*H*T is too large");
+    if (!(p_drop >= 0.f && p_drop < 1.f)) fail(op, "p_drop must be in [0, 1), got " + std::to_string(p_drop));
   }
 
   void no_capture(const char* op) const {
