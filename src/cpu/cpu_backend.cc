@@ -459,7 +459,7 @@ class CpuBackend final : public Backend {
     if (upsample2x && (H % 2 || W % 2)) fail("conv3x3_fused", "upsample2x needs an even output size");
     if (gn_weight && (G < 1 || Cin % G))
       fail("conv3x3_fused", "C=" + std::to_string(Cin) + " is not divisible by G=" + std::to_string(G));
-    if (Cin < 16 || Cout < 16 || cpu::winograd_disabled()) {
+    if (Cin < 16 || cpu::winograd_disabled()) {  // small Cout too: conv_out (-> 3 channels)
       Backend::conv3x3_fused(out, inp, w, bias, B, Cin, H, W, Cout, gn_weight, gn_bias, G, eps, silu, upsample2x,
                              residual);
       return;

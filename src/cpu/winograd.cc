@@ -34,7 +34,8 @@ namespace {
 #endif
 
 // One input row: e_c[j] = (d B)_c for the 4-wide window at 2j of the padded row p.
-RARGEN_CLONES void row_transform(const float* p, float* e, int n, int nt) {
+RARGEN_CLONES void row_transform(const float* __restrict__ p, float* __restrict__ e, int n, int nt) {
+#pragma GCC ivdep
   for (int j = 0; j < n; j++) {
     float a0 = p[2 * j], a1 = p[2 * j + 1], a2 = p[2 * j + 2], a3 = p[2 * j + 3];
     e[0 * nt + j] = a0 - a2;
@@ -45,7 +46,7 @@ RARGEN_CLONES void row_transform(const float* p, float* e, int n, int nt) {
 }
 
 // Across the 4 rows: V[(r*4+c)] = (B^T e)_r for each column transform c.
-RARGEN_CLONES void col_transform(const float* E, float* v, int64_t vs, int n, int nt) {
+RARGEN_CLONES void col_transform(const float* __restrict__ E, float* __restrict__ v, int64_t vs, int n, int nt) {
   for (int c = 0; c < 4; c++) {
     const float* e0 = E + (0 * 4 + c) * nt;
     const float* e1 = E + (1 * 4 + c) * nt;
@@ -55,6 +56,7 @@ RARGEN_CLONES void col_transform(const float* E, float* v, int64_t vs, int n, in
     float* v1 = v + (4 + c) * vs;
     float* v2 = v + (8 + c) * vs;
     float* v3 = v + (12 + c) * vs;
+#pragma GCC ivdep
     for (int j = 0; j < n; j++) {
       v0[j] = e0[j] - e2[j];
       v1[j] = e1[j] + e2[j];
@@ -74,6 +76,7 @@ RARGEN_CLONES void output_transform(const float* m, int64_t ms, float* s, float*
     const float* m3 = m + (12 + c) * ms;
     float* s0 = s + c * nt;
     float* s1 = s + (4 + c) * nt;
+#pragma GCC ivdep
     for (int j = 0; j < n; j++) {
       s0[j] = m0[j] + m1[j] + m2[j];
       s1[j] = m1[j] - m2[j] - m3[j];
@@ -86,6 +89,7 @@ RARGEN_CLONES void output_transform(const float* m, int64_t ms, float* s, float*
     const float* q1 = s + (r * 4 + 1) * nt;
     const float* q2 = s + (r * 4 + 2) * nt;
     const float* q3 = s + (r * 4 + 3) * nt;
+#pragma GCC ivdep
     for (int j = 0; j < full; j++) {
       yr[2 * j] = q0[j] + q1[j] + q2[j] + b;
       yr[2 * j + 1] = q1[j] - q2[j] - q3[j] + b;
@@ -99,7 +103,8 @@ RARGEN_CLONES void output_transform(const float* m, int64_t ms, float* s, float*
 //   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
 //   G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
 //   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
-RARGEN_CLONES void row_transform4(const float* p, float* e, int n, int nt) {
+RARGEN_CLONES void row_transform4(const float* __restrict__ p, float* __restrict__ e, int n, int nt) {
+#pragma GCC ivdep
   for (int j = 0; j < n; j++) {
     const float* a = p + 4 * j;
     float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
@@ -112,7 +117,7 @@ RARGEN_CLONES void row_transform4(const float* p, float* e, int n, int nt) {
   }
 }
 
-RARGEN_CLONES void col_transform4(const float* E, float* v, int64_t vs, int n, int nt) {
+RARGEN_CLONES void col_transform4(const float* __restrict__ E, float* __restrict__ v, int64_t vs, int n, int nt) {
   for (int c = 0; c < 6; c++) {
     const float* e0 = E + (0 * 6 + c) * nt;
     const float* e1 = E + (1 * 6 + c) * nt;
@@ -126,6 +131,7 @@ RARGEN_CLONES void col_transform4(const float* E, float* v, int64_t vs, int n, i
     float* v3 = v + (18 + c) * vs;
     float* v4 = v + (24 + c) * vs;
     float* v5 = v + (30 + c) * vs;
+#pragma GCC ivdep
     for (int j = 0; j < n; j++) {
       float a0 = e0[j], a1 = e1[j], a2 = e2[j], a3 = e3[j], a4 = e4[j], a5 = e5[j];
       v0[j] = 4.f * a0 - 5.f * a2 + a4;
@@ -153,6 +159,7 @@ RARGEN_CLONES void output_transform4(const float* m, int64_t ms, float* s, float
     float* s1 = s + (1 * 6 + c) * nt;
     float* s2 = s + (2 * 6 + c) * nt;
     float* s3 = s + (3 * 6 + c) * nt;
+#pragma GCC ivdep
     for (int j = 0; j < n; j++) {
       float p12 = m1[j] + m2[j], d12 = m1[j] - m2[j], p34 = m3[j] + m4[j], d34 = m3[j] - m4[j];
       s0[j] = m0[j] + p12 + p34;
@@ -173,6 +180,7 @@ RARGEN_CLONES void output_transform4(const float* m, int64_t ms, float* s, float
     const float* q4 = s + (r * 6 + 4) * nt;
     const float* q5 = s + (r * 6 + 5) * nt;
     if (rr) {
+#pragma GCC ivdep
       for (int j = 0; j < full; j++) {
         float p12 = q1[j] + q2[j], d12 = q1[j] - q2[j], p34 = q3[j] + q4[j], d34 = q3[j] - q4[j];
         yr[4 * j] = (q0[j] + p12 + p34 + b) + rr[4 * j];
@@ -181,6 +189,7 @@ RARGEN_CLONES void output_transform4(const float* m, int64_t ms, float* s, float
         yr[4 * j + 3] = (d12 + 8.f * d34 + q5[j] + b) + rr[4 * j + 3];
       }
     } else {
+#pragma GCC ivdep
       for (int j = 0; j < full; j++) {
         float p12 = q1[j] + q2[j], d12 = q1[j] - q2[j], p34 = q3[j] + q4[j], d34 = q3[j] - q4[j];
         yr[4 * j] = q0[j] + p12 + p34 + b;

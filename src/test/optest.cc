@@ -964,6 +964,31 @@ void bench_gemm() {
     cpu::disable_winograd(false);
     be->free(const_cast<void*>(Wt.data));
   }
+  {  // the VQGAN decoder's 256x256 level: fused GroupNorm+SiLU conv (+ residual), conv_out
+    int C = 128, H = 256, W = 256, G = 32;
+    Vec x = randn(static_cast<size_t>(C) * H * W), w = randn(static_cast<size_t>(C) * C * 9), o(x.size()), t(x.size());
+    Vec gw(C, 1.f), gb(C, 0.f);
+    Weight Wt = be->upload_weight(w.data(), static_cast<int64_t>(w.size()), DType::F32);
+    timeit("vq 256x256 128->128 gn+silu conv +res", 2.0 * C * C * 9 * H * W, 0, [&] {
+      be->conv3x3_fused(o.data(), x.data(), Wt, nullptr, 1, C, H, W, C, gw.data(), gb.data(), G, 1e-6f, true, false,
+                        o.data());
+    });
+    timeit("vq 256x256 128->128 unfused (gn, conv, add)", 2.0 * C * C * 9 * H * W, 0, [&] {
+      be->groupnorm(t.data(), x.data(), gw.data(), gb.data(), 1, C, static_cast<int64_t>(H) * W, G, 1e-6f, true);
+      be->conv2d(o.data(), t.data(), Wt, nullptr, 1, C, H, W, C, 3, 3, 1, 1, 1, 1);
+      be->add(o.data(), o.data(), x.data(), static_cast<int64_t>(x.size()));
+    });
+    for (int wino = 1; wino >= 0; wino--) {
+      cpu::disable_winograd(!wino);
+      timeit(wino ? "vq conv_out 128->3 gn+silu winograd" : "vq conv_out 128->3 gn+silu composed", 2.0 * C * 3 * 9 * H * W,
+             0, [&] {
+               be->conv3x3_fused(o.data(), x.data(), Wt, nullptr, 1, C, H, W, 3, gw.data(), gb.data(), G, 1e-6f, true,
+                                 false, nullptr);
+             });
+    }
+    cpu::disable_winograd(false);
+    be->free(const_cast<void*>(Wt.data));
+  }
 }
 
 }  // namespace
