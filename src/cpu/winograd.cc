@@ -1,12 +1,17 @@
-// 3x3 stride-1 pad-1 convolution by Winograd F(2x2, 3x3) and F(4x4, 3x3) (Lavin & Gray, 2015): each
-// 2x2 output tile costs 16 multiplies per (cin, cout) pair instead of 36, so the
-// VQGAN decoder's convolutions (all 3x3, 32..512 channels) do 2.25x fewer FLOPs.
-// The 16 element-wise products over channels are 16 small GEMMs on the packed SGEMM
-// (kernels.h). Tiles are processed in blocks sized so that a block's transformed
-// input V (16, Cin, nt) and products M (16, Cout, nt) stay in cache; blocks run in
-// parallel, one per thread. The transforms have coefficients 0, +-1, +-1/2, so the
-// rounding is that of a direct convolution (checked in rargen_optest).
+// 3x3 stride-1 pad-1 convolution by Winograd (Lavin & Gray, 2015). F(2x2, 3x3): each
+// 2x2 output tile costs 16 multiplies per (cin, cout) pair instead of 36 (2.25x fewer
+// FLOPs); F(4x4, 3x3): 36 per 4x4 tile instead of 144 (4x), used from 32x32 images up.
+// The element-wise products over channels are 16 or 36 small GEMMs on the packed SGEMM
+// (kernels.h). Tiles are processed in blocks of nt consecutive tiles sized so that a
+// block's transformed input V (a*a, Cin, nt) and products M (a*a, Cout, nt) stay in
+// cache; blocks run in parallel, one per thread. F(2x2)'s transforms have coefficients
+// 0, +-1, +-1/2, so its rounding is that of a direct convolution; F(4x4)'s (up to 5 in
+// B^T, 8 in A^T, 1/6 and 1/24 in G) cost ~3x that error, ~1e-5 of the output scale
+// (checked in rargen_optest). The fused variant (WinoFuse) applies a per-channel affine
+// + SiLU (GroupNorm) and nearest-2x upsampling while reading input rows, and adds a
+// residual in the output transform.
 //
+// F(2x2, 3x3):
 //   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   (input  d -> B^T d B)
 //   G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] (filter g -> G g G^T)
 //   A^T = [1 1 1 0; 0 1 -1 -1]                      (output m -> A^T m A)
@@ -315,11 +320,14 @@ void winograd_conv3x3_ex(float* out, const float* inp, const void* W, DType dt, 
   const int Hs = f.up2x ? H / 2 : H, Ws = f.up2x ? Wd / 2 : Wd;  // source (input) size
   const int th = (H + m - 1) / m, tw = (Wd + m - 1) / m;
   const int64_t Mpad = (Cout + kMR - 1) / kMR * kMR;
-  // The caller's scratch, reused across calls (no page faults; fully overwritten). The
-  // pool's tasks must use the pointer: a thread_local named inside them is their own.
-  thread_local std::vector<float> Upbuf;
-  Upbuf.resize(static_cast<size_t>(a2) * Mpad * Cin);
-  float* const Up = Upbuf.data();
+  // Transformed filters: one process-wide buffer, grown to the largest layer and reused
+  // (a fresh 38 MB allocation per 512-channel F(4x4) layer costs ~5 ms in page faults);
+  // concurrent convolutions take turns (they share the pool's threads anyway).
+  static std::mutex up_mu;
+  static std::vector<float> up_buf;
+  std::lock_guard<std::mutex> up_lock(up_mu);
+  if (up_buf.size() < static_cast<size_t>(a2) * Mpad * Cin) up_buf.resize(static_cast<size_t>(a2) * Mpad * Cin);
+  float* const Up = up_buf.data();
   transform_filters_packed(Up, W, dt, Cout, Cin, m, Mpad);
   const double t_filt = prof ? now_s() : 0;
 
