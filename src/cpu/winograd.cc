@@ -240,7 +240,8 @@ int env_int(const char* name) {
 
 // One filter row: U[(r*a + c) * Cin + ci] = (G g_ci G^T)[r][c] for a = m + 2, from gT
 // (9, Cin) (the 3x3 taps of every input channel, transposed); vectorised over ci.
-RARGEN_CLONES void filter_row_transform(const float* gT, float* U, int Cin, int m) {
+RARGEN_CLONES void filter_row_transform(const float* __restrict__ gT, float* __restrict__ U, float* __restrict__ t,
+                                        int Cin, int m) {
   static const float G2[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
   static const float G4[6][3] = {{0.25f, 0, 0},
                                  {-1.f / 6, -1.f / 6, -1.f / 6},
@@ -252,16 +253,16 @@ RARGEN_CLONES void filter_row_transform(const float* gT, float* U, int Cin, int 
   const float(*G)[3] = m == 2 ? G2 : G4;
   for (int r = 0; r < a; r++) {
     const float gr0 = G[r][0], gr1 = G[r][1], gr2 = G[r][2];
+    // t_k[ci] = (G g_ci)[r][k] for the three columns k
+    for (int k = 0; k < 3; k++)
+#pragma GCC ivdep
+      for (int ci = 0; ci < Cin; ci++)
+        t[k * Cin + ci] = gr0 * gT[k * Cin + ci] + gr1 * gT[(3 + k) * Cin + ci] + gr2 * gT[(6 + k) * Cin + ci];
     for (int c = 0; c < a; c++) {
       const float gc0 = G[c][0], gc1 = G[c][1], gc2 = G[c][2];
       float* u = U + static_cast<int64_t>(r * a + c) * Cin;
-      for (int ci = 0; ci < Cin; ci++) {
-        // t_k = (G g)[r][k] for the column k, then . G[c]
-        float t0 = gr0 * gT[0 * Cin + ci] + gr1 * gT[3 * Cin + ci] + gr2 * gT[6 * Cin + ci];
-        float t1 = gr0 * gT[1 * Cin + ci] + gr1 * gT[4 * Cin + ci] + gr2 * gT[7 * Cin + ci];
-        float t2 = gr0 * gT[2 * Cin + ci] + gr1 * gT[5 * Cin + ci] + gr2 * gT[8 * Cin + ci];
-        u[ci] = t0 * gc0 + t1 * gc1 + t2 * gc2;
-      }
+#pragma GCC ivdep
+      for (int ci = 0; ci < Cin; ci++) u[ci] = t[ci] * gc0 + t[Cin + ci] * gc1 + t[2 * Cin + ci] * gc2;
     }
   }
 }
@@ -275,7 +276,7 @@ void transform_filters_packed(float* Up, const void* W, DType dt, int Cout, int 
   const int64_t xs = Mpad * Cin, us = static_cast<int64_t>(a2) * Cin;
   const int64_t panels = (Cout + kMR - 1) / kMR;
   global_pool().parallel_for(panels, 1, [&](int64_t s, int64_t e) {
-    std::vector<float> g(static_cast<size_t>(Cin) * 9), gT(static_cast<size_t>(Cin) * 9), U(kMR * us);
+    std::vector<float> g(static_cast<size_t>(Cin) * 9), gT(static_cast<size_t>(Cin) * 9), U(kMR * us), t(3 * static_cast<size_t>(Cin));
     for (int64_t p = s; p < e; p++) {
       for (int pi = 0; pi < kMR; pi++) {
         const int64_t co = p * kMR + pi;
@@ -287,7 +288,7 @@ void transform_filters_packed(float* Up, const void* W, DType dt, int Cout, int 
                        static_cast<int64_t>(Cin) * 9);
         for (int ci = 0; ci < Cin; ci++)
           for (int k = 0; k < 9; k++) gT[k * Cin + ci] = g[ci * 9 + k];
-        filter_row_transform(gT.data(), U.data() + pi * us, Cin, m);
+        filter_row_transform(gT.data(), U.data() + pi * us, t.data(), Cin, m);
       }
       for (int xi = 0; xi < a2; xi++) {
         for (int64_t k0 = 0; k0 < Cin; k0 += kGemmKC) {
