@@ -4,6 +4,7 @@
 // it throws UsageError for bad arguments (exit 2) and any other Error for failures
 // (exit 1); the dispatcher prints the message in one line.
 import { parseArgs } from 'node:util';
+import type { DeviceSpec } from '../device.js';
 
 /** A bad command line: the dispatcher prints it with a pointer to --help and exits 2. */
 export class UsageError extends Error {
@@ -67,6 +68,13 @@ export function intOption(value: string | undefined, flag: string, min = -Infini
 }
 
 /** A non-negative 64-bit seed. */
+/** --device: auto, cpu, cuda or cuda:N (undefined when absent). */
+export function deviceOption(value: string | undefined, flag = '--device'): DeviceSpec | undefined {
+  if (value === undefined) return undefined;
+  if (!/^(auto|cpu|cuda|cuda:\d+)$/.test(value)) throw new UsageError(`${flag} expects one of auto, cpu, cuda, cuda:N but received ${JSON.stringify(value)}`);
+  return value as DeviceSpec;
+}
+
 export function seedOption(value: string | undefined, flag = '--seed'): bigint | undefined {
   if (value === undefined) return undefined;
   if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag} expects a non-negative integer but received ${JSON.stringify(value)}`);

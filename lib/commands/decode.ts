@@ -4,9 +4,8 @@ import { readFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadTokenizer, decode } from '../generate.js';
 import { savePng } from '../image.js';
-import type { DeviceSpec } from '../device.js';
 import { ProgressBar } from '../progress.js';
-import { imageFileName, intOption, note, parseCommandArgs, requireOption, UsageError } from './_shared.js';
+import { imageFileName, intOption, note, parseCommandArgs, requireOption, UsageError, deviceOption } from './_shared.js';
 
 export const summary = 'decode token sequences to PNG images with the MaskGIT-VQGAN tokenizer';
 
@@ -73,10 +72,9 @@ export async function run(argv: string[]): Promise<number> {
   const tokensPath = requireOption(values.tokens, '--tokens');
   const out = requireOption(values.out, '--out');
   const batchSize = intOption(values['batch-size'], '--batch-size', 1) ?? 16;
-  if (values.device !== undefined && !/^(auto|cpu|cuda|cuda:\d+)$/.test(values.device))
-    throw new UsageError(`--device expects one of auto, cpu, cuda, cuda:N but received ${JSON.stringify(values.device)}`);
+  const device = deviceOption(values.device);
   const seqs = await readTokensFile(tokensPath);
-  const tokenizer = await loadTokenizer(tokenizerPath, { device: values.device as DeviceSpec | undefined });
+  const tokenizer = await loadTokenizer(tokenizerPath, { device });
   try {
     note(`rargen: ${tokenizer.device.reason}`);
     const T = tokenizer.numTokens;

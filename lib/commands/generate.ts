@@ -6,7 +6,6 @@ import { dirname, join } from 'node:path';
 import { loadGenerator, loadTokenizer, generate, type Generator, type Tokenizer } from '../generate.js';
 import { savePng } from '../image.js';
 import { PRESET_NAMES, type PresetName } from '../config.js';
-import type { DeviceSpec } from '../device.js';
 import { ProgressBar } from '../progress.js';
 import { demoClassIndex, decodeDemoTokens, demoPaths, loadDemoInfo, DEMO_CLASSES } from '../demo/index.js';
 import {
@@ -19,6 +18,7 @@ import {
   requireOption,
   seedOption,
   UsageError,
+  deviceOption,
 } from './_shared.js';
 
 export const summary = 'sample images (or tokens) for class ids with a RAR generator';
@@ -106,8 +106,7 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError(`--preset expects one of ${PRESET_NAMES.join(', ')} but received ${JSON.stringify(values.preset)}`);
   if (values.precision !== undefined && !['f32', 'f16', 'bf16'].includes(values.precision))
     throw new UsageError(`--precision expects one of f32, f16, bf16 but received ${JSON.stringify(values.precision)}`);
-  if (values.device !== undefined && !/^(auto|cpu|cuda|cuda:\d+)$/.test(values.device))
-    throw new UsageError(`--device expects one of auto, cpu, cuda, cuda:N but received ${JSON.stringify(values.device)}`);
+  const device = deviceOption(values.device);
   const sampling = {
     guidanceScale: numberOption(values['guidance-scale'], '--guidance-scale') ?? demoInfo?.sampling.guidanceScale,
     guidanceScalePow: numberOption(values['guidance-pow'], '--guidance-pow') ?? demoInfo?.sampling.guidanceScalePow,
@@ -118,7 +117,6 @@ export async function run(argv: string[]): Promise<number> {
     batchSize: intOption(values['batch-size'], '--batch-size', 1),
     greedy: values.greedy,
   };
-  const device = values.device as DeviceSpec | undefined;
 
   let generator: Generator | undefined;
   let tokenizer: Tokenizer | undefined;

@@ -3,10 +3,9 @@
 // same command again continues.
 import { loadGenerator, loadTokenizer, type Generator, type Tokenizer } from '../generate.js';
 import { PRESET_NAMES, type PresetName } from '../config.js';
-import type { DeviceSpec } from '../device.js';
 import { formatProgress, ProgressBar } from '../progress.js';
 import { parseShard, sampleImageNet, sampleLayout, type SampleProgress } from '../sample.js';
-import { intOption, note, numberOption, parseClassList, parseCommandArgs, requireOption, seedOption, UsageError } from './_shared.js';
+import { intOption, note, numberOption, parseClassList, parseCommandArgs, requireOption, seedOption, UsageError, deviceOption } from './_shared.js';
 
 export const summary = 'sample the FID image set (50 per class) to PNGs and one .npz; resumable, shardable';
 
@@ -88,8 +87,7 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError(`--preset expects one of ${PRESET_NAMES.join(', ')} but received ${JSON.stringify(values.preset)}`);
   if (values.precision !== undefined && !['f32', 'f16', 'bf16'].includes(values.precision))
     throw new UsageError(`--precision expects one of f32, f16, bf16 but received ${JSON.stringify(values.precision)}`);
-  if (values.device !== undefined && !/^(auto|cpu|cuda|cuda:\d+)$/.test(values.device))
-    throw new UsageError(`--device expects one of auto, cpu, cuda, cuda:N but received ${JSON.stringify(values.device)}`);
+  const device = deviceOption(values.device);
   let shard;
   try {
     shard = values.shard === undefined ? undefined : parseShard(values.shard);
@@ -110,7 +108,6 @@ export async function run(argv: string[]): Promise<number> {
     npz: values.npz,
     merge: values['no-merge'] ? false : undefined,
   };
-  const device = values.device as DeviceSpec | undefined;
 
   let generator: Generator | undefined;
   let tokenizer: Tokenizer | undefined;

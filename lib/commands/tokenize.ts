@@ -9,9 +9,8 @@ import { dirname, join, extname } from 'node:path';
 import { once } from 'node:events';
 import { loadTokenizer, encode } from '../generate.js';
 import { centerCropArr, flipHorizontal, loadImage, type RgbImage } from '../image.js';
-import type { DeviceSpec } from '../device.js';
 import { ProgressBar } from '../progress.js';
-import { intOption, note, parseCommandArgs, requireOption, UsageError } from './_shared.js';
+import { intOption, note, parseCommandArgs, requireOption, UsageError, deviceOption } from './_shared.js';
 
 export const summary = 'encode an image folder to pretokenized JSONL ({"class_id", "tokens"}) for training';
 
@@ -145,13 +144,12 @@ export async function run(argv: string[]): Promise<number> {
   const imagesDir = requireOption(values.images, '--images');
   const outFile = requireOption(values.out, '--out');
   const batchSize = intOption(values['batch-size'], '--batch-size', 1) ?? 16;
-  if (values.device !== undefined && !/^(auto|cpu|cuda|cuda:\d+)$/.test(values.device))
-    throw new UsageError(`--device expects one of auto, cpu, cuda, cuda:N but received ${JSON.stringify(values.device)}`);
+  const device = deviceOption(values.device);
   const classMap = values['class-map'] !== undefined ? await readClassMap(values['class-map']) : undefined;
   const { samples, classes, skipped } = await listImageFolder(imagesDir, classMap);
   if (samples.length === 0) throw new UsageError(`--images ${imagesDir}: no PNG or JPEG images under its ${classes.length} class folders`);
   if (skipped) note(`rargen: skipping ${skipped} images in formats other than PNG/JPEG`);
-  const tokenizer = await loadTokenizer(tokenizerPath, { device: values.device as DeviceSpec | undefined });
+  const tokenizer = await loadTokenizer(tokenizerPath, { device });
   const controller = new AbortController();
   const onSigint = () => controller.abort();
   process.once('SIGINT', onSigint);
