@@ -973,6 +973,10 @@ void bench_gemm() {
       be->conv3x3_fused(o.data(), x.data(), Wt, nullptr, 1, C, H, W, C, gw.data(), gb.data(), G, 1e-6f, true, false,
                         o.data());
     });
+    timeit("vq 256x256 128->128 conv +res (no gn)", 2.0 * C * C * 9 * H * W, 0, [&] {
+      be->conv3x3_fused(o.data(), x.data(), Wt, nullptr, 1, C, H, W, C, nullptr, nullptr, G, 1e-6f, false, false,
+                        o.data());
+    });
     timeit("vq 256x256 128->128 unfused (gn, conv, add)", 2.0 * C * C * 9 * H * W, 0, [&] {
       be->groupnorm(t.data(), x.data(), gw.data(), gb.data(), 1, C, static_cast<int64_t>(H) * W, G, 1e-6f, true);
       be->conv2d(o.data(), t.data(), Wt, nullptr, 1, C, H, W, C, 3, 3, 1, 1, 1, 1);
