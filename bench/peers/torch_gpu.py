@@ -20,48 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-class Attention(nn.Module):
-    def __init__(self, C, H):
-        super().__init__()
-        self.H, self.D = H, C // H
-        self.qkv = nn.Linear(C, 3 * C)
-        self.q_norm = nn.LayerNorm(self.D, eps=1e-6)
-        self.k_norm = nn.LayerNorm(self.D, eps=1e-6)
-        self.proj = nn.Linear(C, C)
-        self.kv_cache = None
-
-    def forward(self, x):
-        B, T, C = x.shape
-        qkv = self.qkv(x).reshape(B, T, 3, self.H, self.D).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B, H, T, D)
-        q, k = self.q_norm(q), self.k_norm(k)
-        if self.kv_cache is not None:  # concatenating cache, as the official code
-            k = torch.cat([self.kv_cache[0], k], dim=2)
-            v = torch.cat([self.kv_cache[1], v], dim=2)
-        self.kv_cache = (k, v)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.D))  # (B, H, T, S)
-        if T > 1:  # causal over the last T positions
-            S = k.shape[2]
-            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
-            att = att.masked_fill(~mask, float("-inf"))
-        x = att.softmax(dim=-1) @ v
-        return self.proj(x.transpose(1, 2).reshape(B, T, C))
-
-
-class Block(nn.Module):
-    def __init__(self, C, H, I):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(C, eps=1e-6)
-        self.attn = Attention(C, H)
-        self.norm2 = nn.LayerNorm(C, eps=1e-6)
-        self.mlp = nn.Sequential(nn.Linear(C, I), nn.GELU(), nn.Linear(I, C))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(C, 6 * C))
-
-    def forward(self, x, c):
-        s1, sc1, g1, s2, sc2, g2 = self.adaLN_modulation(c).chunk(6, dim=-1)
-        x = x + g1 * self.attn(self.norm1(x) * (1 + sc1) + s1)
-        x = x + g2 * self.mlp(self.norm2(x) * (1 + sc2) + s2)
-        return x
+# The layers are bench/peers/torch_rar.py's (the CPU peer checked against the fixtures).
+from torch_rar import Attention, Block, ResnetBlock  # noqa: E402
 
 
 class RAR(nn.Module):
@@ -116,21 +76,6 @@ class RAR(nn.Module):
         for b in self.blocks:
             b.attn.kv_cache = None
         return ids
-
-
-class ResnetBlock(nn.Module):
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.norm1 = nn.GroupNorm(32, cin, eps=1e-6)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        self.norm2 = nn.GroupNorm(32, cout, eps=1e-6)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.nin_shortcut = nn.Conv2d(cout, cout, 1, bias=False) if cin != cout else None
-
-    def forward(self, x):
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return h + (self.nin_shortcut(h) if self.nin_shortcut is not None else x)
 
 
 class Decoder(nn.Module):

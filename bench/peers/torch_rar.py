@@ -26,7 +26,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(C, C)
         self.kv_cache = None
 
-    def forward(self, x, use_cache):
+    def forward(self, x, use_cache=True):
         B, T, C = x.shape
         qkv = self.qkv(x).reshape(B, T, 3, self.H, self.D).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, H, T, D)
@@ -39,7 +39,7 @@ class Attention(nn.Module):
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.D))  # (B, H, T, S)
         if T > 1:  # prefill / training: causal over the last T positions
             S = k.shape[2]
-            mask = torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T)
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
             att = att.masked_fill(~mask, float("-inf"))
         x = att.softmax(dim=-1) @ v  # (B, H, T, D)
         return self.proj(x.transpose(1, 2).reshape(B, T, C))
@@ -57,7 +57,7 @@ class Block(nn.Module):
         self.mlp.fc2 = nn.Linear(I, C)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(C, 6 * C))
 
-    def forward(self, x, c, use_cache):
+    def forward(self, x, c, use_cache=True):
         s1, sc1, g1, s2, sc2, g2 = self.adaLN_modulation(c).chunk(6, dim=-1)
         x = x + g1 * self.attn(self.norm1(x) * (1 + sc1) + s1, use_cache)
         x = x + g2 * self.mlp(self.norm2(x) * (1 + sc2) + s2)
