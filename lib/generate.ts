@@ -390,6 +390,11 @@ export interface GenerateOptions {
   greedy?: boolean;
   /** Images per native call (default 32; CFG runs 2x this many rows). */
   batchSize?: number;
+  /**
+   * Global index of this call's first image (default 0): image i is sampled as image
+   * indexOffset + i of the seed, so a long run can be generated in pieces.
+   */
+  indexOffset?: number;
   onProgress?: (p: GenerateProgress) => void;
   /** Aborting cancels the running batch; the promise rejects with an AbortError. */
   signal?: AbortSignal;
@@ -456,6 +461,7 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
     topP: topPSchema.optional(),
     greedy: boolSchema.optional(),
     batchSize: intAtLeast(1).optional(),
+    indexOffset: intAtLeast(0).max(Number.MAX_SAFE_INTEGER, { error: 'integer >= 0' }).optional(),
     onProgress: fnSchema<(p: GenerateProgress) => void>().optional(),
     signal: signalSchema.optional(),
     },
@@ -473,6 +479,7 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
   }
   const labels: number[] = o.classLabels;
   const batchSize = o.batchSize ?? 32;
+  const indexOffset = o.indexOffset ?? 0;
   const N = cfg.seqLen;
   const total = labels.length;
   const tokens: Int32Array[] = [];
@@ -494,7 +501,7 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
             topP: o.topP ?? 1,
             greedy: o.greedy ?? false,
             seed: String(o.seed ?? 0),
-            indexOffset: start,
+            indexOffset: indexOffset + start,
             jobId,
             onProgress: o.onProgress ? (done, steps) => report(start, (start + (b * done) / Math.max(1, steps)) / total) : undefined,
           }),

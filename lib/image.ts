@@ -3,10 +3,13 @@
 // JPEG is read with jpeg-js. Resizing reproduces Pillow's two-pass fixed-point
 // resampler exactly (box and bicubic), so that `center crop` tokenizes an image the
 // way the official ADM/RAR scripts do with PIL.
-import { deflateSync, inflateSync } from 'node:zlib';
+import { deflate, deflateSync, inflateSync } from 'node:zlib';
+import { promisify } from 'node:util';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { dirname, extname } from 'node:path';
 import jpeg from 'jpeg-js';
+
+const deflateAsync = promisify(deflate);
 
 /** An 8-bit RGB image, rows top to bottom, pixels left to right, 3 bytes each (HWC). */
 export interface RgbImage {
@@ -337,41 +340,72 @@ function paeth(a: number, b: number, c: number): number {
   return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
 }
 
-/** Encodes an RGB image as an 8-bit RGB PNG (per-row filter chosen by the minimum-sum heuristic). */
-export function encodePng(img: RgbImage, opts: { level?: number } = {}): Buffer {
-  checkImage(img);
-  const { width: W, height: H } = img;
+/**
+ * The filtered scanlines (filter byte + row) of an RGB image, the filter of each row
+ * chosen by the minimum-sum-of-absolute-differences heuristic (the first of the
+ * lowest on a tie). All five sums come from one pass; only the winner is written.
+ */
+function filterScanlines(img: RgbImage): Buffer {
+  const { width: W, height: H, data } = img;
   const stride = W * 3;
   const raw = Buffer.alloc(H * (stride + 1));
-  const cand = new Uint8Array(stride);
-  const best = new Uint8Array(stride);
   const zero = new Uint8Array(stride);
   for (let y = 0; y < H; y++) {
-    const row = img.data.subarray(y * stride, (y + 1) * stride);
-    const prev = y > 0 ? img.data.subarray((y - 1) * stride, y * stride) : zero;
-    let bestSum = Infinity;
-    let bestType = 0;
-    for (let type = 0; type < 5; type++) {
-      let sum = 0;
+    const row = data.subarray(y * stride, (y + 1) * stride);
+    const prev = y > 0 ? data.subarray((y - 1) * stride, y * stride) : zero;
+    let s0 = 0;
+    let s1 = 0;
+    let s2 = 0;
+    let s3 = 0;
+    let s4 = 0;
+    for (let i = 0; i < stride; i++) {
+      const x = row[i]!;
+      const b = prev[i]!;
+      let a = 0;
+      let c = 0;
+      if (i >= 3) {
+        a = row[i - 3]!;
+        c = prev[i - 3]!;
+      }
+      s0 += x < 128 ? x : 256 - x;
+      let v = (x - a) & 0xff;
+      s1 += v < 128 ? v : 256 - v;
+      v = (x - b) & 0xff;
+      s2 += v < 128 ? v : 256 - v;
+      v = (x - ((a + b) >> 1)) & 0xff;
+      s3 += v < 128 ? v : 256 - v;
+      // paeth(a, b, c), inlined
+      const pa = b > c ? b - c : c - b;
+      const pb = a > c ? a - c : c - a;
+      const d = a + b - c - c;
+      const pc = d < 0 ? -d : d;
+      v = (x - (pa <= pb && pa <= pc ? a : pb <= pc ? b : c)) & 0xff;
+      s4 += v < 128 ? v : 256 - v;
+    }
+    let type = 0;
+    let best = s0;
+    if (s1 < best) (type = 1), (best = s1);
+    if (s2 < best) (type = 2), (best = s2);
+    if (s3 < best) (type = 3), (best = s3);
+    if (s4 < best) type = 4;
+    const o = y * (stride + 1);
+    raw[o] = type;
+    const out = raw.subarray(o + 1, o + 1 + stride);
+    if (type === 0) out.set(row);
+    else
       for (let i = 0; i < stride; i++) {
+        const x = row[i]!;
         const a = i >= 3 ? row[i - 3]! : 0;
         const b = prev[i]!;
         const c = i >= 3 ? prev[i - 3]! : 0;
-        const x = row[i]!;
-        const v = type === 0 ? x : type === 1 ? x - a : type === 2 ? x - b : type === 3 ? x - ((a + b) >> 1) : x - paeth(a, b, c);
-        cand[i] = v & 0xff;
-        const s = v & 0xff;
-        sum += s < 128 ? s : 256 - s;
+        out[i] = type === 1 ? x - a : type === 2 ? x - b : type === 3 ? x - ((a + b) >> 1) : x - paeth(a, b, c);
       }
-      if (sum < bestSum) {
-        bestSum = sum;
-        bestType = type;
-        best.set(cand);
-      }
-    }
-    raw[y * (stride + 1)] = bestType;
-    raw.set(best, y * (stride + 1) + 1);
   }
+  return raw;
+}
+
+/** The PNG file around the deflated scanlines. */
+function assemblePng(W: number, H: number, idat: Uint8Array): Buffer {
   const ihdr = Buffer.alloc(13);
   ihdr.writeUInt32BE(W, 0);
   ihdr.writeUInt32BE(H, 4);
@@ -383,9 +417,28 @@ export function encodePng(img: RgbImage, opts: { level?: number } = {}): Buffer 
   return Buffer.concat([
     Buffer.from(PNG_SIGNATURE),
     chunk('IHDR', ihdr),
-    chunk('IDAT', deflateSync(raw, { level: opts.level ?? 6 })),
+    chunk('IDAT', idat),
     chunk('IEND', new Uint8Array(0)),
   ]);
+}
+
+/** Encodes an RGB image as an 8-bit RGB PNG (per-row filter chosen by the minimum-sum heuristic). */
+export function encodePng(img: RgbImage, opts: { level?: number } = {}): Buffer {
+  checkImage(img);
+  const raw = filterScanlines(img);
+  return assemblePng(img.width, img.height, deflateSync(raw, { level: opts.level ?? 6 }));
+}
+
+/**
+ * encodePng with the deflate (most of its time) on libuv's thread pool: the same
+ * bytes, and several images encode in parallel when awaited together. The filtering
+ * still runs on the calling thread; `img` may change once the promise is created.
+ */
+export async function encodePngAsync(img: RgbImage, opts: { level?: number } = {}): Promise<Buffer> {
+  checkImage(img);
+  const raw = filterScanlines(img);
+  const idat = await deflateAsync(raw, { level: opts.level ?? 6 });
+  return assemblePng(img.width, img.height, idat);
 }
 
 export class ImageDecodeError extends Error {

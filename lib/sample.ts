@@ -35,9 +35,9 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { mkdir, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { Generator, Tokenizer, parseOptions, ValidationError, type Precision } from './generate.js';
-import { native, packageRoot } from './native.js';
-import { decodePng, decoderOutputToImages, encodePng, type RgbImage } from './image.js';
+import { Generator, Tokenizer, decode, generate, parseOptions, ValidationError, type Precision } from './generate.js';
+import { packageRoot } from './native.js';
+import { decodePng, encodePngAsync, type RgbImage } from './image.js';
 import { NpzStreamWriter } from './io/index.js';
 import { AtomicFile, writeFully } from './io/file.js';
 import { crc32 } from './io/crc32.js';
@@ -487,9 +487,6 @@ function abortError(signal: AbortSignal): DOMException {
   return e;
 }
 
-// Job ids for native().cancel, in a range apart from generate()'s.
-let nextJobId = 2 ** 40;
-
 const intAtLeast = (min: number) => {
   const e = `integer >= ${min}`;
   return z.number({ error: e }).int({ error: e }).min(min, { error: e });
@@ -616,51 +613,32 @@ export async function sampleImageNet(options: SampleImageNetOptions): Promise<Sa
     const batches = planBatches(missing, batchSize);
     const toDo = missing.length;
     let sampledBefore = 0;
-    const addon = native();
     const produce = async (a: number, b: number): Promise<RgbImage[]> => {
       const n = b - a;
       const classIds = new Int32Array(n);
       for (let i = 0; i < n; i++) classIds[i] = sampleLabel(settings, a + i);
-      const signal = o.signal;
-      if (signal?.aborted) throw abortError(signal);
-      const jobId = nextJobId++;
-      const onAbort = () => addon.cancel(jobId);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      let tokens: Int32Array;
-      try {
-        tokens = await gen.exclusive(
-          (h) =>
-            addon.rarGenerate(h, {
-              classIds,
-              guidanceScale: settings.guidanceScale,
-              guidanceScalePow: settings.guidanceScalePow,
-              temperature: settings.temperature,
-              topK: settings.topK,
-              topP: settings.topP,
-              greedy: false,
-              seed: settings.seed,
-              indexOffset: a,
-              jobId,
-              onProgress: o.onProgress ? (d, steps) => o.onProgress!({ sampled: sampledBefore + (n * d) / Math.max(1, steps), written: generated, toDo, alreadyDone, shardTotal: end - start }) : undefined,
-            }),
-          'sampleImageNet',
-        );
-      } catch (e) {
-        if (signal?.aborted) throw abortError(signal);
-        throw e;
-      } finally {
-        signal?.removeEventListener('abort', onAbort);
-      }
-      if (tokens.length !== n * c.seqLen) throw new Error(`native rarGenerate returned ${tokens.length} tokens, expected ${n} x ${c.seqLen}`);
+      const { tokens } = await generate({
+        generator: gen,
+        classLabels: classIds,
+        guidanceScale: settings.guidanceScale,
+        guidanceScalePow: settings.guidanceScalePow,
+        temperature: settings.temperature,
+        topK: settings.topK,
+        topP: settings.topP,
+        greedy: false,
+        seed: BigInt(settings.seed),
+        batchSize: n,
+        indexOffset: a,
+        signal: o.signal,
+        // generate() reports its one batch while it samples (imagesDone 0), then once when done: the latter is left out.
+        onProgress: o.onProgress
+          ? (p) => {
+              if (p.imagesDone === 0) o.onProgress!({ sampled: sampledBefore + n * p.fraction, written: generated, toDo, alreadyDone, shardTotal: end - start });
+            }
+          : undefined,
+      });
       sampledBefore += n;
-      const images: RgbImage[] = [];
-      for (let s = 0; s < n; s += decodeBatch) {
-        if (signal?.aborted) throw abortError(signal);
-        const m = Math.min(decodeBatch, n - s);
-        const out = await tok.exclusive((h) => addon.vqDecode(h, tokens.slice(s * c.seqLen, (s + m) * c.seqLen), m), 'sampleImageNet');
-        images.push(...decoderOutputToImages(out, m, R));
-      }
-      return images;
+      return decode(tok, tokens, { batchSize: decodeBatch, signal: o.signal });
     };
 
     let next = batches.length ? produce(...batches[0]!) : undefined;
@@ -669,11 +647,13 @@ export async function sampleImageNet(options: SampleImageNetOptions): Promise<Sa
       const images = await next!;
       next = k + 1 < batches.length && !o.signal?.aborted ? produce(...batches[k + 1]!) : undefined;
       next?.catch(() => undefined); // surfaced when awaited
+      // Each PNG's deflate runs on libuv's thread pool, so the batch's images encode concurrently.
       const writes: Promise<void>[] = [];
       for (let i = 0; i < images.length; i++) {
         const img = images[i]!;
         crcs[a + i - start] = crc32(img.data);
-        writes.push(writeAtomic(join(layout.images, sampleImageName(a + i)), encodePng(img)));
+        const path = join(layout.images, sampleImageName(a + i));
+        writes.push(encodePngAsync(img).then((png) => writeAtomic(path, png)));
       }
       const results = await Promise.allSettled(writes);
       const failed = results.find((r) => r.status === 'rejected');

@@ -89,6 +89,17 @@ describe.skipIf(!hasNative)('end to end (native addon)', () => {
     expect(await run(4)).toEqual(all);
   });
 
+  it('indexOffset continues the global image index', async () => {
+    const opts = { generator: tiny, seed: 11, guidanceScale: 2, guidanceScalePow: 1, temperature: 1 } as const;
+    const all = (await generate({ ...opts, classLabels: [1, 3, 5, 7], batchSize: 4 })).tokens.map((t) => Array.from(t));
+    const tail = (await generate({ ...opts, classLabels: [5, 7], indexOffset: 2 })).tokens.map((t) => Array.from(t));
+    expect(tail).toEqual(all.slice(2));
+    const split = (await generate({ ...opts, classLabels: [3, 5, 7], indexOffset: 1, batchSize: 2 })).tokens.map((t) => Array.from(t));
+    expect(split).toEqual(all.slice(1));
+    const zero = (await generate({ ...opts, classLabels: [5, 7] })).tokens.map((t) => Array.from(t));
+    expect(zero).not.toEqual(all.slice(2));
+  });
+
   it('keeps the event loop running and reports progress', async () => {
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);

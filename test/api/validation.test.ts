@@ -63,6 +63,13 @@ describe('generate() validation', () => {
     expect(await genError({ batchSize: 2.5 })).toBe('Expected integer >= 1 for batchSize but received 2.5');
   });
 
+  it('checks indexOffset', async () => {
+    expect(await genError({ indexOffset: -1 })).toBe('Expected integer >= 0 for indexOffset but received -1');
+    expect(await genError({ indexOffset: 1.5 })).toBe('Expected integer >= 0 for indexOffset but received 1.5');
+    expect(await genError({ indexOffset: '2' })).toBe('Expected integer >= 0 for indexOffset but received "2"');
+    expect(await genError({ indexOffset: 2 ** 53 })).toBe(`Expected integer >= 0 for indexOffset but received ${2 ** 53}`);
+  });
+
   it('takes a safe integer or a 64-bit bigint seed', async () => {
     const e = 'Expected safe integer >= 0 or bigint between 0 and 2^64-1 for seed but received';
     expect(await genError({ seed: -1 })).toBe(`${e} -1`);
