@@ -73,7 +73,6 @@ const OPNAMES: Record<number, string> = {
   0x98: 'READONLY_BUFFER',
 };
 
-const MARK = Symbol('mark');
 const MAX_LONG_BYTES = 64;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 

@@ -5,7 +5,7 @@
 // the pickle goes through a restricted unpickler that can build tensors and nothing else.
 import type { Checkpoint, DType, HostTensor } from '../tensor.js';
 import { numelOf, shapeToString } from '../tensor.js';
-import { checkDataMatches, dataBytes, DTYPE_SIZE, isDType } from './dtype.js';
+import { checkDataMatches, dataBytes, isDType } from './dtype.js';
 import { ioFail, RargenIOError, wrapErrors } from './errors.js';
 import { RandomAccessFile } from './file.js';
 import { PickleTruncatedError, PickleWriter, PyDict, PyGlobal, PyTuple, describe, unpickle, type GlobalSpec } from './pickle.js';

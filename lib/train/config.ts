@@ -29,7 +29,6 @@ const optStr = z.preprocess(
 const int = z.number().int();
 const posInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
-const num = z.number().finite();
 const prob = z.number().min(0).max(1);
 
 const ExperimentSchema = z.object({

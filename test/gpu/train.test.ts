@@ -17,49 +17,15 @@
 // bitwise identical gradients.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
-import { native } from '../../lib/native.js';
-import { readNpz, type NpyArray } from '../../lib/io/index.js';
-import { GeneratorConfigSchema, type GeneratorConfig } from '../../lib/config.js';
+import { readNpz } from '../../lib/io/index.js';
 import { Trainer, type NativeTrainBatch } from '../../lib/train/native.js';
 import { readGeneratorWeights } from '../../lib/train/loop.js';
-import { FIXTURES } from '../native/helpers.js';
 import { hasCuda, skipReason } from './helpers.js';
+import { RAR_TINY, hasTrainer, tinyConfig, i32, maxAbs, relErr } from '../train/helpers.js';
 
-const FIX = join(FIXTURES, 'rar-tiny');
-const hasTrainer = typeof (native() as unknown as { createTrainer?: unknown }).createTrainer === 'function';
+const FIX = RAR_TINY;
 const run = hasCuda && hasTrainer;
 if (!run) console.log(`test/gpu/train: skipped: ${hasCuda ? 'the addon has no training functions' : skipReason}`);
-
-function tinyConfig(): GeneratorConfig {
-  const c = JSON.parse(readFileSync(join(FIX, 'config.json'), 'utf8'));
-  return GeneratorConfigSchema.parse({
-    hiddenSize: c.hidden_size,
-    depth: c.num_hidden_layers,
-    numHeads: c.num_attention_heads,
-    headDim: c.hidden_size / c.num_attention_heads,
-    mlpDim: c.intermediate_size,
-    seqLen: c.image_seq_len,
-    codebookSize: c.codebook_size,
-    numClasses: c.condition_num_classes,
-    posEmbedRows: c.image_seq_len + 1024,
-    timestepRows: c.image_seq_len + 100,
-  });
-}
-
-const i32 = (a: NpyArray | undefined) => Int32Array.from(a!.data as ArrayLike<number | bigint>, (x) => Number(x));
-const f32 = (a: NpyArray | undefined) => (a!.data instanceof Float32Array ? a!.data : Float32Array.from(a!.data as ArrayLike<number>));
-
-const maxAbs = (a: Float32Array) => a.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
-
-/** max |a - b| / max |b| (the reference tensor's own scale). */
-function relErr(a: Float32Array, b: Float32Array): number {
-  if (a.length !== b.length) throw new Error(`length mismatch: ${a.length} vs ${b.length}`);
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
-  const m = maxAbs(b);
-  return m === 0 ? d : d / m;
-}
 
 const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 const isKNormBias = (n: string) => /attn\.k_norm\.bias$/.test(n);

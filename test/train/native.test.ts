@@ -4,48 +4,14 @@
 // official 1d-tokenizer code as test/fixtures/README.md describes.
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { readFileSync } from 'node:fs';
-import { native } from '../../lib/native.js';
 import { readNpz, type NpyArray } from '../../lib/io/index.js';
-import { GeneratorConfigSchema, type GeneratorConfig } from '../../lib/config.js';
 import { Trainer } from '../../lib/train/native.js';
 import { isWeightDecayed } from '../../lib/train/init.js';
 import { readGeneratorWeights } from '../../lib/train/loop.js';
+import { RAR_TINY, hasTrainer, tinyConfig, i32, f32, relErr } from './helpers.js';
 
-const FIX = join(fileURLToPath(new URL('.', import.meta.url)), '..', 'fixtures', 'rar-tiny');
-export const hasTrainer = typeof (native() as unknown as { createTrainer?: unknown }).createTrainer === 'function';
-
-export function tinyConfig(): GeneratorConfig {
-  const c = JSON.parse(readFileSync(join(FIX, 'config.json'), 'utf8'));
-  return GeneratorConfigSchema.parse({
-    hiddenSize: c.hidden_size,
-    depth: c.num_hidden_layers,
-    numHeads: c.num_attention_heads,
-    headDim: c.hidden_size / c.num_attention_heads,
-    mlpDim: c.intermediate_size,
-    seqLen: c.image_seq_len,
-    codebookSize: c.codebook_size,
-    numClasses: c.condition_num_classes,
-    posEmbedRows: c.image_seq_len + 1024,
-    timestepRows: c.image_seq_len + 100,
-  });
-}
-
-const i32 = (a: NpyArray | undefined) => Int32Array.from(a!.data as ArrayLike<number | bigint>, (x) => Number(x));
-const f32 = (a: NpyArray | undefined) => (a!.data instanceof Float32Array ? a!.data : Float32Array.from(a!.data as ArrayLike<number>));
+const FIX = RAR_TINY;
 const f64 = (a: NpyArray | undefined) => Array.from(a!.data as ArrayLike<number>, Number);
-
-/** max |a - b| / max |b| (the tensor's own scale). */
-function relErr(a: Float32Array, b: Float32Array): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return m === 0 ? d : d / m;
-}
 
 async function tinyTrainer(): Promise<Trainer> {
   const cfg = tinyConfig();
