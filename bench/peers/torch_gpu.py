@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 
 # The layers are bench/peers/torch_rar.py's (the CPU peer checked against the fixtures).
-from torch_rar import Attention, Block, ResnetBlock  # noqa: E402
+from torch_rar import Attention, Block, Decoder as BaseDecoder  # noqa: E402
 
 
 class RAR(nn.Module):
@@ -78,43 +78,18 @@ class RAR(nn.Module):
         return ids
 
 
-class Decoder(nn.Module):
-    """MaskGIT-VQGAN decoder (MODEL.md "Tokenizer"), codebook lookup included."""
+class Decoder(BaseDecoder):
+    """MaskGIT-VQGAN decoder (torch_rar.py's), codebook lookup included."""
 
     def __init__(self, hidden=128, mult=(1, 1, 2, 2, 4), nres=2, z=256, codebook=1024):
-        super().__init__()
+        super().__init__(hidden, mult, nres, z)
         self.codebook = nn.Embedding(codebook, z)
-        cin = hidden * mult[-1]
-        self.conv_in = nn.Conv2d(z, cin, 3, padding=1)
-        self.mid = nn.ModuleList([ResnetBlock(cin, cin), ResnetBlock(cin, cin)])
-        ups = []
-        for i in reversed(range(len(mult))):
-            cout = hidden * mult[i]
-            level = nn.Module()
-            level.block = nn.ModuleList()
-            for _ in range(nres):
-                level.block.append(ResnetBlock(cin, cout))
-                cin = cout
-            level.upsample_conv = nn.Conv2d(cout, cout, 3, padding=1) if i != 0 else None
-            ups.append(level)
-        self.up = nn.ModuleList(ups)
-        self.norm_out = nn.GroupNorm(32, cin, eps=1e-6)
-        self.conv_out = nn.Conv2d(cin, 3, 3, padding=1)
 
     @torch.no_grad()
     def forward(self, tokens):
         B, n = tokens.shape
         g = int(math.isqrt(n))
-        h = self.codebook(tokens).reshape(B, g, g, -1).permute(0, 3, 1, 2).contiguous()
-        h = self.conv_in(h)
-        for b in self.mid:
-            h = b(h)
-        for level in self.up:
-            for b in level.block:
-                h = b(h)
-            if level.upsample_conv is not None:
-                h = level.upsample_conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return self.conv_out(F.silu(self.norm_out(h))).clamp(0, 1)
+        return super().forward(self.codebook(tokens).reshape(B, g, g, -1).permute(0, 3, 1, 2).contiguous())
 
 
 PRESETS = {  # C, depth, heads, MLP, guidance, pow, temperature
