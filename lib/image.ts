@@ -1,13 +1,14 @@
 // Images on the host: 8-bit RGB, height x width x 3 (HWC), as the evaluators and PNG
 // files want them. PNG is written and read here with node:zlib (no dependency);
-// JPEG is read with jpeg-js. Resizing reproduces Pillow's two-pass fixed-point
+// JPEG is decoded by sharp (libvips + libjpeg-turbo, prebuilt, loaded on first use)
+// to the same pixels as PIL. Resizing reproduces Pillow's two-pass fixed-point
 // resampler exactly (box and bicubic), so that `center crop` tokenizes an image the
 // way the official ADM/RAR scripts do with PIL.
 import { deflate, deflateSync, inflateSync } from 'node:zlib';
 import { promisify } from 'node:util';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { dirname, extname } from 'node:path';
-import jpeg from 'jpeg-js';
+import type SharpModule from 'sharp';
 
 const deflateAsync = promisify(deflate);
 
@@ -457,8 +458,10 @@ const ADAM7 = [
 
 /**
  * Decodes a PNG (any colour type, bit depth 1..16, interlaced or not) to RGB the way
- * PIL's `.convert('RGB')` does: alpha dropped (not composited), grey replicated,
- * palette looked up, 16-bit samples reduced to their high byte.
+ * PIL 9.4's `.convert('RGB')` does: alpha and tRNS dropped (not composited), grey
+ * replicated, palette looked up (indices past a short palette give PIL's default grey
+ * entry i,i,i), 16-bit samples reduced to their high byte, except 16-bit grey without
+ * alpha (PIL mode I), which is clipped to 0..255.
  */
 export function decodePng(buf: Uint8Array): RgbImage {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -545,9 +548,9 @@ export function decodePng(buf: Uint8Array): RgbImage {
           const bit = px * depth;
           const s = (cur[bit >> 3]! >> (8 - depth - (bit & 7))) & ((1 << depth) - 1);
           if (ctype === 3) {
-            out.data[d] = palette![s * 3] ?? 0;
-            out.data[d + 1] = palette![s * 3 + 1] ?? 0;
-            out.data[d + 2] = palette![s * 3 + 2] ?? 0;
+            out.data[d] = palette![s * 3] ?? s;
+            out.data[d + 1] = palette![s * 3 + 1] ?? s;
+            out.data[d + 2] = palette![s * 3 + 2] ?? s;
           } else {
             const g = Math.round((s * 255) / ((1 << depth) - 1));
             out.data[d] = out.data[d + 1] = out.data[d + 2] = g;
@@ -558,9 +561,12 @@ export function decodePng(buf: Uint8Array): RgbImage {
         const p = px * channels * bps;
         if (ctype === 3) {
           const s = cur[p]!;
-          out.data[d] = palette![s * 3] ?? 0;
-          out.data[d + 1] = palette![s * 3 + 1] ?? 0;
-          out.data[d + 2] = palette![s * 3 + 2] ?? 0;
+          out.data[d] = palette![s * 3] ?? s;
+          out.data[d + 1] = palette![s * 3 + 1] ?? s;
+          out.data[d + 2] = palette![s * 3 + 2] ?? s;
+        } else if (ctype === 0 && bps === 2) {
+          // PIL 9.4 opens 16-bit grey as mode I; I -> RGB clips to 0..255.
+          out.data[d] = out.data[d + 1] = out.data[d + 2] = cur[p] ? 255 : cur[p + 1]!;
         } else if (ctype === 0 || ctype === 4) {
           out.data[d] = out.data[d + 1] = out.data[d + 2] = cur[p]!;
         } else {
@@ -578,31 +584,124 @@ export function decodePng(buf: Uint8Array): RgbImage {
 // ---------------------------------------------------------------------------------
 // Files
 
-/** Decodes PNG or JPEG bytes (sniffed from the content) to RGB. */
-export function decodeImage(buf: Uint8Array, name = 'image'): RgbImage {
-  if (buf.length >= 8 && PNG_SIGNATURE.every((v, i) => buf[i] === v)) return decodePng(buf);
-  if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) {
-    let d: { width: number; height: number; data: Uint8Array };
-    try {
-      d = jpeg.decode(buf, { useTArray: true, formatAsRGBA: true, maxMemoryUsageInMB: 2048 });
-    } catch (e) {
-      throw new ImageDecodeError(`${name}: cannot decode JPEG (${(e as Error).message})`);
+// JPEG: decoded as the official pretokenization decodes it, i.e. PIL's
+// Image.open(f).convert('RGB') (torchvision's pil_loader). sharp runs libjpeg-turbo with
+// the same settings as PIL (ISLOW IDCT, fancy upsampling, full size: no shrink-on-load
+// since nothing is resized there), so YCbCr and greyscale pixels come out identical.
+// The differences sharp would add by default are switched off or undone here:
+//   - ICC profiles: sharp converts to sRGB through an embedded profile; PIL converts
+//     nothing (ignoreIcc).
+//   - EXIF orientation: PIL's open applies none, nor does sharp unless asked (autoOrient).
+//   - CMYK / YCCK: sharp converts through a CMYK ICC profile. Instead we take the CMYK
+//     channels raw (libvips inverts them, like PIL's "CMYK;I": Adobe/Photoshop store ink
+//     inverted) and apply PIL's cmyk2rgb formula below.
+//   - Greyscale: taken as one band and replicated, as PIL's L -> RGB.
+//   - Warnings: PIL decodes through libjpeg warnings ("extraneous bytes before marker")
+//     and refuses truncated files ("image file is truncated"); failOn: 'truncated'.
+// test/api/jpeg.test.ts checks all of these against Pillow-decoded references.
+
+/**
+ * The largest JPEG decoded, in pixels: PIL's DecompressionBombError threshold
+ * (2 * Image.MAX_IMAGE_PIXELS), so a file PIL refuses is refused here too.
+ */
+const MAX_JPEG_PIXELS = 2 * 89_478_485;
+
+type Sharp = typeof SharpModule;
+let sharpLoading: Promise<Sharp> | undefined;
+
+/** sharp, imported on the first JPEG so that everything else works without it. */
+function loadSharp(): Promise<Sharp> {
+  sharpLoading ??= import('sharp')
+    .then((m) => {
+      const f = (m as { default?: Sharp }).default ?? (m as unknown as Sharp);
+      if (typeof f !== 'function') throw new Error('the module has no sharp() function');
+      return f;
+    })
+    .catch((e: unknown) => {
+      sharpLoading = undefined;
+      throw new ImageDecodeError(
+        `reading JPEG files needs the 'sharp' package (prebuilt libvips, installed with rargen), which could not be loaded: ` +
+          `${(e as Error)?.message ?? String(e)}. Install it for this platform with \`npm install sharp\` ` +
+          `(see https://sharp.pixelplumbing.com/install; PNG files need nothing)`,
+      );
+    });
+  return sharpLoading;
+}
+
+/** Number of components in the first SOFn frame header, or undefined if none is found before SOS. */
+function jpegComponents(b: Uint8Array): number | undefined {
+  let p = 2;
+  while (p + 4 <= b.length) {
+    if (b[p] !== 0xff) return undefined;
+    const m = b[p + 1]!;
+    if (m === 0xff) {
+      p++; // fill byte
+      continue;
     }
-    const img = createImage(d.width, d.height);
-    for (let i = 0, n = d.width * d.height; i < n; i++) {
-      img.data[i * 3] = d.data[i * 4]!;
-      img.data[i * 3 + 1] = d.data[i * 4 + 1]!;
-      img.data[i * 3 + 2] = d.data[i * 4 + 2]!;
+    if (m === 0xd8 || m === 0x01 || (m >= 0xd0 && m <= 0xd7)) {
+      p += 2; // no length field
+      continue;
     }
-    return img;
+    if (m === 0xda || m === 0xd9) return undefined;
+    const len = (b[p + 2]! << 8) | b[p + 3]!;
+    // SOF0..SOF15 except DHT (c4), JPG (c8) and DAC (cc).
+    if (m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) return p + 9 < b.length ? b[p + 9] : undefined;
+    p += 2 + len;
   }
+  return undefined;
+}
+
+/** Pillow's cmyk2rgb (libImaging/Convert.c) on PIL-convention CMYK (0 = no ink). */
+function cmykToRgb(cmyk: Uint8Array, out: Uint8Array): void {
+  for (let i = 0, o = 0; i < cmyk.length; i += 4, o += 3) {
+    const nk = 255 - cmyk[i + 3]!;
+    for (let c = 0; c < 3; c++) {
+      const t = cmyk[i + c]! * nk + 128; // MULDIV255: round(a * b / 255)
+      out[o + c] = nk - (((t >> 8) + t) >> 8);
+    }
+  }
+}
+
+/** Decodes JPEG bytes to RGB exactly as PIL's Image.open(f).convert('RGB') does. */
+export async function decodeJpeg(buf: Uint8Array, name = 'image'): Promise<RgbImage> {
+  let sharp: Sharp;
+  try {
+    sharp = await loadSharp();
+  } catch (e) {
+    throw new ImageDecodeError(`${name}: ${(e as Error).message}`);
+  }
+  const components = jpegComponents(buf);
+  let raw: { data: Buffer; info: { width: number; height: number; channels: number } };
+  try {
+    let s = sharp(buf, { ignoreIcc: true, autoOrient: false, failOn: 'truncated', sequentialRead: true, limitInputPixels: MAX_JPEG_PIXELS });
+    if (components === 4) s = s.pipelineColourspace('cmyk').toColourspace('cmyk');
+    else if (components === 1) s = s.toColourspace('b-w');
+    raw = await s.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  } catch (e) {
+    throw new ImageDecodeError(`${name}: cannot decode JPEG (${(e as Error).message})`);
+  }
+  const { width, height, channels } = raw.info;
+  const data = new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength);
+  if (channels === 3 && data.length === width * height * 3) return { width, height, data };
+  const img = createImage(width, height);
+  if (channels === 4 && components === 4 && data.length === width * height * 4) cmykToRgb(data, img.data);
+  else if (channels === 1 && data.length === width * height) {
+    for (let i = 0; i < data.length; i++) img.data[i * 3] = img.data[i * 3 + 1] = img.data[i * 3 + 2] = data[i]!;
+  } else throw new ImageDecodeError(`${name}: unsupported JPEG layout (${components ?? '?'} components decoded to ${channels} channels)`);
+  return img;
+}
+
+/** Decodes PNG or JPEG bytes (sniffed from the content) to RGB, as PIL's convert('RGB') does. */
+export async function decodeImage(buf: Uint8Array, name = 'image'): Promise<RgbImage> {
+  if (buf.length >= 8 && PNG_SIGNATURE.every((v, i) => buf[i] === v)) return decodePng(buf);
+  if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) return decodeJpeg(buf, name);
   throw new ImageDecodeError(`${name}: not a PNG or JPEG file`);
 }
 
 export async function loadImage(path: string): Promise<RgbImage> {
   const buf = await readFile(path);
   try {
-    return decodeImage(buf, path);
+    return await decodeImage(buf, path);
   } catch (e) {
     if (e instanceof ImageDecodeError && !e.message.startsWith(path)) throw new ImageDecodeError(`${path}: ${e.message}`);
     throw e;
