@@ -126,6 +126,17 @@ describe('JPEG decoding equals Pillow (Image.open().convert("RGB")) bit for bit'
     await expect(loadImage(join(DIR, 'truncated.jpg'))).rejects.toThrow(`${join(DIR, 'truncated.jpg')}: cannot decode JPEG`);
   });
 
+  it("refuses what PIL refuses as a decompression bomb (> 2 * MAX_IMAGE_PIXELS = 178,956,970 pixels)", async () => {
+    // Patch the frame header of a small file to 16000 x 11200 = 179.2M pixels: refused
+    // from the header, before any pixel memory is allocated.
+    const big = Buffer.from(file('q90_444.jpg'));
+    const sof = big.indexOf(Buffer.from([0xff, 0xc0]));
+    expect(sof).toBeGreaterThan(0);
+    big.writeUInt16BE(11200, sof + 5);
+    big.writeUInt16BE(16000, sof + 7);
+    await expect(decodeImage(big, 'big.jpg')).rejects.toThrow(/^big\.jpg: cannot decode JPEG \(.*pixel limit/);
+  });
+
   it('rejects a non-image with a clear message', async () => {
     await expect(decodeImage(Buffer.from('GIF89a....'), 'x.gif')).rejects.toThrow('x.gif: not a PNG or JPEG file');
   });
