@@ -322,7 +322,8 @@ export function expectedTokenizerTensors(c: TokenizerConfig): Map<string, number
       cin = cout;
     }
   }
-  for (let j = 0; j < 2; j++) resnetBlock(m, `encoder.mid.${j}.`, top, top);
+  // The middle has numResBlocks blocks too: maskgit_vqgan.py builds it with the levels' loop.
+  for (let j = 0; j < R; j++) resnetBlock(m, `encoder.mid.${j}.`, top, top);
   m.set('encoder.norm_out.weight', [top]);
   m.set('encoder.norm_out.bias', [top]);
   m.set('encoder.conv_out.weight', [Z, top, 1, 1]);
@@ -330,7 +331,7 @@ export function expectedTokenizerTensors(c: TokenizerConfig): Map<string, number
   // Decoder: conv_in with bias; mid; levels L-1..0, each upsampled except level 0.
   m.set('decoder.conv_in.weight', [top, Z, 3, 3]);
   m.set('decoder.conv_in.bias', [top]);
-  for (let j = 0; j < 2; j++) resnetBlock(m, `decoder.mid.${j}.`, top, top);
+  for (let j = 0; j < R; j++) resnetBlock(m, `decoder.mid.${j}.`, top, top);
   cin = top;
   for (let i = L - 1; i >= 0; i--) {
     const cout = H * mult[i]!;
@@ -460,7 +461,8 @@ export function inferGeneratorConfig(tensors: ReadonlyMap<string, TensorInfo>): 
 /**
  * Every tokenizer size from the tensor index: hidden channels from encoder.conv_in
  * (else the gcd of the decoder's level widths), channel_mult from each level's first
- * conv, res blocks per level from the block indices, z from the codebook width.
+ * conv, res blocks per level from the block indices (the middles have as many:
+ * maskgit_vqgan.py builds both with `num_res_blocks`), z from the codebook width.
  * Resolution cannot be seen in the weights: it is taken as `gridSize` tokens per side
  * (16, as RAR uses) times the downsampling factor, unless given.
  */
@@ -477,6 +479,14 @@ export function inferTokenizerConfig(
   if (levels === 0) throw new ConfigError(`cannot infer the ${M} config: no ${side}.${levelKey}.<i>.* tensors`);
   const numResBlocks = maxIndex(tensors, new RegExp(`^${side}\\.${levelKey}\\.0\\.block\\.(\\d+)\\.`)) + 1;
   if (numResBlocks === 0) throw new ConfigError(`cannot infer the ${M} config: no ${side}.${levelKey}.0.block.<j>.* tensors`);
+  for (const part of ['encoder', 'decoder']) {
+    const mid = maxIndex(tensors, new RegExp(`^${part}\\.mid\\.(\\d+)\\.`)) + 1;
+    if (mid > 0 && mid !== numResBlocks)
+      throw new ConfigError(
+        `cannot infer the ${M} config: ${part}.mid has ${mid} res blocks but ${side}.${levelKey}.0 has ${numResBlocks}; ` +
+          `maskgit_vqgan.py builds both with num_res_blocks, so this is not a MaskGIT-VQGAN state dict`,
+      );
+  }
   const widths: number[] = [];
   for (let i = 0; i < levels; i++) widths.push(need(M, tensors, `${side}.${levelKey}.${i}.block.0.conv1.weight`, 4)[0]!);
   const hiddenChannels = hasEncoder ? need(M, tensors, 'encoder.conv_in.weight', 4)[0]! : widths.reduce(gcd);

@@ -304,6 +304,51 @@ export function centerCropArr(img: RgbImage, size: number): RgbImage {
   return crop(cur, x0, y0, size, size);
 }
 
+/** A crop box: top-left corner (x, y) of a size x size square. */
+export interface CropBox {
+  x: number;
+  y: number;
+}
+
+/**
+ * torchvision's five_crop boxes of a size x size crop in a width x height image, in its
+ * order: top-left, top-right, bottom-left, bottom-right, centre. The centre is
+ * torchvision's center_crop: int(round((W - size) / 2)) with Python's round (half to
+ * even: 12.5 -> 12).
+ */
+export function fiveCropBoxes(width: number, height: number, size: number): CropBox[] {
+  if (!Number.isInteger(size) || size < 1 || size > width || size > height)
+    throw new RangeError(`five crop: a ${size}x${size} crop does not fit the ${width}x${height} image`);
+  const dx = width - size;
+  const dy = height - size;
+  return [
+    { x: 0, y: 0 },
+    { x: dx, y: 0 },
+    { x: 0, y: dy },
+    { x: dx, y: dy },
+    { x: roundHalfEven(dx / 2), y: roundHalfEven(dy / 2) },
+  ];
+}
+
+/**
+ * torchvision's TenCrop(size) (vertical_flip=False): the five crops of the image, then the
+ * five crops of its horizontal flip (boxes taken in the flipped image).
+ */
+export function tenCrop(img: RgbImage, size: number): RgbImage[] {
+  checkImage(img);
+  const boxes = fiveCropBoxes(img.width, img.height, size);
+  const flipped = flipHorizontal(img);
+  return [img, flipped].flatMap((im) => boxes.map((b) => crop(im, b.x, b.y, size, size)));
+}
+
+/**
+ * The official pretokenization's `--ten_crop` (scripts/pretokenization.py, LlamaGen's
+ * augmentation): centerCropArr to int(1.1 * size), then TenCrop(size). Ten images.
+ */
+export function tenCropArr(img: RgbImage, size: number): RgbImage[] {
+  return tenCrop(centerCropArr(img, Math.trunc(size * 1.1)), size);
+}
+
 // ---------------------------------------------------------------------------------
 // PNG
 

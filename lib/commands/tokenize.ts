@@ -2,13 +2,14 @@
 // official pretokenized JSON lines {"class_id": int, "tokens": [256 ints]}, the
 // training data of RAR. Class ids follow torchvision's ImageFolder (class folders
 // sorted by name) unless a class map is given; images are center-cropped as ADM does
-// (box-filter halving, bicubic resize, centre crop) to the tokenizer's resolution.
+// (box-filter halving, bicubic resize, centre crop) to the tokenizer's resolution, or,
+// with --ten-crop, ten-cropped as the official --ten_crop made RAR's training data.
 import { readdir, readFile, stat, mkdir } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { dirname, join, extname } from 'node:path';
 import { once } from 'node:events';
 import { loadTokenizer, encode } from '../generate.js';
-import { centerCropArr, flipHorizontal, loadImage, type RgbImage } from '../image.js';
+import { centerCropArr, flipHorizontal, loadImage, tenCropArr, type RgbImage } from '../image.js';
 import { ProgressBar } from '../progress.js';
 import { intOption, note, parseCommandArgs, requireOption, UsageError, deviceOption } from './_shared.js';
 
@@ -27,7 +28,11 @@ Options:
   --images DIR       folder of class folders
   --out FILE.jsonl   output file (overwritten)
   --class-map FILE   JSON: {"<folder>": id, ...} or ["<folder for 0>", "<folder for 1>", ...]
-  --flip             also write each image's horizontal flip (as the official script does)
+  --flip             also write each image's horizontal flip (the official script's default mode)
+  --ten-crop         ten lines per image, as the official script's --ten_crop: ADM center crop to
+                     int(1.1 * resolution), then torchvision TenCrop(resolution): top-left,
+                     top-right, bottom-left, bottom-right, centre, then the same five of the
+                     horizontal flip. This is how RAR's training data (maskgitvq.jsonl) was made.
   --batch-size N     images per batch (default 16)
   --device D         auto, cpu, cuda or cuda:N (default auto)
   -h, --help         show this help`;
@@ -131,6 +136,7 @@ export async function run(argv: string[]): Promise<number> {
       out: { type: 'string' },
       'class-map': { type: 'string' },
       flip: { type: 'boolean' },
+      'ten-crop': { type: 'boolean' },
       'batch-size': { type: 'string' },
       device: { type: 'string' },
     },
@@ -145,6 +151,14 @@ export async function run(argv: string[]): Promise<number> {
   const outFile = requireOption(values.out, '--out');
   const batchSize = intOption(values['batch-size'], '--batch-size', 1) ?? 16;
   const device = deviceOption(values.device);
+  if (values.flip && values['ten-crop']) throw new UsageError('--flip and --ten-crop: --ten-crop already writes the flipped crops; pass one of them');
+  /** The crops of one image, each one output line, in the official script's order. */
+  const crops = (img: RgbImage, R: number): RgbImage[] => {
+    if (values['ten-crop']) return tenCropArr(img, R);
+    const c = centerCropArr(img, R);
+    return values.flip ? [c, flipHorizontal(c)] : [c];
+  };
+  const perImage = values['ten-crop'] ? 10 : values.flip ? 2 : 1;
   const classMap = values['class-map'] !== undefined ? await readClassMap(values['class-map']) : undefined;
   const { samples, classes, skipped } = await listImageFolder(imagesDir, classMap);
   if (samples.length === 0) throw new UsageError(`--images ${imagesDir}: no PNG or JPEG images under its ${classes.length} class folders`);
@@ -167,11 +181,8 @@ export async function run(argv: string[]): Promise<number> {
       const images: RgbImage[] = [];
       const ids: number[] = [];
       for (const sample of batch) {
-        const img = centerCropArr(await loadImage(sample.path), R);
-        images.push(img);
-        ids.push(sample.classId);
-        if (values.flip) {
-          images.push(flipHorizontal(img));
+        for (const img of crops(await loadImage(sample.path), R)) {
+          images.push(img);
           ids.push(sample.classId);
         }
       }
@@ -182,7 +193,7 @@ export async function run(argv: string[]): Promise<number> {
       bar.update(s + batch.length);
     }
     bar.finish();
-    note(`rargen: wrote ${samples.length * (values.flip ? 2 : 1)} lines to ${outFile}`);
+    note(`rargen: wrote ${samples.length * perImage} lines to ${outFile}`);
     return 0;
   } finally {
     process.removeListener('SIGINT', onSigint);

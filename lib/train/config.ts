@@ -10,6 +10,12 @@
 //   bool, `a=null` null, `a=[1,2]` a list, anything else a string (quotes keep a string).
 // - `${a.b.c}` interpolations are resolved after the overrides are merged, so
 //   `optimizer.params.learning_rate=1e-3` also moves `lr_scheduler.params.learning_rate`.
+//   rar.yaml's interpolation `lr_scheduler.params.learning_rate: ${optimizer.params.learning_rate}`
+//   is itself a default (DEFAULT_TREE): defaults < file < overrides are merged as
+//   OmegaConf.merge would merge rar.yaml, the file and the command line, so it holds with
+//   no file and with a file that sets only the optimizer's rate; a file or override that
+//   sets the scheduler's rate replaces it (the two may then differ: see schedule.ts).
+// - `training.mixed_precision: no` is YAML 1.1's false; it is taken as "no".
 // Defaults are MODEL.md's (RAR-B on ImageNet); the schema validates every value and
 // an error lists every problem at once, each with its dotted key.
 import { readFileSync } from 'node:fs';
@@ -121,7 +127,8 @@ const LrSchedulerSchema = z.object({
 const TrainingSchema = z.object({
   gradient_accumulation_steps: posInt.default(1),
   per_gpu_batch_size: posInt.default(64),
-  mixed_precision: z.enum(['no', 'fp16', 'bf16']).default('bf16'),
+  // A bare `no` (file or command line) reads as false under YAML 1.1, as OmegaConf reads it.
+  mixed_precision: z.preprocess((v) => (v === false ? 'no' : v), z.enum(['no', 'fp16', 'bf16'])).default('bf16'),
   enable_tf32: z.boolean().default(true),
   enable_wandb: z.boolean().default(false),
   use_ema: z.boolean().default(false),
@@ -157,6 +164,14 @@ export const TrainConfigSchema = z
         code: 'custom',
         path: ['model', 'generator', 'randomness_anneal_end'],
         message: `randomness_anneal_end ${g.randomness_anneal_end} is before randomness_anneal_start ${g.randomness_anneal_start}`,
+      });
+    if (c.lr_scheduler.scheduler === 'cosine' && !(c.lr_scheduler.params.learning_rate > 0))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['lr_scheduler', 'params', 'learning_rate'],
+        message:
+          'must be > 0 for the cosine scheduler (its factor (end_lr + (learning_rate - end_lr) * ratio) / learning_rate divides by it); ' +
+          'set optimizer.params.learning_rate=0 to train with lr 0',
       });
     if (c.model.vq_model.codebook_size > 65_535)
       ctx.addIssue({
@@ -292,6 +307,25 @@ export interface LoadedTrainConfig {
 }
 
 /**
+ * The defaults that are not plain values: rar.yaml's interpolation of the scheduler's rate
+ * (and the optimizer rate it names, the schema's default). Merged under the file.
+ */
+function defaultTree(): Tree {
+  return {
+    optimizer: { params: { learning_rate: OptimizerSchema.parse({}).params.learning_rate } },
+    lr_scheduler: { params: { learning_rate: '${optimizer.params.learning_rate}' } },
+  };
+}
+
+/** Sets in `tree` every key of `defaults` that `tree` lacks (deeply), in place. */
+function mergeUnder(tree: Tree, defaults: Tree): void {
+  for (const [k, d] of Object.entries(defaults)) {
+    if (tree[k] === undefined) tree[k] = d;
+    else if (isTree(tree[k]) && isTree(d)) mergeUnder(tree[k] as Tree, d);
+  }
+}
+
+/**
  * Builds a config from a YAML text (may be empty: all defaults) and override words.
  * Throws a TrainConfigError listing every invalid value with its dotted key.
  */
@@ -305,6 +339,7 @@ export function buildTrainConfig(yamlText: string, overrides: readonly string[] 
   if (tree === null || tree === undefined) tree = {};
   if (!isTree(tree)) throw new TrainConfigError(`${source}: expected a YAML mapping at the top level`);
   for (const w of overrides) applyOverride(tree, parseOverride(w));
+  mergeUnder(tree, defaultTree());
   resolveInterpolations(tree);
   const r = TrainConfigSchema.safeParse(tree);
   if (!r.success) {

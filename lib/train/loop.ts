@@ -145,6 +145,12 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
     await writeTextAtomic(join(outDir, 'config.yaml'), toYaml(c));
 
     const lrs = lrScheduleOf(c);
+    if (lrs.optimizerLr !== lrs.baseLr)
+      print(
+        `rargen train: optimizer.params.learning_rate ${lrs.optimizerLr} differs from lr_scheduler.params.learning_rate ${lrs.baseLr}: ` +
+          `as in the official trainer the lr is the former times the schedule's factor (peak ${lrs.optimizerLr}` +
+          `${lrs.scheduler === 'cosine' ? `, end ${(lrs.optimizerLr * lrs.endLr) / lrs.baseLr}` : ''})`,
+      );
     const rs = randomnessScheduleOf(c);
     const opt = c.optimizer.params;
     const log: WriteStream | null = o.logJsonl ? createWriteStream(o.logJsonl, { flags: startStep > 0 ? 'a' : 'w' }) : null;

@@ -35,8 +35,10 @@ Vq::Vq(Backend* be, const VqConfig& cfg) : be_(be), cfg_(cfg), params_(be, DType
       cin = cout;
     }
   }
-  w_.enc_mid.resize(2);
-  for (int j = 0; j < 2; j++) declare_block("encoder.mid." + std::to_string(j), top, top, w_.enc_mid[j]);
+  // The middle has num_res_blocks blocks too (maskgit_vqgan.py builds both with the same loop).
+  w_.enc_mid.resize(cfg.num_res_blocks);
+  for (int j = 0; j < cfg.num_res_blocks; j++)
+    declare_block("encoder.mid." + std::to_string(j), top, top, w_.enc_mid[j]);
   P.vector("encoder.norm_out.weight", {top}, &w_.enc_norm_w);
   P.vector("encoder.norm_out.bias", {top}, &w_.enc_norm_b);
   P.matrix("encoder.conv_out.weight", conv_shape(cfg.z, top, 1), &w_.enc_conv_out);
@@ -44,8 +46,9 @@ Vq::Vq(Backend* be, const VqConfig& cfg) : be_(be), cfg_(cfg), params_(be, DType
   // decoder
   P.matrix("decoder.conv_in.weight", conv_shape(top, cfg.z, 3), &w_.dec_conv_in);
   P.vector("decoder.conv_in.bias", {top}, &w_.dec_conv_in_b);
-  w_.dec_mid.resize(2);
-  for (int j = 0; j < 2; j++) declare_block("decoder.mid." + std::to_string(j), top, top, w_.dec_mid[j]);
+  w_.dec_mid.resize(cfg.num_res_blocks);
+  for (int j = 0; j < cfg.num_res_blocks; j++)
+    declare_block("decoder.mid." + std::to_string(j), top, top, w_.dec_mid[j]);
   w_.dec_up.resize(L);
   w_.dec_upsample_conv.resize(L);
   w_.dec_upsample_conv_b.resize(L, nullptr);

@@ -13,7 +13,7 @@ namespace rargen {
 struct VqConfig {
   int hidden = 0;             // hidden_channels (128)
   std::vector<int> mult;      // channel_mult ([1, 1, 2, 2, 4])
-  int num_res_blocks = 0;     // 2
+  int num_res_blocks = 0;     // 2: blocks per level AND in each middle (as maskgit_vqgan.py builds them)
   int z = 0;                  // z_channels (256)
   int codebook = 0;           // codebook size (1024)
   int resolution = 0;         // pixels (256)
@@ -38,7 +38,7 @@ struct VqWeights {
   // encoder
   Weight enc_conv_in;                              // (hidden, 3, 3, 3), no bias
   std::vector<std::vector<VqResBlock>> enc_down;   // [level][block]
-  std::vector<VqResBlock> enc_mid;                 // 2
+  std::vector<VqResBlock> enc_mid;                 // num_res_blocks
   const float* enc_norm_w = nullptr;               // (top)
   const float* enc_norm_b = nullptr;
   Weight enc_conv_out;                             // (z, top, 1, 1)
@@ -46,7 +46,7 @@ struct VqWeights {
   // decoder
   Weight dec_conv_in;                              // (top, z, 3, 3)
   const float* dec_conv_in_b = nullptr;            // (top)
-  std::vector<VqResBlock> dec_mid;                 // 2
+  std::vector<VqResBlock> dec_mid;                 // num_res_blocks
   std::vector<std::vector<VqResBlock>> dec_up;     // [level][block]
   std::vector<Weight> dec_upsample_conv;           // [level], level 0 unused: (c, c, 3, 3)
   std::vector<const float*> dec_upsample_conv_b;   // [level]: (c)

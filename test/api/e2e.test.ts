@@ -149,8 +149,9 @@ describe.skipIf(!hasNative)('end to end (native addon)', () => {
         }
     }
     // float differences of ~1e-6 can move a value across an integer boundary
+    console.log(`decode uint8 vs official: worst ${worst}, exact ${(exact / (2 * 3 * 4096)).toFixed(5)}`);
     expect(worst).toBeLessThanOrEqual(1);
-    expect(exact / (2 * 3 * 4096)).toBeGreaterThan(0.999);
+    expect(exact / (2 * 3 * 4096)).toBeGreaterThan(0.9996); // measured 0.99988 (3 of 24,576 values off by 1)
     // flat Int32Array input gives the same images
     const flat = await decode(vq, Int32Array.from(tokens), { batchSize: 1 });
     expect(Buffer.from(flat[1]!.data).equals(Buffer.from(imgs[1]!.data))).toBe(true);

@@ -34,9 +34,12 @@ describe('InceptionV3 (FID extractor)', () => {
     const got = resized.subarray(0, 3 * 299 * 299);
     const d = maxAbsDiff(got, want);
     console.log(`resized256_0: max abs diff ${d}`);
-    expect(d).toBeLessThanOrEqual(1e-3);
+    expect(d).toBe(0); // the same float32 arithmetic: exact
   });
 
+  // Relative to the max |value|, measured 7.0e-7 / 1.2e-6 (pool3, 256 / 64 px), 2.9e-6 /
+  // 2.8e-6 (spatial), 9.2e-7 / 7.9e-7 (logits): bounds about 3x.
+  const FEATURE_BOUND = { pool3: 3.5e-6, spatial: 9e-6, logits: 3e-6 } as const;
   for (const size of [256, 64]) {
     it(`pool3, spatial and logits match torch-fidelity for ${size}x${size} images`, async () => {
       const f = await inceptionFixture();
@@ -54,7 +57,7 @@ describe('InceptionV3 (FID extractor)', () => {
         const want = f.get(`${name}_${size}`)!.data as Float32Array;
         const e = relErr(got, want);
         console.log(`${name}_${size}: max abs error / max abs = ${e.toExponential(2)}`);
-        expect(e, `${name}_${size}`).toBeLessThanOrEqual(1e-4);
+        expect(e, `${name}_${size}`).toBeLessThanOrEqual(FEATURE_BOUND[name]);
       }
     });
   }
@@ -64,7 +67,8 @@ describe('InceptionV3 (FID extractor)', () => {
     const img = f.get('images64')!.data as Uint8Array;
     const both = await net.features(img, 2, 64, 64);
     const second = await net.features(img.subarray(64 * 64 * 3), 1, 64, 64);
-    expect(relErr(second.pool3, both.pool3.subarray(2048))).toBeLessThanOrEqual(1e-6);
+    console.log(`one vs batch pool3 rel ${relErr(second.pool3, both.pool3.subarray(2048)).toExponential(3)}`);
+    expect(relErr(second.pool3, both.pool3.subarray(2048))).toBe(0); // images are independent: exact
   });
 
   it('rejects bad image buffers with the expected size', async () => {

@@ -84,10 +84,12 @@ describe('KV-cached decode == full forward at every position (C=96, H=2, D=48)',
               scale = Math.max(scale, Math.abs(f));
             }
         console.log(`${dtype}: decode steps vs full forward, ${B}x${N} positions: max abs err ${err.toExponential(3)} (max |logit| ${scale.toFixed(2)})`);
-        expect(err).toBeLessThan(1e-4);
+        expect(err).toBeLessThan(3.2e-6); // measured 1.0e-6 (f32), 1.1e-6 (f16), 9.5e-7 (bf16)
         // one image alone decodes the same as inside the batch
         const alone = await addon.rarDecodeSteps(m, ids.subarray(2 * N, 3 * N), cond.subarray(2, 3));
-        expect(maxAbsDiff(alone, steps.subarray(2 * N * V, 3 * N * V))).toBeLessThan(1e-5);
+        const errAlone = maxAbsDiff(alone, steps.subarray(2 * N * V, 3 * N * V));
+        console.log(`${dtype}: alone vs in batch ${errAlone.toExponential(3)}`);
+        expect(errAlone).toBeLessThan(1.5e-6); // measured 3.9e-7 (f32), 4.8e-7 (f16, bf16)
       } finally {
         addon.free(m);
       }

@@ -10,23 +10,25 @@ beforeAll(async () => {
 afterAll(() => addon.free(vq));
 
 describe('vqgan-tiny fp32 vs PyTorch fixtures', () => {
-  it('decode: unclamped output within 1e-4 (decode.npz)', async () => {
+  it('decode: unclamped output within 1.1e-5 (measured 3.6e-6) (decode.npz)', async () => {
     const d = await npz('vqgan-tiny/decode.npz');
     const out = await addon.vqDecode(vq, i32(d.get('tokens')), 2);
     const ref = f32(d.get('unclamped'));
     const err = maxAbsDiff(out, ref);
     console.log(`vqgan decode (2,3,64,64): max abs err ${err.toExponential(3)}`);
-    expect(err).toBeLessThan(1e-4);
+    expect(err).toBeLessThan(1.1e-5);
     const clamped = out.map((v) => Math.min(1, Math.max(0, v)));
-    expect(maxAbsDiff(clamped, f32(d.get('image')))).toBeLessThan(1e-4);
+    const errImg = maxAbsDiff(clamped, f32(d.get('image')));
+    console.log(`vqgan decode clamped: max abs err ${errImg.toExponential(3)}`);
+    expect(errImg).toBeLessThan(1.1e-5);
   });
 
-  it('encode: latents within 1e-4 and tokens identical (encode.npz)', async () => {
+  it('encode: latents within 4e-5 (measured 1.3e-5) and tokens identical (encode.npz)', async () => {
     const e = await npz('vqgan-tiny/encode.npz');
     const { latents, tokens } = await addon.vqEncode(vq, f32(e.get('pixels')), 2);
     const err = maxAbsDiff(latents, f32(e.get('latents')));
     console.log(`vqgan encode latents (2,32,16,16): max abs err ${err.toExponential(3)}`);
-    expect(err).toBeLessThan(1e-4);
+    expect(err).toBeLessThan(4e-5);
     expect([...tokens]).toEqual([...i32(e.get('tokens'))]);
   });
 

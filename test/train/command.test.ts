@@ -67,4 +67,46 @@ describe('rargen train', () => {
     expect(lines[1].lr).toBeCloseTo(4e-4, 12);
     expect(JSON.parse(readFileSync(join(out, 'checkpoint-4', 'state.json'), 'utf8')).step).toBe(4);
   });
+
+  it.skipIf(!hasTrainer)('without a config file: optimizer.params.learning_rate sets the peak, and mixed_precision=no runs', async () => {
+    const data = join(dir, 'demo-nocfg.jsonl');
+    await writeDemoDataset(data, 16, 1);
+    const tiny = [
+      'model.vq_model.codebook_size=16',
+      'model.generator.hidden_size=32',
+      'model.generator.num_hidden_layers=1',
+      'model.generator.num_attention_heads=2',
+      'model.generator.intermediate_size=64',
+      'model.generator.condition_num_classes=10',
+      `dataset.params.pretokenization=${data}`,
+      'training.per_gpu_batch_size=2',
+      'training.max_train_steps=3',
+      'lr_scheduler.params.warmup_steps=1',
+      'training.mixed_precision=no',
+      '--device',
+      'cpu',
+    ];
+    const lrs = async (name: string, extra: string[]) => {
+      const log = join(dir, `${name}.jsonl`);
+      const errs: string[] = [];
+      const orig = process.stderr.write.bind(process.stderr);
+      (process.stderr as unknown as { write: (s: string) => boolean }).write = (s: string) => (errs.push(String(s)), true);
+      try {
+        expect(await run([...tiny, ...extra, `experiment.output_dir=${join(dir, name)}`, '--log-jsonl', log])).toBe(0);
+      } finally {
+        (process.stderr as unknown as { write: typeof orig }).write = orig;
+      }
+      return { lr: readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l).lr as number), stderr: errs.join('') };
+    };
+    const a = await lrs('nocfg', ['optimizer.params.learning_rate=1e-3']);
+    expect(a.lr[0]).toBe(0);
+    expect(a.lr[1]).toBeCloseTo(1e-3, 15); // not rar.yaml's 4e-4
+    expect(a.lr[2]).toBeCloseTo(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + Math.cos(Math.PI / 2)), 15);
+    expect(a.stderr).not.toMatch(/mixed_precision/); // "no" (YAML false) is float32, no warning
+    // The two rates set differently: the official lr is the optimizer's times the factor.
+    const b = await lrs('twolr', ['optimizer.params.learning_rate=1e-3', 'lr_scheduler.params.learning_rate=2e-3']);
+    expect(b.lr[1]).toBeCloseTo(1e-3, 15);
+    expect(b.lr[2]).toBeCloseTo((1e-3 * (1e-5 + (2e-3 - 1e-5) * 0.5)) / 2e-3, 15);
+    expect(b.stderr).toMatch(/optimizer\.params\.learning_rate 0\.001 differs from lr_scheduler\.params\.learning_rate 0\.002/);
+  });
 });

@@ -48,6 +48,40 @@ describe('training config (official rar.yaml layout)', () => {
     });
   });
 
+  it("the scheduler's rate follows the optimizer's as rar.yaml interpolates it, with or without a file", () => {
+    const peak = (yaml: string, overrides: string[]) => {
+      const c = buildTrainConfig(yaml, overrides).config;
+      return [c.optimizer.params.learning_rate, c.lr_scheduler.params.learning_rate];
+    };
+    // No file: the default carries the interpolation.
+    expect(peak('', ['optimizer.params.learning_rate=1e-3'])).toEqual([1e-3, 1e-3]);
+    // A file that sets only the optimizer's rate (the scheduler's falls back to the interpolation).
+    expect(peak('optimizer:\n  params:\n    learning_rate: 2e-4\n', [])).toEqual([2e-4, 2e-4]);
+    expect(peak('lr_scheduler:\n  params:\n    warmup_steps: 10\n', ['optimizer.params.learning_rate=3e-4'])).toEqual([3e-4, 3e-4]);
+    // The official file, overridden on the command line.
+    const f = loadTrainConfig(OFFICIAL, ['optimizer.params.learning_rate=1e-3']).config;
+    expect([f.optimizer.params.learning_rate, f.lr_scheduler.params.learning_rate]).toEqual([1e-3, 1e-3]);
+    // A file or override that sets the scheduler's rate replaces the interpolation.
+    expect(peak('lr_scheduler:\n  params:\n    learning_rate: 1e-3\n', [])).toEqual([4e-4, 1e-3]);
+    expect(peak('', ['lr_scheduler.params.learning_rate=5e-4'])).toEqual([4e-4, 5e-4]);
+    expect(peak('', ['lr_scheduler.params.learning_rate=5e-4', 'optimizer.params.learning_rate=1e-4'])).toEqual([1e-4, 5e-4]);
+  });
+
+  it('cosine with lr_scheduler.params.learning_rate 0 is refused (the factor divides by it)', () => {
+    expect(() => buildTrainConfig('', ['lr_scheduler.params.learning_rate=0'])).toThrow(/lr_scheduler\.params\.learning_rate: must be > 0 for the cosine scheduler/);
+    expect(buildTrainConfig('', ['optimizer.params.learning_rate=0', 'lr_scheduler.params.learning_rate=1e-4']).config.optimizer.params.learning_rate).toBe(0);
+    expect(buildTrainConfig('', ['lr_scheduler.scheduler=constant', 'lr_scheduler.params.learning_rate=0']).config.lr_scheduler.params.learning_rate).toBe(0);
+  });
+
+  it('training.mixed_precision=no (YAML 1.1 false) is "no", on the command line and in a file', () => {
+    expect(buildTrainConfig('', ['training.mixed_precision=no']).config.training.mixed_precision).toBe('no');
+    expect(buildTrainConfig('training:\n  mixed_precision: no\n').config.training.mixed_precision).toBe('no');
+    expect(buildTrainConfig('training:\n  mixed_precision: "no"\n').config.training.mixed_precision).toBe('no');
+    expect(buildTrainConfig('', ['training.mixed_precision=fp16']).config.training.mixed_precision).toBe('fp16');
+    // true (`yes`) names no precision: refused, naming the key and the value.
+    expect(() => buildTrainConfig('', ['training.mixed_precision=yes'])).toThrow(/training\.mixed_precision: .*\(received true\)/);
+  });
+
   it('types override values like OmegaConf', () => {
     expect(parseOverrideValue('3')).toBe(3);
     expect(parseOverrideValue('1_000')).toBe(1000);

@@ -34,16 +34,20 @@ describe.skipIf(!hasTrainer)('native trainer vs the official PyTorch code (rar-t
         zeroGrad: true,
         returnLogits: true,
       });
-      expect(res.loss).toBeCloseTo(f64(f.get('loss'))[0]!, 5);
+      console.log(`trainer loss abs err ${Math.abs(res.loss - f64(f.get('loss'))[0]!).toExponential(3)}, logits rel ${relErr(res.logits!, f32(f.get('logits'))).toExponential(3)}`);
+      expect(Math.abs(res.loss - f64(f.get('loss'))[0]!)).toBeLessThan(3.5e-7); // measured 1.1e-7
       expect(res.count).toBe(3 * 16);
-      expect(relErr(res.logits!, f32(f.get('logits')))).toBeLessThan(1e-5);
-      // Every parameter within 1e-4 of its tensor's max |gradient|. The k_norm biases
-      // are the exception that proves the rule: adding a constant to every key shifts
-      // all scores of a query equally and softmax ignores it, so their true gradient
-      // is exactly 0 and both sides hold only float noise (~1e-10); for those
-      // (reference max below 1e-6 of the model's max) both must stay below that floor.
+      expect(relErr(res.logits!, f32(f.get('logits')))).toBeLessThan(1e-6); // measured 3.0e-7
+      // Every parameter within 2.5e-6 of its tensor's max |gradient| (worst measured
+      // 8.1e-7). The k_norm biases are the exception that proves the rule: adding a
+      // constant to every key shifts all scores of a query equally and softmax ignores
+      // it, so their true gradient is exactly 0 and both sides hold only float noise; for
+      // those (reference max below 1e-6 of the model's max) ours must stay below 1e-8 of
+      // the model's max (measured 2.2e-9).
       const globalMax = Math.max(...t.info.names.map((n) => Math.max(...f32(f.get(`grad.${n}`)).map(Math.abs))));
       let checked = 0;
+      let worstGrad = 0;
+      let worstFloor = 0;
       for (const name of t.info.names) {
         const ref = f32(f.get(`grad.${name}`));
         expect(ref, `fixture gradient for ${name}`).toBeDefined();
@@ -51,18 +55,22 @@ describe.skipIf(!hasTrainer)('native trainer vs the official PyTorch code (rar-t
         const refMax = Math.max(...ref.map(Math.abs));
         if (refMax < 1e-6 * globalMax) {
           expect(name).toMatch(/attn\.k_norm\.bias$/);
-          expect(Math.max(...mine.map(Math.abs)), `grad ${name}`).toBeLessThan(1e-6 * globalMax);
+          worstFloor = Math.max(worstFloor, Math.max(...mine.map(Math.abs)) / globalMax);
+          expect(Math.max(...mine.map(Math.abs)), `grad ${name}`).toBeLessThan(1e-8 * globalMax); // measured 2.2e-9
           continue;
         }
-        expect(relErr(mine, ref), `grad ${name}`).toBeLessThan(1e-4);
+        worstGrad = Math.max(worstGrad, relErr(mine, ref));
+        expect(relErr(mine, ref), `grad ${name}`).toBeLessThan(2.5e-6);
         checked++;
       }
+      console.log(`trainer grads: worst rel ${worstGrad.toExponential(3)}, k_norm floor ${worstFloor.toExponential(3)}`);
       expect(checked).toBe(t.info.names.length - tinyConfig().depth);
       // a second call without zeroGrad doubles the gradients
       const g1 = t.getTensor('grad', 'lm_head.weight');
       await t.forwardBackward({ ids: i32(f.get('input_ids')), condition: i32(f.get('condition')), orders: i32(f.get('orders')), dropoutSeed: [0, 0], lossScale: 1, zeroGrad: false });
       const g2 = t.getTensor('grad', 'lm_head.weight');
-      expect(relErr(g2, g1.map((x) => 2 * x))).toBeLessThan(1e-6);
+      console.log(`trainer grad doubling rel ${relErr(g2, g1.map((x) => 2 * x)).toExponential(3)}`);
+      expect(relErr(g2, g1.map((x) => 2 * x))).toBe(0); // the same sum added twice: exact
     } finally {
       t.free();
     }
@@ -90,11 +98,14 @@ describe.skipIf(!hasTrainer)('native trainer vs the official PyTorch code (rar-t
       }
       const refL = f64(a.get('losses'));
       const refN = f64(a.get('grad_norms'));
+      console.log(`adamw losses err ${losses.map((l, i) => Math.abs(l - refL[i]!).toExponential(2))}, norms rel ${norms.map((l, i) => (Math.abs(l - refN[i]!) / refN[i]!).toExponential(2))}`);
       for (let i = 0; i < 3; i++) {
-        expect(Math.abs(losses[i]! - refL[i]!)).toBeLessThan(1e-5);
-        expect(Math.abs(norms[i]! - refN[i]!) / refN[i]!).toBeLessThan(1e-5);
+        expect(Math.abs(losses[i]! - refL[i]!)).toBeLessThan(7e-7); // measured <= 2.4e-7
+        expect(Math.abs(norms[i]! - refN[i]!) / refN[i]!).toBeLessThan(4.5e-8); // measured <= 1.4e-8
       }
       const init = await readGeneratorWeights(join(FIX, 'model.bin'), tinyConfig());
+      let worstParam = 0;
+      let worstK = 0;
       for (const n of t.info.names) {
         const mine = t.getTensor('param', n);
         const ref = f32(a.get(`param.${n}`));
@@ -103,13 +114,16 @@ describe.skipIf(!hasTrainer)('native trainer vs the official PyTorch code (rar-t
           // most lr each, on both sides; check only that bound.
           const w0 = init.get(n)!.data;
           for (let i = 0; i < mine.length; i++) {
+            worstK = Math.max(worstK, Math.abs(mine[i]! - w0[i]!), Math.abs(ref[i]! - w0[i]!));
             expect(Math.abs(mine[i]! - w0[i]!)).toBeLessThan(3.1e-3);
             expect(Math.abs(ref[i]! - w0[i]!)).toBeLessThan(3.1e-3);
           }
           continue;
         }
-        expect(relErr(mine, ref), `param ${n}`).toBeLessThan(1e-4);
+        worstParam = Math.max(worstParam, relErr(mine, ref));
+        expect(relErr(mine, ref), `param ${n}`).toBeLessThan(1e-5); // worst measured 3.2e-6
       }
+      console.log(`adamw params worst rel ${worstParam.toExponential(3)}, k_norm bias steps ${worstK.toExponential(3)}`);
     } finally {
       t.free();
     }
