@@ -4,9 +4,8 @@
 // (run it again with RARGEN_CUBLASLT=0 for the built-in kernels). The ops common to
 // every backend are checked against the CPU by src/test/optest.cc.
 //
-// Built and run by bench/gpu.sh (libcudart_static.a from the CMake cache):
-//   g++ -O2 -std=c++17 -Isrc test/gpu/cuda_ext_test.cc build-gpu/librargen_cuda.a
-//       .../libcudart_static.a -ldl -lpthread -lrt -o /tmp/cuda_ext_test
+// Built and run by bench/gpu.sh: the cuda_ext_test target of CMakeLists.txt (rargen_cuda +
+// cudart static), e.g. cmake --build build-gpu --target cuda_ext_test.
 // Exit status 0 when every check passes; 0 with a message when no GPU is usable.
 #include <cmath>
 #include <cstdio>
