@@ -312,7 +312,7 @@ elif [ $ADDON_OK = 1 ]; then
     if [ -n "$PY" ] && "$PY" -c 'import torch' 2>/dev/null; then
       for dt in bf16 fp32; do
         (cd bench/peers && "$PY" torch_gpu.py --preset "$preset" --batches "$batch" --dtype $dt --device $dev \
-           $([ $DRY = 1 ] && echo --steps 16)) || echo "torch peer $preset $dt failed (rc $?)"
+           ) || echo "torch peer $preset $dt failed (rc $?)"
       done
     else
       echo "torch peer: skipped (no python3 with torch)"
