@@ -32,7 +32,9 @@
 #
 # Environment: OUT (default ./gpu-out), GPU_SH_BUDGET (420), BUDGET_<STAGE> (overrides one
 # stage, e.g. BUDGET_OPTEST=2 to see a killed stage's partial JSON), CUDA_ARCH, BENCH_BATCH
-# (128), PYTHON (python3 with torch), BUILD_DIR (build-gpu; the dry run: build-gpu-dry).
+# (128), PYTHON (python3 with torch), BUILD_DIR (build-gpu; the dry run: build-gpu-dry),
+# ONLY (stages to run besides setup and build, e.g. ONLY="optest rar"), OPTEST_FILTER
+# (one rargen_optest group, e.g. linear).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -148,6 +150,7 @@ fi
 SUMMARIZE() { if [ -n "$PY" ]; then "$PY" bench/gpu/summarize.py "$@"; else echo "{\"stage\": \"$2\", \"error\": \"no python3 to summarise\"}"; fi; }
 
 export CARRY DRY PY ROOT BUILD_DIR OUT
+[ $DRY = 0 ] && export RARGEN_GPU_REQUIRE=1  # on the device a skipped CUDA check is a failure
 STAGE_RC_ALL=0
 # Budget of a stage: BUDGET_<NAME> or its default, cut to the time left minus what the
 # later stages need at least (reserve).
@@ -165,6 +168,10 @@ run_stage() {
   local name=$1 kind=$2 def=$3 reserve=$4
   shift 4
   local b t0 rc
+  if [ -n "${ONLY:-}" ] && [ "$name" != setup ] && [ "$name" != build ] && [[ " $ONLY " != *" $name "* ]]; then
+    skip_stage "$name" "not in ONLY=$ONLY"
+    return 0
+  fi
   b=$(budget_for "$name" "$def" "$reserve")
   echo "{\"stage\": \"$name\", \"status\": \"running\", \"budget_s\": $b}" > "$OUT/$name.json"
   say "$name: start (budget ${b}s)"
@@ -275,7 +282,7 @@ fi
 
 # ---------------------------------------------------------------- (1) ops
 if [ $BUILD_RC = 0 ]; then
-  run_stage optest optest 45 175 "./$BUILD_DIR/rargen_optest"
+  run_stage optest optest 45 175 "./$BUILD_DIR/rargen_optest" ${OPTEST_FILTER:+"$OPTEST_FILTER"}
   if [ -x "$BUILD_DIR/cuda_ext_test" ]; then
     run_stage ext optest 20 155 bash -c "'./$BUILD_DIR/cuda_ext_test' && echo '--- RARGEN_CUBLASLT=0 (built-in GEMM kernels)' && RARGEN_CUBLASLT=0 './$BUILD_DIR/cuda_ext_test'"
   else

@@ -823,6 +823,227 @@ void test_weight_roundtrip() {
 }
 
 
+// ---------------- training (backward) ops ----------------
+// Naive references where the formula is short (linear, GELU/SiLU, gated residual,
+// embedding, dropout, cross-entropy, sum of squares, AdamW); the CPU backend as the
+// reference for the adaLN-LayerNorm and attention backward passes (src/cpu/backward.cc,
+// checked against PyTorch's autograd in test/train/native.test.ts). All fp32.
+void compare_to_cpu(const std::string& name, double tol, const std::function<Vec(Target&)>& run) {
+  Vec cpu_out;
+  for (auto& t : g_targets) {
+    cpu::force_portable(t->portable);
+    Vec out = run(*t);
+    cpu::force_portable(false);
+    t->release();
+    if (t->label == "cpu") {
+      cpu_out = out;
+      g_checks++;
+      bool finite = std::all_of(out.begin(), out.end(), [](float v) { return std::isfinite(v); });
+      std::printf("  %-4s cpu: %-53s (the reference: %zu finite values)\n", finite ? "ok" : "FAIL", name.c_str(), out.size());
+      if (!finite) g_failures++;
+    } else {
+      check(t->label + " vs cpu: " + name, out, cpu_out, tol);
+    }
+  }
+}
+Vec cat(std::initializer_list<Vec> parts) {
+  Vec r;
+  for (const Vec& p : parts) r.insert(r.end(), p.begin(), p.end());
+  return r;
+}
+
+void test_backward() {
+  if (!selected("backward")) return;
+  {  // linear_backward, with and without accumulating into dinp
+    const int64_t M = 37;
+    const int N = 50, K = 70;
+    Vec dout = randn(M * N), inp = randn(M * K), w = randn(static_cast<size_t>(N) * K, 0.2f);
+    Vec di0 = randn(M * K), dw0 = randn(static_cast<size_t>(N) * K), db0 = randn(N);
+    for (int acc = 0; acc < 2; acc++) {
+      Vec di(M * K), dw = dw0, db = db0;
+      for (int64_t m = 0; m < M; m++)
+        for (int k = 0; k < K; k++) {
+          double s = acc ? di0[m * K + k] : 0.0;
+          for (int n = 0; n < N; n++) s += static_cast<double>(dout[m * N + n]) * w[static_cast<size_t>(n) * K + k];
+          di[m * K + k] = static_cast<float>(s);
+        }
+      for (int n = 0; n < N; n++) {
+        double sb = 0;
+        for (int64_t m = 0; m < M; m++) sb += dout[m * N + n];
+        db[n] = static_cast<float>(db0[n] + sb);
+        for (int k = 0; k < K; k++) {
+          double sw = 0;
+          for (int64_t m = 0; m < M; m++) sw += static_cast<double>(dout[m * N + n]) * inp[m * K + k];
+          dw[static_cast<size_t>(n) * K + k] = static_cast<float>(dw0[static_cast<size_t>(n) * K + k] + sw);
+        }
+      }
+      compare(std::string("linear_backward M=37 N=50 K=70 (dinp, dW +=, db +=)") + (acc ? " dinp +=" : ""),
+              cat({di, dw, db}), kTolF32, [&](Target& t) {
+                float *pdi = t.up(di0), *pdw = t.up(dw0), *pdb = t.up(db0);
+                t.be->linear_backward(pdi, pdw, pdb, t.up(dout), t.up(inp), t.up(w), M, N, K, acc);
+                return cat({t.down(pdi, M * K), t.down(pdw, dw0.size()), t.down(pdb, N)});
+              });
+    }
+  }
+  {  // GELU / SiLU backward
+    const int64_t n = 5003;
+    Vec x = randn(n, 3.f), g = randn(n), rg(n), rs(n);
+    for (int64_t i = 0; i < n; i++) {
+      double v = x[i], cdf = 0.5 * (1 + std::erf(v / std::sqrt(2.0))), pdf = std::exp(-0.5 * v * v) / std::sqrt(2 * M_PI);
+      double sg = 1 / (1 + std::exp(-v));
+      rg[i] = static_cast<float>(g[i] * (cdf + v * pdf));
+      rs[i] = static_cast<float>(g[i] * sg * (1 + v * (1 - sg)));
+    }
+    compare("gelu_backward (erf)", rg, 1e-6, [&](Target& t) {
+      float* o = t.zeros(n);
+      t.be->gelu_backward(o, t.up(g), t.up(x), n);
+      return t.down(o, n);
+    });
+    compare("silu_backward", rs, 1e-6, [&](Target& t) {
+      float* o = t.zeros(n);
+      t.be->silu_backward(o, t.up(g), t.up(x), n);
+      return t.down(o, n);
+    });
+  }
+  {  // gated_residual_backward with a row map (several rows share a gate row)
+    const int64_t rows = 41;
+    const int C = 48, P = 5;
+    const int64_t stride = 6 * C;
+    Vec dx = randn(rows * C), y = randn(rows * C), mod = randn(P * stride, 0.5f), dmod0 = randn(P * stride);
+    IVec map(rows);
+    for (auto& m : map) m = static_cast<int32_t>(g_rng() % P);
+    Vec dy(rows * C), dmod = dmod0;
+    std::vector<double> acc(P * stride, 0.0);
+    for (int64_t r = 0; r < rows; r++)
+      for (int c = 0; c < C; c++) {
+        dy[r * C + c] = mod[map[r] * stride + 2 * C + c] * dx[r * C + c];
+        acc[map[r] * stride + 2 * C + c] += static_cast<double>(dx[r * C + c]) * y[r * C + c];
+      }
+    for (int64_t i = 0; i < P * stride; i++) dmod[i] = static_cast<float>(dmod0[i] + acc[i]);
+    compare("gated_residual_backward row_map (dy, dgate +=)", cat({dy, dmod}), kTolF32, [&](Target& t) {
+      float *pdy = t.zeros(rows * C), *pdm = t.up(dmod0), *pm = t.up(mod);
+      t.be->gated_residual_backward(pdy, pdm + 2 * C, t.up(dx), t.up(y), pm + 2 * C, stride, t.upi(map), rows, C);
+      return cat({t.down(pdy, rows * C), t.down(pdm, dmod0.size())});
+    });
+    // layernorm_modulate_backward (affine LN, shift/scale rows through the map): vs the CPU
+    Vec inp = randn(rows * C, 2.f), lw = randn(C), lb = randn(C), dout = randn(rows * C), di0 = randn(rows * C);
+    Vec dlw0 = randn(C), dlb0 = randn(C);
+    compare_to_cpu("layernorm_modulate_backward affine row_map C=48", kTolF32, [&](Target& t) {
+      float *pdi = t.up(di0), *pdlw = t.up(dlw0), *pdlb = t.up(dlb0), *pdm = t.up(dmod0), *pm = t.up(mod);
+      t.be->layernorm_modulate_backward(pdi, pdlw, pdlb, pdm, pdm + C, t.up(dout), t.up(inp), t.up(lw), t.up(lb),
+                                        pm + C, stride, t.upi(map), rows, C, 1e-6f);
+      return cat({t.down(pdi, rows * C), t.down(pdlw, C), t.down(pdlb, C), t.down(pdm, dmod0.size())});
+    });
+  }
+  {  // embedding_backward (ids < 0 skipped, repeated ids add up) and dropout
+    const int64_t rows = 60;
+    const int C = 24, trows = 9;
+    Vec dout = randn(rows * C), dt0 = randn(trows * C), ref = dt0;
+    IVec ids(rows);
+    for (auto& i : ids) i = static_cast<int32_t>(g_rng() % (trows + 1)) - 1;
+    std::vector<double> acc(trows * C, 0.0);
+    for (int64_t r = 0; r < rows; r++)
+      if (ids[r] >= 0)
+        for (int c = 0; c < C; c++) acc[ids[r] * C + c] += dout[r * C + c];
+    for (int i = 0; i < trows * C; i++) ref[i] = static_cast<float>(dt0[i] + acc[i]);
+    compare("embedding_backward (ids -1 skipped, repeats add)", ref, kTolF32, [&](Target& t) {
+      float* p = t.up(dt0);
+      t.be->embedding_backward(p, t.up(dout), t.upi(ids), rows, C);
+      return t.down(p, dt0.size());
+    });
+    const int64_t n = 10007;
+    const float p = 0.3f;
+    Vec x = randn(n), rd(n);
+    const uint32_t th = dropout_threshold(p);
+    for (int64_t i = 0; i < n; i++) rd[i] = dropout_bits(77, 5, i) >= th ? x[i] / (1 - p) : 0.f;
+    compare("dropout p=0.3 (dropout_bits masks)", rd, 3e-7, [&](Target& t) {
+      float* q = t.up(x);
+      t.be->dropout(q, n, p, 77, 5);
+      return t.down(q, n);
+    });
+  }
+  {  // cross_entropy (rows with target -1: no loss, no gradient)
+    const int64_t rows = 19;
+    const int V = 300;
+    const float scale = 0.25f;
+    Vec logits = randn(rows * V, 3.f), rl(rows * V), loss(rows);
+    IVec tgt(rows), corr(rows);
+    for (auto& t : tgt) t = static_cast<int32_t>(g_rng() % (V + 1)) - 1;
+    tgt[0] = -1;
+    for (int64_t r = 0; r < rows; r++) {
+      const float* l = &logits[r * V];
+      double mx = *std::max_element(l, l + V), den = 0;
+      for (int v = 0; v < V; v++) den += std::exp(l[v] - mx);
+      int am = static_cast<int>(std::max_element(l, l + V) - l);
+      for (int v = 0; v < V; v++)
+        rl[r * V + v] = tgt[r] < 0 ? 0.f : static_cast<float>((std::exp(l[v] - mx) / den - (v == tgt[r])) * scale);
+      loss[r] = tgt[r] < 0 ? 0.f : static_cast<float>(std::log(den) + mx - l[tgt[r]]);
+      corr[r] = tgt[r] >= 0 && am == tgt[r];
+    }
+    Vec corrf(corr.begin(), corr.end());
+    compare("cross_entropy (dlogits, losses, correct)", cat({rl, loss, corrf}), kTolF32, [&](Target& t) {
+      float *dl = t.zeros(rows * V), *ls = t.zeros(rows);
+      int32_t* cr = t.upi(IVec(rows, -7));
+      t.be->cross_entropy(dl, ls, cr, t.up(logits), t.upi(tgt), rows, V, scale);
+      IVec c = t.downi(cr, rows);
+      return cat({t.down(dl, rows * V), t.down(ls, rows), Vec(c.begin(), c.end())});
+    });
+  }
+  {  // sum_squares (double, on the host) and three AdamW steps
+    const int64_t n = 200003;
+    Vec x = randn(n, 2.f);
+    double ss = 0;
+    for (float v : x) ss += static_cast<double>(v) * v;
+    compare("sum_squares n=200003 (relative)", Vec{1.f}, 1e-6, [&](Target& t) {
+      return Vec{static_cast<float>(t.be->sum_squares(t.up(x), n) / ss)};
+    });
+    const int64_t m = 4099;
+    Vec p0 = randn(m), g1 = randn(m), m0(m, 0.f), v0(m, 0.f);
+    const float lr = 1e-2f, b1 = 0.9f, b2 = 0.96f, eps = 1e-8f, wd = 0.03f, gs = 0.5f;
+    std::vector<double> P(p0.begin(), p0.end()), Mm(m, 0.0), Vv(m, 0.0);
+    for (int step = 1; step <= 3; step++)
+      for (int64_t i = 0; i < m; i++) {
+        double g = static_cast<double>(g1[i]) * (1 + 0.1 * step) * gs;
+        P[i] *= 1 - static_cast<double>(lr) * wd;
+        Mm[i] = b1 * Mm[i] + (1 - static_cast<double>(b1)) * g;
+        Vv[i] = b2 * Vv[i] + (1 - static_cast<double>(b2)) * g * g;
+        P[i] -= lr / (1 - std::pow(static_cast<double>(b1), step)) * Mm[i] /
+                (std::sqrt(Vv[i]) / std::sqrt(1 - std::pow(static_cast<double>(b2), step)) + eps);
+      }
+    Vec ref(P.begin(), P.end());
+    compare("adamw, 3 steps (clip scale 0.5, weight decay)", ref, kTolF32, [&](Target& t) {
+      float *pp = t.up(p0), *pm = t.up(m0), *pv = t.up(v0);
+      for (int step = 1; step <= 3; step++) {
+        Vec g(m);
+        for (int64_t i = 0; i < m; i++) g[i] = static_cast<float>(g1[i] * (1 + 0.1 * step));
+        t.be->adamw(pp, t.up(g), pm, pv, m, lr, b1, b2, eps, wd, gs, step);
+      }
+      return t.down(pp, m);
+    });
+  }
+  // training attention forward + backward (with and without dropout): vs the CPU
+  for (float pd : {0.f, 0.2f}) {
+    const int B = 2, T = 33, H = 3, D = 32, C = H * D;
+    Vec qkv = randn(static_cast<size_t>(B) * T * 3 * C), qw = randn(D, 0.5f), qb = randn(D, 0.2f), kw = randn(D, 0.5f),
+        kb = randn(D, 0.2f), dout = randn(static_cast<size_t>(B) * T * C);
+    Vec zD(D, 0.f);
+    char name[120];
+    std::snprintf(name, sizeof name, "attention_train_forward + backward B=2 T=33 H=3 D=32 p_drop=%.1f", pd);
+    compare_to_cpu(name, 2e-5, [&](Target& t) {
+      float *out = t.zeros(static_cast<size_t>(B) * T * C), *lse = t.zeros(static_cast<size_t>(B) * H * T);
+      float *pqkv = t.up(qkv), *pqw = t.up(qw), *pqb = t.up(qb), *pkw = t.up(kw), *pkb = t.up(kb);
+      t.be->attention_train_forward(out, lse, pqkv, pqw, pqb, pkw, pkb, B, T, H, D, 1e-6f, pd, 9, 3);
+      float* dqkv = t.zeros(qkv.size());
+      float *dqw = t.up(zD), *dqb = t.up(zD), *dkw = t.up(zD), *dkb = t.up(zD);
+      t.be->attention_backward(dqkv, dqw, dqb, dkw, dkb, t.up(dout), out, lse, pqkv, pqw, pqb, pkw, pkb, B, T, H, D, 1e-6f,
+                               pd, 9, 3);
+      // k_norm bias gradients are float noise around an exact 0 (softmax ignores a key shift): not compared
+      return cat({t.down(out, static_cast<size_t>(B) * T * C), t.down(lse, static_cast<size_t>(B) * H * T),
+                  t.down(dqkv, qkv.size()), t.down(dqw, D), t.down(dqb, D), t.down(dkw, D)});
+    });
+  }
+}
+
 // A stand-in for a GPU backend with CUDA graphs, on the CPU backend: while capturing,
 // ops are recorded with their arguments frozen (not run) and graph_replay() runs the
 // recording, as cudaGraph does; attention_ext reads the device-side position when it
@@ -1150,6 +1371,7 @@ void bench_gemm() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // line by line: a run cut short (bench/gpu.sh) keeps its log
   if (argc > 1) g_filter = argv[1];
   std::printf("rargen_optest: CPU backend (%s kernels) against naive references\n", cpu::has_avx2() ? "AVX2/FMA" : "portable");
   g_targets.emplace_back(new Target{"cpu", cpu_backend(), false, false, {}});
@@ -1170,6 +1392,12 @@ int main(int argc, char** argv) {
 #else
   std::printf("CUDA: skipped: this binary was built without CUDA\n");
 #endif
+  // bench/gpu.sh on the device sets RARGEN_GPU_REQUIRE: there a skipped CUDA target fails
+  if (std::getenv("RARGEN_GPU_REQUIRE") &&
+      std::none_of(g_targets.begin(), g_targets.end(), [](const std::unique_ptr<Target>& t) { return t->be->is_gpu(); })) {
+    std::printf("FAIL: RARGEN_GPU_REQUIRE is set but no CUDA target could be made\n");
+    return 1;
+  }
   if (g_filter && std::strcmp(g_filter, "bench") == 0) {
     bench_gemm();
     return 0;
@@ -1186,6 +1414,7 @@ int main(int argc, char** argv) {
     test_conv_fused();
     test_codebook();
     test_weight_roundtrip();
+    test_backward();
     test_model_graph();
     test_cfg_schedule();
   } catch (const std::exception& e) {

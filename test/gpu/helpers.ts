@@ -30,6 +30,8 @@ export const GPU: 'cuda' | 'cpu' = STANDIN ? 'cpu' : 'cuda';
 export const skipReason = STANDIN ? undefined : cudaSkipReason();
 export const hasCuda = skipReason === undefined;
 if (!hasCuda) console.log(`test/gpu: skipped, no usable GPU: ${skipReason}`);
+// bench/gpu.sh on the device sets RARGEN_GPU_REQUIRE: there a skip is a failure.
+if (!hasCuda && process.env.RARGEN_GPU_REQUIRE) throw new Error(`test/gpu: RARGEN_GPU_REQUIRE is set but CUDA is not usable: ${skipReason}`);
 if (STANDIN) console.log('test/gpu: RARGEN_GPU_STANDIN=cpu: the CPU backend stands in for CUDA (small shapes)');
 // A capture that falls back to direct calls throws (cuda/backend.cu), so the graph
 // path cannot pass untested; RARGEN_CUDA_GRAPHS=0 turns graphs off (the direct path).
