@@ -105,7 +105,9 @@ if [ "$MODE" = dry ]; then
   find "$DRY_ROOT" -mindepth 1 -maxdepth 1 ! -name build-gpu-dry ! -name node_modules -exec rm -rf {} +
   git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$DRY_ROOT"
   cp -r $CARRY "$DRY_ROOT/"
-  NONODE=$(mktemp -d /tmp/rargen-gpu-nonode.XXXXXX)
+  # a fixed place: the build folder's CMake cache remembers the tools' paths
+  NONODE=$DRY_ROOT.nonode-path
+  rm -rf "$NONODE" && mkdir -p "$NONODE"
   newpath=""
   IFS=: read -r -a dirs <<< "$PATH"
   i=0
@@ -124,7 +126,6 @@ if [ "$MODE" = dry ]; then
   t0=$(date +%s)
   PATH=$newpath OUT=$OUT RARGEN_GPU_STANDIN=cpu bash "$DRY_ROOT/bench/gpu.sh" --stand-in $([ $TESTS_ONLY = 1 ] && echo --tests)
   rc=$?
-  rm -rf "$NONODE"
   echo "bench/gpu.sh --dry-run: rc $rc in $(($(date +%s) - t0))s (tree copied to $DRY_ROOT); results in $OUT" >&2
   exit $rc
 fi

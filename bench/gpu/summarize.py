@@ -74,7 +74,7 @@ def summarize_vitest(text):
     info["skipped_because"] = sorted(set(re.findall(r"skipped[^\n]*?: ([^\n]+)", clean)))[:3]
     # the measurements the tests print (errors, margins, near-ties)
     info["measured"] = [l.strip() for l in clean.splitlines() if re.search(r"(err|margin|near-tie|identical|worst|vs cpu)", l)
-                        and not re.search(r"^\s*(✓|×|FAIL|❯|→|AssertionError)", l)][:40]
+                        and not re.search(r"^\s*(✓|×|FAIL|❯|→|AssertionError|stdout \|)", l)][:40]
     return info
 
 
