@@ -17,16 +17,17 @@
 # Stages (budget in seconds; each is also cut to what is left of GPU_SH_BUDGET, 420):
 #   setup   20   Node from .carry/ when the machine has none, cuBLASLt from PyTorch's pip
 #                wheels (LD_LIBRARY_PATH), GPU name
-#   build   200  one cmake configure + ONE build call: the addon, rargen_optest and
+#   build   170  one cmake configure + ONE build call: the addon, rargen_optest and
 #                cuda_ext_test (the core C++ is one object library, compiled once),
 #                CUDA for this GPU's architecture only (CUDA_ARCH, default 90-real)
-#   optest  45   (1) rargen_optest: every op of src/backend.h, CUDA vs CPU vs a naive
+#   optest  40   (1) rargen_optest: every op of src/backend.h, CUDA vs CPU vs a naive
 #                reference, forward and backward, every dtype (src/test/optest.cc)
 #   ext     20   (1) test/gpu/cuda_ext_test.cc: graphs, F16/BF16 KV cache, split-K, linear(),
 #                again with RARGEN_CUBLASLT=0 (built-in GEMM kernels)
-#   rar 50, vqgan 25, train 30   (2) test/gpu/*.test.ts (vitest): RAR decode vs CPU, KV cache
-#                vs full forward, graph path vs direct, VQGAN, training gradients, AdamW
-#   bench   55   (3) RAR-B generation + VQ decode at batch 128, f32 and bf16, rargen and the
+#   rar 45, vqgan 25, inception 20, train 30   (2) test/gpu/*.test.ts (vitest): RAR decode vs
+#                CPU, KV cache vs full forward, graph path vs direct, VQGAN, Inception,
+#                training gradients and 3 AdamW steps
+#   bench   50+  (3) RAR-B generation + VQ decode at batch 128, f32 and bf16, rargen and the
 #                PyTorch peer bench/peers/torch_gpu.py on the same GPU
 # Return codes: 0 all ran stages passed; 1 some stage failed or was killed.
 #
@@ -241,7 +242,7 @@ EOF
   echo "nvcc: $(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || echo none)"
   "$PY" -c 'import torch; print("torch: " + torch.__version__ + " cuda " + str(torch.cuda.is_available()))' 2>/dev/null || echo "torch: none"
 }
-run_stage setup setup 20 380 setup
+run_stage setup setup 20 400 setup
 SETUP_RC=$?
 export PATH=/tmp/rargen-node/bin:$PATH
 NODE_INC=/tmp/rargen-node/include/node
@@ -270,7 +271,7 @@ build() {
     -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90-real}" -DCMAKE_JS_INC="$NODE_INC"
   cmake --build "$BUILD_DIR" --target "${TARGETS[@]}" -j "$JOBS"
 }
-run_stage build build 200 200 build
+run_stage build build 170 230 build
 BUILD_RC=$?
 ADDON_OK=0
 if [ $BUILD_RC = 0 ] && [ -f "$BUILD_DIR/rargen.node" ] && [ $HAVE_NODE = 1 ]; then
@@ -283,9 +284,9 @@ fi
 
 # ---------------------------------------------------------------- (1) ops
 if [ $BUILD_RC = 0 ]; then
-  run_stage optest optest 45 175 "./$BUILD_DIR/rargen_optest" ${OPTEST_FILTER:+"$OPTEST_FILTER"}
+  run_stage optest optest 40 190 "./$BUILD_DIR/rargen_optest" ${OPTEST_FILTER:+"$OPTEST_FILTER"}
   if [ -x "$BUILD_DIR/cuda_ext_test" ]; then
-    run_stage ext optest 20 155 bash -c "'./$BUILD_DIR/cuda_ext_test' && echo '--- RARGEN_CUBLASLT=0 (built-in GEMM kernels)' && RARGEN_CUBLASLT=0 './$BUILD_DIR/cuda_ext_test'"
+    run_stage ext optest 20 170 bash -c "'./$BUILD_DIR/cuda_ext_test' && echo '--- RARGEN_CUBLASLT=0 (built-in GEMM kernels)' && RARGEN_CUBLASLT=0 './$BUILD_DIR/cuda_ext_test'"
   else
     skip_stage ext "cuda_ext_test not built (CUDA $CUDA_FLAG)"
   fi
@@ -296,9 +297,10 @@ fi
 
 # ---------------------------------------------------------------- (2) end-to-end tests
 VITEST=(node node_modules/vitest/vitest.mjs run)
-R_RAR=105; R_VQ=80; R_TRAIN=55
-[ $TESTS_ONLY = 1 ] && { R_RAR=50; R_VQ=25; R_TRAIN=0; }
-for t in rar:50:$R_RAR vqgan:25:$R_VQ train:30:$R_TRAIN; do
+# name:budget:reserve (the time later stages keep); without the benchmark its 50 s is free
+R=50
+[ $TESTS_ONLY = 1 ] && R=0
+for t in rar:45:$((R + 75)) vqgan:25:$((R + 50)) inception:20:$((R + 30)) train:30:$R; do
   IFS=: read -r name def res <<< "$t"
   if [ $ADDON_OK = 1 ]; then
     RARGEN_CUDA_VERBOSE=1 run_stage "$name" vitest "$def" "$res" "${VITEST[@]}" "test/gpu/$name.test.ts"
@@ -326,7 +328,7 @@ elif [ $ADDON_OK = 1 ]; then
       echo "torch peer: skipped (no python3 with torch)"
     fi
   }
-  RARGEN_CUDA_VERBOSE=1 run_stage bench bench 55 0 bench
+  RARGEN_CUDA_VERBOSE=1 run_stage bench bench 90 0 bench  # at least 50 s: the reserves above
 else
   skip_stage bench "no addon"
 fi

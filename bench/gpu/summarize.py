@@ -102,7 +102,7 @@ def summarize_bench(text):
 
 
 def gather(out, seconds, budget):
-    order = ["setup", "build", "optest", "ext", "rar", "vqgan", "train", "bench"]
+    order = ["setup", "build", "optest", "ext", "rar", "vqgan", "inception", "train", "bench"]
     stages = {}
     for name in order:
         p = os.path.join(out, name + ".json")
