@@ -175,7 +175,9 @@ run_stage() {
     return 0
   fi
   b=$(budget_for "$name" "$def" "$reserve")
-  echo "{\"stage\": \"$name\", \"status\": \"running\", \"budget_s\": $b}" > "$OUT/$name.json"
+  # "running" until it ends: what a run killed from outside (the device tool) leaves
+  echo "{\"stage\": \"$name\", \"status\": \"running\", \"budget_s\": $b, \"log\": \"$name.log\"}" > "$OUT/$name.json"
+  gather
   say "$name: start (budget ${b}s)"
   t0=$(date +%s)
   if declare -F "$1" >/dev/null; then  # a shell function: run it in a child bash

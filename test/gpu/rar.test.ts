@@ -10,6 +10,13 @@
 //   cuBLASLt / tensor-core GEMMs also round their fp32 input activations to bf16; the
 //   CPU's bf16 path (weights only) measures 2.8e-3 on rar-tiny (bound 1.5e-2 there).
 //   Run with RARGEN_CUBLASLT=0 to test the built-in GEMM kernels instead of cuBLASLt.
+// - Greedy tokens (helpers.ts greedyAgreement): both backends teacher-forced on the CPU's
+//   tokens; wherever the CPU's top-1 margin of the CFG-combined logits exceeds twice the
+//   measured logit error the GPU must pick the same token, and its free-running tokens
+//   must match up to each image's first near-tie. Near-ties are counted and printed.
+// - The CUDA-graph decode (RARGEN_CUDA_GRAPHS=strict: a capture that falls back throws)
+//   against the direct path (RARGEN_CUDA_GRAPHS=0): 1e-6, the same kernels and arguments.
+// Under RARGEN_GPU_STANDIN=cpu (bench/gpu.sh --dry-run) the CPU stands in for CUDA.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NativeModel } from '../../lib/native.js';
 import { addon, f32, i32, npz, rarTinyConfig, scalar } from '../native/helpers.js';
