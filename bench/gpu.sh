@@ -80,8 +80,8 @@ if [ "$MODE" = pack ]; then
   tree=$(git ls-files -co --exclude-standard -z | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')
   carry=$(du -cb "$CARRY"/node.xz "$CARRY"/node.version "$CARRY"/node-headers.tar.xz "$CARRY"/node_modules.tar.xz | tail -1 | cut -f1)
   total=$((tree + carry))
-  printf 'tree %.1f MiB + %s %.1f MiB = %.1f MiB of %d MiB\n' "$(echo "$tree/1048576" | bc -l)" "$CARRY" \
-    "$(echo "$carry/1048576" | bc -l)" "$(echo "$total/1048576" | bc -l)" $((LIMIT_BYTES / 1048576))
+  awk -v t="$tree" -v c="$carry" -v l=$((LIMIT_BYTES / 1048576)) -v n="$CARRY" \
+    'BEGIN { printf "tree %.1f MiB + %s %.1f MiB = %.1f MiB of %d MiB\n", t / 1048576, n, c / 1048576, (t + c) / 1048576, l }'
   if [ "$total" -gt "$LIMIT_BYTES" ]; then
     echo "bench/gpu.sh pack: over the 64 MiB limit by $(( (total - LIMIT_BYTES) / 1024 )) KiB: remove untracked files or slim node_modules" >&2
     exit 1
