@@ -1,262 +1,340 @@
 #!/usr/bin/env bash
-# bench/gpu.sh: on one NVIDIA GPU (an H200 here), build the addon and the C++ op test,
-# run the GPU tests, benchmark generation + VQ decoding for RAR-B and RAR-XXL-shaped
-# random weights at batch 128 and 256, and the PyTorch peer (bench/peers/torch_gpu.py)
-# on the same GPU. Prints one JSON object (and writes it to $OUT/gpu.json). < 8 min.
+# bench/gpu.sh: the one prepared call for a GPU machine. Builds once, then runs in
+# stages, each with its own time budget, each writing $OUT/<stage>.json (and its log)
+# the moment it ends, killed or not; $OUT/gpu.json gathers the stages after each one.
 #
-#   bench/gpu.sh pack   on a dev machine with Node and node_modules: writes .carry/
-#                       node.xz (the node binary), node-headers.tar.xz (N-API headers)
-#                       and node_modules.tar.xz (without typescript); .carry/ is ignored
-#                       by git and is what the GPU machine gets besides the tree.
-#   bench/gpu.sh        on the GPU machine (device tool: command "bash bench/gpu.sh",
-#                       carry [".carry"], timeout_s 600), from the repo root. It needs nvcc, cmake,
-#                       ninja and python3 with PyTorch (whose pip cuBLAS provides
-#                       libcublasLt.so.*); Node comes from .carry/ when not installed.
-#                       Tests: rargen_optest (every op, CUDA vs CPU), test/gpu/
-#                       cuda_ext_test.cc (graphs, bf16 KV cache, split-K), test/gpu/*.test.ts
-#                       (models, CUDA vs CPU); cuda_ext_test again with RARGEN_CUBLASLT=0
-#                       (the built-in GEMM kernels). Return codes (-1: not run) in the JSON.
+#   bash bench/gpu.sh pack       here, on a dev machine with Node and node_modules: writes
+#                                .carry/ (node.xz, node-headers.tar.xz, node_modules.tar.xz),
+#                                checks tree + carry <= 64 MiB and prints the device tool's
+#                                `carry` list and `timeout_s`.
+#   bash bench/gpu.sh            on the GPU machine (device tool, command "bash bench/gpu.sh"):
+#                                build, (1) ops, (2) end-to-end tests, (3) benchmarks. < 7 min.
+#   bash bench/gpu.sh --tests    stages 1-2 only (no benchmark).
+#   bash bench/gpu.sh --dry-run  here: the same script with the CPU backend standing in for
+#                                CUDA (RARGEN_GPU_STANDIN=cpu, tiny benchmark shapes), under a
+#                                PATH with no system node (Node only from .carry/).
 #
-# Environment: OUT (output folder, default bench/out), PRESETS ("rar-b rar-xxl"),
-# BATCHES ("128 256"), SKIP_TESTS=1, SKIP_PEER=1, CUDA_ARCH (default 90-real).
+# Stages (budget in seconds; each is also cut to what is left of GPU_SH_BUDGET, 420):
+#   setup   20   Node from .carry/ when the machine has none, cuBLASLt from PyTorch's pip
+#                wheels (LD_LIBRARY_PATH), GPU name
+#   build   170  one cmake configure + ONE build call: the addon, rargen_optest and
+#                cuda_ext_test (the core C++ is one object library, compiled once),
+#                CUDA for this GPU's architecture only (CUDA_ARCH, default 90-real)
+#   optest  40   (1) rargen_optest: every op of src/backend.h, CUDA vs CPU vs a naive
+#                reference, forward and backward, every dtype (src/test/optest.cc)
+#   ext     20   (1) test/gpu/cuda_ext_test.cc: graphs, F16/BF16 KV cache, split-K, linear(),
+#                again with RARGEN_CUBLASLT=0 (built-in GEMM kernels)
+#   rar 45, vqgan 25, inception 20, train 30   (2) test/gpu/*.test.ts (vitest): RAR decode vs
+#                CPU, KV cache vs full forward, graph path vs direct, VQGAN, Inception,
+#                training gradients and 3 AdamW steps
+#   bench   50+  (3) RAR-B generation + VQ decode at batch 128, f32 and bf16, rargen and the
+#                PyTorch peer bench/peers/torch_gpu.py on the same GPU
+# Return codes: 0 all ran stages passed; 1 some stage failed or was killed.
+#
+# Environment: OUT (default ./gpu-out), GPU_SH_BUDGET (420), BUDGET_<STAGE> (overrides one
+# stage, e.g. BUDGET_OPTEST=2 to see a killed stage's partial JSON), CUDA_ARCH, BENCH_BATCH
+# (128), PYTHON (python3 with torch), BUILD_DIR (build-gpu; the dry run: build-gpu-dry),
+# ONLY (stages to run besides setup and build, e.g. ONLY="optest rar"), OPTEST_FILTER
+# (one rargen_optest group, e.g. linear).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-if [ "${1:-}" = "pack" ]; then
+MODE=run
+TESTS_ONLY=0
+for a in "$@"; do
+  case "$a" in
+    pack) MODE=pack ;;
+    --tests) TESTS_ONLY=1 ;;
+    --dry-run) MODE=dry ;;
+    --stand-in) MODE=standin ;;  # internal: the dry run's inner call, in the copied tree
+    -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 0 ;;
+    *) echo "bench/gpu.sh: unknown argument '$a' (use pack, --tests, --dry-run or --help)" >&2; exit 2 ;;
+  esac
+done
+
+CARRY=.carry
+LIMIT_BYTES=$((64 * 1024 * 1024))
+DEVICE_TIMEOUT_S=480  # what `pack` tells the device tool: the 420 s run plus start-up slack
+
+# ---------------------------------------------------------------- pack (dev machine)
+if [ "$MODE" = pack ]; then
   set -e
-  mkdir -p .carry
+  command -v node >/dev/null || { echo "bench/gpu.sh pack: needs node on PATH" >&2; exit 1; }
+  [ -d node_modules/vitest ] || { echo "bench/gpu.sh pack: needs node_modules (npm ci)" >&2; exit 1; }
+  mkdir -p "$CARRY"
   node_bin=$(readlink -f "$(command -v node)")
-  xz -T0 -6 -c "$node_bin" > .carry/node.xz
+  ver=$(node --version)
+  if [ ! -f "$CARRY/node.xz" ] || [ "$(cat "$CARRY/node.version" 2>/dev/null)" != "$ver $(stat -c %s "$node_bin")" ]; then
+    xz -T0 -6 -c "$node_bin" > "$CARRY/node.xz.tmp" && mv "$CARRY/node.xz.tmp" "$CARRY/node.xz"
+    echo "$ver $(stat -c %s "$node_bin")" > "$CARRY/node.version"
+  fi
   inc=$(dirname "$node_bin")/../include/node
   [ -f "$inc/node_api.h" ] || inc=/usr/include/node
-  tar -C "$inc" -cJf .carry/node-headers.tar.xz node_api.h node_api_types.h js_native_api.h js_native_api_types.h
-  tar -cJf .carry/node_modules.tar.xz --exclude=node_modules/typescript --exclude=node_modules/.cache node_modules
-  du -sh .carry/*
+  tar -C "$inc" -cJf "$CARRY/node-headers.tar.xz" node_api.h node_api_types.h js_native_api.h js_native_api_types.h
+  # What the device needs: vitest and its dependencies, node-addon-api, the runtime
+  # dependencies of lib/. Not the compilers of the dev side (typescript, cmake-js, ...).
+  tar -cf - --exclude=node_modules/typescript --exclude=node_modules/.cache --exclude=node_modules/@types \
+      --exclude=node_modules/cmake-js --exclude=node_modules/prebuildify --exclude='*.map' --exclude='*.md' \
+      node_modules | xz -T0 -6 > "$CARRY/node_modules.tar.xz"
+  tree=$(git ls-files -co --exclude-standard -z | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')
+  carry=$(du -cb "$CARRY"/node.xz "$CARRY"/node.version "$CARRY"/node-headers.tar.xz "$CARRY"/node_modules.tar.xz | tail -1 | cut -f1)
+  total=$((tree + carry))
+  awk -v t="$tree" -v c="$carry" -v l=$((LIMIT_BYTES / 1048576)) -v n="$CARRY" \
+    'BEGIN { printf "tree %.1f MiB + %s %.1f MiB = %.1f MiB of %d MiB\n", t / 1048576, n, c / 1048576, (t + c) / 1048576, l }'
+  if [ "$total" -gt "$LIMIT_BYTES" ]; then
+    echo "bench/gpu.sh pack: over the 64 MiB limit by $(( (total - LIMIT_BYTES) / 1024 )) KiB: remove untracked files or slim node_modules" >&2
+    exit 1
+  fi
+  echo "device tool: command \"bash bench/gpu.sh\", carry [\"$CARRY\"], timeout_s $DEVICE_TIMEOUT_S"
+  echo "  (stages 1-2 only: command \"bash bench/gpu.sh --tests\", same carry and timeout_s)"
   exit 0
 fi
 
-OUT=${OUT:-$ROOT/bench/out}
+# ---------------------------------------------------------------- dry run (here)
+# What the device gets, rebuilt here: the tree (tracked + untracked-not-ignored files)
+# and .carry/ copied to DRY_ROOT (build outputs kept between runs, as the device keeps
+# them), then this script run there with the CPU backend standing in for CUDA, under a
+# PATH with no system node: folders that hold node are mirrored without it.
+OUT=${OUT:-$ROOT/gpu-out}
 mkdir -p "$OUT"
-LOG=$OUT/gpu.log
-: > "$LOG"
-T_START=$(date +%s)
-PRESETS=${PRESETS:-"rar-b rar-xxl"}
-BATCHES=${BATCHES:-"128 256"}
-say() { echo "[gpu.sh +$(( $(date +%s) - T_START ))s] $*" | tee -a "$LOG" >&2; }
-
-# ---- Node (carried as .carry/node.xz when the machine has none) ----
-unxz_to() {  # file.xz dest
-  if command -v xz >/dev/null; then xz -dc "$1" > "$2"
-  else python3 -c 'import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],"wb"))' "$1" "$2"; fi
-}
-untar_xz() {  # file.tar.xz dir
-  if command -v xz >/dev/null; then tar -xJf "$1" -C "$2"
-  else python3 -c 'import tarfile,sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$1" "$2"; fi
-}
-NODE_DIR=/tmp/rargen-node
-mkdir -p "$NODE_DIR/bin" "$NODE_DIR/include/node"
-if ! command -v node >/dev/null && [ -f .carry/node.xz ]; then
-  unxz_to .carry/node.xz "$NODE_DIR/bin/node" && chmod +x "$NODE_DIR/bin/node"
-  export PATH=$NODE_DIR/bin:$PATH
+OUT=$(cd "$OUT" && pwd)
+if [ "$MODE" = dry ]; then
+  [ -f $CARRY/node.xz ] || { echo "bench/gpu.sh --dry-run: no $CARRY/node.xz: run 'bash bench/gpu.sh pack' first" >&2; exit 1; }
+  DRY_ROOT=${DRY_ROOT:-/tmp/rargen-gpu-dry}
+  mkdir -p "$DRY_ROOT"
+  find "$DRY_ROOT" -mindepth 1 -maxdepth 1 ! -name build-gpu-dry ! -name node_modules -exec rm -rf {} +
+  git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$DRY_ROOT"
+  cp -r $CARRY "$DRY_ROOT/"
+  # a fixed place: the build folder's CMake cache remembers the tools' paths
+  NONODE=$DRY_ROOT.nonode-path
+  rm -rf "$NONODE" && mkdir -p "$NONODE"
+  newpath=""
+  IFS=: read -r -a dirs <<< "$PATH"
+  i=0
+  for d in "${dirs[@]}"; do
+    [ -d "$d" ] || continue
+    if [ -e "$d/node" ] || [ -e "$d/npm" ] || [ -e "$d/npx" ]; then
+      m="$NONODE/$i"; i=$((i + 1)); mkdir -p "$m"
+      for f in "$d"/*; do
+        case "$(basename "$f")" in node | nodejs | npm | npx | corepack) continue ;; esac
+        ln -s "$f" "$m/" 2>/dev/null
+      done
+      d=$m
+    fi
+    newpath=${newpath:+$newpath:}$d
+  done
+  t0=$(date +%s)
+  PATH=$newpath OUT=$OUT RARGEN_GPU_STANDIN=cpu bash "$DRY_ROOT/bench/gpu.sh" --stand-in $([ $TESTS_ONLY = 1 ] && echo --tests)
+  rc=$?
+  echo "bench/gpu.sh --dry-run: rc $rc in $(($(date +%s) - t0))s (tree copied to $DRY_ROOT); results in $OUT" >&2
+  exit $rc
 fi
-if [ -f .carry/node-headers.tar.xz ]; then untar_xz .carry/node-headers.tar.xz "$NODE_DIR/include/node"; NODE_INC=$NODE_DIR/include/node
-else NODE_INC=$(dirname "$(readlink -f "$(command -v node)")")/../include/node; fi
-if [ ! -d node_modules/node-addon-api ] && [ -f .carry/node_modules.tar.xz ]; then untar_xz .carry/node_modules.tar.xz "$ROOT"; fi
-command -v node >/dev/null || { echo '{"error": "no node: run bench/gpu.sh pack on a dev machine and carry .carry/"}'; exit 1; }
-say "node $(node --version), headers $NODE_INC"
+rm -f "$OUT"/*.json "$OUT"/*.log "$OUT"/*.jsonl
+T_START=$(date +%s)
+BUDGET_TOTAL=${GPU_SH_BUDGET:-420}
+DEADLINE=$((T_START + BUDGET_TOTAL))
+DRY=0
+[ "$MODE" = standin ] && DRY=1
+if [ $DRY = 1 ] && command -v node >/dev/null && [ "$(command -v node)" != /tmp/rargen-node/bin/node ]; then
+  echo "bench/gpu.sh --stand-in: node is on PATH ($(command -v node)); run 'bench/gpu.sh --dry-run'" >&2; exit 1
+fi
+BUILD_DIR=${BUILD_DIR:-$([ $DRY = 1 ] && echo build-gpu-dry || echo build-gpu)}
+say() { echo "[gpu.sh +$(($(date +%s) - T_START))s] $*" >&2; }
 
-# ---- cuBLASLt from PyTorch's pip packages ----
-CUBLAS_DIR=$(python3 - <<'EOF' 2>/dev/null
-import glob, os, site, sys
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for p in python3 /usr/bin/python3; do
+    if command -v "$p" >/dev/null && "$p" -c 'import torch' 2>/dev/null; then PY=$p; break; fi
+  done
+  [ -n "$PY" ] || PY=$(command -v python3 || true)
+fi
+SUMMARIZE() { if [ -n "$PY" ]; then "$PY" bench/gpu/summarize.py "$@"; else echo "{\"stage\": \"$2\", \"error\": \"no python3 to summarise\"}"; fi; }
+
+export CARRY DRY PY ROOT BUILD_DIR OUT
+[ $DRY = 0 ] && export RARGEN_GPU_REQUIRE=1  # on the device a skipped CUDA check is a failure
+STAGE_RC_ALL=0
+# Budget of a stage: BUDGET_<NAME> or its default, cut to the time left minus what the
+# later stages need at least (reserve).
+budget_for() {  # name default reserve
+  local v="BUDGET_$(echo "$1" | tr a-z A-Z)" want left
+  want=${!v:-$2}
+  left=$((DEADLINE - $(date +%s) - $3))
+  [ "$left" -lt "$want" ] && want=$left
+  [ "$want" -lt 1 ] && want=1
+  echo "$want"
+}
+# run_stage name kind default_budget reserve cmd...: log to $OUT/name.log, JSON to
+# $OUT/name.json (status ok | failed | killed | skipped), the summary to $OUT/gpu.json.
+run_stage() {
+  local name=$1 kind=$2 def=$3 reserve=$4
+  shift 4
+  local b t0 rc
+  if [ -n "${ONLY:-}" ] && [ "$name" != setup ] && [ "$name" != build ] && [[ " $ONLY " != *" $name "* ]]; then
+    skip_stage "$name" "not in ONLY=$ONLY"
+    return 0
+  fi
+  b=$(budget_for "$name" "$def" "$reserve")
+  # "running" until it ends: what a run killed from outside (the device tool) leaves
+  echo "{\"stage\": \"$name\", \"status\": \"running\", \"budget_s\": $b, \"log\": \"$name.log\"}" > "$OUT/$name.json"
+  gather
+  say "$name: start (budget ${b}s)"
+  t0=$(date +%s)
+  if declare -F "$1" >/dev/null; then  # a shell function: run it in a child bash
+    timeout --kill-after=5 "$b" bash -c "$(declare -p GEN TARGETS NVCC CUDA_FLAG JOBS NODE_INC TESTS_ONLY 2>/dev/null)
+$(declare -f "$1"); $*" > "$OUT/$name.log" 2>&1
+  else
+    timeout --kill-after=5 "$b" "$@" > "$OUT/$name.log" 2>&1
+  fi
+  rc=$?
+  SUMMARIZE "$kind" "$name" "$OUT/$name.log" "$rc" "$(($(date +%s) - t0))" "$b" "$OUT" > "$OUT/$name.json.tmp" &&
+    mv "$OUT/$name.json.tmp" "$OUT/$name.json"
+  [ "$rc" -ne 0 ] && STAGE_RC_ALL=1
+  say "$name: rc=$rc in $(($(date +%s) - t0))s: $(head -c 300 "$OUT/$name.json" | tr '\n' ' ')"
+  gather
+  return $rc
+}
+skip_stage() {  # name why
+  echo "{\"stage\": \"$1\", \"status\": \"skipped\", \"why\": \"$2\"}" > "$OUT/$1.json"
+  say "$1: skipped: $2"
+  gather
+}
+gather() { SUMMARIZE gather all - 0 $(($(date +%s) - T_START)) "$BUDGET_TOTAL" "$OUT" > "$OUT/gpu.json.tmp" && mv "$OUT/gpu.json.tmp" "$OUT/gpu.json"; }
+
+# On a dev machine the tests load build/Release/rargen.node: put the one built here there
+# for the run and the developer's back afterwards (also after a run that was killed).
+SAVED=build/Release/rargen.node.saved-by-gpu-sh
+restore_addon() { if [ -f "$SAVED" ]; then mv -f "$SAVED" build/Release/rargen.node; fi; rm -f build/Release/.rargen-gpu-sh; }
+restore_addon
+trap restore_addon EXIT
+
+# ---------------------------------------------------------------- setup
+setup() {
+  set -e
+  local nd=/tmp/rargen-node
+  mkdir -p "$nd/bin" "$nd/include/node"
+  if ! command -v node >/dev/null; then
+    [ -f $CARRY/node.xz ] || { echo "no node on PATH and no $CARRY/node.xz: run 'bash bench/gpu.sh pack' here and carry $CARRY"; exit 3; }
+    if command -v xz >/dev/null; then xz -dc $CARRY/node.xz > "$nd/bin/node"
+    else "$PY" -c 'import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],"wb"))' $CARRY/node.xz "$nd/bin/node"; fi
+    chmod +x "$nd/bin/node"
+    echo "node: from $CARRY/node.xz"
+  fi
+  if [ -f $CARRY/node-headers.tar.xz ]; then tar -xJf $CARRY/node-headers.tar.xz -C "$nd/include/node"; fi
+  if [ ! -d node_modules/vitest ] || [ $CARRY/node_modules.tar.xz -nt node_modules/.gpu-sh-unpacked ]; then
+    [ -f $CARRY/node_modules.tar.xz ] || { echo "no node_modules and no $CARRY/node_modules.tar.xz"; exit 3; }
+    rm -rf node_modules && tar -xJf $CARRY/node_modules.tar.xz -C "$ROOT" && touch node_modules/.gpu-sh-unpacked
+    echo "node_modules: from $CARRY/node_modules.tar.xz"
+  fi
+  PATH=$nd/bin:$PATH node --version
+  [ -f "$nd/include/node/node_api.h" ] && echo "node headers: $nd/include/node"
+  # cuBLASLt: PyTorch's pip wheels (nvidia/cublas/lib) or torch/lib
+  "$PY" - <<'EOF' || true
+import glob, os, site
 roots = site.getsitepackages() + [site.getusersitepackages()]
 for r in roots:
-    for pat in ("nvidia/cublas/lib/libcublasLt.so*", "nvidia/cu*/lib/libcublasLt.so*", "nvidia/**/libcublasLt.so*", "torch/lib/libcublasLt.so*"):
-        hits = glob.glob(os.path.join(r, pat), recursive=True)
+    for pat in ("nvidia/cublas/lib/libcublasLt.so*", "nvidia/cu*/lib/libcublasLt.so*", "torch/lib/libcublasLt.so*"):
+        hits = sorted(glob.glob(os.path.join(r, pat)))
         if hits:
-            d = os.path.dirname(sorted(hits)[0])
-            rt = glob.glob(os.path.join(r, "nvidia", "cuda_runtime", "lib"))  # in case cuBLASLt wants libcudart
-            print(":".join([d] + rt)); sys.exit(0)
+            print("cublaslt_dir: " + os.path.dirname(hits[0]))
+            raise SystemExit(0)
+print("cublaslt_dir: none (built-in GEMM kernels)")
 EOF
-)
+  echo "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1 || echo none)"
+  echo "nvcc: $(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || echo none)"
+  "$PY" -c 'import torch; print("torch: " + torch.__version__ + " cuda " + str(torch.cuda.is_available()))' 2>/dev/null || echo "torch: none"
+}
+run_stage setup setup 20 400 setup
+SETUP_RC=$?
+export PATH=/tmp/rargen-node/bin:$PATH
+NODE_INC=/tmp/rargen-node/include/node
+[ -f "$NODE_INC/node_api.h" ] || NODE_INC=$(dirname "$(readlink -f "$(command -v node 2>/dev/null || echo /x/x)")")/../include/node
+CUBLAS_DIR=$(sed -n 's/^cublaslt_dir: \(\/.*\)/\1/p' "$OUT/setup.log")
 [ -n "$CUBLAS_DIR" ] && export LD_LIBRARY_PATH=$CUBLAS_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-say "cuBLASLt folder: ${CUBLAS_DIR:-not found (built-in GEMM kernels)}"
-GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
-say "GPU: $GPU"
+HAVE_NODE=0
+command -v node >/dev/null && HAVE_NODE=1
+if [ $DRY = 1 ] && [ "$(command -v node)" != /tmp/rargen-node/bin/node ]; then
+  say "dry run: node is $(command -v node), not the carried one"; exit 1
+fi
 
-# ---- build: the addon and rargen_optest, sm_90 only (all archs: npm run build:native) ----
+# ---------------------------------------------------------------- build (one call)
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-B0=$(date +%s)
-BUILD_OK=false
-if cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DRARGEN_CUDA=ON \
-     -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90-real}" \
-     -DCMAKE_JS_INC="$NODE_INC" >> "$LOG" 2>&1 &&
-   ninja -C build-gpu rargen >> "$LOG" 2>&1; then
-  BUILD_OK=true
-  # Tests and the benchmark load the addon from build/Release (node-gyp-build). On a dev
-  # machine whose build/ holds another build, put that one back on exit.
-  if [ -f build/Release/rargen.node ] && [ ! -f build/Release/.rargen-gpu-sh ]; then
-    cp build/Release/rargen.node "$OUT/rargen.node.saved"
-    trap 'cp "$OUT/rargen.node.saved" build/Release/rargen.node; rm -f build/Release/.rargen-gpu-sh' EXIT
-  fi
-  mkdir -p build/Release && cp build-gpu/rargen.node build/Release/rargen.node && touch build/Release/.rargen-gpu-sh
+CUDA_FLAG=ON
+[ $DRY = 1 ] && CUDA_FLAG=${DRY_CUDA:-OFF}  # the CPU stands in; CI's main build proves CUDA compiles
+GEN=()
+command -v ninja >/dev/null && GEN=(-G Ninja)
+[ -f "$BUILD_DIR/CMakeCache.txt" ] && GEN=()  # keep the generator of an existing build
+JOBS=$(nproc 2>/dev/null || echo 2)
+TARGETS=(rargen rargen_optest)
+[ "$CUDA_FLAG" = ON ] && TARGETS+=(cuda_ext_test)
+build() {
+  set -e
+  cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DRARGEN_CUDA=$CUDA_FLAG \
+    -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90-real}" -DCMAKE_JS_INC="$NODE_INC"
+  cmake --build "$BUILD_DIR" --target "${TARGETS[@]}" -j "$JOBS"
+}
+run_stage build build 170 230 build
+BUILD_RC=$?
+ADDON_OK=0
+if [ $BUILD_RC = 0 ] && [ -f "$BUILD_DIR/rargen.node" ] && [ $HAVE_NODE = 1 ]; then
+  mkdir -p build/Release
+  if [ -f build/Release/rargen.node ]; then mv -f build/Release/rargen.node "$SAVED"; fi
+  cp "$BUILD_DIR/rargen.node" build/Release/rargen.node && touch build/Release/.rargen-gpu-sh && ADDON_OK=1
+  node -e "const a=require('./build/Release/rargen.node'); console.log(JSON.stringify({build: a.buildInfo(), cuda: a.cudaStatus()}))" \
+    > "$OUT/addon.json" 2>&1 || true
 fi
-OPTEST_BUILT=false
-if $BUILD_OK && ninja -C build-gpu rargen_optest >> "$LOG" 2>&1; then OPTEST_BUILT=true; fi
-BUILD_S=$(( $(date +%s) - B0 ))
-say "build ok=$BUILD_OK (optest $OPTEST_BUILT) in ${BUILD_S}s"
-if ! $BUILD_OK; then
-  tail -40 "$LOG" >&2
-  echo "{\"error\": \"build failed\", \"gpu\": \"$GPU\", \"log\": \"$LOG\"}" | tee "$OUT/gpu.json"
-  exit 1
-fi
-node -e "const a=require('./build/Release/rargen.node'); console.error(JSON.stringify(a.cudaStatus()))" 2>> "$LOG"
 
-# ---- tests ----
-OPTEST_RC=-1; EXT_RC=-1; EXT_BUILTIN_RC=-1; VITEST_RC=-1
-if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  if $OPTEST_BUILT; then
-    timeout 120 ./build-gpu/rargen_optest > "$OUT/optest.log" 2>&1; OPTEST_RC=$?
-    say "rargen_optest rc=$OPTEST_RC (tail: $(tail -1 "$OUT/optest.log"))"
-    grep -E "FAIL" "$OUT/optest.log" | head -20 >&2
-  fi
-  CUDART=$(grep -m1 '^CUDA_cudart_static_LIBRARY:' build-gpu/CMakeCache.txt | cut -d= -f2)
-  if g++ -O2 -std=c++17 -Isrc test/gpu/cuda_ext_test.cc build-gpu/librargen_cuda.a "$CUDART" \
-       -ldl -lpthread -lrt -o /tmp/cuda_ext_test >> "$LOG" 2>&1; then
-    timeout 60 /tmp/cuda_ext_test > "$OUT/cuda_ext.log" 2>&1; EXT_RC=$?
-    RARGEN_CUBLASLT=0 timeout 60 /tmp/cuda_ext_test > "$OUT/cuda_ext_builtin.log" 2>&1; EXT_BUILTIN_RC=$?
-    say "cuda_ext_test rc=$EXT_RC, with the built-in GEMM rc=$EXT_BUILTIN_RC"
-    grep -hE "FAIL|checks" "$OUT/cuda_ext.log" "$OUT/cuda_ext_builtin.log" | head -20 >&2
+# ---------------------------------------------------------------- (1) ops
+if [ $BUILD_RC = 0 ]; then
+  run_stage optest optest 40 190 "./$BUILD_DIR/rargen_optest" ${OPTEST_FILTER:+"$OPTEST_FILTER"}
+  if [ -x "$BUILD_DIR/cuda_ext_test" ]; then
+    run_stage ext optest 20 170 bash -c "'./$BUILD_DIR/cuda_ext_test' && echo '--- RARGEN_CUBLASLT=0 (built-in GEMM kernels)' && RARGEN_CUBLASLT=0 './$BUILD_DIR/cuda_ext_test'"
   else
-    say "cuda_ext_test did not build (see $LOG)"
+    skip_stage ext "cuda_ext_test not built (CUDA $CUDA_FLAG)"
   fi
-  VITEST="node node_modules/vitest/vitest.mjs run"
-  RARGEN_CUDA_VERBOSE=1 timeout 240 $VITEST test/gpu > "$OUT/vitest.log" 2>&1; VITEST_RC=$?
-  say "vitest test/gpu (cuBLASLt) rc=$VITEST_RC"
-  grep -E "max abs|identical|Tests |✓|×|FAIL|skipped" "$OUT/vitest.log" | head -40 >&2
+else
+  skip_stage optest "build failed"
+  skip_stage ext "build failed"
 fi
 
-# ---- benchmark: rargen ----
-cat > /tmp/rargen-bench.mjs <<'EOF'
-// One preset: random bf16 generator weights and an f32 MaskGIT-VQGAN decoder on
-// cuda:0; warm-up, then per batch: rarGenerate (256 steps, CFG, the preset's sampling
-// settings) and vqDecode of its tokens, timed separately. One JSON line per batch.
-import { createRequire } from 'node:module';
-const require = createRequire(import.meta.url);
-const addon = require(process.cwd() + '/build/Release/rargen.node');
-const [preset, batchesCsv] = process.argv.slice(2);
-const device = process.env.BENCH_DEVICE || 'cuda'; // 'cpu': smoke test of this script only
-const warm = Number(process.env.BENCH_WARMUP || 8);
-const P = {
-  tiny: [64, 2, 4, 256, 4.0, 1.0, 1.0],
-  'rar-b': [768, 24, 16, 3072, 16.0, 2.75, 1.0],
-  'rar-l': [1024, 24, 16, 4096, 15.5, 2.5, 1.02],
-  'rar-xl': [1280, 32, 16, 5120, 6.9, 1.5, 1.02],
-  'rar-xxl': [1408, 40, 16, 6144, 8.0, 1.2, 1.02],
-}[preset];
-const [C, depth, H, I, g, pw, temp] = P;
-const N = 256, V = 1024, K = 1000;
-const cfg = { hiddenSize: C, depth, numHeads: H, mlpDim: I, seqLen: N, codebookSize: V, numClasses: K, posEmbedRows: N + 1024, timestepRows: N + 100 };
-// xorshift noise, std 0.02 (LayerNorm weights 1 + noise): finite activations through any depth
-let s = 2463534242;
-const noise = new Float32Array(1 << 20);
-for (let i = 0; i < noise.length; i++) { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; noise[i] = ((s / 4294967296) * 2 - 1) * 0.0346; }
-function tensor(shape, one = false) {
-  const n = shape.reduce((a, b) => a * b, 1), a = new Float32Array(n);
-  for (let i = 0; i < n; i += noise.length) { a.set(noise.subarray(0, Math.min(noise.length, n - i)), i); }
-  if (one) for (let i = 0; i < n; i++) a[i] += 1;
-  return a;
-}
-const t0 = performance.now();
-const rar = addon.createRar(cfg, device, 'bf16');
-const D = C / H;
-const set = (m, name, shape, one = false) => addon.setWeight(m, name, tensor(shape, one), shape);
-set(rar, 'cls_token', [1, 1, C]); set(rar, 'pos_embed', [1, N + 1024, C]); set(rar, 'target_aware_pos_embed', [1, N + 1024, C]);
-set(rar, 'timesteps_embeddings', [1, N + 100, C]); set(rar, 'embeddings.weight', [V + 1 + K + 1, C]);
-for (let i = 0; i < depth; i++) {
-  const p = `blocks.${i}.`;
-  set(rar, p + 'norm1.weight', [C], true); set(rar, p + 'norm1.bias', [C]);
-  set(rar, p + 'attn.qkv.weight', [3 * C, C]); set(rar, p + 'attn.qkv.bias', [3 * C]);
-  for (const n of ['q_norm', 'k_norm']) { set(rar, p + `attn.${n}.weight`, [D], true); set(rar, p + `attn.${n}.bias`, [D]); }
-  set(rar, p + 'attn.proj.weight', [C, C]); set(rar, p + 'attn.proj.bias', [C]);
-  set(rar, p + 'norm2.weight', [C], true); set(rar, p + 'norm2.bias', [C]);
-  set(rar, p + 'mlp.fc1.weight', [I, C]); set(rar, p + 'mlp.fc1.bias', [I]);
-  set(rar, p + 'mlp.fc2.weight', [C, I]); set(rar, p + 'mlp.fc2.bias', [C]);
-  set(rar, p + 'adaLN_modulation.1.weight', [6 * C, C]); set(rar, p + 'adaLN_modulation.1.bias', [6 * C]);
-}
-set(rar, 'adaln_before_head.adaLN_modulation.1.weight', [2 * C, C]); set(rar, 'adaln_before_head.adaLN_modulation.1.bias', [2 * C]);
-set(rar, 'lm_head.weight', [V, C]); set(rar, 'lm_head.bias', [V]);
-addon.finalize(rar);
-const vcfg = { hiddenChannels: 128, channelMult: [1, 1, 2, 2, 4], numResBlocks: 2, zChannels: 256, codebookSize: 1024, resolution: 256 };
-const vq = addon.createVq(vcfg, device);
-const block = (p, cin, cout) => {
-  set(vq, p + '.norm1.weight', [cin], true); set(vq, p + '.norm1.bias', [cin]); set(vq, p + '.conv1.weight', [cout, cin, 3, 3]);
-  set(vq, p + '.norm2.weight', [cout], true); set(vq, p + '.norm2.bias', [cout]); set(vq, p + '.conv2.weight', [cout, cout, 3, 3]);
-  if (cin !== cout) set(vq, p + '.nin_shortcut.weight', [cout, cout, 1, 1]);
-};
-{
-  const h = 128, m = vcfg.channelMult, L = m.length, top = h * m[L - 1];
-  set(vq, 'encoder.conv_in.weight', [h, 3, 3, 3]);
-  let cin = h;
-  for (let i = 0; i < L; i++) for (let j = 0; j < 2; j++) { block(`encoder.down.${i}.block.${j}`, cin, h * m[i]); cin = h * m[i]; }
-  for (let j = 0; j < 2; j++) block(`encoder.mid.${j}`, top, top);
-  set(vq, 'encoder.norm_out.weight', [top], true); set(vq, 'encoder.norm_out.bias', [top]);
-  set(vq, 'encoder.conv_out.weight', [256, top, 1, 1]); set(vq, 'encoder.conv_out.bias', [256]);
-  set(vq, 'decoder.conv_in.weight', [top, 256, 3, 3]); set(vq, 'decoder.conv_in.bias', [top]);
-  for (let j = 0; j < 2; j++) block(`decoder.mid.${j}`, top, top);
-  cin = top;
-  for (let i = L - 1; i >= 0; i--) {
-    for (let j = 0; j < 2; j++) { block(`decoder.up.${i}.block.${j}`, cin, h * m[i]); cin = h * m[i]; }
-    if (i !== 0) { set(vq, `decoder.up.${i}.upsample_conv.weight`, [cin, cin, 3, 3]); set(vq, `decoder.up.${i}.upsample_conv.bias`, [cin]); }
-  }
-  set(vq, 'decoder.norm_out.weight', [cin], true); set(vq, 'decoder.norm_out.bias', [cin]);
-  set(vq, 'decoder.conv_out.weight', [3, cin, 3, 3]); set(vq, 'decoder.conv_out.bias', [3]);
-  set(vq, 'quantize.embedding.weight', [1024, 256]);
-}
-addon.finalize(vq);
-const loadS = (performance.now() - t0) / 1000;
-const opts = (B) => ({ classIds: Int32Array.from({ length: B }, (_, i) => (i * 7) % K), guidanceScale: g, guidanceScalePow: pw, temperature: temp, topK: 0, topP: 1, greedy: false, seed: '0', indexOffset: 0 });
-const w = await addon.rarGenerate(rar, opts(warm)); // warm-up: cuBLASLt plans, kernels, allocator
-await addon.vqDecode(vq, w, warm);
-for (const B of batchesCsv.split(',').map(Number)) {
-  const a = performance.now();
-  const tokens = await addon.rarGenerate(rar, opts(B));
-  const b = performance.now();
-  await addon.vqDecode(vq, tokens, B);
-  const c = performance.now();
-  const gen = (b - a) / 1000, vqs = (c - b) / 1000;
-  console.log(JSON.stringify({ impl: 'rargen', preset, batch: B, dtype: 'bf16', gen_s: +gen.toFixed(4), vq_s: +vqs.toFixed(4),
-    images_per_s: +(B / (gen + vqs)).toFixed(2), gen_images_per_s: +(B / gen).toFixed(2), load_s: +loadS.toFixed(2) }));
-}
-addon.free(rar);
-addon.free(vq);
-EOF
-BATCH_CSV=$(echo $BATCHES | tr ' ' ',')
-: > "$OUT/results.jsonl"
-for p in $PRESETS; do
-  say "rargen $p batches $BATCH_CSV"
-  RARGEN_CUDA_VERBOSE=1 timeout 180 node /tmp/rargen-bench.mjs "$p" "$BATCH_CSV" >> "$OUT/results.jsonl" 2>> "$LOG" || say "rargen $p failed (rc $?)"
+# ---------------------------------------------------------------- (2) end-to-end tests
+VITEST=(node node_modules/vitest/vitest.mjs run)
+# name:budget:reserve (the time later stages keep); without the benchmark its 50 s is free
+R=50
+[ $TESTS_ONLY = 1 ] && R=0
+for t in rar:45:$((R + 75)) vqgan:25:$((R + 50)) inception:20:$((R + 30)) train:30:$R; do
+  IFS=: read -r name def res <<< "$t"
+  if [ $ADDON_OK = 1 ]; then
+    RARGEN_CUDA_VERBOSE=1 run_stage "$name" vitest "$def" "$res" "${VITEST[@]}" "test/gpu/$name.test.ts"
+  else
+    skip_stage "$name" "no addon (build rc $BUILD_RC, node $HAVE_NODE)"
+  fi
 done
-if [ "${SKIP_PEER:-0}" != 1 ]; then
-  for p in $PRESETS; do
-    say "torch peer $p batches $BATCH_CSV"
-    timeout 240 python3 bench/peers/torch_gpu.py --preset "$p" --batches "$BATCH_CSV" --dtype bf16 >> "$OUT/results.jsonl" 2>> "$LOG" || say "torch peer $p failed (rc $?)"
-  done
-fi
-grep -h "linear() uses" "$LOG" | head -1 > "$OUT/matmul.txt" || true
 
-# ---- JSON summary ----
-node - "$OUT" "$GPU" "$BUILD_S" "$OPTEST_RC" "$VITEST_RC" "$(( $(date +%s) - T_START ))" "$EXT_RC" "$EXT_BUILTIN_RC" <<'EOF' | tee "$OUT/gpu.json"
-const fs = require('node:fs');
-const [out, gpu, buildS, optest, vitest, totalS, ext, extBuiltin] = process.argv.slice(2);
-const rows = fs.readFileSync(out + '/results.jsonl', 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
-const key = (r) => `${r.preset}@${r.batch}`;
-const torch = Object.fromEntries(rows.filter((r) => r.impl === 'torch').map((r) => [key(r), r]));
-const ours = rows.filter((r) => r.impl === 'rargen').map((r) => ({ ...r, torch_images_per_s: torch[key(r)]?.images_per_s ?? null,
-  speedup_vs_torch: torch[key(r)] ? +(r.images_per_s / torch[key(r)].images_per_s).toFixed(2) : null }));
-let matmul = '';
-try { matmul = fs.readFileSync(out + '/matmul.txt', 'utf8').trim(); } catch {}
-console.log(JSON.stringify({ date: new Date().toISOString(), gpu, matmul, build_s: +buildS, total_s: +totalS,
-  tests: { optest_rc: +optest, cuda_ext_rc: +ext, cuda_ext_builtin_gemm_rc: +extBuiltin, vitest_gpu_rc: +vitest },
-  rargen: ours, torch: Object.values(torch) }, null, 1));
-EOF
+# ---------------------------------------------------------------- (3) benchmarks
+if [ $TESTS_ONLY = 1 ]; then
+  skip_stage bench "--tests"
+elif [ $ADDON_OK = 1 ]; then
+  bench() {
+    local dev=cuda preset=rar-b batch=${BENCH_BATCH:-128} warm=8
+    [ $DRY = 1 ] && { dev=cpu; preset=tiny; batch=2; warm=1; }
+    for dt in bf16 f32; do
+      BENCH_DEVICE=$dev BENCH_WARMUP=$warm node bench/gpu/bench.mjs "$preset" "$batch" "$dt" || echo "rargen $preset $dt failed (rc $?)"
+    done
+    if [ -n "$PY" ] && "$PY" -c 'import torch' 2>/dev/null; then
+      for dt in bf16 fp32; do
+        (cd bench/peers && "$PY" torch_gpu.py --preset "$preset" --batches "$batch" --dtype $dt --device $dev \
+           ) || echo "torch peer $preset $dt failed (rc $?)"
+      done
+    else
+      echo "torch peer: skipped (no python3 with torch)"
+    fi
+  }
+  RARGEN_CUDA_VERBOSE=1 run_stage bench bench 90 0 bench  # at least 50 s: the reserves above
+else
+  skip_stage bench "no addon"
+fi
+
+say "done in $(($(date +%s) - T_START))s; results: $OUT/gpu.json"
+cat "$OUT/gpu.json"
+exit $STAGE_RC_ALL

@@ -13,10 +13,18 @@
 // CUDA graphs (the optional block at the end of Backend): the stream is captured in
 // relaxed mode (cudaMalloc stays legal); blocks freed during a capture, and scratch
 // buffers replaced while a graph exists, are held until graph_reset(), so a replay
-// never writes into memory that was handed out again.
+// never writes into memory that was handed out again. A capture must find its scratch
+// buffers and cuBLASLt plans already made (the caller runs the step directly once
+// first): one that has to grow a scratch buffer or create a plan is discarded
+// (graph_capture_end returns false; the recorded pointers would be first-use state).
+// RARGEN_CUDA_GRAPHS (read at every graph_capture_begin): 0 = off (the direct path);
+// strict = a capture that fails throws, naming why (the GPU tests use it, so a silent
+// fallback cannot pass for the graph path); default: fall back (reason printed with
+// RARGEN_CUDA_VERBOSE=1).
 //
 // Scratch buffers (converted activations, cuBLASLt workspace, attention partials) are
 // per-slot, grow on demand and never shrink (see ScratchProvider in ops.cuh).
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -140,14 +148,14 @@ class CudaBackend final : public Backend, public ScratchProvider {
   }
 
   void upload(void* dst, const void* host_src, size_t bytes) override {
+    auto lk = guard();  // waits for another thread's capture; then capturing_ means this thread's
     no_capture("upload");
-    auto lk = guard();
     if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
   }
 
   void download(void* host_dst, const void* src, size_t bytes) override {
+    auto lk = guard();  // waits for another thread's capture; then capturing_ means this thread's
     no_capture("download");
-    auto lk = guard();
     if (bytes) CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
@@ -163,8 +171,8 @@ class CudaBackend final : public Backend, public ScratchProvider {
   }
 
   void synchronize() override {
+    auto lk = guard();  // waits for another thread's capture; then capturing_ means this thread's
     no_capture("synchronize");
-    auto lk = guard();
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
@@ -180,8 +188,8 @@ class CudaBackend final : public Backend, public ScratchProvider {
   }
 
   Weight upload_weight(const float* host, int64_t n, DType dtype) override {
+    auto lk = guard();  // waits for another thread's capture; then capturing_ means this thread's
     no_capture("upload_weight");
-    auto lk = guard();
     check_dim("upload_weight", "n", n, 0);
     Weight w;
     w.dtype = dtype;
@@ -301,8 +309,8 @@ class CudaBackend final : public Backend, public ScratchProvider {
   // ---------------- sampling ----------------
   void sample(int32_t* tokens_out, const float* logits, int B, int V, bool cfg, float cfg_scale, float temperature,
               int top_k, float top_p, bool greedy, const float* uniforms) override {
+    auto lk = guard();  // waits for another thread's capture; then capturing_ means this thread's
     no_capture("sample");
-    auto lk = guard();
     check_dim("sample", "B", B, 0);
     check_dim("sample", "V", V);
     if (B == 0) return;
@@ -451,8 +459,8 @@ class CudaBackend final : public Backend, public ScratchProvider {
     train_cross_entropy(dlogits, losses, correct, logits, targets, rows, V, grad_scale, stream_);
   }
   double sum_squares(const float* x, int64_t n) override {
+    auto lk = guard();  // waits for another thread's capture; then capturing_ means this thread's
     no_capture("sum_squares");
-    auto lk = guard();
     check_dim("sum_squares", "n", n, 0);
     return train_sum_squares(x, n, *this, stream_);
   }
@@ -465,47 +473,55 @@ class CudaBackend final : public Backend, public ScratchProvider {
 
   // ---------------- CUDA graphs ----------------
   bool graph_capture_begin() override {
-    op_mu_.lock();  // held until graph_capture_end (recursive: this thread's ops still run)
+    // op_mu_ is held from here to graph_capture_end (recursive: this thread's ops still
+    // run); RAII until the capture has begun, so a throw (use(), graph_reset()) unlocks.
+    std::unique_lock<std::recursive_mutex> lk(op_mu_);
     use();
-    if (capturing_) {
-      op_mu_.unlock();
-      return false;
-    }
+    if (capturing_ || graph_mode() == GraphMode::Off) return false;
     graph_reset();
+    capture_miss_.clear();
     cudaError_t e = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed);
     if (e != cudaSuccess) {
       cudaGetLastError();
-      op_mu_.unlock();
-      return false;
+      return graph_failed(std::string("cudaStreamBeginCapture: ") + cudaGetErrorString(e));
     }
-    std::lock_guard<std::mutex> lk(mu_);
-    capturing_ = true;
+    {
+      std::lock_guard<std::mutex> lk2(mu_);
+      capturing_ = true;
+    }
+    lk.release();  // graph_capture_end unlocks
     return true;
   }
 
   bool graph_capture_end() override {
     std::unique_lock<std::recursive_mutex> mine(op_mu_, std::try_to_lock);
     if (!mine.owns_lock()) return false;  // another thread is capturing
-    use();
     if (!capturing_) return false;
+    // adopt the lock graph_capture_begin left held: released when `held` goes out of scope
+    std::unique_lock<std::recursive_mutex> held(op_mu_, std::adopt_lock);
+    use();
     cudaGraph_t g = nullptr;
     cudaError_t e = cudaStreamEndCapture(stream_, &g);
     {
       std::lock_guard<std::mutex> lk(mu_);
       capturing_ = false;
     }
-    op_mu_.unlock();  // the lock taken by graph_capture_begin; `mine` releases its own
     if (e != cudaSuccess || !g) {
       cudaGetLastError();
       if (g) cudaGraphDestroy(g);
-      return false;
+      return graph_failed(std::string("cudaStreamEndCapture: ") + cudaGetErrorString(e));
+    }
+    if (!capture_miss_.empty()) {
+      cudaGraphDestroy(g);
+      return graph_failed("the captured ops had to create " + capture_miss_ +
+                          " during the capture; run the step once directly before capturing it");
     }
     cudaGraphExec_t x = nullptr;
     e = cudaGraphInstantiate(&x, g, 0);
     if (e != cudaSuccess || !x) {
       cudaGetLastError();
       cudaGraphDestroy(g);
-      return false;
+      return graph_failed(std::string("cudaGraphInstantiate: ") + cudaGetErrorString(e));
     }
     graph_ = g;
     exec_ = x;
@@ -536,9 +552,13 @@ class CudaBackend final : public Backend, public ScratchProvider {
   }
 
   // ---------------- ScratchProvider ----------------
+  void first_use(const char* what) override {
+    if (capturing_ && capture_miss_.empty()) capture_miss_ = what;
+  }
   void* scratch(ScratchSlot slot, size_t bytes) override {
     Scratch& s = scratch_[slot];
     if (s.cap >= bytes && s.p) return s.p;
+    first_use("a scratch buffer (slot grew)");
     size_t want = std::max(bytes, s.cap + s.cap / 2);
     void* p = alloc(want);
     void* old = s.p;
@@ -592,6 +612,23 @@ class CudaBackend final : public Backend, public ScratchProvider {
     if (!(p_drop >= 0.f && p_drop < 1.f)) fail(op, "p_drop must be in [0, 1), got " + std::to_string(p_drop));
   }
 
+  enum class GraphMode { Off, Fallback, Strict };
+  static GraphMode graph_mode() {
+    const char* v = std::getenv("RARGEN_CUDA_GRAPHS");
+    if (v && std::strcmp(v, "0") == 0) return GraphMode::Off;
+    if (v && std::strcmp(v, "strict") == 0) return GraphMode::Strict;
+    return GraphMode::Fallback;
+  }
+  // A capture that did not produce a graph: false (the caller runs the ops directly), or
+  // with RARGEN_CUDA_GRAPHS=strict an error naming why.
+  bool graph_failed(const std::string& why) {
+    const std::string msg = name_ + ": CUDA graph capture failed: " + why;
+    if (graph_mode() == GraphMode::Strict) throw Error(msg + " (RARGEN_CUDA_GRAPHS=strict)");
+    const char* v = std::getenv("RARGEN_CUDA_VERBOSE");
+    if (v && *v && std::strcmp(v, "0") != 0) std::fprintf(stderr, "rargen %s; running the ops directly\n", msg.c_str());
+    return false;
+  }
+
   void no_capture(const char* op) const {
     if (capturing_)
       fail(op, "not allowed while a CUDA graph is being captured (graph_capture_begin .. graph_capture_end)");
@@ -633,7 +670,8 @@ class CudaBackend final : public Backend, public ScratchProvider {
   size_t cached_bytes_ = 0;
   std::vector<std::pair<void*, size_t>> held_;  // reserved for the current graph
 
-  bool capturing_ = false;
+  std::atomic<bool> capturing_{false};  // written under op_mu_ + mu_; read anywhere
+  std::string capture_miss_;            // first backend state created during this capture
   cudaGraph_t graph_ = nullptr;
   cudaGraphExec_t exec_ = nullptr;
 

@@ -336,6 +336,7 @@ struct Matmul::Impl {
             alignment(bias));
     auto it = plans.find(key);
     if (it != plans.end()) return it->second.ok ? &it->second : nullptr;
+    sp.first_use("a cuBLASLt plan (new GEMM shape)");
     Plan& p = plans[key];
     const int ab_type = dt == DType::F32 ? lt::kR32F : dt == DType::F16 ? lt::kR16F : lt::kR16BF;
     bool ok = api.desc_create(&p.desc, lt::kCompute32F, lt::kR32F) == lt::kSuccess;

@@ -27,6 +27,10 @@ enum ScratchSlot : int {
 class ScratchProvider {
  public:
   virtual void* scratch(ScratchSlot slot, size_t bytes) = 0;
+  // Called by a user that had to create backend state (a cuBLASLt plan) for an op; while
+  // a CUDA graph is being captured this marks the capture as incomplete: scratch and
+  // plans must exist before graph_capture_begin (run the step once directly first).
+  virtual void first_use(const char* what) {}
   virtual ~ScratchProvider() = default;
 };
 

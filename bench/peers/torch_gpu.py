@@ -93,6 +93,7 @@ class Decoder(BaseDecoder):
 
 
 PRESETS = {  # C, depth, heads, MLP, guidance, pow, temperature
+    "tiny": (64, 2, 4, 256, 4.0, 1.0, 1.0),  # bench/gpu.sh --dry-run (CPU smoke test)
     "rar-b": (768, 24, 16, 3072, 16.0, 2.75, 1.0),
     "rar-l": (1024, 24, 16, 4096, 15.5, 2.5, 1.02),
     "rar-xl": (1280, 32, 16, 5120, 6.9, 1.5, 1.02),
@@ -108,6 +109,7 @@ def main():
     ap.add_argument("--steps", type=int, default=256)
     ap.add_argument("--vq-chunk", type=int, default=64, help="images per decoder call")
     ap.add_argument("--device", default="cuda", help="cuda (the benchmark) or cpu (a smoke test)")
+    ap.add_argument("--vq-hidden", type=int, default=0, help="decoder base channels (default 128; preset tiny: 32)")
     a = ap.parse_args()
     dev = torch.device(a.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -121,7 +123,7 @@ def main():
     ctx = dev if hasattr(dev, "__enter__") else contextlib.nullcontext()
     with ctx:
         model = RAR(C, depth, H, I)
-        vq = Decoder()
+        vq = Decoder(hidden=a.vq_hidden or (32 if a.preset == "tiny" else 128))
     with torch.no_grad():  # small adaLN outputs keep deep random stacks finite
         for blk in model.blocks:
             blk.adaLN_modulation[1].weight.mul_(0.1)
@@ -130,9 +132,10 @@ def main():
     batches = [int(b) for b in a.batches.split(",")]
 
     # warm-up: cuBLAS / cuDNN plans, allocator
-    classes = torch.arange(8, device=dev) % 1000
+    warm = min(8, max(batches))
+    classes = torch.arange(warm, device=dev) % 1000
     model.generate(classes, g, p, temp, steps=4)
-    vq(torch.zeros(8, 256, dtype=torch.long, device=dev))
+    vq(torch.zeros(warm, 256, dtype=torch.long, device=dev))
     sync()
 
     for B in batches:

@@ -298,8 +298,9 @@ struct RarDecoder {
     }
     be->upload(idx.get(), h.data(), h.size() * 4);
     // Steps t >= 1 all issue the same ops with the same pointers: record them once
-    // (CUDA graphs) and replay; the first replay-able step is recorded, then replayed.
-    if (Tn == 1 && graph_owner && !graph_failed) {
+    // (CUDA graphs) and replay. Step 1 runs directly, so the backend's scratch buffers and
+    // GEMM plans for these shapes exist before step 2 is recorded (then replayed).
+    if (Tn == 1 && t >= 2 && graph_owner && !graph_failed) {
       if (!graph_ready) {
         if (be->graph_capture_begin()) {
           bool ok = false;

@@ -19,9 +19,23 @@ export function cudaSkipReason(): string | undefined {
   return undefined;
 }
 
-export const skipReason = cudaSkipReason();
+/**
+ * RARGEN_GPU_STANDIN=cpu (bench/gpu.sh --dry-run): the CPU backend stands in for the
+ * device under test, and the large shapes shrink, so every step of these tests but the
+ * CUDA arithmetic runs on a machine without a GPU. The comparisons are then CPU vs CPU.
+ */
+export const STANDIN = process.env.RARGEN_GPU_STANDIN === 'cpu';
+/** The device under test. */
+export const GPU: 'cuda' | 'cpu' = STANDIN ? 'cpu' : 'cuda';
+export const skipReason = STANDIN ? undefined : cudaSkipReason();
 export const hasCuda = skipReason === undefined;
 if (!hasCuda) console.log(`test/gpu: skipped, no usable GPU: ${skipReason}`);
+// bench/gpu.sh on the device sets RARGEN_GPU_REQUIRE: there a skip is a failure.
+if (!hasCuda && process.env.RARGEN_GPU_REQUIRE) throw new Error(`test/gpu: RARGEN_GPU_REQUIRE is set but CUDA is not usable: ${skipReason}`);
+if (STANDIN) console.log('test/gpu: RARGEN_GPU_STANDIN=cpu: the CPU backend stands in for CUDA (small shapes)');
+// A capture that falls back to direct calls throws (cuda/backend.cu), so the graph
+// path cannot pass untested; RARGEN_CUDA_GRAPHS=0 turns graphs off (the direct path).
+if (!STANDIN && process.env.RARGEN_CUDA_GRAPHS === undefined) process.env.RARGEN_CUDA_GRAPHS = 'strict';
 
 /** Weights as (name, data, shape), produced once and handed to every model. */
 export type WeightSource = AsyncIterable<[string, Float32Array, number[]]> | Iterable<[string, Float32Array, number[]]>;
@@ -183,6 +197,9 @@ export const RAR_B: NativeRarConfig = {
   timestepRows: 256 + 100,
 };
 
+/** RAR-B, or under the stand-in a 2-block C=96 model with the same sequence and vocabulary. */
+export const RAR_B_UNDER_TEST: NativeRarConfig = STANDIN ? { ...RAR_B, hiddenSize: 96, depth: 2, numHeads: 2, mlpDim: 192 } : RAR_B;
+
 export const MASKGIT_VQ: NativeVqConfig = {
   hiddenChannels: 128,
   channelMult: [1, 1, 2, 2, 4],
@@ -191,3 +208,148 @@ export const MASKGIT_VQ: NativeVqConfig = {
   codebookSize: 1024,
   resolution: 256,
 };
+
+/** MaskGIT's decoder, or under the stand-in the same layout with 32 base channels. */
+export const MASKGIT_VQ_UNDER_TEST: NativeVqConfig = STANDIN ? { ...MASKGIT_VQ, hiddenChannels: 32 } : MASKGIT_VQ;
+
+/** The guidance scale at step t (src/model/rar.cc cfg_scale_at, float32 like it). */
+export function cfgScaleAt(t: number, N: number, g: number, p: number): number {
+  const ratio = Math.fround(t / N);
+  const step = Math.fround(Math.fround(1 - Math.fround(Math.cos(Math.fround(Math.fround(Math.pow(ratio, p)) * Math.fround(Math.PI))))) * 0.5);
+  return Math.fround(Math.fround(g - 1) * step + 1);
+}
+
+export interface GreedyAgreement {
+  positions: number;
+  /** Positions whose reference top-1 margin is within 2x the measured logit error. */
+  nearTies: number;
+  /** Decisive positions (margin > 2x error) where the device's argmax differs: must be 0. */
+  mismatches: number;
+  /** max |device - reference| of the CFG-combined logits, teacher-forced on the reference tokens. */
+  maxErr: number;
+  /** Smallest reference margin seen (top-1 minus top-2). */
+  minMargin: number;
+  /** Free-running device tokens equal to the reference's up to each image's first near-tie. */
+  prefixAgrees: boolean;
+  summary: string;
+}
+
+/**
+ * Greedy CFG generation on `dut` against `ref`, immune to near-ties: both models are
+ * teacher-forced on the reference's tokens (rarDecodeSteps over [tokens; tokens] with the
+ * class and null conditions), the CFG-combined logits compared step by step. Where the
+ * reference's top-1 margin exceeds twice the measured logit error no rounding can move
+ * the argmax, so the device must pick the reference token there; near-ties are counted
+ * and skipped. The device's own free-running generation must match up to the first
+ * near-tie of each image (after one, a differing token is legitimate and conditions the
+ * rest differently).
+ */
+export async function greedyAgreement(
+  ref: NativeModel,
+  dut: NativeModel,
+  cfg: NativeRarConfig,
+  classIds: number[],
+  g: number,
+  p: number,
+  errFloor = 0,
+): Promise<GreedyAgreement> {
+  const B = classIds.length, N = cfg.seqLen, V = cfg.codebookSize;
+  const opts = {
+    classIds: Int32Array.from(classIds), guidanceScale: g, guidanceScalePow: p, temperature: 1, topK: 0, topP: 1,
+    greedy: true, seed: '0', indexOffset: 0,
+  };
+  const tokens = await addon.rarGenerate(ref, opts);
+  const ids2 = new Int32Array(2 * B * N);
+  ids2.set(tokens, 0);
+  ids2.set(tokens, B * N);
+  const cond2 = Int32Array.from([...classIds.map((k) => V + 1 + k), ...classIds.map(() => V + cfg.numClasses + 1)]);
+  const lr = await addon.rarDecodeSteps(ref, ids2, cond2);
+  const ld = await addon.rarDecodeSteps(dut, ids2, cond2);
+  const comb = (l: Float32Array, b: number, t: number, v: number, s: number) => {
+    const c = l[(b * N + t) * V + v], u = l[((B + b) * N + t) * V + v];
+    return u + (c - u) * s;
+  };
+  let maxErr = errFloor, scale = 1;
+  for (let i = 0; i < lr.length; i++) scale = Math.max(scale, Math.abs(lr[i]!));
+  // floor: float32 rounding of the combine itself (u + (c - u) * s), here vs in the sampler
+  maxErr = Math.max(maxErr, 1e-5 * scale * Math.max(1, g));
+  const margins = new Float64Array(B * N), argD = new Int32Array(B * N);
+  for (let b = 0; b < B; b++)
+    for (let t = 0; t < N; t++) {
+      const s = cfgScaleAt(t, N, g, p);
+      let best = -Infinity, second = -Infinity, bestD = -Infinity, iD = 0;
+      for (let v = 0; v < V; v++) {
+        const r = comb(lr, b, t, v, s), d = comb(ld, b, t, v, s);
+        maxErr = Math.max(maxErr, Math.abs(r - d));
+        if (r > best) [second, best] = [best, r];
+        else if (r > second) second = r;
+        if (d > bestD) [bestD, iD] = [d, v];
+      }
+      margins[b * N + t] = best - second;
+      argD[b * N + t] = iD;
+    }
+  let nearTies = 0, mismatches = 0, minMargin = Infinity;
+  const firstTie = new Array<number>(B).fill(N);
+  for (let b = 0; b < B; b++)
+    for (let t = 0; t < N; t++) {
+      const m = margins[b * N + t];
+      minMargin = Math.min(minMargin, m);
+      if (m <= 2 * maxErr) {
+        nearTies++;
+        firstTie[b] = Math.min(firstTie[b]!, t);
+      } else if (argD[b * N + t] !== tokens[b * N + t]) mismatches++;
+    }
+  const free = await addon.rarGenerate(dut, opts);
+  let prefixAgrees = true;
+  for (let b = 0; b < B; b++)
+    for (let t = 0; t < firstTie[b]!; t++) if (free[b * N + t] !== tokens[b * N + t]) prefixAgrees = false;
+  const summary = `${B}x${N} greedy positions: ${nearTies} near-ties (margin <= 2 x logit err ${maxErr.toExponential(3)}), ` +
+    `${mismatches} decisive mismatches, min margin ${minMargin.toExponential(3)}, free-running prefix ${prefixAgrees ? 'identical' : 'DIFFERS'}`;
+  return { positions: B * N, nearTies, mismatches, maxErr, minMargin, prefixAgrees, summary };
+}
+
+/**
+ * Encoder tokens immune to near-ties: the nearest codebook row (squared distance) of
+ * every latent position, from the reference's and the device's latents (B, Cz, HW).
+ * Where the reference's best-vs-second distance margin exceeds twice the measured
+ * distance error, the tokens must agree; closer calls are counted as near-ties.
+ */
+export function codebookAgreement(
+  ref: { latents: Float32Array; tokens: Int32Array },
+  dut: { latents: Float32Array; tokens: Int32Array },
+  codebook: Float32Array,
+  B: number,
+  Cz: number,
+): { positions: number; nearTies: number; mismatches: number; summary: string } {
+  const K = codebook.length / Cz, HW = ref.latents.length / (B * Cz);
+  const dist = (z: Float32Array, b: number, p: number, k: number) => {
+    let d = 0;
+    for (let c = 0; c < Cz; c++) {
+      const e = z[(b * Cz + c) * HW + p]! - codebook[k * Cz + c]!;
+      d += e * e;
+    }
+    return d;
+  };
+  const margin = new Float64Array(B * HW);
+  let err = 0, scale = 1;
+  for (let b = 0; b < B; b++)
+    for (let p = 0; p < HW; p++) {
+      let best = Infinity, second = Infinity;
+      for (let k = 0; k < K; k++) {
+        const r = dist(ref.latents, b, p, k), d = dist(dut.latents, b, p, k);
+        err = Math.max(err, Math.abs(r - d));
+        scale = Math.max(scale, r);
+        if (r < best) [second, best] = [best, r];
+        else if (r < second) second = r;
+      }
+      margin[b * HW + p] = second - best;
+    }
+  err = Math.max(err, 1e-6 * scale); // float32 distance rounding in the op itself
+  let nearTies = 0, mismatches = 0;
+  for (let q = 0; q < B * HW; q++) {
+    if (margin[q]! <= 2 * err) nearTies++;
+    else if (dut.tokens[q] !== ref.tokens[q]) mismatches++;
+  }
+  const summary = `${B * HW} encoder positions: ${nearTies} near-ties (distance margin <= 2 x err ${err.toExponential(3)}), ${mismatches} decisive mismatches`;
+  return { positions: B * HW, nearTies, mismatches, summary };
+}
