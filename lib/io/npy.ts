@@ -9,6 +9,8 @@ import { byteswapInPlace, dataBytes, type HostData } from './dtype.js';
 import { ioFail, wrapErrors } from './errors.js';
 import { AtomicFile, RandomAccessFile, writeFully } from './file.js';
 import { ZipReader, ZipWriter, type ZipEntry } from './zip.js';
+import { crc32 } from './crc32.js';
+import { limit, overLimit } from './limits.js';
 
 /** dtypes of .npy arrays: the tensor dtypes plus float64 and unicode strings (`<U n`). */
 export type NpyDType = DType | 'float64' | 'unicode';
@@ -250,7 +252,7 @@ export function encodeNpyHeader(dtype: NpyDType, shape: readonly number[], unico
 // ---------------------------------------------------------------------------------
 // Decoding / encoding data
 
-function decodeUnicode(h: NpyHeader, bytes: Uint8Array): string[] {
+function decodeUnicode(file: string, what: string, h: NpyHeader, bytes: Uint8Array): string[] {
   {
     const chars = h.itemSize / 4;
     const out: string[] = new Array(h.numel);
@@ -258,11 +260,14 @@ function decodeUnicode(h: NpyHeader, bytes: Uint8Array): string[] {
     const cps: number[] = [];
     for (let i = 0; i < h.numel; i++) {
       cps.length = 0;
+      // numpy strips trailing NULs only (an interior NUL is a character) and refuses
+      // code points above U+10FFFF.
       for (let c = 0; c < chars; c++) {
         const cp = dv.getUint32((i * chars + c) * 4, !h.bigEndian);
-        if (cp === 0) break;
-        cps.push(cp <= 0x10ffff ? cp : 0xfffd);
+        if (cp > 0x10ffff) ioFail(file, `${what}: element ${i} holds code point 0x${cp.toString(16)}, above U+10FFFF (not valid UTF-32)`);
+        cps.push(cp);
       }
+      while (cps.length && cps[cps.length - 1] === 0) cps.pop();
       let s = '';
       for (let k = 0; k < cps.length; k += 4096) s += String.fromCodePoint(...cps.slice(k, k + 4096));
       out[i] = s;
@@ -271,22 +276,22 @@ function decodeUnicode(h: NpyHeader, bytes: Uint8Array): string[] {
   }
 }
 
-function typedView(dtype: Exclude<NpyDType, 'unicode'>, buf: ArrayBuffer, n: number): HostData | Float64Array {
+function typedView(dtype: Exclude<NpyDType, 'unicode'>, buf: ArrayBuffer, n: number, at = 0): HostData | Float64Array {
   switch (dtype) {
     case 'float32':
-      return new Float32Array(buf, 0, n);
+      return new Float32Array(buf, at, n);
     case 'float64':
-      return new Float64Array(buf, 0, n);
+      return new Float64Array(buf, at, n);
     case 'float16':
     case 'bfloat16':
-      return new Uint16Array(buf, 0, n);
+      return new Uint16Array(buf, at, n);
     case 'int64':
-      return new BigInt64Array(buf, 0, n);
+      return new BigInt64Array(buf, at, n);
     case 'int32':
-      return new Int32Array(buf, 0, n);
+      return new Int32Array(buf, at, n);
     case 'uint8':
     case 'bool':
-      return new Uint8Array(buf, 0, n);
+      return new Uint8Array(buf, at, n);
   }
 }
 
@@ -339,16 +344,28 @@ interface ByteSource {
   size: number;
   read(offset: number, length: number, what: string): Promise<Buffer>;
   readInto(dst: Uint8Array, offset: number, what: string): Promise<void>;
+  /** In-memory sources: the bytes themselves, no copy. */
+  view?(offset: number, length: number): Uint8Array;
+  /** A stored zip member's CRC-32, checked whenever the member is read through from its start to its end. */
+  crc32?: number;
 }
 
 /** One .npy array (a file or an npz member), read lazily. */
 export class NpyReader {
+  /** CRC of the member's bytes 0..crcPos (stored zip members; read in order, as read() and FID's row loop do). */
+  private crcPos: number;
+  private crc: number;
+
   private constructor(
     readonly file: string,
     readonly what: string,
     private readonly src: ByteSource,
     readonly header: NpyHeader,
-  ) {}
+    head: Uint8Array,
+  ) {
+    this.crcPos = header.dataOffset;
+    this.crc = src.crc32 === undefined ? 0 : crc32(head.subarray(0, header.dataOffset));
+  }
 
   static async open(file: string, what: string, src: ByteSource): Promise<NpyReader> {
     const first = await src.read(0, Math.min(src.size, 4096), `${what} header`);
@@ -357,7 +374,25 @@ export class NpyReader {
       const hlen = first[6] === 1 ? first.readUInt16LE(8) + 10 : first.readUInt32LE(8) + 12;
       if (hlen > first.length && hlen <= Math.min(src.size, MAX_HEADER + 12)) head = await src.read(0, hlen, `${what} header`);
     }
-    return new NpyReader(file, what, src, parseNpyHeader(file, what, head, src.size));
+    return new NpyReader(file, what, src, parseNpyHeader(file, what, head, src.size), head);
+  }
+
+  /** Fold the raw bytes just read at member offset `off` into the running CRC; check it at the member's end. */
+  private async checkCrc(off: number, bytes: Uint8Array): Promise<void> {
+    const want = this.src.crc32;
+    if (want === undefined || off !== this.crcPos || bytes.byteLength === 0) return;
+    this.crc = crc32(bytes, this.crc);
+    this.crcPos += bytes.byteLength;
+    const dataEnd = this.header.dataOffset + this.header.numel * this.header.itemSize;
+    if (this.crcPos === dataEnd && dataEnd < this.src.size) {
+      // bytes after the array (numpy writes none): fold them in too
+      const rest = Math.min(this.src.size - dataEnd, 1 << 20);
+      this.crc = crc32(await this.src.read(dataEnd, rest, this.what), this.crc);
+      this.crcPos = dataEnd + rest;
+    }
+    if (this.crcPos === this.src.size && this.crc !== want) {
+      ioFail(this.file, `${this.what} fails its CRC-32 check (0x${this.crc.toString(16)} vs 0x${want.toString(16)} in the zip directory); the file is corrupt`);
+    }
   }
 
   get dtype(): NpyDType {
@@ -389,20 +424,28 @@ export class NpyReader {
       const off = h.dataOffset + first * h.itemSize;
       if (h.dtype === 'unicode') {
         const bytes = await this.src.read(off, n * h.itemSize, this.what);
-        return { dtype: h.dtype, shape, data: decodeUnicode({ ...h, numel: n }, bytes) };
+        await this.checkCrc(off, bytes);
+        return { dtype: h.dtype, shape, data: decodeUnicode(this.file, this.what, { ...h, numel: n }, bytes) };
+      }
+      const v = this.src.view?.(off, n * h.itemSize);
+      if (v && !h.bigEndian && v.byteOffset % h.itemSize === 0) {
+        // an inflated member: a typed view over its buffer, not a second copy
+        return { dtype: h.dtype, shape, data: typedView(h.dtype, v.buffer as ArrayBuffer, n, v.byteOffset) };
       }
       const data = allocNumeric(h.dtype, n);
       const bytes = dataBytes(data);
       await this.src.readInto(bytes, off, this.what);
+      await this.checkCrc(off, bytes);
       if (h.bigEndian) byteswapInPlace(bytes, h.itemSize);
       return { dtype: h.dtype, shape, data };
     });
   }
 }
 
-function fileSource(f: RandomAccessFile, base: number, size: number): ByteSource {
+function fileSource(f: RandomAccessFile, base: number, size: number, crc?: number): ByteSource {
   return {
     size,
+    crc32: crc,
     read: (o, l, w) => {
       if (o + l > size) ioFail(f.path, `${w}: bytes ${o}..${o + l} are past its end (${size})`);
       return f.read(base + o, l, w);
@@ -419,6 +462,7 @@ function memorySource(b: Buffer): ByteSource {
     size: b.length,
     read: async (o, l) => b.subarray(o, o + l),
     readInto: async (d, o) => void d.set(b.subarray(o, o + d.byteLength)),
+    view: (o, l) => b.subarray(o, o + l),
   };
 }
 
@@ -452,8 +496,6 @@ export class NpyFile {
   }
 }
 
-/** Largest deflated member inflated in memory (np.savez_compressed members). */
-const MAX_INFLATE = 2 ** 31 - 1;
 
 /** An opened .npz archive: members are read lazily; stored members can be sliced by rows. */
 export class NpzFile {
@@ -477,6 +519,8 @@ export class NpzFile {
           const e = zip.entries.get(n)!;
           if (n.endsWith('/')) continue;
           const key = n.endsWith('.npy') ? n.slice(0, -4) : n;
+          const other = members.get(key);
+          if (other) ioFail(path, `zip entries '${other.name}' and '${n}' both name the array '${key}'; the archive is ambiguous`);
           names.push(key);
           members.set(key, e);
         }
@@ -503,8 +547,11 @@ export class NpzFile {
       let src: ByteSource;
       if (e.method === 0) {
         if (e.compressedSize !== e.size) ioFail(this.path, `${what}: stored entry with differing sizes`);
-        src = fileSource(this.zip.file, await this.zip.dataOffset(e), e.size);
-      } else src = memorySource(await this.zip.readAll(e, MAX_INFLATE));
+        src = fileSource(this.zip.file, await this.zip.dataOffset(e), e.size, e.crc32);
+      } else {
+        const cap = limit('inflateBytes');
+        src = memorySource(await this.zip.readAll(e, cap, `: compressed members are inflated in memory, ${overLimit('inflateBytes')}, or save the archive uncompressed (np.savez), which rargen reads lazily`));
+      }
       return NpyReader.open(this.path, what, src);
     });
     this.readers.set(name, r);

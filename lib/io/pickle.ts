@@ -7,6 +7,7 @@
 // with bounded memo, stack and integer sizes, so hostile input cannot blow up memory or
 // the call stack. It covers protocols 0-5 as torch and numpy write them.
 import { RargenIOError } from './errors.js';
+import { limit, overLimit } from './limits.js';
 
 /** A Python tuple (JS arrays stand for lists). */
 export class PyTuple {
@@ -129,8 +130,10 @@ function unescapePyString(s: string): string {
 /** Unpickle one pickle from `data` (at `opts.start`). Returns the value and the offset after STOP. */
 export function unpickle(data: Uint8Array, opts: UnpickleOptions): { value: unknown; end: number } {
   const file = opts.file;
-  const maxMemo = opts.maxMemo ?? 10_000_000;
-  const maxStack = opts.maxStack ?? 10_000_000;
+  const maxMemo = opts.maxMemo ?? limit('pickleMemo');
+  const maxStack = opts.maxStack ?? limit('pickleItems');
+  const memoMsg = opts.maxMemo === undefined ? overLimit('pickleMemo') : `over the limit of ${maxMemo} entries`;
+  const itemsMsg = opts.maxStack === undefined ? overLimit('pickleItems') : `over the limit of ${maxStack} items`;
   const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   const n = buf.length;
   let pos = opts.start ?? 0;
@@ -160,7 +163,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): { value: unkn
     return s;
   };
   const push = (v: unknown): void => {
-    if (stack.length >= maxStack) fail(`pickle stack exceeds ${maxStack} items`);
+    if (stack.length >= maxStack) fail(`pickle stack grows past ${maxStack} items, ${itemsMsg}`);
     stack.push(v);
   };
   const pop = (): unknown => {
@@ -179,7 +182,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): { value: unkn
     return items;
   };
   const memoPut = (i: number): void => {
-    if (memo.size >= maxMemo && !memo.has(i)) fail(`pickle memo exceeds ${maxMemo} entries`);
+    if (memo.size >= maxMemo && !memo.has(i)) fail(`pickle memo grows past ${maxMemo} entries, ${memoMsg}`);
     memo.set(i, top());
   };
   const memoGet = (i: number): void => {
@@ -202,7 +205,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): { value: unkn
   const appendItems = (l: unknown, items: unknown[]): void => {
     if (!Array.isArray(l)) fail(`APPEND(S) on a ${describe(l)}, not a list`);
     for (const it of items) {
-      if ((l as unknown[]).length >= maxStack) fail(`list exceeds ${maxStack} items`);
+      if ((l as unknown[]).length >= maxStack) fail(`list grows past ${maxStack} items, ${itemsMsg}`);
       (l as unknown[]).push(it);
     }
   };

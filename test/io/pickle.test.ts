@@ -105,6 +105,6 @@ describe('unpickler', () => {
     // memo limit
     expect(() =>
       unpickle(Uint8Array.from(cat(op.proto(2), op.int(1), op.longBinput(1), op.longBinput(2), op.longBinput(3), op.stop)), { file: 'x', what: 'memo', globals: NONE, allowedHint: '', maxMemo: 2 }),
-    ).toThrow(/memo exceeds 2 entries/);
+    ).toThrow(/memo grows past 2 entries/);
   });
 });
