@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { dirname, extname } from 'node:path';
 import jpeg from 'jpeg-js';
+import { limit, overLimit } from './io/limits.js';
 
 const deflateAsync = promisify(deflate);
 
@@ -498,18 +499,27 @@ export function decodePng(buf: Uint8Array): RgbImage {
   const channels = ({ 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 } as Record<number, number>)[ctype];
   if (channels === undefined || ![1, 2, 4, 8, 16].includes(depth)) throw new ImageDecodeError(`unsupported PNG colour type ${ctype} / bit depth ${depth}`);
   if (W < 1 || H < 1) throw new ImageDecodeError(`PNG has an empty size ${W}x${H}`);
+  checkImageSize(W, H, 'PNG');
   if (ctype === 3 && !palette) throw new ImageDecodeError('palette PNG without a PLTE chunk');
+  const bitsPP = channels * depth;
+  const bpp = Math.max(1, bitsPP >> 3);
+  const passes = interlace ? ADAM7 : ([[0, 0, 1, 1]] as const);
+  // the filtered scanlines' size, known before inflating: more output is refused, so a
+  // few compressed bytes cannot inflate to gigabytes
+  let rawSize = 0;
+  for (const [x0, y0, dx, dy] of passes) {
+    const pw = Math.ceil((W - x0) / dx);
+    const ph = Math.ceil((H - y0) / dy);
+    if (pw > 0 && ph > 0) rawSize += ph * (1 + Math.ceil((pw * bitsPP) / 8));
+  }
   let raw: Buffer;
   try {
-    raw = inflateSync(Buffer.concat(idat));
+    raw = inflateSync(Buffer.concat(idat), { maxOutputLength: rawSize + 65536 });
   } catch (e) {
     throw new ImageDecodeError(`PNG image data is corrupt (${(e as Error).message})`);
   }
-  const bitsPP = channels * depth;
-  const bpp = Math.max(1, bitsPP >> 3);
   const out = createImage(W, H);
   let off = 0;
-  const passes = interlace ? ADAM7 : ([[0, 0, 1, 1]] as const);
   for (const [x0, y0, dx, dy] of passes) {
     const pw = Math.ceil((W - x0) / dx);
     const ph = Math.ceil((H - y0) / dy);
@@ -577,6 +587,17 @@ export function decodePng(buf: Uint8Array): RgbImage {
 
 // ---------------------------------------------------------------------------------
 // Files
+
+/**
+ * Refuses an image whose declared size exceeds the pixel cap (lib/io/limits.ts,
+ * RARGEN_MAX_IMAGE_PIXELS; Pillow's decompression-bomb threshold by default), before
+ * anything of that size is allocated. Decoders call it with the header's size.
+ */
+export function checkImageSize(width: number, height: number, format: string): void {
+  if (width * height > limit('imagePixels')) {
+    throw new ImageDecodeError(`${format} declares ${width}x${height} = ${width * height} pixels, ${overLimit('imagePixels')}`);
+  }
+}
 
 /** Decodes PNG or JPEG bytes (sniffed from the content) to RGB. */
 export function decodeImage(buf: Uint8Array, name = 'image'): RgbImage {

@@ -68,7 +68,9 @@ class RargenModel : public Napi::ObjectWrap<RargenModel> {
     return f;
   }
   static Napi::FunctionReference& ctor(Napi::Env env) { return *env.GetInstanceData<Napi::FunctionReference>(); }
-  explicit RargenModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RargenModel>(info) {}
+  explicit RargenModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RargenModel>(info) {
+    info.This().As<Napi::Object>().TypeTag(&tags::kModel);
+  }
   std::shared_ptr<ModelState> state = std::make_shared<ModelState>();
 };
 
@@ -77,7 +79,9 @@ enum class Want { Any, Rar, Vq };
 // The model's state, checked: a RargenModel, not freed, of the wanted kind, idle.
 std::shared_ptr<ModelState> model_arg(Napi::Env env, const Napi::Value& v, const char* fn, Want want,
                                       bool need_finalized) {
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(RargenModel::ctor(env).Value()))
+  // the type tag, not just the prototype chain: Object.create(RargenModel.prototype) has no native model
+  if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&tags::kModel) ||
+      !v.As<Napi::Object>().InstanceOf(RargenModel::ctor(env).Value()))
     type_error(env, std::string(fn) + ": the first argument must be a model from createRar() or createVq()");
   auto st = RargenModel::Unwrap(v.As<Napi::Object>())->state;
   if (st->freed) throw Napi::Error::New(env, std::string("rargen: ") + fn + ": this model was freed");

@@ -4,9 +4,8 @@
 // sorted by name) unless a class map is given; images are center-cropped as ADM does
 // (box-filter halving, bicubic resize, centre crop) to the tokenizer's resolution.
 import { readdir, readFile, stat, mkdir } from 'node:fs/promises';
-import { createWriteStream } from 'node:fs';
 import { dirname, join, extname } from 'node:path';
-import { once } from 'node:events';
+import { AtomicFile, writeFully } from '../io/file.js';
 import { loadTokenizer, encode } from '../generate.js';
 import { centerCropArr, flipHorizontal, loadImage, type RgbImage } from '../image.js';
 import { ProgressBar } from '../progress.js';
@@ -25,9 +24,13 @@ as --class-map says. Images are center-cropped like ADM/RAR's pretokenization.
 Options:
   --tokenizer FILE   MaskGIT-VQGAN checkpoint
   --images DIR       folder of class folders
-  --out FILE.jsonl   output file (overwritten)
+  --out FILE.jsonl   output file, replaced only when every image is encoded (written
+                     to a temporary file beside it and renamed; a failed or
+                     interrupted run leaves an existing FILE untouched)
   --class-map FILE   JSON: {"<folder>": id, ...} or ["<folder for 0>", "<folder for 1>", ...]
   --flip             also write each image's horizontal flip (as the official script does)
+  --skip-bad         skip images that cannot be read or decoded (reported, with a
+                     count at the end) instead of stopping at the first one
   --batch-size N     images per batch (default 16)
   --device D         auto, cpu, cuda or cuda:N (default auto)
   -h, --help         show this help`;
@@ -131,6 +134,7 @@ export async function run(argv: string[]): Promise<number> {
       out: { type: 'string' },
       'class-map': { type: 'string' },
       flip: { type: 'boolean' },
+      'skip-bad': { type: 'boolean' },
       'batch-size': { type: 'string' },
       device: { type: 'string' },
     },
@@ -154,10 +158,15 @@ export async function run(argv: string[]): Promise<number> {
   const onSigint = () => controller.abort();
   process.once('SIGINT', onSigint);
   await mkdir(dirname(outFile), { recursive: true });
-  const out = createWriteStream(outFile);
+  const out = await AtomicFile.create(outFile);
+  let pos = 0;
+  let committed = false;
   const write = async (s: string) => {
-    if (!out.write(s)) await once(out, 'drain');
+    const b = Buffer.from(s, 'utf8');
+    await writeFully(out.fh, b, pos);
+    pos += b.length;
   };
+  const bad: string[] = [];
   try {
     note(`rargen: ${tokenizer.device.reason}; ${samples.length} images in ${classes.length} classes`);
     const R = tokenizer.resolution;
@@ -167,7 +176,18 @@ export async function run(argv: string[]): Promise<number> {
       const images: RgbImage[] = [];
       const ids: number[] = [];
       for (const sample of batch) {
-        const img = centerCropArr(await loadImage(sample.path), R);
+        let loaded: RgbImage;
+        try {
+          loaded = await loadImage(sample.path);
+        } catch (e) {
+          const msg = (e as Error).message;
+          const why = msg.includes(sample.path) ? msg : `${sample.path}: ${msg}`;
+          if (!values['skip-bad']) throw new UsageError(`${why} (${outFile} is left as it was; pass --skip-bad to skip unreadable images)`);
+          note(`rargen: skipping ${why}`);
+          bad.push(sample.path);
+          continue;
+        }
+        const img = centerCropArr(loaded, R);
         images.push(img);
         ids.push(sample.classId);
         if (values.flip) {
@@ -175,6 +195,7 @@ export async function run(argv: string[]): Promise<number> {
           ids.push(sample.classId);
         }
       }
+      if (images.length === 0) continue;
       const tokens = await encode(tokenizer, images, { batchSize: images.length, signal: controller.signal });
       let lines = '';
       for (let i = 0; i < tokens.length; i++) lines += JSON.stringify({ class_id: ids[i], tokens: Array.from(tokens[i]!) }) + '\n';
@@ -182,12 +203,15 @@ export async function run(argv: string[]): Promise<number> {
       bar.update(s + batch.length);
     }
     bar.finish();
-    note(`rargen: wrote ${samples.length * (values.flip ? 2 : 1)} lines to ${outFile}`);
+    await out.commit();
+    committed = true;
+    const good = samples.length - bad.length;
+    if (bad.length) note(`rargen: skipped ${bad.length} of ${samples.length} images that could not be read (listed above)`);
+    note(`rargen: wrote ${good * (values.flip ? 2 : 1)} lines to ${outFile}`);
     return 0;
   } finally {
     process.removeListener('SIGINT', onSigint);
-    out.end();
-    await once(out, 'close').catch(() => undefined);
+    if (!committed) await out.abort();
     tokenizer.dispose();
   }
 }
