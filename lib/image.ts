@@ -482,6 +482,7 @@ export function decodePng(buf: Uint8Array): RgbImage {
     if (crc32(b.subarray(pos + 4, pos + 8 + len)) !== crc) throw new ImageDecodeError(`PNG chunk ${type} has a bad CRC`);
     pos += 12 + len;
     if (type === 'IHDR') {
+      if (data.length !== 13) throw new ImageDecodeError(`PNG IHDR chunk has ${data.length} bytes, not 13`);
       W = data.readUInt32BE(0);
       H = data.readUInt32BE(4);
       depth = data[8]!;
