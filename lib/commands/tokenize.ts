@@ -182,7 +182,7 @@ export async function run(argv: string[]): Promise<number> {
         } catch (e) {
           const msg = (e as Error).message;
           const why = msg.includes(sample.path) ? msg : `${sample.path}: ${msg}`;
-          if (!values['skip-bad']) throw new UsageError(`${why} (${outFile} is left as it was; pass --skip-bad to skip unreadable images)`);
+          if (!values['skip-bad']) throw new Error(`${why} (${outFile} is left as it was; pass --skip-bad to skip unreadable images)`, { cause: e });
           note(`rargen: skipping ${why}`);
           bad.push(sample.path);
           continue;

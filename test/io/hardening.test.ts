@@ -224,3 +224,11 @@ describe('loaded silently although wrong', () => {
     expect(() => parseHeaderJson('{"a":1} x')).toThrow('trailing characters');
   });
 });
+
+describe('the caps are documented', () => {
+  it("README's Limits section lists every cap's variable", () => {
+    const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('## Limits'), readme.indexOf('\n## ', readme.indexOf('## Limits') + 5));
+    for (const l of Object.values(LIMITS)) expect(section).toContain(`\`${l.env}\``);
+  });
+});
