@@ -355,6 +355,8 @@ export class NpyReader {
   /** CRC of the member's bytes 0..crcPos (stored zip members; read in order, as read() and FID's row loop do). */
   private crcPos: number;
   private crc: number;
+  /** Set once the CRC failed: every later read of the member fails too. */
+  private crcError: string | undefined;
 
   private constructor(
     readonly file: string,
@@ -380,7 +382,7 @@ export class NpyReader {
   /** Fold the raw bytes just read at member offset `off` into the running CRC; check it at the member's end. */
   private async checkCrc(off: number, bytes: Uint8Array): Promise<void> {
     const want = this.src.crc32;
-    if (want === undefined || off !== this.crcPos || bytes.byteLength === 0) return;
+    if (want === undefined || off !== this.crcPos || this.crcPos === this.src.size) return;
     this.crc = crc32(bytes, this.crc);
     this.crcPos += bytes.byteLength;
     const dataEnd = this.header.dataOffset + this.header.numel * this.header.itemSize;
@@ -391,8 +393,9 @@ export class NpyReader {
       this.crcPos = dataEnd + rest;
     }
     if (this.crcPos === this.src.size && this.crc !== want) {
-      ioFail(this.file, `${this.what} fails its CRC-32 check (0x${this.crc.toString(16)} vs 0x${want.toString(16)} in the zip directory); the file is corrupt`);
+      this.crcError = `${this.what} fails its CRC-32 check (0x${this.crc.toString(16)} vs 0x${want.toString(16)} in the zip directory); the file is corrupt`;
     }
+    if (this.crcError) ioFail(this.file, this.crcError);
   }
 
   get dtype(): NpyDType {
@@ -421,6 +424,7 @@ export class NpyReader {
   private async readRange(first: number, n: number, shape: number[]): Promise<NpyArray> {
     const h = this.header;
     return wrapErrors(this.file, `reading ${this.what}`, async () => {
+      if (this.crcError) ioFail(this.file, this.crcError);
       const off = h.dataOffset + first * h.itemSize;
       if (h.dtype === 'unicode') {
         const bytes = await this.src.read(off, n * h.itemSize, this.what);

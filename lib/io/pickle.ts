@@ -22,6 +22,17 @@ export class PyDict {
   constructor(readonly ordered: boolean) {}
 }
 
+/**
+ * A Python float. Kept apart from ints (JS numbers) so that a float where Python wants an
+ * int (a tensor size of 4.0, which torch refuses) is not taken for one.
+ */
+export class PyFloat {
+  constructor(readonly value: number) {}
+  toString(): string {
+    return Number.isInteger(this.value) ? this.value.toFixed(1) : String(this.value);
+  }
+}
+
 /** A reference to an allowlisted global (a callable or a type token such as torch.FloatStorage). */
 export class PyGlobal {
   constructor(
@@ -83,6 +94,7 @@ export function describe(v: unknown): string {
   if (typeof v === 'string') return `str '${v.length > 60 ? v.slice(0, 60) + '...' : v}'`;
   if (typeof v === 'number' || typeof v === 'bigint') return `number ${v}`;
   if (typeof v === 'boolean') return v ? 'True' : 'False';
+  if (v instanceof PyFloat) return `float ${v}`;
   if (v instanceof PyTuple) return `tuple of ${v.items.length}`;
   if (Array.isArray(v)) return `list of ${v.length}`;
   if (v instanceof PyDict) return `${v.ordered ? 'OrderedDict' : 'dict'} of ${v.map.size}`;
@@ -307,11 +319,11 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): { value: unkn
         const s = readLine();
         const v = Number(s);
         if (Number.isNaN(v) && !/nan/i.test(s)) fail(`bad FLOAT literal '${s.slice(0, 40)}'`);
-        push(v);
+        push(new PyFloat(v));
         break;
       }
       case 0x47: // BINFLOAT (big-endian double)
-        push(buf.readDoubleBE(need(8)));
+        push(new PyFloat(buf.readDoubleBE(need(8))));
         break;
       case 0x58: {
         // BINUNICODE

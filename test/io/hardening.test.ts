@@ -10,7 +10,7 @@ import { LIMITS } from '../../lib/io/limits.js';
 import { unpickle } from '../../lib/io/pickle.js';
 import { createImage, encodePng, loadImage } from '../../lib/image.js';
 import { tableCrc32 } from '../../lib/io/crc32.js';
-import { stateDictPickle, type TensorSpec } from '../helpers/pickle.js';
+import { cat, op, stateDictPickle, type TensorSpec } from '../helpers/pickle.js';
 import { buildZip } from '../helpers/zip.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -150,6 +150,8 @@ describe('loaded silently although wrong', () => {
       await z.readRows('arr_0', 0, 2);
       await z.readRows('arr_0', 2, 3);
       expect((await failure(z.readRows('arr_0', 3, 4))).message).toContain('fails its CRC-32 check');
+      // and stays failed for any later read of the member
+      expect((await failure(z.readRows('arr_0', 0, 1))).message).toContain('fails its CRC-32 check');
     } finally {
       await z.close();
     }
@@ -214,6 +216,23 @@ describe('loaded silently although wrong', () => {
     len.writeBigUInt64LE(BigInt(h.length));
     const e = await failure(readAllTensors(put(Buffer.concat([len, h, Buffer.alloc(16)]), '.safetensors')));
     expect(e.message).toContain("tensor 'a': bad shape (4.0): sizes must be non-negative integers");
+  });
+
+  it('torch: a tensor size pickled as the float 4.0 is not a size (torch refuses it too)', async () => {
+    const binfloat = (v: number) => {
+      const b = Buffer.alloc(9);
+      b[0] = 0x47;
+      b.writeDoubleBE(v, 1);
+      return b;
+    };
+    const pid = cat(op.mark, op.str('storage'), op.global('torch', 'FloatStorage'), op.str('0'), op.str('cpu'), op.int(4), op.tuple, op.binpersid);
+    const tensor = (size: Uint8Array) =>
+      cat(op.global('torch._utils', '_rebuild_tensor_v2'), op.mark, pid, op.int(0), op.mark, size, op.tuple, op.mark, op.int(1), op.tuple, op.false_, op.global('collections', 'OrderedDict'), op.emptyTuple, op.reduce, op.tuple, op.reduce);
+    const file = (size: Uint8Array) =>
+      put(buildZip([{ name: 'a/data.pkl', data: cat(op.proto(2), op.global('collections', 'OrderedDict'), op.emptyTuple, op.reduce, op.str('w'), tensor(size), op.setitem, op.stop) }, { name: 'a/data/0', data: new Uint8Array(16) }]), '.pt');
+    expect((await readAllTensors(file(cat(op.int(4))))).get('w')!.length).toBe(4);
+    const e = await failure(readAllTensors(file(binfloat(4))));
+    expect(e.message).toContain("tensor 'w': bad shape (4.0): sizes must be non-negative integers");
   });
 
   it('the strict header parser agrees with JSON.parse on ordinary headers', async () => {
