@@ -39,7 +39,7 @@ import { Generator, Tokenizer, decode, generate, parseOptions, ValidationError, 
 import { packageRoot } from './native.js';
 import { decodePng, encodePngAsync, type RgbImage } from './image.js';
 import { NpzStreamWriter } from './io/index.js';
-import { AtomicFile, writeFully } from './io/file.js';
+import { AtomicFile, isLiveTempFile, writeFully } from './io/file.js';
 import { crc32 } from './io/crc32.js';
 
 // ---------------------------------------------------------------------------------
@@ -173,8 +173,11 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** Deletes the temp files (lib/io AtomicFile's `.<name>.tmp-<pid>-*`) of processes no longer alive. */
-async function removeStaleTemps(dir: string, prefix = ''): Promise<void> {
+/**
+ * Deletes the temp files (lib/io AtomicFile's `.<name>.tmp-<pid>-*`) of processes no longer alive.
+ * @internal exported for tests
+ */
+export async function removeStaleTemps(dir: string, prefix = ''): Promise<void> {
   let names: string[];
   try {
     names = await readdir(dir);
@@ -183,7 +186,11 @@ async function removeStaleTemps(dir: string, prefix = ''): Promise<void> {
   }
   for (const n of names) {
     const m = /^\.(.+)\.tmp-(\d+)-[a-z0-9]*$/.exec(n);
-    if (m && m[1]!.startsWith(prefix) && !pidAlive(Number(m[2]))) await unlink(join(dir, n)).catch(() => undefined);
+    if (!m || !m[1]!.startsWith(prefix)) continue;
+    const pid = Number(m[2]);
+    // our own pid: stale unless this process has it open (a restarted PID 1 reuses the pid)
+    const stale = pid === process.pid ? !isLiveTempFile(join(dir, n)) : !pidAlive(pid);
+    if (stale) await unlink(join(dir, n)).catch(() => undefined);
   }
 }
 

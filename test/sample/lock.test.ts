@@ -2,11 +2,12 @@
 // cannot be running (issue 12: a container restarted as PID 1 found its own old lock,
 // "alive" because the pid was its own, and never resumed), and refused while it can.
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { acquireLock, lockOwnerAlive, SampleLockedError } from '../../lib/sample.js';
+import { acquireLock, lockOwnerAlive, removeStaleTemps, SampleLockedError } from '../../lib/sample.js';
+import { AtomicFile } from '../../lib/io/file.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const dir = tempDir('sample-lock');
@@ -60,5 +61,18 @@ describe.runIf(process.platform === 'linux')('sample locks', () => {
     const p = lockFile({ pid: child.pid, host: hostname(), bootId: boot, processStart: '5' });
     expect(lockOwnerAlive(JSON.parse(readFileSync(p, 'utf8')), p)).toBe(false);
     await (await acquireLock(p, 'merge'))();
+  });
+
+  it("temp files named with our pid that this process does not have open are a previous process's, and removed", async () => {
+    const d = join(dir, 'temps');
+    mkdirSync(d);
+    writeFileSync(join(d, `.000001.png.tmp-${process.pid}-old`), 'half');
+    const live = await AtomicFile.create(join(d, '000002.png'));
+    try {
+      await removeStaleTemps(d);
+      expect(readdirSync(d)).toEqual([live.tempPath.slice(d.length + 1)]);
+    } finally {
+      await live.abort();
+    }
   });
 });
