@@ -16,7 +16,7 @@ export interface LimitSpec {
 export const LIMITS = {
   /** Bytes a broadcast/overlapping (e.g. stride-0) tensor view may materialise to beyond its storage. */
   expandedBytes: { env: 'RARGEN_MAX_EXPANDED_BYTES', def: 256 * 2 ** 20, what: 'bytes of a tensor view that repeats stored elements (stride 0 / overlapping strides)' },
-  /** Bytes one deflate-compressed zip member (np.savez_compressed) may inflate to, held in memory. */
+  /** Bytes of a deflate-compressed zip member (np.savez_compressed) read whole; row reads stream and are not capped. */
   inflateBytes: { env: 'RARGEN_MAX_INFLATE_BYTES', def: 2 ** 30, what: 'bytes one compressed zip member may inflate to in memory' },
   /** Entries of a pickle's memo (a torch checkpoint of ~1,000 tensors uses ~10,000). */
   pickleMemo: { env: 'RARGEN_MAX_PICKLE_MEMO', def: 1_000_000, what: 'pickle memo entries' },

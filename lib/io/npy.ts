@@ -10,6 +10,8 @@ import { ioFail, wrapErrors } from './errors.js';
 import { AtomicFile, RandomAccessFile, writeFully } from './file.js';
 import { ZipReader, ZipWriter, type ZipEntry } from './zip.js';
 import { crc32 } from './crc32.js';
+import { createInflateRaw } from 'node:zlib';
+import { once } from 'node:events';
 import { limit, overLimit } from './limits.js';
 
 /** dtypes of .npy arrays: the tensor dtypes plus float64 and unicode strings (`<U n`). */
@@ -344,8 +346,8 @@ interface ByteSource {
   size: number;
   read(offset: number, length: number, what: string): Promise<Buffer>;
   readInto(dst: Uint8Array, offset: number, what: string): Promise<void>;
-  /** In-memory sources: the bytes themselves, no copy. */
-  view?(offset: number, length: number): Uint8Array;
+  /** Compressed sources: reading `length` bytes at once is bounded by this cap (see inflateSource). */
+  wholeReadCap?: () => void;
   /** A stored zip member's CRC-32, checked whenever the member is read through from its start to its end. */
   crc32?: number;
 }
@@ -407,6 +409,7 @@ export class NpyReader {
 
   /** The whole array. */
   async read(): Promise<NpyArray> {
+    this.src.wholeReadCap?.();
     return this.readRange(0, this.header.numel, this.header.shape.slice());
   }
 
@@ -430,11 +433,6 @@ export class NpyReader {
         const bytes = await this.src.read(off, n * h.itemSize, this.what);
         await this.checkCrc(off, bytes);
         return { dtype: h.dtype, shape, data: decodeUnicode(this.file, this.what, { ...h, numel: n }, bytes) };
-      }
-      const v = this.src.view?.(off, n * h.itemSize);
-      if (v && !h.bigEndian && v.byteOffset % h.itemSize === 0) {
-        // an inflated member: a typed view over its buffer, not a second copy
-        return { dtype: h.dtype, shape, data: typedView(h.dtype, v.buffer as ArrayBuffer, n, v.byteOffset) };
       }
       const data = allocNumeric(h.dtype, n);
       const bytes = dataBytes(data);
@@ -461,12 +459,114 @@ function fileSource(f: RandomAccessFile, base: number, size: number, crc?: numbe
   };
 }
 
-function memorySource(b: Buffer): ByteSource {
+/**
+ * A deflated zip member (np.savez_compressed) read by inflating it as a stream: reads
+ * move a cursor forward (a read before the cursor restarts from the member's start), so
+ * reading rows in order, as FID does, holds one batch in memory and never the whole
+ * member, and the header is read without inflating the rest. The member's CRC-32 and
+ * size are checked when the stream reaches its end; more output than the declared size
+ * is an error at once. Reading the whole array at once allocates it, so that is capped
+ * (RARGEN_MAX_INFLATE_BYTES): a few compressed bytes can declare gigabytes of zeros.
+ */
+function inflateSource(zip: ZipReader, e: ZipEntry, dataOffset: number): ByteSource {
+  const path = zip.path;
+  const what = `zip entry '${e.name}'`;
+  const EMPTY = Buffer.alloc(0);
+  let z: ReturnType<typeof createInflateRaw> | null = null;
+  let it: AsyncIterator<Buffer> | null = null;
+  let pos = 0; // member offset of carry[0]
+  let carry: Buffer = Buffer.alloc(0);
+  let crc = 0;
+  let ended = false;
+  const start = (): void => {
+    z?.destroy();
+    const inf = createInflateRaw({ chunkSize: 1 << 20 });
+    z = inf;
+    const CH = 4 << 20;
+    (async () => {
+      for (let p = 0; p < e.compressedSize && !inf.destroyed; p += CH) {
+        const c = await zip.file.read(dataOffset + p, Math.min(CH, e.compressedSize - p), what);
+        if (!inf.write(c)) await once(inf, 'drain');
+      }
+      inf.end();
+    })().catch((err) => inf.destroy(err as Error));
+    it = inf[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    pos = 0;
+    carry = EMPTY;
+    crc = 0;
+    ended = false;
+  };
+  /** The next output chunk, or null at the end of the stream (checked against size and CRC). */
+  const next = async (): Promise<Buffer | null> => {
+    if (ended) return null;
+    let r: IteratorResult<Buffer>;
+    try {
+      r = await it!.next();
+    } catch (err) {
+      ioFail(path, `${what}: cannot inflate: ${(err as Error).message}`);
+    }
+    const produced = pos + carry.length;
+    if (r!.done) {
+      ended = true;
+      if (produced !== e.size) ioFail(path, `${what} inflates to ${produced} bytes, not the ${e.size} its header says`);
+      if (crc !== e.crc32) ioFail(path, `${what} fails its CRC-32 check (0x${crc.toString(16)} vs 0x${e.crc32.toString(16)}); the file is corrupt`);
+      return null;
+    }
+    const c = r!.value;
+    if (produced + c.length > e.size) ioFail(path, `${what} inflates to more than the ${e.size} bytes its header says; the archive is corrupt`);
+    crc = crc32(c, crc);
+    return c;
+  };
+  const readInto = async (dst: Uint8Array, offset: number, w: string): Promise<void> => {
+    const length = dst.byteLength;
+    if (offset + length > e.size) ioFail(path, `${w}: bytes ${offset}..${offset + length} are past its end (${e.size})`);
+    if (!it || offset < pos) start();
+    let done = 0;
+    while (done < length) {
+      // drop what lies before offset + done, copy what overlaps
+      const want = offset + done;
+      if (want < pos + carry.length) {
+        const from = want - pos;
+        const k = Math.min(carry.length - from, length - done);
+        dst.set(carry.subarray(from, from + k), done);
+        done += k;
+        continue;
+      }
+      pos += carry.length;
+      carry = EMPTY;
+      const c = await next();
+      if (!c) ioFail(path, `${w}: the compressed member ends at byte ${pos}, before byte ${want}`);
+      carry = c!;
+    }
+    // at the member's end, drain the stream so that its size and CRC are checked
+    if (offset + length === e.size) {
+      while (!ended) {
+        pos += carry.length;
+        carry = EMPTY;
+        carry = (await next()) ?? EMPTY;
+      }
+    }
+  };
+  // one read at a time: the cursor is shared
+  let queue: Promise<unknown> = Promise.resolve();
+  const serial = (dst: Uint8Array, offset: number, w: string): Promise<void> => {
+    const run = queue.then(() => readInto(dst, offset, w));
+    queue = run.catch(() => undefined);
+    return run;
+  };
   return {
-    size: b.length,
-    read: async (o, l) => b.subarray(o, o + l),
-    readInto: async (d, o) => void d.set(b.subarray(o, o + d.byteLength)),
-    view: (o, l) => b.subarray(o, o + l),
+    size: e.size,
+    read: async (o, l, w) => {
+      const b = Buffer.allocUnsafe(l);
+      await serial(b, o, w);
+      return b;
+    },
+    readInto: serial,
+    wholeReadCap: () => {
+      if (e.size > limit('inflateBytes')) {
+        ioFail(path, `${what} is ${e.size} bytes once inflated, ${overLimit('inflateBytes')}; read it by rows (NpzFile.readRows streams it) or save the archive uncompressed (np.savez)`);
+      }
+    },
   };
 }
 
@@ -552,10 +652,8 @@ export class NpzFile {
       if (e.method === 0) {
         if (e.compressedSize !== e.size) ioFail(this.path, `${what}: stored entry with differing sizes`);
         src = fileSource(this.zip.file, await this.zip.dataOffset(e), e.size, e.crc32);
-      } else {
-        const cap = limit('inflateBytes');
-        src = memorySource(await this.zip.readAll(e, cap, `: compressed members are inflated in memory, ${overLimit('inflateBytes')}, or save the archive uncompressed (np.savez), which rargen reads lazily`));
-      }
+      } else if (e.method === 8) src = inflateSource(this.zip, e, await this.zip.dataOffset(e));
+      else ioFail(this.path, `${what} uses compression method ${e.method}; only stored (0) and deflate (8) are supported`);
       return NpyReader.open(this.path, what, src);
     });
     this.readers.set(name, r);
