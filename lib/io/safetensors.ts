@@ -35,7 +35,13 @@ export async function openSafetensors(path: string, file?: RandomAccessFile): Pr
       const dataSize = f.size - dataStart;
       const located = new Map<string, LocatedTensor>();
       for (const [name, v] of Object.entries(header as Record<string, unknown>)) {
-        if (name === '__metadata__') continue;
+        if (name === '__metadata__') {
+          // the reference reader's type: a map of strings to strings
+          if (typeof v !== 'object' || v === null || Array.isArray(v) || !Object.values(v).every((x) => typeof x === 'string')) {
+            ioFail(path, 'safetensors __metadata__ must be an object of string values');
+          }
+          continue;
+        }
         const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
         if (typeof e !== 'object' || e === null) ioFail(path, `tensor '${name}': header entry is not an object`);
         const dtype = typeof e.dtype === 'string' ? ST_DTYPES[e.dtype] : undefined;

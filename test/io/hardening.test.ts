@@ -229,6 +229,11 @@ describe('loaded silently although wrong', () => {
     expect((await failure(readAllTensors(dup))).message).toContain('safetensors header is not valid JSON: duplicate key "a"');
   });
 
+  it('safetensors: __metadata__ must map strings to strings', async () => {
+    expect((await failure(readAllTensors(st({ __metadata__: { format: 'pt', step: 3 }, a: t(0, 8) }, 8)))).message).toContain('safetensors __metadata__ must be an object of string values');
+    expect((await readAllTensors(st({ __metadata__: { format: 'pt' }, a: t(0, 8) }, 8))).size).toBe(1);
+  });
+
   it('safetensors: a shape of [4.0] is not an integer shape', async () => {
     const h = Buffer.from('{"a":{"dtype":"F32","shape":[4.0],"data_offsets":[0,16]}}');
     const len = Buffer.alloc(8);
