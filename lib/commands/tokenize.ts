@@ -203,6 +203,7 @@ export async function run(argv: string[]): Promise<number> {
       bar.update(s + batch.length);
     }
     bar.finish();
+    if (bad.length === samples.length) throw new Error(`none of the ${samples.length} images could be read; ${outFile} is left as it was`);
     await out.commit();
     committed = true;
     const good = samples.length - bad.length;
