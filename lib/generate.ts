@@ -414,14 +414,21 @@ function abortError(signal: AbortSignal): DOMException {
   return e;
 }
 
-/** Runs one native job under a signal: aborting calls native().cancel(jobId). */
+/**
+ * Runs one native job under a signal: aborting calls native().cancel(jobId). Jobs that
+ * cannot be interrupted (the tokenizer's vqDecode/vqEncode) run to the end of their
+ * batch, and then the result is dropped: an aborted call always rejects with AbortError,
+ * at the latest one batch after the abort.
+ */
 async function cancellable<T>(signal: AbortSignal | undefined, job: (jobId: number) => Promise<T>): Promise<T> {
   if (signal?.aborted) throw abortError(signal);
   const jobId = nextJobId++;
   const onAbort = () => native().cancel(jobId);
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    return await job(jobId);
+    const result = await job(jobId);
+    if (signal?.aborted) throw abortError(signal);
+    return result;
   } catch (e) {
     if (signal?.aborted) throw abortError(signal);
     throw e;

@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { dirname, extname } from 'node:path';
 import type SharpModule from 'sharp';
+import { limit, overLimit } from './io/limits.js';
 
 const deflateAsync = promisify(deflate);
 
@@ -529,6 +530,7 @@ export function decodePng(buf: Uint8Array): RgbImage {
     if (crc32(b.subarray(pos + 4, pos + 8 + len)) !== crc) throw new ImageDecodeError(`PNG chunk ${type} has a bad CRC`);
     pos += 12 + len;
     if (type === 'IHDR') {
+      if (data.length !== 13) throw new ImageDecodeError(`PNG IHDR chunk has ${data.length} bytes, not 13`);
       W = data.readUInt32BE(0);
       H = data.readUInt32BE(4);
       depth = data[8]!;
@@ -546,18 +548,27 @@ export function decodePng(buf: Uint8Array): RgbImage {
   const channels = ({ 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 } as Record<number, number>)[ctype];
   if (channels === undefined || ![1, 2, 4, 8, 16].includes(depth)) throw new ImageDecodeError(`unsupported PNG colour type ${ctype} / bit depth ${depth}`);
   if (W < 1 || H < 1) throw new ImageDecodeError(`PNG has an empty size ${W}x${H}`);
+  checkImageSize(W, H, 'PNG');
   if (ctype === 3 && !palette) throw new ImageDecodeError('palette PNG without a PLTE chunk');
+  const bitsPP = channels * depth;
+  const bpp = Math.max(1, bitsPP >> 3);
+  const passes = interlace ? ADAM7 : ([[0, 0, 1, 1]] as const);
+  // the filtered scanlines' size, known before inflating: more output is refused, so a
+  // few compressed bytes cannot inflate to gigabytes
+  let rawSize = 0;
+  for (const [x0, y0, dx, dy] of passes) {
+    const pw = Math.ceil((W - x0) / dx);
+    const ph = Math.ceil((H - y0) / dy);
+    if (pw > 0 && ph > 0) rawSize += ph * (1 + Math.ceil((pw * bitsPP) / 8));
+  }
   let raw: Buffer;
   try {
-    raw = inflateSync(Buffer.concat(idat));
+    raw = inflateSync(Buffer.concat(idat), { maxOutputLength: rawSize + 65536 });
   } catch (e) {
     throw new ImageDecodeError(`PNG image data is corrupt (${(e as Error).message})`);
   }
-  const bitsPP = channels * depth;
-  const bpp = Math.max(1, bitsPP >> 3);
   const out = createImage(W, H);
   let off = 0;
-  const passes = interlace ? ADAM7 : ([[0, 0, 1, 1]] as const);
   for (const [x0, y0, dx, dy] of passes) {
     const pw = Math.ceil((W - x0) / dx);
     const ph = Math.ceil((H - y0) / dy);
@@ -629,6 +640,17 @@ export function decodePng(buf: Uint8Array): RgbImage {
 // ---------------------------------------------------------------------------------
 // Files
 
+/**
+ * Refuses an image whose declared size exceeds the pixel cap (lib/io/limits.ts,
+ * RARGEN_MAX_IMAGE_PIXELS; Pillow's decompression-bomb threshold by default), before
+ * anything of that size is allocated. Decoders call it with the header's size.
+ */
+export function checkImageSize(width: number, height: number, format: string): void {
+  if (width * height > limit('imagePixels')) {
+    throw new ImageDecodeError(`${format} declares ${width}x${height} = ${width * height} pixels, ${overLimit('imagePixels')}`);
+  }
+}
+
 // JPEG: decoded as the official pretokenization decodes it, i.e. PIL's
 // Image.open(f).convert('RGB') (torchvision's pil_loader). sharp runs libjpeg-turbo with
 // the same settings as PIL (ISLOW IDCT, fancy upsampling, full size: no shrink-on-load
@@ -644,12 +666,6 @@ export function decodePng(buf: Uint8Array): RgbImage {
 //   - Warnings: PIL decodes through libjpeg warnings ("extraneous bytes before marker")
 //     and refuses truncated files ("image file is truncated"); failOn: 'truncated'.
 // test/api/jpeg.test.ts checks all of these against Pillow-decoded references.
-
-/**
- * The largest JPEG decoded, in pixels: PIL's DecompressionBombError threshold
- * (2 * Image.MAX_IMAGE_PIXELS), so a file PIL refuses is refused here too.
- */
-const MAX_JPEG_PIXELS = 2 * 89_478_485;
 
 type Sharp = typeof SharpModule;
 let sharpLoading: Promise<Sharp> | undefined;
@@ -673,8 +689,8 @@ function loadSharp(): Promise<Sharp> {
   return sharpLoading;
 }
 
-/** Number of components in the first SOFn frame header, or undefined if none is found before SOS. */
-function jpegComponents(b: Uint8Array): number | undefined {
+/** The first SOFn frame header's size and number of components, or undefined if none is found before SOS. */
+function jpegFrame(b: Uint8Array): { components: number; width: number; height: number } | undefined {
   let p = 2;
   while (p + 4 <= b.length) {
     if (b[p] !== 0xff) return undefined;
@@ -690,7 +706,10 @@ function jpegComponents(b: Uint8Array): number | undefined {
     if (m === 0xda || m === 0xd9) return undefined;
     const len = (b[p + 2]! << 8) | b[p + 3]!;
     // SOF0..SOF15 except DHT (c4), JPG (c8) and DAC (cc).
-    if (m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) return p + 9 < b.length ? b[p + 9] : undefined;
+    if (m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) {
+      if (p + 9 >= b.length) return undefined;
+      return { height: (b[p + 5]! << 8) | b[p + 6]!, width: (b[p + 7]! << 8) | b[p + 8]!, components: b[p + 9]! };
+    }
     p += 2 + len;
   }
   return undefined;
@@ -715,10 +734,21 @@ export async function decodeJpeg(buf: Uint8Array, name = 'image'): Promise<RgbIm
   } catch (e) {
     throw new ImageDecodeError(`${name}: ${(e as Error).message}`);
   }
-  const components = jpegComponents(buf);
+  const frame = jpegFrame(buf);
+  const components = frame?.components;
+  // The pixel cap (lib/io/limits.ts; by default PIL's DecompressionBombError threshold,
+  // 2 * Image.MAX_IMAGE_PIXELS) is checked from the frame header before sharp allocates
+  // anything; limitInputPixels is the same cap for files whose header we cannot parse.
+  if (frame) {
+    try {
+      checkImageSize(frame.width, frame.height, 'JPEG');
+    } catch (e) {
+      throw new ImageDecodeError(`${name}: ${(e as Error).message}`);
+    }
+  }
   let raw: { data: Buffer; info: { width: number; height: number; channels: number } };
   try {
-    let s = sharp(buf, { ignoreIcc: true, autoOrient: false, failOn: 'truncated', sequentialRead: true, limitInputPixels: MAX_JPEG_PIXELS });
+    let s = sharp(buf, { ignoreIcc: true, autoOrient: false, failOn: 'truncated', sequentialRead: true, limitInputPixels: limit('imagePixels') });
     if (components === 4) s = s.pipelineColourspace('cmyk').toColourspace('cmyk');
     else if (components === 1) s = s.toColourspace('b-w');
     raw = await s.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });

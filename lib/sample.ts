@@ -39,7 +39,7 @@ import { Generator, Tokenizer, decode, generate, parseOptions, ValidationError, 
 import { packageRoot } from './native.js';
 import { decodePng, encodePngAsync, type RgbImage } from './image.js';
 import { NpzStreamWriter } from './io/index.js';
-import { AtomicFile, writeFully } from './io/file.js';
+import { AtomicFile, isLiveTempFile, writeFully } from './io/file.js';
 import { crc32 } from './io/crc32.js';
 
 // ---------------------------------------------------------------------------------
@@ -173,8 +173,11 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** Deletes the temp files (lib/io AtomicFile's `.<name>.tmp-<pid>-*`) of processes no longer alive. */
-async function removeStaleTemps(dir: string, prefix = ''): Promise<void> {
+/**
+ * Deletes the temp files (lib/io AtomicFile's `.<name>.tmp-<pid>-*`) of processes no longer alive.
+ * @internal exported for tests
+ */
+export async function removeStaleTemps(dir: string, prefix = ''): Promise<void> {
   let names: string[];
   try {
     names = await readdir(dir);
@@ -183,7 +186,11 @@ async function removeStaleTemps(dir: string, prefix = ''): Promise<void> {
   }
   for (const n of names) {
     const m = /^\.(.+)\.tmp-(\d+)-[a-z0-9]*$/.exec(n);
-    if (m && m[1]!.startsWith(prefix) && !pidAlive(Number(m[2]))) await unlink(join(dir, n)).catch(() => undefined);
+    if (!m || !m[1]!.startsWith(prefix)) continue;
+    const pid = Number(m[2]);
+    // our own pid: stale unless this process has it open (a restarted PID 1 reuses the pid)
+    const stale = pid === process.pid ? !isLiveTempFile(join(dir, n)) : !pidAlive(pid);
+    if (stale) await unlink(join(dir, n)).catch(() => undefined);
   }
 }
 
@@ -203,9 +210,65 @@ export class SamplesIncompleteError extends Error {
   }
 }
 
-/** Creates `path` exclusively (taking over the lock of a dead process on this host); resolves to its release. */
-async function acquireLock(path: string, what: string): Promise<() => Promise<void>> {
-  const me = { pid: process.pid, host: hostname(), startedAt: new Date().toISOString() };
+/** Locks this process holds now (absolute paths): a lock naming our own pid is ours only if listed here. */
+const heldLocks = new Set<string>();
+
+/** The kernel's boot id (Linux), or undefined. */
+function bootId(): string | undefined {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A process's start time in clock ticks since boot (/proc/PID/stat field 22, Linux), or undefined. */
+function processStart(pid: number): string | undefined {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return st.slice(st.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+export interface LockOwner {
+  pid?: number;
+  host?: string;
+  bootId?: string;
+  /** processStart(pid) when the lock was taken. */
+  processStart?: string;
+  startedAt?: string;
+}
+
+/**
+ * Whether the process that wrote a lock may still run. A lock from another host counts
+ * as alive (nothing here can tell). On this host it is stale when it was written under
+ * another boot, when its pid is ours but this process does not hold it (a restarted
+ * container runs as PID 1 again), when no process has its pid, or when the process with
+ * that pid started at another time (the pid was reused).
+ * @internal exported for tests
+ */
+export function lockOwnerAlive(owner: LockOwner, path: string): boolean {
+  if (typeof owner.pid !== 'number') return false;
+  if (owner.host !== hostname()) return true;
+  const boot = bootId();
+  if (owner.bootId && boot && owner.bootId !== boot) return false;
+  if (owner.pid === process.pid) return heldLocks.has(resolve(path));
+  if (!pidAlive(owner.pid)) return false;
+  const start = processStart(owner.pid);
+  if (owner.processStart && start && owner.processStart !== start) return false;
+  return true;
+}
+
+/**
+ * Creates `path` exclusively (taking over the lock of a process that no longer runs, see
+ * lockOwnerAlive); resolves to its release.
+ * @internal exported for tests
+ */
+export async function acquireLock(path: string, what: string): Promise<() => Promise<void>> {
+  const me: LockOwner = { pid: process.pid, host: hostname(), bootId: bootId(), processStart: processStart(process.pid), startedAt: new Date().toISOString() };
+  const abs = resolve(path);
   for (let attempt = 0; ; attempt++) {
     try {
       const fh = await open(path, 'wx');
@@ -214,19 +277,20 @@ async function acquireLock(path: string, what: string): Promise<() => Promise<vo
       } finally {
         await fh.close();
       }
+      heldLocks.add(abs);
       return async () => {
+        heldLocks.delete(abs);
         await unlink(path).catch(() => undefined);
       };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
-      let owner: { pid?: number; host?: string } = {};
+      let owner: LockOwner = {};
       try {
         owner = JSON.parse(await readFile(path, 'utf8'));
       } catch {
         /* a lock being written, or garbage: treated as stale below */
       }
-      const alive = typeof owner.pid === 'number' && (owner.host !== me.host || pidAlive(owner.pid));
-      if (alive)
+      if (lockOwnerAlive(owner, path))
         throw new SampleLockedError(`${what} is already running (pid ${owner.pid} on ${owner.host}); if no such process runs, delete ${path}`);
       await unlink(path).catch(() => undefined);
     }

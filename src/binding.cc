@@ -68,16 +68,25 @@ class RargenModel : public Napi::ObjectWrap<RargenModel> {
     return f;
   }
   static Napi::FunctionReference& ctor(Napi::Env env) { return *env.GetInstanceData<Napi::FunctionReference>(); }
-  explicit RargenModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RargenModel>(info) {}
+  explicit RargenModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RargenModel>(info) {
+    info.This().As<Napi::Object>().TypeTag(&tags::kModel);
+  }
   std::shared_ptr<ModelState> state = std::make_shared<ModelState>();
 };
+
+// A RargenModel of this env, by its type tag (not just the prototype chain:
+// Object.create(RargenModel.prototype) passes instanceof but wraps no native model).
+bool is_model(Napi::Env env, const Napi::Value& v) {
+  return v.IsObject() && v.As<Napi::Object>().CheckTypeTag(&tags::kModel) &&
+         v.As<Napi::Object>().InstanceOf(RargenModel::ctor(env).Value());
+}
 
 enum class Want { Any, Rar, Vq };
 
 // The model's state, checked: a RargenModel, not freed, of the wanted kind, idle.
 std::shared_ptr<ModelState> model_arg(Napi::Env env, const Napi::Value& v, const char* fn, Want want,
                                       bool need_finalized) {
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(RargenModel::ctor(env).Value()))
+  if (!is_model(env, v))
     type_error(env, std::string(fn) + ": the first argument must be a model from createRar() or createVq()");
   auto st = RargenModel::Unwrap(v.As<Napi::Object>())->state;
   if (st->freed) throw Napi::Error::New(env, std::string("rargen: ") + fn + ": this model was freed");
@@ -208,8 +217,7 @@ Napi::Value Finalize(const Napi::CallbackInfo& info) {
 
 Napi::Value Free(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(RargenModel::ctor(env).Value()))
-    type_error(env, "free: the argument must be a model from createRar() or createVq()");
+  if (!is_model(env, info[0])) type_error(env, "free: the argument must be a model from createRar() or createVq()");
   auto st = RargenModel::Unwrap(info[0].As<Napi::Object>())->state;
   if (st->freed) return env.Undefined();  // idempotent
   if (st->busy.load())

@@ -41,9 +41,8 @@ struct Holder {
 StatePtr state_arg(Napi::Env env, const Napi::Value& v, const char* fn, bool idle = true) {
   if (v.IsObject()) {
     Napi::Value h = v.As<Napi::Object>().Get("__rargenTrainer");
-    if (h.IsExternal()) {
-      Holder* holder = h.As<Napi::External<Holder>>().Data();
-      if (holder && holder->st && holder->st->magic == kMagic) {
+    if (Holder* holder = handle_data<Holder>(h, tags::kTrainer)) {  // type-tagged: no foreign External is cast
+      if (holder->st && holder->st->magic == kMagic) {
         StatePtr st = holder->st;
         if (st->freed) throw Napi::Error::New(env, std::string("rargen: ") + fn + ": this trainer was freed");
         if (idle && st->busy.load())
@@ -96,8 +95,7 @@ Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
   st->device = be->name();
   Napi::Object handle = Napi::Object::New(env);
   auto* holder = new Holder{st};
-  handle.Set("__rargenTrainer",
-             Napi::External<Holder>::New(env, holder, [](Napi::Env, Holder* h) { delete h; }));
+  handle.Set("__rargenTrainer", new_handle(env, holder, tags::kTrainer));
   return handle;
 }
 

@@ -15,6 +15,8 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <initializer_list>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -84,6 +86,78 @@ inline Napi::Int32Array to_js(Napi::Env env, const std::vector<int32_t>& v) {
   Napi::Int32Array a = Napi::Int32Array::New(env, v.size());
   if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * 4);
   return a;
+}
+
+// ---------------- sizes ----------------
+
+// Products of JS-supplied dimensions are formed with overflow checks: a wrapped product
+// (2^40 rows x 2^24 classes = 0 mod 2^64) would let an empty array pass a length check.
+// Returns false on overflow.
+inline bool checked_product(std::initializer_list<uint64_t> dims, uint64_t* out) {
+  uint64_t p = 1;
+  for (uint64_t d : dims)
+    if (__builtin_mul_overflow(p, d, &p)) return false;
+  *out = p;
+  return true;
+}
+
+// The most bytes the addon allocates for one result or workspace sized by arguments
+// (4 GiB): above it a RangeError, never V8's uncatchable allocation failure or an
+// out-of-memory kill. Real batches stay far below (a 256-image Inception batch is 5 MB).
+constexpr uint64_t kMaxAllocBytes = uint64_t(4) << 30;
+
+// Bytes of dims x elem_size, checked against overflow and kMaxAllocBytes; `what` names
+// the allocation in the RangeError ("<fn>: <what> would take N bytes ...").
+inline uint64_t checked_alloc_bytes(Napi::Env env, const std::string& fn, const std::string& what,
+                                    std::initializer_list<uint64_t> dims, uint64_t elem_size) {
+  uint64_t n = 0, bytes = 0;
+  if (!checked_product(dims, &n) || __builtin_mul_overflow(n, elem_size, &bytes))
+    throw Napi::RangeError::New(env, "rargen." + fn + ": " + what + " overflows 64 bits (the sizes given are too large)");
+  if (bytes > kMaxAllocBytes)
+    throw Napi::RangeError::New(env, "rargen." + fn + ": " + what + " would take " + std::to_string(bytes) +
+                                         " bytes, more than the " + std::to_string(kMaxAllocBytes) +
+                                         " bytes one native call allocates (use smaller batches)");
+  return bytes;
+}
+
+// An owned copy of a typed array's elements, made on the main thread before a worker is
+// queued. Why a copy and not a reference: a reference keeps the ArrayBuffer object
+// alive but not its memory, since transferring the buffer (postMessage, structuredClone
+// with `transfer`) detaches it and hands the memory to the new owner, which may free it
+// while the worker reads (N-API has no way to pin the memory). The cost is measured in
+// src/binding_eval.cc: 0.5% of featureStatsAdd, at most 22% of the cheap inceptionScore.
+template <class T, class JsArray>
+std::shared_ptr<const std::vector<T>> owned_copy(const JsArray& a) {
+  return std::make_shared<const std::vector<T>>(a.Data(), a.Data() + a.ElementLength());
+}
+
+// ---------------- native handles ----------------
+
+// Every handle the addon hands out carries a type tag (napi_type_tag_object, N-API 8),
+// checked wherever a handle is taken, so a handle of one kind passed for another (or a
+// foreign External) is a TypeError instead of a cast of the wrong pointer.
+namespace tags {
+inline constexpr napi_type_tag kModel = {0x72617267656e4d6fULL, 0x64656c0000000001ULL};         // createRar / createVq
+inline constexpr napi_type_tag kTrainer = {0x72617267656e5472ULL, 0x61696e6572000002ULL};       // createTrainer
+inline constexpr napi_type_tag kInception = {0x72617267656e496eULL, 0x6365707469000003ULL};     // inceptionCreate
+inline constexpr napi_type_tag kFeatureStats = {0x72617267656e4673ULL, 0x7461747300000004ULL};  // featureStatsCreate
+}  // namespace tags
+
+// A new External owning `p` (deleted when collected), tagged.
+template <class T>
+Napi::External<T> new_handle(Napi::Env env, T* p, const napi_type_tag& tag) {
+  Napi::External<T> e = Napi::External<T>::New(env, p, [](Napi::Env, T* q) { delete q; });
+  e.TypeTag(&tag);
+  return e;
+}
+
+// The data of an External made by new_handle with this tag; nullptr for anything else.
+template <class T>
+T* handle_data(const Napi::Value& v, const napi_type_tag& tag) {
+  if (!v.IsExternal()) return nullptr;
+  Napi::External<T> e = v.As<Napi::External<T>>();
+  if (!e.CheckTypeTag(&tag)) return nullptr;
+  return e.Data();
 }
 
 // ---------------- configs and devices ----------------

@@ -5,9 +5,8 @@
 // (box-filter halving, bicubic resize, centre crop) to the tokenizer's resolution, or,
 // with --ten-crop, ten-cropped as the official --ten_crop made RAR's training data.
 import { readdir, readFile, stat, mkdir } from 'node:fs/promises';
-import { createWriteStream } from 'node:fs';
 import { dirname, join, extname } from 'node:path';
-import { once } from 'node:events';
+import { AtomicFile, writeFully } from '../io/file.js';
 import { loadTokenizer, encode } from '../generate.js';
 import { centerCropArr, flipHorizontal, loadImage, tenCropArr, type RgbImage } from '../image.js';
 import { ProgressBar } from '../progress.js';
@@ -26,13 +25,17 @@ as --class-map says. Images are center-cropped like ADM/RAR's pretokenization.
 Options:
   --tokenizer FILE   MaskGIT-VQGAN checkpoint
   --images DIR       folder of class folders
-  --out FILE.jsonl   output file (overwritten)
+  --out FILE.jsonl   output file, replaced only when every image is encoded (written
+                     to a temporary file beside it and renamed; a failed or
+                     interrupted run leaves an existing FILE untouched)
   --class-map FILE   JSON: {"<folder>": id, ...} or ["<folder for 0>", "<folder for 1>", ...]
   --flip             also write each image's horizontal flip (the official script's default mode)
   --ten-crop         ten lines per image, as the official script's --ten_crop: ADM center crop to
                      int(1.1 * resolution), then torchvision TenCrop(resolution): top-left,
                      top-right, bottom-left, bottom-right, centre, then the same five of the
                      horizontal flip. This is how RAR's training data (maskgitvq.jsonl) was made.
+  --skip-bad         skip images that cannot be read or decoded (reported, with a
+                     count at the end) instead of stopping at the first one
   --batch-size N     images per batch (default 16)
   --device D         auto, cpu, cuda or cuda:N (default auto)
   -h, --help         show this help`;
@@ -137,6 +140,7 @@ export async function run(argv: string[]): Promise<number> {
       'class-map': { type: 'string' },
       flip: { type: 'boolean' },
       'ten-crop': { type: 'boolean' },
+      'skip-bad': { type: 'boolean' },
       'batch-size': { type: 'string' },
       device: { type: 'string' },
     },
@@ -168,10 +172,15 @@ export async function run(argv: string[]): Promise<number> {
   const onSigint = () => controller.abort();
   process.once('SIGINT', onSigint);
   await mkdir(dirname(outFile), { recursive: true });
-  const out = createWriteStream(outFile);
+  const out = await AtomicFile.create(outFile);
+  let pos = 0;
+  let committed = false;
   const write = async (s: string) => {
-    if (!out.write(s)) await once(out, 'drain');
+    const b = Buffer.from(s, 'utf8');
+    await writeFully(out.fh, b, pos);
+    pos += b.length;
   };
+  const bad: string[] = [];
   try {
     note(`rargen: ${tokenizer.device.reason}; ${samples.length} images in ${classes.length} classes`);
     const R = tokenizer.resolution;
@@ -181,11 +190,23 @@ export async function run(argv: string[]): Promise<number> {
       const images: RgbImage[] = [];
       const ids: number[] = [];
       for (const sample of batch) {
-        for (const img of crops(await loadImage(sample.path), R)) {
+        let loaded: RgbImage;
+        try {
+          loaded = await loadImage(sample.path);
+        } catch (e) {
+          const msg = (e as Error).message;
+          const why = msg.includes(sample.path) ? msg : `${sample.path}: ${msg}`;
+          if (!values['skip-bad']) throw new Error(`${why} (${outFile} is left as it was; pass --skip-bad to skip unreadable images)`, { cause: e });
+          note(`rargen: skipping ${why}`);
+          bad.push(sample.path);
+          continue;
+        }
+        for (const img of crops(loaded, R)) {
           images.push(img);
           ids.push(sample.classId);
         }
       }
+      if (images.length === 0) continue;
       const tokens = await encode(tokenizer, images, { batchSize: images.length, signal: controller.signal });
       let lines = '';
       for (let i = 0; i < tokens.length; i++) lines += JSON.stringify({ class_id: ids[i], tokens: Array.from(tokens[i]!) }) + '\n';
@@ -193,12 +214,16 @@ export async function run(argv: string[]): Promise<number> {
       bar.update(s + batch.length);
     }
     bar.finish();
-    note(`rargen: wrote ${samples.length * perImage} lines to ${outFile}`);
+    if (bad.length === samples.length) throw new Error(`none of the ${samples.length} images could be read; ${outFile} is left as it was`);
+    await out.commit();
+    committed = true;
+    const good = samples.length - bad.length;
+    if (bad.length) note(`rargen: skipped ${bad.length} of ${samples.length} images that could not be read (listed above)`);
+    note(`rargen: wrote ${good * perImage} lines to ${outFile}`);
     return 0;
   } finally {
     process.removeListener('SIGINT', onSigint);
-    out.end();
-    await once(out, 'close').catch(() => undefined);
+    if (!committed) await out.abort();
     tokenizer.dispose();
   }
 }

@@ -2,7 +2,7 @@
 // ~6 GB and npz archives of samples ~10 GB: nothing here ever reads a whole file;
 // callers read exactly the (offset, length) ranges an index tells them about.
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { ioFail, RargenIOError } from './errors.js';
 
 /** Largest single read/write request (Linux caps one syscall at 0x7ffff000 bytes). */
@@ -85,6 +85,18 @@ export function bytesOf(v: ArrayBufferView): Uint8Array {
  * by commit(), so a killed run never leaves a half-written file at the final path
  * (only a `.<name>.tmp-*` file beside it).
  */
+/** Temp files of AtomicFiles open in this process (absolute paths). */
+const liveTemps = new Set<string>();
+
+/**
+ * Whether `path` is the temp file of an AtomicFile this process has open. A temp file
+ * named with our pid but not listed is a previous process's (a restarted container runs
+ * as the same PID 1) and may be removed.
+ */
+export function isLiveTempFile(path: string): boolean {
+  return liveTemps.has(resolve(path));
+}
+
 export class AtomicFile {
   private constructor(
     readonly path: string,
@@ -95,7 +107,14 @@ export class AtomicFile {
   static async create(path: string): Promise<AtomicFile> {
     const rand = Math.random().toString(36).slice(2, 10);
     const tempPath = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${rand}`);
-    const fh = await open(tempPath, 'wx');
+    liveTemps.add(resolve(tempPath));
+    let fh: FileHandle;
+    try {
+      fh = await open(tempPath, 'wx');
+    } catch (e) {
+      liveTemps.delete(resolve(tempPath));
+      throw e;
+    }
     return new AtomicFile(path, tempPath, fh);
   }
 
@@ -103,6 +122,7 @@ export class AtomicFile {
     await this.fh.datasync();
     await this.fh.close();
     await rename(this.tempPath, this.path);
+    liveTemps.delete(resolve(this.tempPath));
   }
 
   async abort(): Promise<void> {
@@ -116,5 +136,6 @@ export class AtomicFile {
     } catch {
       /* already gone */
     }
+    liveTemps.delete(resolve(this.tempPath));
   }
 }

@@ -9,6 +9,10 @@ import { byteswapInPlace, dataBytes, type HostData } from './dtype.js';
 import { ioFail, wrapErrors } from './errors.js';
 import { AtomicFile, RandomAccessFile, writeFully } from './file.js';
 import { ZipReader, ZipWriter, type ZipEntry } from './zip.js';
+import { crc32 } from './crc32.js';
+import { createInflateRaw } from 'node:zlib';
+import { once } from 'node:events';
+import { limit, overLimit } from './limits.js';
 
 /** dtypes of .npy arrays: the tensor dtypes plus float64 and unicode strings (`<U n`). */
 export type NpyDType = DType | 'float64' | 'unicode';
@@ -250,7 +254,7 @@ export function encodeNpyHeader(dtype: NpyDType, shape: readonly number[], unico
 // ---------------------------------------------------------------------------------
 // Decoding / encoding data
 
-function decodeUnicode(h: NpyHeader, bytes: Uint8Array): string[] {
+function decodeUnicode(file: string, what: string, h: NpyHeader, bytes: Uint8Array): string[] {
   {
     const chars = h.itemSize / 4;
     const out: string[] = new Array(h.numel);
@@ -258,11 +262,14 @@ function decodeUnicode(h: NpyHeader, bytes: Uint8Array): string[] {
     const cps: number[] = [];
     for (let i = 0; i < h.numel; i++) {
       cps.length = 0;
+      // numpy strips trailing NULs only (an interior NUL is a character) and refuses
+      // code points above U+10FFFF.
       for (let c = 0; c < chars; c++) {
         const cp = dv.getUint32((i * chars + c) * 4, !h.bigEndian);
-        if (cp === 0) break;
-        cps.push(cp <= 0x10ffff ? cp : 0xfffd);
+        if (cp > 0x10ffff) ioFail(file, `${what}: element ${i} holds code point 0x${cp.toString(16)}, above U+10FFFF (not valid UTF-32)`);
+        cps.push(cp);
       }
+      while (cps.length && cps[cps.length - 1] === 0) cps.pop();
       let s = '';
       for (let k = 0; k < cps.length; k += 4096) s += String.fromCodePoint(...cps.slice(k, k + 4096));
       out[i] = s;
@@ -271,22 +278,22 @@ function decodeUnicode(h: NpyHeader, bytes: Uint8Array): string[] {
   }
 }
 
-function typedView(dtype: Exclude<NpyDType, 'unicode'>, buf: ArrayBuffer, n: number): HostData | Float64Array {
+function typedView(dtype: Exclude<NpyDType, 'unicode'>, buf: ArrayBuffer, n: number, at = 0): HostData | Float64Array {
   switch (dtype) {
     case 'float32':
-      return new Float32Array(buf, 0, n);
+      return new Float32Array(buf, at, n);
     case 'float64':
-      return new Float64Array(buf, 0, n);
+      return new Float64Array(buf, at, n);
     case 'float16':
     case 'bfloat16':
-      return new Uint16Array(buf, 0, n);
+      return new Uint16Array(buf, at, n);
     case 'int64':
-      return new BigInt64Array(buf, 0, n);
+      return new BigInt64Array(buf, at, n);
     case 'int32':
-      return new Int32Array(buf, 0, n);
+      return new Int32Array(buf, at, n);
     case 'uint8':
     case 'bool':
-      return new Uint8Array(buf, 0, n);
+      return new Uint8Array(buf, at, n);
   }
 }
 
@@ -339,16 +346,30 @@ interface ByteSource {
   size: number;
   read(offset: number, length: number, what: string): Promise<Buffer>;
   readInto(dst: Uint8Array, offset: number, what: string): Promise<void>;
+  /** Compressed sources: reading `length` bytes at once is bounded by this cap (see inflateSource). */
+  wholeReadCap?: () => void;
+  /** A stored zip member's CRC-32, checked whenever the member is read through from its start to its end. */
+  crc32?: number;
 }
 
 /** One .npy array (a file or an npz member), read lazily. */
 export class NpyReader {
+  /** CRC of the member's bytes 0..crcPos (stored zip members; read in order, as read() and FID's row loop do). */
+  private crcPos: number;
+  private crc: number;
+  /** Set once the CRC failed: every later read of the member fails too. */
+  private crcError: string | undefined;
+
   private constructor(
     readonly file: string,
     readonly what: string,
     private readonly src: ByteSource,
     readonly header: NpyHeader,
-  ) {}
+    head: Uint8Array,
+  ) {
+    this.crcPos = header.dataOffset;
+    this.crc = src.crc32 === undefined ? 0 : crc32(head.subarray(0, header.dataOffset));
+  }
 
   static async open(file: string, what: string, src: ByteSource): Promise<NpyReader> {
     const first = await src.read(0, Math.min(src.size, 4096), `${what} header`);
@@ -357,7 +378,26 @@ export class NpyReader {
       const hlen = first[6] === 1 ? first.readUInt16LE(8) + 10 : first.readUInt32LE(8) + 12;
       if (hlen > first.length && hlen <= Math.min(src.size, MAX_HEADER + 12)) head = await src.read(0, hlen, `${what} header`);
     }
-    return new NpyReader(file, what, src, parseNpyHeader(file, what, head, src.size));
+    return new NpyReader(file, what, src, parseNpyHeader(file, what, head, src.size), head);
+  }
+
+  /** Fold the raw bytes just read at member offset `off` into the running CRC; check it at the member's end. */
+  private async checkCrc(off: number, bytes: Uint8Array): Promise<void> {
+    const want = this.src.crc32;
+    if (want === undefined || off !== this.crcPos || this.crcPos === this.src.size) return;
+    this.crc = crc32(bytes, this.crc);
+    this.crcPos += bytes.byteLength;
+    const dataEnd = this.header.dataOffset + this.header.numel * this.header.itemSize;
+    if (this.crcPos === dataEnd && dataEnd < this.src.size) {
+      // bytes after the array (numpy writes none): fold them in too
+      const rest = Math.min(this.src.size - dataEnd, 1 << 20);
+      this.crc = crc32(await this.src.read(dataEnd, rest, this.what), this.crc);
+      this.crcPos = dataEnd + rest;
+    }
+    if (this.crcPos === this.src.size && this.crc !== want) {
+      this.crcError = `${this.what} fails its CRC-32 check (0x${this.crc.toString(16)} vs 0x${want.toString(16)} in the zip directory); the file is corrupt`;
+    }
+    if (this.crcError) ioFail(this.file, this.crcError);
   }
 
   get dtype(): NpyDType {
@@ -369,6 +409,7 @@ export class NpyReader {
 
   /** The whole array. */
   async read(): Promise<NpyArray> {
+    this.src.wholeReadCap?.();
     return this.readRange(0, this.header.numel, this.header.shape.slice());
   }
 
@@ -386,23 +427,27 @@ export class NpyReader {
   private async readRange(first: number, n: number, shape: number[]): Promise<NpyArray> {
     const h = this.header;
     return wrapErrors(this.file, `reading ${this.what}`, async () => {
+      if (this.crcError) ioFail(this.file, this.crcError);
       const off = h.dataOffset + first * h.itemSize;
       if (h.dtype === 'unicode') {
         const bytes = await this.src.read(off, n * h.itemSize, this.what);
-        return { dtype: h.dtype, shape, data: decodeUnicode({ ...h, numel: n }, bytes) };
+        await this.checkCrc(off, bytes);
+        return { dtype: h.dtype, shape, data: decodeUnicode(this.file, this.what, { ...h, numel: n }, bytes) };
       }
       const data = allocNumeric(h.dtype, n);
       const bytes = dataBytes(data);
       await this.src.readInto(bytes, off, this.what);
+      await this.checkCrc(off, bytes);
       if (h.bigEndian) byteswapInPlace(bytes, h.itemSize);
       return { dtype: h.dtype, shape, data };
     });
   }
 }
 
-function fileSource(f: RandomAccessFile, base: number, size: number): ByteSource {
+function fileSource(f: RandomAccessFile, base: number, size: number, crc?: number): ByteSource {
   return {
     size,
+    crc32: crc,
     read: (o, l, w) => {
       if (o + l > size) ioFail(f.path, `${w}: bytes ${o}..${o + l} are past its end (${size})`);
       return f.read(base + o, l, w);
@@ -414,11 +459,114 @@ function fileSource(f: RandomAccessFile, base: number, size: number): ByteSource
   };
 }
 
-function memorySource(b: Buffer): ByteSource {
+/**
+ * A deflated zip member (np.savez_compressed) read by inflating it as a stream: reads
+ * move a cursor forward (a read before the cursor restarts from the member's start), so
+ * reading rows in order, as FID does, holds one batch in memory and never the whole
+ * member, and the header is read without inflating the rest. The member's CRC-32 and
+ * size are checked when the stream reaches its end; more output than the declared size
+ * is an error at once. Reading the whole array at once allocates it, so that is capped
+ * (RARGEN_MAX_INFLATE_BYTES): a few compressed bytes can declare gigabytes of zeros.
+ */
+function inflateSource(zip: ZipReader, e: ZipEntry, dataOffset: number): ByteSource {
+  const path = zip.path;
+  const what = `zip entry '${e.name}'`;
+  const EMPTY = Buffer.alloc(0);
+  let z: ReturnType<typeof createInflateRaw> | null = null;
+  let it: AsyncIterator<Buffer> | null = null;
+  let pos = 0; // member offset of carry[0]
+  let carry: Buffer = Buffer.alloc(0);
+  let crc = 0;
+  let ended = false;
+  const start = (): void => {
+    z?.destroy();
+    const inf = createInflateRaw({ chunkSize: 1 << 20 });
+    z = inf;
+    const CH = 4 << 20;
+    (async () => {
+      for (let p = 0; p < e.compressedSize && !inf.destroyed; p += CH) {
+        const c = await zip.file.read(dataOffset + p, Math.min(CH, e.compressedSize - p), what);
+        if (!inf.write(c)) await once(inf, 'drain');
+      }
+      inf.end();
+    })().catch((err) => inf.destroy(err as Error));
+    it = inf[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    pos = 0;
+    carry = EMPTY;
+    crc = 0;
+    ended = false;
+  };
+  /** The next output chunk, or null at the end of the stream (checked against size and CRC). */
+  const next = async (): Promise<Buffer | null> => {
+    if (ended) return null;
+    let r: IteratorResult<Buffer>;
+    try {
+      r = await it!.next();
+    } catch (err) {
+      ioFail(path, `${what}: cannot inflate: ${(err as Error).message}`);
+    }
+    const produced = pos + carry.length;
+    if (r!.done) {
+      ended = true;
+      if (produced !== e.size) ioFail(path, `${what} inflates to ${produced} bytes, not the ${e.size} its header says`);
+      if (crc !== e.crc32) ioFail(path, `${what} fails its CRC-32 check (0x${crc.toString(16)} vs 0x${e.crc32.toString(16)}); the file is corrupt`);
+      return null;
+    }
+    const c = r!.value;
+    if (produced + c.length > e.size) ioFail(path, `${what} inflates to more than the ${e.size} bytes its header says; the archive is corrupt`);
+    crc = crc32(c, crc);
+    return c;
+  };
+  const readInto = async (dst: Uint8Array, offset: number, w: string): Promise<void> => {
+    const length = dst.byteLength;
+    if (offset + length > e.size) ioFail(path, `${w}: bytes ${offset}..${offset + length} are past its end (${e.size})`);
+    if (!it || offset < pos) start();
+    let done = 0;
+    while (done < length) {
+      // drop what lies before offset + done, copy what overlaps
+      const want = offset + done;
+      if (want < pos + carry.length) {
+        const from = want - pos;
+        const k = Math.min(carry.length - from, length - done);
+        dst.set(carry.subarray(from, from + k), done);
+        done += k;
+        continue;
+      }
+      pos += carry.length;
+      carry = EMPTY;
+      const c = await next();
+      if (!c) ioFail(path, `${w}: the compressed member ends at byte ${pos}, before byte ${want}`);
+      carry = c!;
+    }
+    // at the member's end, drain the stream so that its size and CRC are checked
+    if (offset + length === e.size) {
+      while (!ended) {
+        pos += carry.length;
+        carry = EMPTY;
+        carry = (await next()) ?? EMPTY;
+      }
+    }
+  };
+  // one read at a time: the cursor is shared
+  let queue: Promise<unknown> = Promise.resolve();
+  const serial = (dst: Uint8Array, offset: number, w: string): Promise<void> => {
+    const run = queue.then(() => readInto(dst, offset, w));
+    queue = run.catch(() => undefined);
+    return run;
+  };
   return {
-    size: b.length,
-    read: async (o, l) => b.subarray(o, o + l),
-    readInto: async (d, o) => void d.set(b.subarray(o, o + d.byteLength)),
+    size: e.size,
+    read: async (o, l, w) => {
+      const b = Buffer.allocUnsafe(l);
+      await serial(b, o, w);
+      return b;
+    },
+    readInto: serial,
+    wholeReadCap: () => {
+      if (e.size > limit('inflateBytes')) {
+        ioFail(path, `${what} is ${e.size} bytes once inflated, ${overLimit('inflateBytes')}; read it by rows (NpzFile.readRows streams it) or save the archive uncompressed (np.savez)`);
+      }
+    },
   };
 }
 
@@ -452,8 +600,6 @@ export class NpyFile {
   }
 }
 
-/** Largest deflated member inflated in memory (np.savez_compressed members). */
-const MAX_INFLATE = 2 ** 31 - 1;
 
 /** An opened .npz archive: members are read lazily; stored members can be sliced by rows. */
 export class NpzFile {
@@ -477,6 +623,8 @@ export class NpzFile {
           const e = zip.entries.get(n)!;
           if (n.endsWith('/')) continue;
           const key = n.endsWith('.npy') ? n.slice(0, -4) : n;
+          const other = members.get(key);
+          if (other) ioFail(path, `zip entries '${other.name}' and '${n}' both name the array '${key}'; the archive is ambiguous`);
           names.push(key);
           members.set(key, e);
         }
@@ -503,8 +651,9 @@ export class NpzFile {
       let src: ByteSource;
       if (e.method === 0) {
         if (e.compressedSize !== e.size) ioFail(this.path, `${what}: stored entry with differing sizes`);
-        src = fileSource(this.zip.file, await this.zip.dataOffset(e), e.size);
-      } else src = memorySource(await this.zip.readAll(e, MAX_INFLATE));
+        src = fileSource(this.zip.file, await this.zip.dataOffset(e), e.size, e.crc32);
+      } else if (e.method === 8) src = inflateSource(this.zip, e, await this.zip.dataOffset(e));
+      else ioFail(this.path, `${what} uses compression method ${e.method}; only stored (0) and deflate (8) are supported`);
       return NpyReader.open(this.path, what, src);
     });
     this.readers.set(name, r);

@@ -7,6 +7,7 @@
 // with bounded memo, stack and integer sizes, so hostile input cannot blow up memory or
 // the call stack. It covers protocols 0-5 as torch and numpy write them.
 import { RargenIOError } from './errors.js';
+import { limit, overLimit } from './limits.js';
 
 /** A Python tuple (JS arrays stand for lists). */
 export class PyTuple {
@@ -19,6 +20,17 @@ export class PyDict {
   /** The state a BUILD opcode set on it (torch stores `_metadata` there). */
   attrs: unknown = undefined;
   constructor(readonly ordered: boolean) {}
+}
+
+/**
+ * A Python float. Kept apart from ints (JS numbers) so that a float where Python wants an
+ * int (a tensor size of 4.0, which torch refuses) is not taken for one.
+ */
+export class PyFloat {
+  constructor(readonly value: number) {}
+  toString(): string {
+    return Number.isInteger(this.value) ? this.value.toFixed(1) : String(this.value);
+  }
 }
 
 /** A reference to an allowlisted global (a callable or a type token such as torch.FloatStorage). */
@@ -82,6 +94,7 @@ export function describe(v: unknown): string {
   if (typeof v === 'string') return `str '${v.length > 60 ? v.slice(0, 60) + '...' : v}'`;
   if (typeof v === 'number' || typeof v === 'bigint') return `number ${v}`;
   if (typeof v === 'boolean') return v ? 'True' : 'False';
+  if (v instanceof PyFloat) return `float ${v}`;
   if (v instanceof PyTuple) return `tuple of ${v.items.length}`;
   if (Array.isArray(v)) return `list of ${v.length}`;
   if (v instanceof PyDict) return `${v.ordered ? 'OrderedDict' : 'dict'} of ${v.map.size}`;
@@ -129,8 +142,10 @@ function unescapePyString(s: string): string {
 /** Unpickle one pickle from `data` (at `opts.start`). Returns the value and the offset after STOP. */
 export function unpickle(data: Uint8Array, opts: UnpickleOptions): { value: unknown; end: number } {
   const file = opts.file;
-  const maxMemo = opts.maxMemo ?? 10_000_000;
-  const maxStack = opts.maxStack ?? 10_000_000;
+  const maxMemo = opts.maxMemo ?? limit('pickleMemo');
+  const maxStack = opts.maxStack ?? limit('pickleItems');
+  const memoMsg = opts.maxMemo === undefined ? overLimit('pickleMemo') : `over the limit of ${maxMemo} entries`;
+  const itemsMsg = opts.maxStack === undefined ? overLimit('pickleItems') : `over the limit of ${maxStack} items`;
   const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   const n = buf.length;
   let pos = opts.start ?? 0;
@@ -160,7 +175,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): { value: unkn
     return s;
   };
   const push = (v: unknown): void => {
-    if (stack.length >= maxStack) fail(`pickle stack exceeds ${maxStack} items`);
+    if (stack.length >= maxStack) fail(`pickle stack grows past ${maxStack} items, ${itemsMsg}`);
     stack.push(v);
   };
   const pop = (): unknown => {
@@ -179,7 +194,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): { value: unkn
     return items;
   };
   const memoPut = (i: number): void => {
-    if (memo.size >= maxMemo && !memo.has(i)) fail(`pickle memo exceeds ${maxMemo} entries`);
+    if (memo.size >= maxMemo && !memo.has(i)) fail(`pickle memo grows past ${maxMemo} entries, ${memoMsg}`);
     memo.set(i, top());
   };
   const memoGet = (i: number): void => {
@@ -202,7 +217,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): { value: unkn
   const appendItems = (l: unknown, items: unknown[]): void => {
     if (!Array.isArray(l)) fail(`APPEND(S) on a ${describe(l)}, not a list`);
     for (const it of items) {
-      if ((l as unknown[]).length >= maxStack) fail(`list exceeds ${maxStack} items`);
+      if ((l as unknown[]).length >= maxStack) fail(`list grows past ${maxStack} items, ${itemsMsg}`);
       (l as unknown[]).push(it);
     }
   };
@@ -304,11 +319,11 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): { value: unkn
         const s = readLine();
         const v = Number(s);
         if (Number.isNaN(v) && !/nan/i.test(s)) fail(`bad FLOAT literal '${s.slice(0, 40)}'`);
-        push(v);
+        push(new PyFloat(v));
         break;
       }
       case 0x47: // BINFLOAT (big-endian double)
-        push(buf.readDoubleBE(need(8)));
+        push(new PyFloat(buf.readDoubleBE(need(8))));
         break;
       case 0x58: {
         // BINUNICODE

@@ -7,6 +7,7 @@ import { shapeToString } from '../tensor.js';
 import { allocFor, bfloat16ToFloat32, byteswapInPlace, dataBytes, DTYPE_SIZE, float16ToFloat32 } from './dtype.js';
 import { ioFail, wrapErrors } from './errors.js';
 import type { RandomAccessFile } from './file.js';
+import { limit, overLimit } from './limits.js';
 
 export interface LocatedTensor extends TensorInfo {
   /** Absolute file offset of the tensor's first element (resolved lazily, e.g. a zip local header). */
@@ -137,6 +138,9 @@ export function gather(src: Uint8Array, dst: Uint8Array, shape: readonly number[
 /**
  * Validate a tensor's geometry against its storage. Returns the contiguity and the
  * number of storage elements it spans from its first element. Errors name the tensor.
+ * A view that repeats stored elements (a stride of 0, as `expand` makes, or overlapping
+ * strides) materialises more bytes than the file holds: torch keeps such a view, this
+ * reader copies it out, so past the `expandedBytes` cap it is refused before allocating.
  */
 export function checkGeometry(
   file: string,
@@ -146,6 +150,7 @@ export function checkGeometry(
   offset: unknown,
   storageNumel: number,
   storageWhat: string,
+  elementSize = 1,
 ): { shape: number[]; stride: number[] | null; numel: number; span: number; offset: number } {
   const bad = (msg: string): never => ioFail(file, `tensor '${name}': ${msg}`);
   if (shape.length > 64) bad(`${shape.length} dimensions is too many`);
@@ -185,6 +190,11 @@ export function checkGeometry(
       span = last + 1;
     }
     if (!contiguous) str = st;
+  }
+  if (numel > span && numel * elementSize > limit('expandedBytes')) {
+    bad(
+      `shape ${shapeToString(shp)} stride (${(stride ?? []).join(', ')}) repeats ${span} stored elements as ${numel}; materialising it takes ${numel * elementSize} bytes, ${overLimit('expandedBytes')}; or save the tensor with .contiguous().clone()`,
+    );
   }
   if (numel > 0 && off + span > storageNumel) {
     bad(

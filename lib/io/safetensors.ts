@@ -26,7 +26,7 @@ export async function openSafetensors(path: string, file?: RandomAccessFile): Pr
       const text = (await f.read(8, hlen, 'safetensors header')).toString('utf8');
       let header: unknown;
       try {
-        header = JSON.parse(text);
+        header = parseHeaderJson(text);
       } catch (e) {
         ioFail(path, `safetensors header is not valid JSON: ${(e as Error).message}`);
       }
@@ -35,7 +35,13 @@ export async function openSafetensors(path: string, file?: RandomAccessFile): Pr
       const dataSize = f.size - dataStart;
       const located = new Map<string, LocatedTensor>();
       for (const [name, v] of Object.entries(header as Record<string, unknown>)) {
-        if (name === '__metadata__') continue;
+        if (name === '__metadata__') {
+          // the reference reader's type: a map of strings to strings
+          if (typeof v !== 'object' || v === null || Array.isArray(v) || !Object.values(v).every((x) => typeof x === 'string')) {
+            ioFail(path, 'safetensors __metadata__ must be an object of string values');
+          }
+          continue;
+        }
         const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
         if (typeof e !== 'object' || e === null) ioFail(path, `tensor '${name}': header entry is not an object`);
         const dtype = typeof e.dtype === 'string' ? ST_DTYPES[e.dtype] : undefined;
@@ -53,8 +59,19 @@ export async function openSafetensors(path: string, file?: RandomAccessFile): Pr
         const abs = dataStart + b;
         located.set(name, { name, dtype, shape: g.shape, numel: g.numel, stride: null, span: g.numel, bigEndian: false, base: async () => abs });
       }
-      // file order = data order
-      const sorted = new Map([...located.entries()].sort((x, y) => offsetOf(header, x[0]) - offsetOf(header, y[0])));
+      // file order = data order; as the spec and the reference reader require, the
+      // tensors tile the data buffer exactly: no overlap, no gap, nothing after the last
+      const sorted = new Map([...located.entries()].sort((x, y) => offsetOf(header, x[0]) - offsetOf(header, y[0]) || offsetOf(header, x[0], 1) - offsetOf(header, y[0], 1)));
+      let end = 0;
+      let prev = '';
+      for (const name of sorted.keys()) {
+        const [b, en] = [offsetOf(header, name), offsetOf(header, name, 1)];
+        if (b < end) ioFail(path, `tensor '${name}': data_offsets [${b}, ${en}] overlap tensor '${prev}' (which ends at ${end})`);
+        if (b > end) ioFail(path, `tensor '${name}': data_offsets [${b}, ${en}] leave a gap of ${b - end} bytes after ${prev ? `tensor '${prev}' (which ends at ${end})` : 'the header'}`);
+        end = en;
+        prev = name;
+      }
+      if (end !== dataSize) ioFail(path, `the tensors' data ends at byte ${end} of the data buffer but the file holds ${dataSize} bytes after the header (${dataSize - end} trailing bytes); the file is corrupt`);
       return new FileCheckpoint(path, 'safetensors', f, sorted);
     });
   } catch (e) {
@@ -63,8 +80,100 @@ export async function openSafetensors(path: string, file?: RandomAccessFile): Pr
   }
 }
 
-function offsetOf(header: unknown, name: string): number {
-  return (header as Record<string, { data_offsets: [number, number] }>)[name]!.data_offsets[0];
+function offsetOf(header: unknown, name: string, which: 0 | 1 = 0): number {
+  return (header as Record<string, { data_offsets: [number, number] }>)[name]!.data_offsets[which];
+}
+
+/** A JSON number written with a fraction or exponent (`4.0`, `1e3`): not a valid size or offset. */
+class JsonFloat {
+  constructor(readonly text: string) {}
+  toJSON(): string {
+    return this.text;
+  }
+  toString(): string {
+    return this.text;
+  }
+}
+
+/**
+ * Strict JSON for the header: as JSON.parse, except that a duplicate key is an error
+ * (JSON.parse keeps the last silently, so a second entry for a tensor would hide the
+ * first) and non-integer numbers come back as JsonFloat, so a shape of [4.0] is refused
+ * as the reference reader refuses it. Nesting is capped at 64 levels.
+ */
+const NUMBER = /-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/y;
+
+export function parseHeaderJson(text: string): unknown {
+  let i = 0;
+  const fail = (msg: string): never => {
+    throw new Error(`${msg} at character ${i}`);
+  };
+  const ws = (): void => {
+    while (i < text.length && (text[i] === ' ' || text[i] === '\t' || text[i] === '\n' || text[i] === '\r')) i++;
+  };
+  const str = (): string => {
+    // the closing quote (skipping escapes); JSON.parse then checks the escapes and controls
+    let j = i + 1;
+    while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+    if (j >= text.length) fail('unterminated string');
+    const lit = text.slice(i, j + 1);
+    i = j + 1;
+    try {
+      return JSON.parse(lit) as string;
+    } catch {
+      return fail('bad string');
+    }
+  };
+  // recursion depth is capped at 64, so hostile nesting cannot exhaust the stack
+  const value = (depth: number): unknown => {
+    if (depth > 64) fail('nesting too deep');
+    ws();
+    const c = text[i];
+    if (c === '{') {
+      i++;
+      const o: Record<string, unknown> = {};
+      ws();
+      if (text[i] === '}') return i++, o;
+      for (;;) {
+        ws();
+        if (text[i] !== '"') fail('expected a string key');
+        const k = str();
+        if (Object.prototype.hasOwnProperty.call(o, k)) fail(`duplicate key ${JSON.stringify(k).slice(0, 200)}`);
+        ws();
+        if (text[i] !== ':') fail("expected ':'");
+        i++;
+        Object.defineProperty(o, k, { value: value(depth + 1), enumerable: true, writable: true, configurable: true });
+        ws();
+        if (text[i] === '}') return i++, o;
+        if (text[i] !== ',') fail("expected ',' or '}'");
+        i++;
+      }
+    }
+    if (c === '[') {
+      i++;
+      const a: unknown[] = [];
+      ws();
+      if (text[i] === ']') return i++, a;
+      for (;;) {
+        a.push(value(depth + 1));
+        ws();
+        if (text[i] === ']') return i++, a;
+        if (text[i] !== ',') fail("expected ',' or ']'");
+        i++;
+      }
+    }
+    if (c === '"') return str();
+    for (const [w, v] of [['true', true], ['false', false], ['null', null]] as const) if (text.startsWith(w, i)) return (i += w.length), v;
+    NUMBER.lastIndex = i;
+    const m = NUMBER.exec(text);
+    if (!m) fail('unexpected token');
+    i += m![0].length;
+    return m![1] || m![2] ? new JsonFloat(m![0]) : Number(m![0]);
+  };
+  const root = value(0);
+  ws();
+  if (i < text.length) fail('trailing characters');
+  return root;
 }
 
 export interface SaveSafetensorsOptions {

@@ -196,7 +196,7 @@ function locateTensors(
       ioFail(file, `tensor '${name}' has dtype ${s.dtype}, which rargen does not load (supported: float32, float16, bfloat16, int64, int32, uint8, bool)`);
     }
     const loc = storageAt(s, name);
-    const g = checkGeometry(file, name, t.shape, t.stride, t.offset, Math.min(s.numel, loc.available - s.viewOffset), `its storage '${s.key}' (${s.dtype})`);
+    const g = checkGeometry(file, name, t.shape, t.stride, t.offset, Math.min(s.numel, loc.available - s.viewOffset), `its storage '${s.key}' (${s.dtype})`, s.size);
     const es = s.size;
     const skip = (s.viewOffset + g.offset) * es;
     out.set(name, {

@@ -5,7 +5,7 @@
 // writer of STORED members whose data starts 64-byte aligned (as torch's writer does,
 // so torch can mmap), with zip64 fields when sizes/offsets pass 4 GiB, written to a
 // temp file and renamed into place. Both fit in a few hundred lines.
-import { inflateRawSync } from 'node:zlib';
+import { createInflateRaw } from 'node:zlib';
 import { ioFail, RargenIOError } from './errors.js';
 import { AtomicFile, RandomAccessFile, writeFully } from './file.js';
 import { crc32 } from './crc32.js';
@@ -36,6 +36,34 @@ function u64(buf: Buffer, off: number): number {
   const v = buf.readBigUInt64LE(off);
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) return Number.MAX_SAFE_INTEGER; // out of any file: caught by bounds checks
   return Number(v);
+}
+
+/** Inflate raw deflate `raw` into `out`; errors if it yields more than out.length bytes. Returns the bytes produced. */
+function inflateInto(raw: Buffer, out: Buffer, path: string, name: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const z = createInflateRaw({ chunkSize: 1 << 20 });
+    let n = 0;
+    let done = false;
+    const fail = (msg: string, cause?: unknown): void => {
+      if (done) return;
+      done = true;
+      z.destroy();
+      reject(new RargenIOError(path, `${path}: zip entry '${name}': ${msg}`, { cause }));
+    };
+    z.on('data', (c: Buffer) => {
+      if (done) return;
+      if (n + c.length > out.length) return fail(`inflates to more than the ${out.length} bytes its header says; the archive is corrupt`);
+      c.copy(out, n);
+      n += c.length;
+    });
+    z.on('error', (e) => fail(`cannot inflate: ${e.message}`, e));
+    z.on('end', () => {
+      if (done) return;
+      done = true;
+      resolve(n);
+    });
+    z.end(raw);
+  });
 }
 
 export class ZipReader {
@@ -95,7 +123,9 @@ export class ZipReader {
     const entries = new Map<string, ZipEntry>();
     const names: string[] = [];
     let p = 0;
-    for (let i = 0; i < count; i++) {
+    // Every entry the directory holds, as Python's zipfile reads it: the end record's
+    // count is not trusted (a wrong count would silently drop members).
+    for (let i = 0; p < cdSize; i++) {
       if (p + 46 > cdSize || cd.readUInt32LE(p) !== SIG_CENTRAL) {
         ioFail(path, `zip central directory entry ${i} at offset ${cdOffset + p} has a bad signature; the central directory offset is wrong or the archive is corrupt`);
       }
@@ -184,8 +214,11 @@ export class ZipReader {
    * The whole (decompressed) content of a small entry, CRC-checked. Stored and
    * deflated entries; `maxSize` guards against hostile sizes.
    */
-  async readAll(entry: ZipEntry, maxSize = 1 << 30): Promise<Buffer> {
-    if (entry.size > maxSize) ioFail(this.path, `zip entry '${entry.name}' is ${entry.size} bytes, more than the ${maxSize} this reader loads at once`);
+  async readAll(entry: ZipEntry, maxSize = 1 << 30, sizeHint = ''): Promise<Buffer> {
+    if (entry.size > maxSize) ioFail(this.path, `zip entry '${entry.name}' is ${entry.size} bytes, more than the ${maxSize} this reader loads at once${sizeHint}`);
+    if (entry.method !== 0 && entry.method !== 8) {
+      ioFail(this.path, `zip entry '${entry.name}' uses compression method ${entry.method}; only stored (0) and deflate (8) are supported`);
+    }
     const off = await this.dataOffset(entry);
     const raw = await this.file.read(off, entry.compressedSize, `zip entry '${entry.name}'`);
     let out: Buffer;
@@ -193,12 +226,11 @@ export class ZipReader {
       if (entry.compressedSize !== entry.size) ioFail(this.path, `zip entry '${entry.name}' is stored but its sizes differ (${entry.compressedSize} vs ${entry.size})`);
       out = raw;
     } else if (entry.method === 8) {
-      try {
-        out = inflateRawSync(raw, { maxOutputLength: Math.max(1, entry.size) });
-      } catch (e) {
-        throw new RargenIOError(this.path, `${this.path}: zip entry '${entry.name}': cannot inflate: ${(e as Error).message}`, { cause: e });
-      }
-      if (out.length !== entry.size) ioFail(this.path, `zip entry '${entry.name}' inflates to ${out.length} bytes, not the ${entry.size} its header says`);
+      // Inflated straight into one buffer of the declared size (no chunk list + concat
+      // copy); more output than declared stops the inflater at once.
+      out = Buffer.allocUnsafe(entry.size);
+      const got = await inflateInto(raw, out, this.path, entry.name);
+      if (got !== entry.size) ioFail(this.path, `zip entry '${entry.name}' inflates to ${got} bytes, not the ${entry.size} its header says`);
     } else {
       ioFail(this.path, `zip entry '${entry.name}' uses compression method ${entry.method}; only stored (0) and deflate (8) are supported`);
     }
