@@ -109,8 +109,14 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** The message without a leading "rargen: " / "rargen CMD: " (the dispatcher adds its own). */
+export function stripPrefix(message: string): string {
+  return message.replace(/^(rargen(\s+[a-z-]+)?:\s*)+/, '');
+}
+
 function report(e: unknown, cmd: string | undefined): number {
-  const err = e instanceof Error ? e : new Error(String(e));
+  const err0 = e instanceof Error ? e : new Error(String(e));
+  const err = Object.assign(Object.create(Object.getPrototypeOf(err0) as object) as Error, err0, { message: stripPrefix(err0.message), name: err0.name, stack: err0.stack });
   const prefix = cmd ? `rargen ${cmd}` : 'rargen';
   if (process.env.RARGEN_DEBUG) process.stderr.write((err.stack ?? err.message) + '\n');
   if (err instanceof UsageError || err.name === 'ValidationError') {

@@ -443,13 +443,12 @@ async function cancellable<T>(signal: AbortSignal | undefined, job: (jobId: numb
 /** options with class names in classLabels replaced by their ids (the generator's classNames). */
 function withClassIds(options: GenerateOptions, gen: Generator): GenerateOptions {
   const labels = (options as { classLabels?: unknown }).classLabels;
-  if (!Array.isArray(labels) || !labels.some((l) => typeof l === 'string')) return options;
+  // without names, strings are left for the schema to report as non-integers
+  if (!Array.isArray(labels) || !gen.classNames || !labels.some((l) => typeof l === 'string')) return options;
   const ids = labels.map((l: unknown, i) => {
     if (typeof l !== 'string') return l as number;
-    if (!gen.classNames)
-      throw new ValidationError(`Expected a class id for classLabels[${i}] but received ${describeValue(l)}: this generator's ${gen.config.numClasses} classes have no names`);
     try {
-      return resolveClassName(l, gen.classNames);
+      return resolveClassName(l, gen.classNames!);
     } catch (e) {
       if (e instanceof ClassNameError) throw new ClassNameError(`classLabels[${i}]: ${e.message}`, e.query, e.candidates);
       throw e;

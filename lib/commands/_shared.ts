@@ -132,7 +132,7 @@ export function parseClassList(value: string, flag = '--classes', space?: ClassS
       }
     } else
       throw new UsageError(
-        `${flag} expects class ids${space ? ` 0..${max}` : ''} like 207,360 or 0-9${space?.names ? ' or class names' : ''} but received ${JSON.stringify(value)}`,
+        `${flag} expects class ids${space ? ` (0..${max})` : ''}, ranges like 0-9${space?.names ? ' or class names' : ''} but received ${JSON.stringify(value)}`,
       );
   }
   if (out.length === 0) throw new UsageError(`${flag} is empty`);
