@@ -41,7 +41,8 @@ export function formatProgress(done: number, total: number, elapsedSeconds: numb
   const pct = (frac * 100).toFixed(0).padStart(3);
   const label = opts.label ? opts.label + ' ' : '';
   const unit = opts.unit ?? 'it';
-  return `${label}[${bar}] ${pct}% ${Math.floor(done)}/${total} ${rate.toFixed(rate >= 10 ? 0 : 2)} ${unit}/s ETA ${formatDuration(eta)}`;
+  const count = Number.isInteger(total) ? `${Math.floor(done)}/${total}` : `${done.toFixed(1)}/${total.toFixed(1)}`;
+  return `${label}[${bar}] ${pct}% ${count} ${rate.toFixed(rate >= 10 ? 0 : 2)} ${unit}/s ETA ${formatDuration(eta)}`;
 }
 
 export class ProgressBar {
