@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 // rargen's public API. Typical use:
 //
 //   import { loadGenerator, loadTokenizer, generate, savePng } from 'rargen';

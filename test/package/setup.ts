@@ -28,7 +28,7 @@ export interface InstalledApp {
   work: string;
   /** The app folder with node_modules/rargen installed from the tarball. */
   app: string;
-  /** PATH with node, npm and sh only. */
+  /** PATH with node, npm, npx and sh only. */
   env: NodeJS.ProcessEnv;
   /** Where the prebuilt binary came from: 'prebuilds' or the staged addon's path. */
   prebuiltFrom: string;
@@ -72,7 +72,7 @@ export function installPackedApp(prefix = 'rargen-pack-'): InstalledApp {
     const { tarball, prebuiltFrom } = packTarball(work);
     const bin = join(work, 'bin');
     mkdirSync(bin);
-    for (const tool of ['node', 'npm', 'sh']) symlinkSync(which(tool), join(bin, tool));
+    for (const tool of ['node', 'npm', 'npx', 'sh']) symlinkSync(which(tool), join(bin, tool));
     const env: NodeJS.ProcessEnv = {
       HOME: process.env.HOME,
       PATH: bin,
