@@ -31,6 +31,7 @@ export const LOGITS_DIM = 1008;
 /** Thrown when no Inception weights file can be found; the message says where to get it and where to put it. */
 export class MissingWeightsError extends Error {
   override name = 'MissingWeightsError';
+  readonly code = 'RARGEN_MISSING_WEIGHTS';
 }
 
 /**

@@ -10,6 +10,7 @@ import { resolveClassName } from '../classes.js';
 /** A bad command line: the dispatcher prints it with a pointer to --help and exits 2. */
 export class UsageError extends Error {
   override name = 'UsageError';
+  readonly code = 'RARGEN_USAGE';
 }
 
 type Options = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
