@@ -25,7 +25,8 @@ export function className(id: number, classes: readonly string[] = IMAGENET_CLAS
   return classSynonyms(e)[0] ?? e;
 }
 
-function editDistance(a: string, b: string): number {
+/** Levenshtein distance (for "did you mean" suggestions). */
+export function editDistance(a: string, b: string): number {
   const prev = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     let diag = prev[0]!;

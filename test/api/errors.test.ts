@@ -44,3 +44,11 @@ describe('error classes', () => {
     expect((err as Error).message).toMatch(/^preset rar-b \(hidden 768, .*\) does not match .*model\.bin/);
   });
 });
+
+describe('long work takes an AbortSignal', () => {
+  it('evaluateNpz stops with an AbortError', async () => {
+    const err = await rargen.evaluateNpz('ref.npz', 'sample.npz', { signal: AbortSignal.abort(), device: 'cpu' }).catch((e: unknown) => e);
+    expect((err as Error).name).toBe('AbortError');
+    await expect(rargen.evaluateNpz('ref.npz', 'sample.npz', { signal: 'x' as unknown as AbortSignal })).rejects.toThrow('Expected an AbortSignal for options.signal but received "x"');
+  });
+});
