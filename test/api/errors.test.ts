@@ -49,6 +49,6 @@ describe('long work takes an AbortSignal', () => {
   it('evaluateNpz stops with an AbortError', async () => {
     const err = await rargen.evaluateNpz('ref.npz', 'sample.npz', { signal: AbortSignal.abort(), device: 'cpu' }).catch((e: unknown) => e);
     expect((err as Error).name).toBe('AbortError');
-    await expect(rargen.evaluateNpz('ref.npz', 'sample.npz', { signal: 'x' as unknown as AbortSignal })).rejects.toThrow('Expected an AbortSignal for options.signal but received "x"');
+    await expect(rargen.evaluateNpz('ref.npz', 'sample.npz', { signal: 'x' as unknown as AbortSignal })).rejects.toThrow('Expected an AbortSignal for signal but received "x"');
   });
 });
