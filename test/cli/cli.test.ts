@@ -3,7 +3,7 @@
 // dynamic command loading, exit codes and output streams are tested for real.
 import { beforeAll, afterAll, describe, expect, it } from 'vitest';
 import { spawnSync, execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -280,5 +280,45 @@ describe('generate --demo (the shipped demo model, offline)', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('unknown class name "blob"; the classes are: 0 circle, 1 square,');
     expect(rargen('generate', '--generator', 'g.bin', '--class', 'circle', '--out', join(tmp, 'x')).code).toBe(2);
+  });
+});
+
+describe('generate: every option error names the flag, before the model loads', () => {
+  const tiny = () => join(FIX, 'rar-tiny', 'model.bin');
+  const usage = (msg: string) => `rargen generate: ${msg}\nRun 'rargen generate --help' for usage.\n`;
+  it('a missing file is named once, without a doubled prefix', () => {
+    const r = rargen('generate', '--generator', 'nope.bin', '--classes', '1', '--tokens-out', join(tmp, 't.json'));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(usage('--generator nope.bin: no such file (a path, or a name from `rargen download --help`)'));
+    // the readers' messages start with "rargen: "; the dispatcher prints one prefix
+    const i = rargen('inspect', 'nope.bin');
+    expect(i.code).toBe(1);
+    expect(i.stderr).toBe("rargen inspect: nope.bin: cannot open: ENOENT: no such file or directory, open 'nope.bin'\n");
+  });
+  it('class lists: range bounds checked before expanding, negative ids, names on a model without names', () => {
+    const cases: [string, string][] = [
+      ['0-99999999', '--classes: class 99999999 is out of range: the model has 10 classes (0..9)'],
+      ['-1', '--classes expects class ids (0..9), ranges like 0-9 but received "-1"'],
+      ['tabby', '--classes expects class ids (0..9), ranges like 0-9 but received "tabby"'],
+    ];
+    for (const [list, msg] of cases) {
+      const r = rargen('generate', '--generator', tiny(), '--classes', list, '--tokens-out', join(tmp, 't.json'));
+      expect(r.code, list).toBe(2);
+      expect(r.stderr).toBe(usage(msg));
+    }
+  });
+  it('--out on a file, --greedy with --top-k, --grid not a PNG', () => {
+    const file = join(tmp, 'a-file');
+    writeFileSync(file, '');
+    const cases: [string[], string][] = [
+      [['--out', file], `--out ${file} is a file, not a folder: give a folder for the PNG images (use --grid FILE.png for one picture)`],
+      [['--out', join(tmp, 'o'), '--greedy', '--top-k', '5'], '--greedy takes the most likely token: it cannot be combined with --top-k'],
+      [['--grid', join(tmp, 'g.jpg')], `--grid expects a FILE.png but received ${JSON.stringify(join(tmp, 'g.jpg'))}`],
+    ];
+    for (const [args, msg] of cases) {
+      const r = rargen('generate', '--demo', '--classes', 'circle', ...args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr).toBe(usage(msg));
+    }
   });
 });
