@@ -322,3 +322,24 @@ describe('generate: every option error names the flag, before the model loads', 
     }
   });
 });
+
+describe.runIf(hasModelAddon())('generate --out: Ctrl-C keeps the images written so far', () => {
+  it('exits 130 after SIGINT with the finished batches on disk', async () => {
+    const { spawn } = await import('node:child_process');
+    const out = join(tmp, 'sigint');
+    const child = spawn(process.execPath, [CLI, 'generate', '--demo', '--classes', '0-9,0-9,0-9,0-9,0-9,0-9,0-9,0-9,0-9,0-9', '--batch-size', '1', '--out', out], { cwd: ROOT });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const done = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    for (let i = 0; i < 600 && !existsSync(join(out, '000001.png')); i++) await new Promise((r) => setTimeout(r, 50));
+    child.kill('SIGINT');
+    const code = await done;
+    expect(code, stderr).toBe(130);
+    const files = readdirSync(out).sort();
+    expect(files.length).toBeGreaterThanOrEqual(2);
+    expect(files.length).toBeLessThan(100);
+    expect(files[0]).toBe('000000.png');
+    expect(stderr).toContain(`rargen generate: interrupted; the ${files.length} images written to ${out} are kept`);
+    for (const f of files) expect(decodePng(readFileSync(join(out, f))).width).toBe(128); // whole files only
+  }, 60_000);
+});
