@@ -8,7 +8,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
 import { loadGenerator, loadTokenizer, generate, type Generator, type Tokenizer } from '../generate.js';
 import { imageGrid, savePng, type RgbImage } from '../image.js';
-import { inferGeneratorConfig, PRESET_NAMES, type PresetName } from '../config.js';
+import { detectModelKind, inferGeneratorConfig, PRESET_NAMES, type PresetName } from '../config.js';
 import { openCheckpoint } from '../io/index.js';
 import { ProgressBar } from '../progress.js';
 import { IMAGENET_CLASSES, className } from '../classes.js';
@@ -66,6 +66,9 @@ Options:
 async function peekClasses(path: string): Promise<ClassSpace> {
   const ckpt = await openCheckpoint(path);
   try {
+    const kind = detectModelKind(ckpt.tensors);
+    if (kind === 'maskgit-vqgan') throw new UsageError(`--generator ${path} holds a MaskGIT-VQGAN tokenizer, not a RAR generator (pass it as --tokenizer)`);
+    if (kind !== 'rar-generator') throw new UsageError(`--generator ${path} holds ${ckpt.tensors.size} tensors of an unknown model, not a RAR generator (\`rargen inspect ${path}\` lists them)`);
     const count = inferGeneratorConfig(ckpt.tensors).numClasses;
     return { count, names: count === IMAGENET_CLASSES.length ? IMAGENET_CLASSES : undefined };
   } finally {

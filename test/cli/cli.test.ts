@@ -290,6 +290,9 @@ describe('generate: every option error names the flag, before the model loads', 
     const r = rargen('generate', '--generator', 'nope.bin', '--classes', '1', '--tokens-out', join(tmp, 't.json'));
     expect(r.code).toBe(2);
     expect(r.stderr).toBe(usage('--generator nope.bin: no such file (a path, or a name from `rargen download --help`)'));
+    const tok = join(FIX, 'vqgan-tiny', 'model.bin');
+    const w = rargen('generate', '--generator', tok, '--classes', '1', '--tokens-out', join(tmp, 't.json'));
+    expect(w.stderr).toBe(usage(`--generator ${tok} holds a MaskGIT-VQGAN tokenizer, not a RAR generator (pass it as --tokenizer)`));
     // the readers' messages start with "rargen: "; the dispatcher prints one prefix
     const i = rargen('inspect', 'nope.bin');
     expect(i.code).toBe(1);
