@@ -8,6 +8,7 @@ import { readdirSync, readFileSync, existsSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { UsageError } from './commands/_shared.js';
+import { ValidationError } from './errors.js';
 import { packageRoot } from './native.js';
 
 /** What a command module exports. */
@@ -109,12 +110,18 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** The message without a leading "rargen: " / "rargen CMD: " (the dispatcher adds its own). */
+export function stripPrefix(message: string): string {
+  return message.replace(/^(rargen(\s+[a-z-]+)?:\s*)+/, '');
+}
+
 function report(e: unknown, cmd: string | undefined): number {
   const err = e instanceof Error ? e : new Error(String(e));
+  const message = stripPrefix(err.message);
   const prefix = cmd ? `rargen ${cmd}` : 'rargen';
-  if (process.env.RARGEN_DEBUG) process.stderr.write((err.stack ?? err.message) + '\n');
-  if (err instanceof UsageError || err.name === 'ValidationError') {
-    process.stderr.write(`${prefix}: ${err.message}\n`);
+  if (process.env.RARGEN_DEBUG) process.stderr.write((err.stack ?? message) + '\n');
+  if (err instanceof UsageError || err instanceof ValidationError || err.name === 'ValidationError') {
+    process.stderr.write(`${prefix}: ${message}\n`);
     process.stderr.write(cmd ? `Run 'rargen ${cmd} --help' for usage.\n` : `Run 'rargen --help' for usage.\n`);
     return 2;
   }
@@ -122,7 +129,7 @@ function report(e: unknown, cmd: string | undefined): number {
     process.stderr.write(`${prefix}: interrupted\n`);
     return 130;
   }
-  process.stderr.write(`${prefix}: ${err.message}\n`);
+  process.stderr.write(`${prefix}: ${message}\n`);
   return 1;
 }
 

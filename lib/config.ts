@@ -204,7 +204,12 @@ export function resolvePreset(name: PresetName | undefined, inferred: GeneratorC
       (f) => `${f} ${preset.generator[f]} vs ${inferred[f]}`,
     );
     const actual = matchPreset(inferred);
-    throw new ConfigError(
+    throw new WeightsMismatchError(
+      source,
+      [],
+      [],
+      [],
+      [],
       `preset ${name} (${describeGeneratorConfig(preset.generator)}) does not match ${source} ` +
         `(${describeGeneratorConfig(inferred)}${actual ? `; they are ${actual.name}` : ''}): ${diffs.join(', ')}`,
     );
@@ -218,19 +223,23 @@ export function resolvePreset(name: PresetName | undefined, inferred: GeneratorC
 /** A checkpoint whose tensors do not fit the expected model. */
 export class ConfigError extends Error {
   override name = 'ConfigError';
+  readonly code: string = 'RARGEN_CONFIG';
 }
 
 /** Every difference between a checkpoint and the expected state dict. */
 export class WeightsMismatchError extends ConfigError {
   override name = 'WeightsMismatchError';
+  override readonly code: string = 'RARGEN_WEIGHTS_MISMATCH';
   constructor(
     readonly model: string,
     readonly wrongShapes: { key: string; expected: number[]; found: number[] }[],
     readonly missing: string[],
     readonly unexpected: string[],
     readonly wrongDtypes: { key: string; dtype: string }[] = [],
+    /** The message when it is not the tensor list (a preset that does not match the weights). */
+    message?: string,
   ) {
-    super(WeightsMismatchError.format(model, wrongShapes, missing, unexpected, wrongDtypes));
+    super(message ?? WeightsMismatchError.format(model, wrongShapes, missing, unexpected, wrongDtypes));
   }
 
   static format(

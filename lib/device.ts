@@ -22,6 +22,7 @@ export interface ResolvedDevice {
 /** Thrown when an explicitly requested device cannot be used. */
 export class DeviceError extends Error {
   override name = 'DeviceError';
+  readonly code = 'RARGEN_DEVICE';
 }
 
 /** Why CUDA cannot be used, in one line, or undefined when it can. */

@@ -187,6 +187,8 @@ export interface EvaluateOptions {
   /** k of the k-NN precision/recall (ADM: 3). */
   k?: number;
   onProgress?: (p: EvaluateProgress) => void;
+  /** Aborting it stops at the next batch with an AbortError. */
+  signal?: AbortSignal;
 }
 
 export interface EvaluateResult {
@@ -217,6 +219,7 @@ const EvaluateOptionsSchema = z.strictObject({
   splitSize: intIn(1, 2 ** 31).optional(),
   k: intIn(1, 1000).optional(),
   onProgress: z.custom<(p: EvaluateProgress) => void>((v) => typeof v === 'function', { error: 'a function' }).optional(),
+  signal: z.custom<AbortSignal>((v) => v instanceof AbortSignal, { error: 'an AbortSignal' }).optional(),
 });
 
 interface Activations {
@@ -253,7 +256,12 @@ async function activations(net: InceptionV3, src: ImageNpz, batchSize: number, w
  * VIRTUAL_imagenet256_labeled.npz), `samplePath` the generated images.
  */
 export async function evaluateNpz(refPath: string, samplePath: string, options: EvaluateOptions = {}): Promise<EvaluateResult> {
-  const opts = parseOptions(EvaluateOptionsSchema, options, 'evaluateNpz');
+  const opts0 = parseOptions(EvaluateOptionsSchema, options, 'evaluateNpz');
+  const signal = opts0.signal;
+  signal?.throwIfAborted();
+  // every stage reports progress after each batch: the abort check rides on it
+  const user = opts0.onProgress;
+  const opts = { ...opts0, onProgress: signal || user ? (p: EvaluateProgress) => (signal?.throwIfAborted(), user?.(p)) : undefined };
   if (typeof refPath !== 'string' || !refPath) throw new ValidationError('Expected a file path for the reference .npz');
   if (typeof samplePath !== 'string' || !samplePath) throw new ValidationError('Expected a file path for the sample .npz');
   const batchSize = opts.batchSize ?? 32;

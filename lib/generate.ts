@@ -29,14 +29,16 @@ import {
 } from './config.js';
 import { resolveDevice, type DeviceSpec, type ResolvedDevice } from './device.js';
 import { decoderOutputToImages, imagesToPixels, type RgbImage } from './image.js';
+import { resolveModelPath } from './releases.js';
+import { IMAGENET_CLASSES, resolveClassName } from './classes.js';
+import { demoPaths, loadDemoInfo } from './demo/index.js';
+import { resolve as resolvePath } from 'node:path';
 
 // ---------------------------------------------------------------------------------
 // Validation: sharp-style messages, "Expected <what> for <option> but received <value>".
 
-/** An invalid argument to a rargen function. */
-export class ValidationError extends TypeError {
-  override name = 'ValidationError';
-}
+import { ClassNameError, ValidationError } from './errors.js';
+export { ValidationError };
 
 /** How a received value is shown in a message. */
 export function describeValue(v: unknown): string {
@@ -202,6 +204,8 @@ export class Generator extends NativeModelHolder {
     readonly sampling: SamplingDefaults,
     readonly device: ResolvedDevice,
     readonly precision: Precision,
+    /** The class names, one entry per class id (comma-separated synonyms), when known: the 1000 ImageNet classes for a 1000-class generator, the demo's own. */
+    readonly classNames?: readonly string[],
   ) {
     super(handle);
   }
@@ -303,7 +307,10 @@ function wrongKind(path: string, found: string, wanted: string, hint: string): C
  * creates the native model on the device and streams the weights into it.
  */
 export async function loadGenerator(path: string, options: LoadGeneratorOptions = {}): Promise<Generator> {
-  const p = parseOptions(pathSchema, path, 'loadGenerator', 'path');
+  const given = parseOptions(pathSchema, path, 'loadGenerator', 'path');
+  // 'demo' is the shipped demo model; a released name ('rar-b') is its file in the cache folder.
+  const p = given === 'demo' ? demoPaths().weights : resolveModelPath(given);
+  const demo = resolvePath(p) === resolvePath(demoPaths().weights) ? loadDemoInfo() : undefined;
   const o = parseOptions(LoadGeneratorOptionsSchema, options, 'loadGenerator');
   const device = resolveDevice(o.device ?? 'auto');
   const precision = o.precision ?? 'f32';
@@ -323,7 +330,9 @@ export async function loadGenerator(path: string, options: LoadGeneratorOptions 
       addon.free(handle);
       throw e;
     }
-    return new Generator(handle, p, config, preset, { ...(preset?.sampling ?? NEUTRAL_SAMPLING) }, device, precision);
+    const sampling = { ...(demo?.sampling ?? preset?.sampling ?? NEUTRAL_SAMPLING) };
+    const classNames = demo ? Object.freeze([...demo.classes]) : config.numClasses === IMAGENET_CLASSES.length ? IMAGENET_CLASSES : undefined;
+    return new Generator(handle, p, config, preset, sampling, device, precision, classNames);
   } finally {
     await ckpt.close();
   }
@@ -331,7 +340,7 @@ export async function loadGenerator(path: string, options: LoadGeneratorOptions 
 
 /** Loads a MaskGIT-VQGAN tokenizer checkpoint (encoder, decoder and codebook). */
 export async function loadTokenizer(path: string, options: LoadTokenizerOptions = {}): Promise<Tokenizer> {
-  const p = parseOptions(pathSchema, path, 'loadTokenizer', 'path');
+  const p = resolveModelPath(parseOptions(pathSchema, path, 'loadTokenizer', 'path'));
   const o = parseOptions(LoadTokenizerOptionsSchema, options, 'loadTokenizer');
   const device = resolveDevice(o.device ?? 'auto');
   const ckpt = await openCheckpoint(p);
@@ -373,7 +382,8 @@ export interface GenerateOptions {
   /** With a tokenizer, images are decoded too. Its token count must equal the generator's. */
   tokenizer?: Tokenizer;
   /** One class id (0..K-1) per image. */
-  classLabels: readonly number[] | Int32Array;
+  /** Class ids, or names when the generator has classNames ('golden retriever', 'tabby'; the demo's 'circle'). */
+  classLabels: readonly (number | string)[] | Int32Array;
   /** Classifier-free guidance scale g (0 = none). Default: the preset's. */
   guidanceScale?: number;
   /** Power p of the guidance schedule. Default: the preset's. */
@@ -437,6 +447,23 @@ async function cancellable<T>(signal: AbortSignal | undefined, job: (jobId: numb
   }
 }
 
+/** options with class names in classLabels replaced by their ids (the generator's classNames). */
+function withClassIds(options: GenerateOptions, gen: Generator): GenerateOptions {
+  const labels = (options as { classLabels?: unknown }).classLabels;
+  // without names, strings are left for the schema to report as non-integers
+  if (!Array.isArray(labels) || !gen.classNames || !labels.some((l) => typeof l === 'string')) return options;
+  const ids = labels.map((l: unknown, i) => {
+    if (typeof l !== 'string') return l as number;
+    try {
+      return resolveClassName(l, gen.classNames!);
+    } catch (e) {
+      if (e instanceof ClassNameError) throw new ClassNameError(`classLabels[${i}]: ${e.message}`, e.query, e.candidates);
+      throw e;
+    }
+  });
+  return { ...options, classLabels: ids };
+}
+
 /**
  * Samples tokens for each class label (raster order, KV cache, classifier-free
  * guidance) and, with a tokenizer, decodes them to 8-bit RGB images.
@@ -474,7 +501,7 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
     },
     { error: 'an options object' },
   );
-  const o = parseOptions(schema, options, 'generate');
+  const o = parseOptions(schema, withClassIds(options, gen), 'generate');
   gen.handle('generate'); // throws when disposed
   const tok = base.tokenizer;
   if (tok) {

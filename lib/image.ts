@@ -490,6 +490,7 @@ export async function encodePngAsync(img: RgbImage, opts: { level?: number } = {
 
 export class ImageDecodeError extends Error {
   override name = 'ImageDecodeError';
+  readonly code = 'RARGEN_IMAGE_DECODE';
 }
 
 const ADAM7 = [

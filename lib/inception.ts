@@ -12,8 +12,7 @@
 // the cache folder ($RARGEN_CACHE, else ~/.cache/rargen) where `rargen download
 // inception` puts it, or anywhere with --inception.
 import { existsSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { openCheckpoint } from './io/index.js';
 import { resolveDevice, type DeviceSpec } from './device.js';
@@ -21,26 +20,18 @@ import { parseOptions, ValidationError } from './generate.js';
 import { native, type NativeInception } from './native.js';
 import { shapeToString, type Checkpoint } from './tensor.js';
 
-/** Where torch-fidelity publishes the converted TF Inception weights (its URL_INCEPTION_V3). */
-export const INCEPTION_WEIGHTS_URL = 'https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth';
-export const INCEPTION_WEIGHTS_FILE = 'weights-inception-2015-12-05-6726825d.pth';
-/** pytorch-fid's copy of the same weights (FID_WEIGHTS_URL there); accepted in the cache too. */
-export const INCEPTION_WEIGHTS_ALT_URL = 'https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth';
-export const INCEPTION_WEIGHTS_ALT_FILE = 'pt_inception-2015-12-05-6726825d.pth';
+// The weights' URLs and file names and the cache folder are in releases.ts (the manifest of downloads).
+import { cacheDir, INCEPTION_WEIGHTS_ALT_FILE, INCEPTION_WEIGHTS_ALT_URL, INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL } from './releases.js';
+export { cacheDir, INCEPTION_WEIGHTS_ALT_FILE, INCEPTION_WEIGHTS_ALT_URL, INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL };
 
 export const POOL3_DIM = 2048;
 export const SPATIAL_DIM = 2023; // 17 x 17 x 7
 export const LOGITS_DIM = 1008;
 
-/** The cache folder: $RARGEN_CACHE, else ~/.cache/rargen. */
-export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  const c = env.RARGEN_CACHE;
-  return c && c.length > 0 ? resolve(c) : join(homedir(), '.cache', 'rargen');
-}
-
 /** Thrown when no Inception weights file can be found; the message says where to get it and where to put it. */
 export class MissingWeightsError extends Error {
   override name = 'MissingWeightsError';
+  readonly code = 'RARGEN_MISSING_WEIGHTS';
 }
 
 /**

@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 // rargen's public API. Typical use:
 //
 //   import { loadGenerator, loadTokenizer, generate, savePng } from 'rargen';
@@ -97,3 +98,20 @@ export { loadTrainConfig, buildTrainConfig, type LoadedTrainConfig } from './tra
 export { TokenDataset } from './train/data.js';
 export { Trainer } from './train/native.js';
 export { saveCheckpoint, loadCheckpoint, latestCheckpoint } from './train/checkpoint.js';
+
+// Class names (ImageNet-1k, index order) and name resolution.
+export { IMAGENET_CLASSES, className, classSynonyms, resolveClassName, searchClasses } from './classes.js';
+
+// The released files and the resumable downloader into the cache folder.
+export { RELEASED_FILES, findReleasedFile, cachedPath, resolveModelPath, mirroredUrl, type ReleasedFile, type ReleasedKind } from './releases.js';
+export { downloadFile, downloadReleased, checkReleasedFile, type DownloadFileOptions, type DownloadProgress } from './download.js';
+
+// Every error class rargen throws; each has a stable `code` (RARGEN_*).
+export { ClassNameError, DownloadError, NotDownloadedError } from './errors.js';
+export { TrainConfigError } from './train/config.js';
+export { CheckpointError } from './train/checkpoint.js';
+export { DataError } from './train/data.js';
+export { ImageDecodeError } from './image.js';
+export { SampleLockedError, SamplesIncompleteError } from './sample.js';
+export { RargenIOError } from './io/errors.js';
+export { PickleTruncatedError } from './io/pickle.js';

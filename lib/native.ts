@@ -1,7 +1,10 @@
 // Loads the native addon (prebuilt under prebuilds/, or built under build/) with
-// node-gyp-build. When it cannot be loaded, the error lists the likely causes and
-// fixes, as sharp does. Everything else in lib/ goes through `native()`.
+// node-gyp-build; a prebuilt binary is first loaded in a child process, so that one
+// built for a newer system (glibc, libstdc++) is explained instead of failing or
+// crashing here. When it cannot be loaded, the error lists the likely causes and
+// fixes, as sharp does. $RARGEN_ADDON_PATH loads that .node file instead. Everything else in lib/ goes through `native()`.
 import { createRequire } from 'node:module';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -191,18 +194,68 @@ export interface NativeFeatureStats {
 
 let cached: NativeAddon | undefined;
 
+/** Minimum Linux NVIDIA driver per CUDA major version (NVIDIA's minor-version-compatibility table). */
+const MIN_DRIVER: Record<number, string> = { 11: '450.80.02', 12: '525.60.13', 13: '580' };
+
+/** cudaStatus() with what to do added to a too-old-driver reason. */
+export function explainCudaStatus(st: CudaStatus): CudaStatus {
+  if (!/driver too old/i.test(st.reason) || !st.runtimeVersion) return st;
+  const major = Math.floor(st.runtimeVersion / 1000);
+  const need = MIN_DRIVER[major];
+  return {
+    ...st,
+    reason:
+      `${st.reason}; CUDA ${major}.x needs an NVIDIA driver >= ${need ?? 'the one of that CUDA release'}: update the driver, ` +
+      'or build rargen against the CUDA toolkit installed here (`npm run build:native` in a clone of rargen, with that toolkit\'s nvcc on PATH)',
+  };
+}
+
+/**
+ * Loads `file` in a child process first: a prebuilt binary built on a newer system can
+ * fail to load (GLIBC_/GLIBCXX_ versions) or crash the process, and a child's failure
+ * is something to explain instead. Returns undefined when it loads.
+ */
+export function probeAddon(file: string): string | undefined {
+  const r = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(file)}).buildInfo()`], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, RARGEN_DEBUG: '' } });
+  if (r.status === 0) return undefined;
+  const text = `${r.stderr ?? ''}`.split('\n').find((l) => /Error|not found|undefined symbol|invalid ELF/i.test(l)) ?? (r.error?.message || `exit ${r.status ?? r.signal}`);
+  return text.trim().replace(/^Error: /, '');
+}
+
+/** What to do about an addon that does not load, from its error text. */
+export function loadFailureHelp(message: string): string {
+  const glibc = /GLIBC_(\d+\.\d+)/.exec(message);
+  const glibcxx = /GLIBCXX_(\d+\.\d+\.\d+)|CXXABI_(\d+\.\d+\.\d+)/.exec(message);
+  const lines: string[] = [];
+  if (glibc) lines.push(`the prebuilt binary needs glibc >= ${glibc[1]} (this system's is older; \`ldd --version\` shows it)`);
+  if (glibcxx) lines.push(`the prebuilt binary needs a newer libstdc++ (${glibcxx[0]}, GCC >= 12's)`);
+  if (lines.length) lines.push('build the CPU backend from source instead: npm rebuild rargen --build-from-source (needs a C++17 compiler and python3)');
+  return lines.map((l) => `  - ${l}\n`).join('');
+}
+
 export function native(): NativeAddon {
   if (cached) return cached;
   const root = packageRoot();
+  let file = process.env.RARGEN_ADDON_PATH || '';
   try {
-    const load = require('node-gyp-build') as (dir: string) => NativeAddon;
-    cached = load(root);
+    const gyp = require('node-gyp-build') as { path(dir: string): string };
+    if (!file) file = gyp.path(root);
+    // A prebuilt binary is tried in a child process first (a local build was made here).
+    if (process.env.RARGEN_NO_PROBE !== '1' && (/[\\/]prebuilds[\\/]/.test(file) || process.env.RARGEN_ADDON_PATH)) {
+      const failure = probeAddon(file);
+      if (failure) throw new Error(`${file} does not load here: ${failure}`);
+    }
+    const addon = require(file) as NativeAddon;
+    const status = addon.cudaStatus.bind(addon);
+    addon.cudaStatus = () => explainCudaStatus(status());
+    cached = addon;
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     throw new Error(
       `rargen: could not load the native addon (${process.platform}-${process.arch}, Node ${process.version}).\n` +
         `  cause: ${msg}\n` +
         `  Likely fixes:\n` +
+        loadFailureHelp(msg) +
         `  - reinstall so the prebuilt binary or a local build is present: npm install rargen --foreground-scripts\n` +
         `  - without a prebuilt binary for this platform, a C++17 compiler and python3 are needed (node-gyp builds the CPU backend)\n` +
         `  - from a git checkout: npm run build:native (cmake-js; builds the CUDA backend too when nvcc is found)`,

@@ -1,6 +1,7 @@
 // A one-line progress bar for the CLI: percent, items/s and ETA, redrawn at most
-// ten times a second. Silent when the stream is not a TTY, so that logs and pipes
-// stay clean.
+// ten times a second on a TTY. When the stream is not a TTY (a pipe, a log file, CI)
+// it prints the same text as plain lines instead: at the start, at least every 10 s
+// ($RARGEN_PROGRESS_INTERVAL_MS overrides) and at the end, so a long run is never silent.
 
 export interface ProgressBarOptions {
   /** Label printed before the bar. */
@@ -11,6 +12,10 @@ export interface ProgressBarOptions {
   stream?: NodeJS.WriteStream;
   /** Force drawing on (true) or off (false); defaults to stream.isTTY. */
   enabled?: boolean;
+  /** Plain progress lines when not drawing; defaults to true when `enabled` is not given and the stream is not a TTY. */
+  lines?: boolean;
+  /** Interval between plain lines in ms (default $RARGEN_PROGRESS_INTERVAL_MS, else 10000). */
+  lineIntervalMs?: number;
   /** Clock in ms, for tests. */
   now?: () => number;
 }
@@ -36,7 +41,8 @@ export function formatProgress(done: number, total: number, elapsedSeconds: numb
   const pct = (frac * 100).toFixed(0).padStart(3);
   const label = opts.label ? opts.label + ' ' : '';
   const unit = opts.unit ?? 'it';
-  return `${label}[${bar}] ${pct}% ${Math.floor(done)}/${total} ${rate.toFixed(rate >= 10 ? 0 : 2)} ${unit}/s ETA ${formatDuration(eta)}`;
+  const count = Number.isInteger(total) ? `${Math.floor(done)}/${total}` : `${done.toFixed(1)}/${total.toFixed(1)}`;
+  return `${label}[${bar}] ${pct}% ${count} ${rate.toFixed(rate >= 10 ? 0 : 2)} ${unit}/s ETA ${formatDuration(eta)}`;
 }
 
 export class ProgressBar {
@@ -46,6 +52,10 @@ export class ProgressBar {
   private readonly start: number;
   private lastDraw = -Infinity;
   private drawn = false;
+  private readonly lines: boolean;
+  private readonly lineInterval: number;
+  private lastLine = -Infinity;
+  private lastDone = -1;
 
   constructor(
     private total: number,
@@ -53,6 +63,9 @@ export class ProgressBar {
   ) {
     this.stream = opts.stream ?? process.stderr;
     this.enabled = opts.enabled ?? Boolean(this.stream.isTTY);
+    this.lines = !this.enabled && (opts.lines ?? opts.enabled === undefined);
+    const env = Number(process.env.RARGEN_PROGRESS_INTERVAL_MS);
+    this.lineInterval = opts.lineIntervalMs ?? (Number.isFinite(env) && env > 0 ? env : 10_000);
     this.now = opts.now ?? (() => performance.now());
     this.start = this.now();
   }
@@ -60,7 +73,16 @@ export class ProgressBar {
   /** Sets the completed count (and optionally a new total); redraws if due. */
   update(done: number, total = this.total): void {
     this.total = total;
-    if (!this.enabled) return;
+    if (!this.enabled) {
+      if (!this.lines || done === this.lastDone) return;
+      const t = this.now();
+      const end = total > 0 && done >= total;
+      if (!end && t - this.lastLine < this.lineInterval) return;
+      this.lastLine = t;
+      this.lastDone = done;
+      this.stream.write(formatProgress(done, total, (t - this.start) / 1000, { label: this.opts.label, unit: this.opts.unit, width: 20 }) + '\n');
+      return;
+    }
     const t = this.now();
     if (done < total && t - this.lastDraw < 100) return;
     this.lastDraw = t;

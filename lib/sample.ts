@@ -197,11 +197,13 @@ export async function removeStaleTemps(dir: string, prefix = ''): Promise<void> 
 /** Another process holds the lock. */
 export class SampleLockedError extends Error {
   override name = 'SampleLockedError';
+  readonly code = 'RARGEN_SAMPLE_LOCKED';
 }
 
 /** Not every image exists yet (mergeSamples). */
 export class SamplesIncompleteError extends Error {
   override name = 'SamplesIncompleteError';
+  readonly code = 'RARGEN_SAMPLES_INCOMPLETE';
   constructor(
     message: string,
     readonly missing: number,

@@ -5,10 +5,12 @@
 // (exit 1); the dispatcher prints the message in one line.
 import { parseArgs } from 'node:util';
 import type { DeviceSpec } from '../device.js';
+import { resolveClassName } from '../classes.js';
 
 /** A bad command line: the dispatcher prints it with a pointer to --help and exits 2. */
 export class UsageError extends Error {
   override name = 'UsageError';
+  readonly code = 'RARGEN_USAGE';
 }
 
 type Options = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
@@ -29,9 +31,21 @@ export type ParsedValues<O extends Options> = {
  * ("unknown option --foo", on one line). `--help`/`-h` is always accepted.
  */
 export function parseCommandArgs<O extends Options>(argv: string[], options: O, allowPositionals = true): { values: ParsedValues<O>; positionals: string[] } {
+  // `--classes -1`: parseArgs refuses a value starting with '-' as ambiguous; a negative
+  // number after a string option is that option's value, so that its own check reports it.
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = argv[i + 1];
+    const m = /^--([^=]+)$/.exec(a);
+    if (m && options[m[1]!]?.type === 'string' && next !== undefined && /^-\d/.test(next)) {
+      args.push(`${a}=${next}`);
+      i++;
+    } else args.push(a);
+  }
   try {
     const r = parseArgs({
-      args: argv,
+      args,
       options: { ...options, help: { type: 'boolean', short: 'h' } },
       strict: true,
       allowPositionals,
@@ -83,20 +97,46 @@ export function seedOption(value: string | undefined, flag = '--seed'): bigint |
   return v;
 }
 
-/** Class ids: "207,360", ranges "0-9", or both ("1,5-7"). */
-export function parseClassList(value: string, flag = '--classes'): number[] {
+/** What a class list is checked against: the class count and, when known, the names. */
+export interface ClassSpace {
+  count: number;
+  names?: readonly string[];
+}
+
+/**
+ * Class ids: "207,360", ranges "0-9", names "golden retriever,tabby" (with `space.names`),
+ * or a mix. With `space`, every id and range bound is checked against the class count
+ * before a range is expanded.
+ */
+export function parseClassList(value: string, flag = '--classes', space?: ClassSpace): number[] {
   const out: number[] = [];
+  const max = space ? space.count - 1 : Infinity;
+  const check = (n: number, text: string) => {
+    if (n > max) throw new UsageError(`${flag}: class ${text} is out of range: the model has ${space!.count} classes (0..${max})`);
+    return n;
+  };
   for (const part of value.split(',')) {
     const p = part.trim();
-    const range = /^(\d+)-(\d+)$/.exec(p);
+    const range = /^(\d+)\s*-\s*(\d+)$/.exec(p);
     if (range) {
-      const a = Number(range[1]);
-      const b = Number(range[2]);
+      const a = check(Number(range[1]), range[1]!);
+      const b = check(Number(range[2]), range[2]!);
       if (b < a) throw new UsageError(`${flag}: range ${p} is empty`);
+      if (b - a >= 10_000_000) throw new UsageError(`${flag}: range ${p} is too large`);
       for (let k = a; k <= b; k++) out.push(k);
-    } else if (/^\d+$/.test(p)) out.push(Number(p));
-    else throw new UsageError(`${flag} expects class ids like 207,360 or 0-9 but received ${JSON.stringify(value)}`);
+    } else if (/^\d+$/.test(p)) out.push(check(Number(p), p));
+    else if (space?.names && /[a-z]/i.test(p)) {
+      try {
+        out.push(resolveClassName(p, space.names));
+      } catch (e) {
+        throw new UsageError(`${flag}: ${(e as Error).message}`);
+      }
+    } else
+      throw new UsageError(
+        `${flag} expects class ids${space ? ` (0..${max})` : ''}, ranges like 0-9${space?.names ? ' or class names' : ''} but received ${JSON.stringify(value)}`,
+      );
   }
+  if (out.length === 0) throw new UsageError(`${flag} is empty`);
   return out;
 }
 

@@ -2,6 +2,7 @@
 // precision, recall), natively. See lib/fid.ts.
 import { evaluateNpz, type EvaluateProgress, type EvaluateResult } from '../fid.js';
 import { findInceptionWeights } from '../inception.js';
+import { resolveModelPath } from '../releases.js';
 import type { DeviceSpec } from '../device.js';
 import { DeviceSpecSchema } from '../device.js';
 import { ProgressBar } from '../progress.js';
@@ -42,7 +43,9 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length !== 2) throw new UsageError(`expected two .npz files (REF.npz SAMPLE.npz) but received ${positionals.length}`);
-  const [refPath, samplePath] = positionals as [string, string];
+  // REF may be the downloaded ADM reference batch by name: adm-ref
+  const refPath = resolveModelPath(positionals[0]!);
+  const samplePath = positionals[1]!;
   const device = values.device ?? 'auto';
   if (!DeviceSpecSchema.safeParse(device).success) throw new UsageError(`--device expects auto, cpu, cuda or cuda:N but received ${JSON.stringify(device)}`);
   const batchSize = intOption(values['batch-size'], '--batch-size', 1);

@@ -1,13 +1,19 @@
-// rargen generate: sample class-conditional tokens with a RAR generator and,
-// with a tokenizer, write the images as PNG files (DIR/000000.png, ... in class-list
-// order). Ctrl-C cancels the running batch.
+// rargen generate: sample class-conditional tokens with a RAR generator and, with a
+// tokenizer (or the demo's palette), write the images as PNG files (DIR/000000.png, ...
+// in class-list order), each batch as soon as it is done, so Ctrl-C keeps what was
+// written. Every option is checked, class ids against the model's class count, before
+// the model loads.
+import { existsSync, statSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, extname, join } from 'node:path';
 import { loadGenerator, loadTokenizer, generate, type Generator, type Tokenizer } from '../generate.js';
-import { savePng } from '../image.js';
-import { PRESET_NAMES, type PresetName } from '../config.js';
+import { imageGrid, savePng, type RgbImage } from '../image.js';
+import { detectModelKind, inferGeneratorConfig, PRESET_NAMES, type PresetName } from '../config.js';
+import { openCheckpoint } from '../io/index.js';
 import { ProgressBar } from '../progress.js';
-import { demoClassIndex, decodeDemoTokens, demoPaths, loadDemoInfo, DEMO_CLASSES } from '../demo/index.js';
+import { IMAGENET_CLASSES, className } from '../classes.js';
+import { resolveModelPath, findReleasedFile } from '../releases.js';
+import { decodeDemoTokens, demoPaths, loadDemoInfo, DEMO_CLASSES } from '../demo/index.js';
 import {
   imageFileName,
   intOption,
@@ -19,40 +25,70 @@ import {
   seedOption,
   UsageError,
   deviceOption,
+  type ClassSpace,
 } from './_shared.js';
 
-export const summary = 'sample images (or tokens) for class ids with a RAR generator';
+export const summary = 'sample images (or tokens) for ImageNet classes (ids or names) with a RAR generator';
 
-const USAGE = `Usage: rargen generate --generator FILE [--tokenizer FILE] --classes 207,360 [options]
-       rargen generate --demo --class NAME[,NAME...] --out DIR [options]
+const USAGE = `Usage: rargen generate --generator FILE|NAME [--tokenizer FILE|NAME] --classes LIST --out DIR [options]
+       rargen generate --demo --classes NAME[,NAME...] --out DIR [options]
 
-Samples N tokens per class id (raster order, KV cache, classifier-free guidance) and
-writes them as JSON and/or decodes them to PNG images.
+Samples the tokens of one image per class in LIST (raster order, KV cache,
+classifier-free guidance) and decodes them to PNG images and/or writes them as JSON.
 
 Options:
-  --generator FILE        RAR checkpoint (rar_b.bin, rar_l.bin, ...; torch or safetensors)
-  --tokenizer FILE        MaskGIT-VQGAN checkpoint; needed for --out
+  --generator FILE|NAME   RAR checkpoint (rar_b.bin, ...; torch or safetensors), or a name
+                          downloaded with \`rargen download\`: rar-b, rar-l, rar-xl, rar-xxl
+  --tokenizer FILE|NAME   MaskGIT-VQGAN checkpoint, or maskgit-vqgan (the default with a
+                          downloaded generator); needed for --out and --grid
   --preset NAME           ${PRESET_NAMES.join(', ')}; must match the weights (default: inferred)
-  --classes LIST          class ids, e.g. 207,360 or 0-9 (one image each)
+  --classes LIST          class ids, ranges and names: 207,360 or 0-9 or "golden retriever,tabby"
+                          (\`rargen classes WORD\` searches the ImageNet names)
   --guidance-scale G      CFG scale (default: the preset's, else 0 = no guidance)
   --guidance-pow P        power of the CFG schedule (default: the preset's, else 0)
   --temperature T         softmax temperature (default: the preset's, else 1)
   --seed S                64-bit seed (default 0); image i depends on (S, i) only
-  --greedy                argmax instead of sampling
+  --greedy                argmax instead of sampling (not with --top-k/--top-p)
   --top-k K               sample among the K most likely tokens (0 = off)
   --top-p P               nucleus sampling, 0 < P <= 1 (1 = off)
-  --batch-size N          images per batch (default 32)
+  --batch-size N          images per batch (default 32); each batch is written when done
   --device D              auto, cpu, cuda or cuda:N (default auto)
   --precision P           f32, f16 or bf16 weights on the backend (default f32)
-  --demo                  use the small demo model shipped with rargen (16x16 palette pictures,
-                          decoded by palette lookup; no tokenizer needed; works offline)
-  --class NAMES           demo class names: ${DEMO_CLASSES.join(', ')} (or --classes with ids)
+  --demo                  the small demo model shipped with rargen (16x16 palette pictures,
+                          classes ${DEMO_CLASSES.join(', ')}; no download, works offline)
   --tokens-out FILE.json  write {"classLabels": [...], "tokens": [[...], ...]}
   --out DIR               write DIR/000000.png, DIR/000001.png, ...
+  --grid FILE.png         also write all images as one grid picture
+  --grid-cols N           images per grid row (default: ceil(sqrt(count)))
   -h, --help              show this help`;
 
+/** The generator's class count and names, read from the checkpoint's index (no weights loaded). */
+async function peekClasses(path: string): Promise<ClassSpace> {
+  const ckpt = await openCheckpoint(path);
+  try {
+    const kind = detectModelKind(ckpt.tensors);
+    if (kind === 'maskgit-vqgan') throw new UsageError(`--generator ${path} holds a MaskGIT-VQGAN tokenizer, not a RAR generator (pass it as --tokenizer)`);
+    if (kind !== 'rar-generator') throw new UsageError(`--generator ${path} holds ${ckpt.tensors.size} tensors of an unknown model, not a RAR generator (\`rargen inspect ${path}\` lists them)`);
+    const count = inferGeneratorConfig(ckpt.tensors).numClasses;
+    return { count, names: count === IMAGENET_CLASSES.length ? IMAGENET_CLASSES : undefined };
+  } finally {
+    await ckpt.close();
+  }
+}
+
+/** A --generator/--tokenizer argument as an existing file (a released name resolves from the cache). */
+function modelFile(arg: string, flag: string): string {
+  const p = resolveModelPath(arg);
+  if (!existsSync(p)) throw new UsageError(`${flag} ${arg}: no such file (a path, or a name from \`rargen download --help\`)`);
+  return p;
+}
+
+function checkOutDir(dir: string, flag: string): void {
+  if (existsSync(dir) && !statSync(dir).isDirectory()) throw new UsageError(`${flag} ${dir} is a file, not a folder: give a folder for the PNG images (use --grid FILE.png for one picture)`);
+}
+
 export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parseCommandArgs(
+  const { values } = parseCommandArgs(
     argv,
     {
       generator: { type: 'string' },
@@ -71,6 +107,8 @@ export async function run(argv: string[]): Promise<number> {
       precision: { type: 'string' },
       'tokens-out': { type: 'string' },
       out: { type: 'string' },
+      grid: { type: 'string' },
+      'grid-cols': { type: 'string' },
       demo: { type: 'boolean' },
       class: { type: 'string' },
     },
@@ -80,49 +118,64 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(USAGE + '\n');
     return 0;
   }
-  void positionals;
-  const demo = values.demo === true;
-  if (demo && values.generator !== undefined) throw new UsageError('--demo and --generator cannot be used together');
+  // --- every option checked before anything loads
+  const demo = values.demo === true || values.generator === 'demo';
+  if (values.demo && values.generator !== undefined) throw new UsageError('--demo and --generator cannot be used together');
   if (demo && values.tokenizer !== undefined) throw new UsageError('--demo decodes by palette lookup: drop --tokenizer');
-  if (!demo && values.class !== undefined) throw new UsageError('--class NAME is for the demo model (--demo); use --classes with class ids');
-  const demoInfo = demo ? loadDemoInfo() : undefined;
-  const generatorPath = demo ? demoPaths().weights : requireOption(values.generator, '--generator');
-  let classes: number[];
-  if (demo && values.class !== undefined) {
-    if (values.classes !== undefined) throw new UsageError('pass either --class NAMES or --classes IDS, not both');
-    classes = values.class.split(',').map((name) => {
-      try {
-        return demoClassIndex(name.trim());
-      } catch (err) {
-        throw new UsageError((err as Error).message);
-      }
-    });
-  } else {
-    classes = parseClassList(requireOption(values.classes, demo ? '--class' : '--classes'));
-  }
-  if (values.out === undefined && values['tokens-out'] === undefined) throw new UsageError('nothing to write: pass --out DIR and/or --tokens-out FILE.json');
-  if (!demo && values.out !== undefined && values.tokenizer === undefined) throw new UsageError('--out needs --tokenizer to decode the tokens to images');
+  if (values.class !== undefined && values.classes !== undefined) throw new UsageError('pass either --class or --classes, not both');
+  const generatorArg = demo ? undefined : requireOption(values.generator, '--generator');
+  const classFlag = values.class !== undefined ? '--class' : '--classes';
+  const classText = requireOption(values.class ?? values.classes, '--classes');
+  const wantImages = values.out !== undefined || values.grid !== undefined;
+  if (!wantImages && values['tokens-out'] === undefined) throw new UsageError('nothing to write: pass --out DIR, --grid FILE.png and/or --tokens-out FILE.json');
+  if (values.out !== undefined) checkOutDir(values.out, '--out');
+  if (values.grid !== undefined && extname(values.grid).toLowerCase() !== '.png') throw new UsageError(`--grid expects a FILE.png but received ${JSON.stringify(values.grid)}`);
+  if (values.grid !== undefined && existsSync(values.grid) && statSync(values.grid).isDirectory()) throw new UsageError(`--grid ${values.grid} is a folder: give a FILE.png`);
+  const gridCols = intOption(values['grid-cols'], '--grid-cols', 1);
   if (values.preset !== undefined && !(PRESET_NAMES as readonly string[]).includes(values.preset))
     throw new UsageError(`--preset expects one of ${PRESET_NAMES.join(', ')} but received ${JSON.stringify(values.preset)}`);
   if (values.precision !== undefined && !['f32', 'f16', 'bf16'].includes(values.precision))
     throw new UsageError(`--precision expects one of f32, f16, bf16 but received ${JSON.stringify(values.precision)}`);
+  if (values.greedy && (values['top-k'] !== undefined || values['top-p'] !== undefined))
+    throw new UsageError(`--greedy takes the most likely token: it cannot be combined with ${values['top-k'] !== undefined ? '--top-k' : '--top-p'}`);
   const device = deviceOption(values.device);
+  const topP = numberOption(values['top-p'], '--top-p');
+  if (topP !== undefined && !(topP > 0 && topP <= 1)) throw new UsageError(`--top-p expects a number greater than 0 and at most 1 but received ${values['top-p']}`);
+  const temperature = numberOption(values.temperature, '--temperature');
+  if (temperature !== undefined && !(temperature > 0)) throw new UsageError(`--temperature expects a number > 0 but received ${values.temperature}`);
+  const guidanceScale = numberOption(values['guidance-scale'], '--guidance-scale');
+  if (guidanceScale !== undefined && guidanceScale < 0) throw new UsageError(`--guidance-scale expects a number >= 0 but received ${values['guidance-scale']}`);
+  const guidanceScalePow = numberOption(values['guidance-pow'], '--guidance-pow');
+  if (guidanceScalePow !== undefined && guidanceScalePow < 0) throw new UsageError(`--guidance-pow expects a number >= 0 but received ${values['guidance-pow']}`);
   const sampling = {
-    guidanceScale: numberOption(values['guidance-scale'], '--guidance-scale') ?? demoInfo?.sampling.guidanceScale,
-    guidanceScalePow: numberOption(values['guidance-pow'], '--guidance-pow') ?? demoInfo?.sampling.guidanceScalePow,
-    temperature: numberOption(values.temperature, '--temperature') ?? demoInfo?.sampling.temperature,
+    guidanceScale,
+    guidanceScalePow,
+    temperature,
     topK: intOption(values['top-k'], '--top-k', 0),
-    topP: numberOption(values['top-p'], '--top-p'),
+    topP,
     seed: seedOption(values.seed),
-    batchSize: intOption(values['batch-size'], '--batch-size', 1),
     greedy: values.greedy,
   };
+  const batchSize = intOption(values['batch-size'], '--batch-size', 1) ?? 32;
 
+  const demoInfo = demo ? loadDemoInfo() : undefined;
+  let tokenizerArg = values.tokenizer;
+  if (!demo && wantImages && tokenizerArg === undefined) {
+    if (findReleasedFile(generatorArg!)?.kind === 'generator') tokenizerArg = 'maskgit-vqgan';
+    else throw new UsageError(`${values.out !== undefined ? '--out' : '--grid'} needs --tokenizer to decode the tokens to images`);
+  }
+  const generatorPath = demo ? demoPaths().weights : modelFile(generatorArg!, '--generator');
+  const tokenizerPath = !demo && wantImages ? modelFile(tokenizerArg!, '--tokenizer') : undefined;
+  const space: ClassSpace = demoInfo ? { count: demoInfo.generator.numClasses, names: demoInfo.classes } : await peekClasses(generatorPath);
+  const classes = parseClassList(classText, classFlag, space);
+
+  // --- load and sample, batch by batch
   let generator: Generator | undefined;
   let tokenizer: Tokenizer | undefined;
   const controller = new AbortController();
   const onSigint = () => controller.abort();
   process.once('SIGINT', onSigint);
+  let written = 0;
   try {
     const loadBar = new ProgressBar(0, { label: 'loading generator', unit: 'tensors' });
     generator = await loadGenerator(generatorPath, {
@@ -139,40 +192,56 @@ export async function run(argv: string[]): Promise<number> {
       `rargen: generator ${demo ? 'demo' : generator.preset?.name ?? 'custom'} (hidden ${c.hiddenSize}, depth ${c.depth}, ${c.seqLen} tokens); ` +
         `guidance ${sampling.guidanceScale ?? s.guidanceScale}, pow ${sampling.guidanceScalePow ?? s.guidanceScalePow}, temperature ${sampling.temperature ?? s.temperature}`,
     );
-    if (values.out !== undefined && !demo) {
+    if (tokenizerPath !== undefined) {
       const tokBar = new ProgressBar(0, { label: 'loading tokenizer', unit: 'tensors' });
-      tokenizer = await loadTokenizer(values.tokenizer!, { device, onProgress: (p) => tokBar.update(p.tensorsDone, p.tensorsTotal) });
+      tokenizer = await loadTokenizer(tokenizerPath, { device, onProgress: (p) => tokBar.update(p.tensorsDone, p.tensorsTotal) });
       tokBar.finish();
     }
+    if (values.out !== undefined) await mkdir(values.out, { recursive: true });
     const bar = new ProgressBar(classes.length, { label: 'generating', unit: 'img' });
     const t0 = performance.now();
-    const result = await generate({
-      generator,
-      tokenizer,
-      classLabels: classes,
-      ...Object.fromEntries(Object.entries(sampling).filter(([, v]) => v !== undefined)),
-      onProgress: (p) => bar.update(p.fraction * p.imagesTotal, p.imagesTotal),
-      signal: controller.signal,
-    });
+    const allTokens: Int32Array[] = [];
+    const allImages: RgbImage[] = [];
+    for (let start = 0; start < classes.length; start += batchSize) {
+      const batch = classes.slice(start, start + batchSize);
+      const result = await generate({
+        generator,
+        tokenizer,
+        classLabels: batch,
+        batchSize,
+        indexOffset: start,
+        ...Object.fromEntries(Object.entries(sampling).filter(([, v]) => v !== undefined)),
+        onProgress: (p) => bar.update(start + p.fraction * batch.length, classes.length),
+        signal: controller.signal,
+      });
+      allTokens.push(...result.tokens);
+      const images = demo ? result.tokens.map((t) => decodeDemoTokens(t)) : result.images;
+      if (images) {
+        if (values.grid !== undefined) allImages.push(...images);
+        if (values.out !== undefined) for (let i = 0; i < images.length; i++) await savePng(join(values.out, imageFileName(start + i)), images[i]!);
+        written = start + images.length;
+      }
+    }
     bar.finish();
     const seconds = (performance.now() - t0) / 1000;
     if (values['tokens-out'] !== undefined) {
       const file = values['tokens-out'];
       await mkdir(dirname(file), { recursive: true });
-      await writeFile(file, JSON.stringify({ classLabels: result.classLabels, tokens: result.tokens.map((t) => Array.from(t)) }) + '\n');
-      note(`rargen: wrote tokens of ${result.tokens.length} images to ${file}`);
+      await writeFile(file, JSON.stringify({ classLabels: classes, tokens: allTokens.map((t) => Array.from(t)) }) + '\n');
+      note(`rargen: wrote tokens of ${allTokens.length} images to ${file}`);
     }
-    if (values.out !== undefined && demo) {
-      await mkdir(values.out, { recursive: true });
-      for (let i = 0; i < result.tokens.length; i++) await savePng(join(values.out, imageFileName(i)), decodeDemoTokens(result.tokens[i]!));
-      note(`rargen: wrote ${result.tokens.length} demo images (${classes.map((c) => DEMO_CLASSES[c]).join(', ')}) to ${values.out}`);
-    } else if (values.out !== undefined && result.images) {
-      await mkdir(values.out, { recursive: true });
-      for (let i = 0; i < result.images.length; i++) await savePng(join(values.out, imageFileName(i)), result.images[i]!);
-      note(`rargen: wrote ${result.images.length} images to ${values.out}`);
+    const names = generator.classNames ? ` (${[...new Set(classes)].slice(0, 8).map((k) => className(k, generator!.classNames)).join(', ')}${new Set(classes).size > 8 ? ', ...' : ''})` : '';
+    if (values.out !== undefined) note(`rargen: wrote ${written} images${names} to ${values.out}`);
+    if (values.grid !== undefined) {
+      await mkdir(dirname(values.grid), { recursive: true });
+      await savePng(values.grid, imageGrid(allImages, gridCols ?? Math.ceil(Math.sqrt(allImages.length)), { padding: 2 }));
+      note(`rargen: wrote a grid of ${allImages.length} images to ${values.grid}`);
     }
     note(`rargen: ${classes.length} images in ${seconds.toFixed(1)} s (${(classes.length / seconds).toFixed(2)} img/s)`);
     return 0;
+  } catch (e) {
+    if ((e as Error).name === 'AbortError' && values.out !== undefined && written > 0) note(`rargen generate: interrupted; the ${written} images written to ${values.out} are kept`);
+    throw e;
   } finally {
     process.removeListener('SIGINT', onSigint);
     generator?.dispose();

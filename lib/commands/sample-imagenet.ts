@@ -27,7 +27,7 @@ Files:
 Killed at any point, the same command continues where it stopped.
 
 Options:
-  --generator FILE      RAR checkpoint (rar_b.bin, ...)
+  --generator FILE      RAR checkpoint (rar_b.bin, ...) or a downloaded name (rar-b, ...)
   --tokenizer FILE      MaskGIT-VQGAN checkpoint (maskgit-vqgan-imagenet-f16-256.bin)
   --out OUT             run folder (created); the .npz goes to OUT.npz
   --npz FILE            write the .npz here instead of OUT.npz

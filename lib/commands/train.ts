@@ -4,12 +4,17 @@
 // the same command again to resume exactly.
 import { resolveDevice, type DeviceSpec } from '../device.js';
 import { loadTrainConfig, splitConfigArgs, TrainConfigError } from '../train/config.js';
-import { runTraining } from '../train/loop.js';
+import { runTraining, type TrainRunResult } from '../train/loop.js';
+import { trainDemo } from '../demo/recipe.js';
+import { demoPaths } from '../demo/index.js';
+import { editDistance } from '../classes.js';
 import { note, parseCommandArgs, UsageError } from './_shared.js';
+import { resolve } from 'node:path';
 
 export const summary = 'train a RAR generator on pretokenized data (official rar.yaml config + key=value overrides)';
 
 const USAGE = `Usage: rargen train config=FILE.yaml [key=value ...] [options]
+       rargen train --demo --out DIR [key=value ...]
 
 Trains a RAR generator on a pretokenized JSON-lines file
 ({"class_id": k, "tokens": [N ints]} per line, dataset.params.pretokenization).
@@ -27,6 +32,8 @@ Options:
   --device D           auto, cpu, cuda or cuda:N (default auto)
   --log-jsonl FILE     one JSON object per optimizer step: step, loss, accuracy, lr, grad_norm, random_ratio
   --steps N            stop after N optimizer steps of this run (saving a checkpoint)
+  --demo               train the demo recipe (demo/train.yaml on generated 16x16 pictures)
+  --out DIR            with --demo: the folder for the run, rar-demo.bin and demo.json
   -h, --help           show this help`;
 
 export async function run(argv: string[]): Promise<number> {
@@ -37,20 +44,27 @@ export async function run(argv: string[]): Promise<number> {
     device: { type: 'string' },
     'log-jsonl': { type: 'string' },
     steps: { type: 'string' },
+    demo: { type: 'boolean' },
+    out: { type: 'string' },
   });
   if (values.help) {
     process.stdout.write(USAGE + '\n');
     return 0;
   }
   if (positionals.length) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])} (overrides are key=value, the config is config=FILE.yaml)`);
+  if (values.demo && configFile !== null) throw new UsageError('--demo trains demo/train.yaml: drop config=FILE (overrides key=value still apply)');
+  if (values.demo && values.out === undefined) throw new UsageError('--demo needs --out DIR (a folder of yours for the run and the trained model)');
+  if (!values.demo && values.out !== undefined) throw new UsageError('--out is for --demo; the run folder of a config is experiment.output_dir=DIR');
+  if (values.demo && values.init !== undefined) throw new UsageError('--demo trains from scratch: drop --init');
   let loaded;
   try {
-    loaded = loadTrainConfig(configFile, overrides);
+    loaded = loadTrainConfig(values.demo ? demoPaths().config : configFile, overrides);
   } catch (e) {
     if (e instanceof TrainConfigError) throw new UsageError(e.message);
     throw e;
   }
-  for (const k of loaded.unknownKeys) note(`rargen train: ignoring config key ${k} (not used by rargen)`);
+  checkOverrideKeys(overrides, loaded.unknownKeys, loaded.config);
+  for (const k of loaded.unknownKeys) note(`rargen train: ignoring config key ${k} (in the config file, not used by rargen)`);
   let steps: number | undefined;
   if (values.steps !== undefined) {
     steps = Number(values.steps);
@@ -58,6 +72,14 @@ export async function run(argv: string[]): Promise<number> {
   }
   const dev = resolveDevice((values.device ?? 'auto') as DeviceSpec);
   note(`rargen train: ${dev.reason}`);
+  if (values.demo) {
+    const dest = resolve(values.out!);
+    const t0 = performance.now();
+    const res = await trainDemo({ dest, overrides, stepsThisRun: steps, device: dev.device as DeviceSpec });
+    summarize(res, t0);
+    note(`rargen train: wrote ${res.weights} and ${res.info}`);
+    return 0;
+  }
   const stopSignal = { stop: false };
   const onSigint = () => {
     if (stopSignal.stop) process.exit(130);
@@ -65,8 +87,9 @@ export async function run(argv: string[]): Promise<number> {
     note('\nrargen train: stopping after this step (Ctrl-C again to quit without saving)');
   };
   process.on('SIGINT', onSigint);
+  const t0 = performance.now();
   try {
-    await runTraining({
+    const res = await runTraining({
       config: loaded.config,
       device: dev.device,
       init: values.init ?? null,
@@ -75,8 +98,40 @@ export async function run(argv: string[]): Promise<number> {
       stepsThisRun: steps,
       stopSignal,
     });
+    summarize(res, t0);
   } finally {
     process.off('SIGINT', onSigint);
   }
   return 0;
+}
+
+/** The run's real end: the steps this run did, the last step's loss, and what next. */
+function summarize(res: TrainRunResult, t0: number): void {
+  const s = ((performance.now() - t0) / 1000).toFixed(1);
+  const last = res.lastLog;
+  const loss = last ? `; last step loss ${last.loss.toFixed(4)}, accuracy ${(last.accuracy * 100).toFixed(1)}%` : '';
+  note(`rargen train: this run did steps ${res.startStep} -> ${res.endStep} in ${s} s${loss}`);
+}
+
+function flatKeys(v: unknown, prefix: string, out: string[]): void {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return;
+  for (const [k, x] of Object.entries(v)) {
+    const p = prefix ? `${prefix}.${k}` : k;
+    out.push(p);
+    flatKeys(x, p, out);
+  }
+}
+
+/** A key=value override naming a key rargen does not know is a typo: refuse it, with the nearest keys. */
+function checkOverrideKeys(overrides: readonly string[], unknown: readonly string[], config: unknown): void {
+  const known: string[] = [];
+  flatKeys(config, '', known);
+  for (const w of overrides) {
+    const key = w.slice(0, w.indexOf('='));
+    if (!unknown.some((u) => key === u || key.startsWith(u + '.'))) continue;
+    const last = key.split('.').pop()!;
+    const scored = known.map((k) => ({ k, d: Math.min(editDistance(key, k), editDistance(last, k.split('.').pop()!) + 1) })).sort((a, b) => a.d - b.d);
+    const near = scored.filter((x) => x.d <= Math.max(2, Math.floor(last.length / 3))).slice(0, 3).map((x) => x.k);
+    throw new UsageError(`unknown config key ${key}${near.length ? `; did you mean ${near.join(', ')}?` : ''}`);
+  }
 }

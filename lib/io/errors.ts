@@ -4,6 +4,7 @@
 
 export class RargenIOError extends Error {
   readonly file: string;
+  readonly code: string = 'RARGEN_IO';
   constructor(file: string, message: string, options?: { cause?: unknown }) {
     super(`rargen: ${message}`, options);
     this.name = 'RargenIOError';

@@ -67,7 +67,10 @@ export interface UnpickleOptions {
 }
 
 /** Raised when the data ends before STOP: for readers that can fetch more bytes and retry. */
-export class PickleTruncatedError extends RargenIOError {}
+export class PickleTruncatedError extends RargenIOError {
+  override name = 'PickleTruncatedError';
+  override readonly code: string = 'RARGEN_PICKLE_TRUNCATED';
+}
 
 const OPNAMES: Record<number, string> = {
   0x28: 'MARK', 0x2e: 'STOP', 0x30: 'POP', 0x31: 'POP_MARK', 0x32: 'DUP', 0x46: 'FLOAT', 0x49: 'INT',

@@ -28,6 +28,7 @@ export const STATE_FILE = 'state.json';
 
 export class CheckpointError extends Error {
   override name = 'CheckpointError';
+  readonly code = 'RARGEN_CHECKPOINT';
 }
 
 /** One parameter (or moment) tensor: float32, C order. */

@@ -186,6 +186,7 @@ export type TrainConfig = z.output<typeof TrainConfigSchema>;
 /** An invalid config file, override or value; the message lists every problem. */
 export class TrainConfigError extends Error {
   override name = 'TrainConfigError';
+  readonly code = 'RARGEN_TRAIN_CONFIG';
 }
 
 // ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ export const STREAM_STEP = 2;
 
 export class DataError extends Error {
   override name = 'DataError';
+  readonly code = 'RARGEN_DATA';
 }
 
 export interface TokenDatasetOptions {

@@ -20,6 +20,7 @@ import { lrAt, lrScheduleOf, randomRatioAt, randomnessScheduleOf } from './sched
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { resolveDevice, type DeviceSpec } from '../device.js';
 
 export interface StepLog {
   /** Optimizer steps done after this one (1-based, like the official global_step). */
@@ -37,8 +38,8 @@ export interface StepLog {
 
 export interface TrainRunOptions {
   config: TrainConfig;
-  /** Native device string ('cpu', 'cuda:0'). */
-  device: string;
+  /** Device: 'auto', 'cpu', 'cuda' or 'cuda:N' (as everywhere in rargen). */
+  device: DeviceSpec;
   /** Initial weights (a generator state dict) when not resuming. */
   init?: string | null;
   shuffle?: boolean;
@@ -53,6 +54,8 @@ export interface TrainRunOptions {
   onStep?: (log: StepLog) => void;
   /** Set to true (e.g. on SIGINT) to save and stop after the current step. */
   stopSignal?: { stop: boolean };
+  /** Aborting it saves and stops after the current step, as stopSignal does. */
+  signal?: AbortSignal;
 }
 
 export interface TrainRunResult {
@@ -96,7 +99,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
   const dataPath = c.dataset.params.pretokenization;
   if (!dataPath) throw new Error('dataset.params.pretokenization must name the pretokenized JSON-lines file to train on');
 
-  const trainer = new Trainer(gcfg, o.device, { dropout: g.dropout, attnDropout: g.attn_drop });
+  const trainer = new Trainer(gcfg, resolveDevice(o.device).device, { dropout: g.dropout, attnDropout: g.attn_drop });
   try {
     // Sanity: the native decay groups equal the official rule.
     trainer.info.names.forEach((n, i) => {
@@ -156,7 +159,8 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
     const log: WriteStream | null = o.logJsonl ? createWriteStream(o.logJsonl, { flags: startStep > 0 ? 'a' : 'w' }) : null;
     const endStep = Math.min(maxSteps, o.stepsThisRun !== undefined ? startStep + o.stepsThisRun : maxSteps);
     const showBar = o.progress ?? Boolean(process.stderr.isTTY);
-    const bar = new ProgressBar(maxSteps, { label: 'train', unit: 'step', enabled: showBar });
+    // no TTY and no explicit progress: plain progress lines at least every 10 s
+    const bar = new ProgressBar(maxSteps, { label: 'train', unit: 'step', enabled: o.progress === undefined && !showBar ? undefined : showBar });
     const t0 = performance.now();
     let lastLog: StepLog | null = null;
     let lastCheckpoint: string | null = null;
@@ -246,7 +250,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
             `grad_norm ${gradNorm.toFixed(3)} r ${r.toFixed(3)} ${lastLog.samples_per_s.toFixed(1)} samples/s ETA ${formatDuration(eta)}`,
         );
       }
-      const stopping = o.stopSignal?.stop === true;
+      const stopping = o.stopSignal?.stop === true || o.signal?.aborted === true;
       if (done % c.experiment.save_every === 0 || done === endStep || stopping) {
         const p = await save(done);
         if (done % c.experiment.save_every === 0 || stopping) print(`${showBar ? '\n' : ''}rargen train: saved ${p}`);

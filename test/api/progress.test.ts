@@ -32,9 +32,29 @@ describe('progress', () => {
     expect(writes[2]).toBe('\n');
   });
 
-  it('is silent when the stream is not a TTY', () => {
+  it('prints plain lines when the stream is not a TTY: at the start, every 10 s and at the end', () => {
+    let t = 0;
     const { writes, stream } = fakeStream(false);
-    const bar = new ProgressBar(4, { stream });
+    const bar = new ProgressBar(100, { stream, now: () => t, label: 'gen', unit: 'img' });
+    bar.update(1); // first: printed
+    t = 9_999;
+    bar.update(2); // within 10 s: not
+    t = 10_001;
+    bar.update(3); // printed
+    t = 12_000;
+    bar.update(100); // the end: printed
+    bar.update(100); // once
+    bar.finish();
+    expect(writes).toHaveLength(3);
+    expect(writes[0]).toMatch(/^gen \[-+\]   1% 1\/100 .*\n$/);
+    expect(writes[1]).toMatch(/^gen \[.*\]   3% 3\/100 /);
+    expect(writes[2]).toMatch(/100% 100\/100 /);
+    expect(writes.join('')).not.toContain('\r');
+  });
+
+  it('is silent with enabled: false', () => {
+    const { writes, stream } = fakeStream(false);
+    const bar = new ProgressBar(4, { stream, enabled: false });
     bar.update(1);
     bar.update(4);
     bar.finish();
