@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "dist/mpi.h"
 #include "model/rar_train.h"
 #include "napi_util.h"
 
@@ -239,6 +240,27 @@ Napi::Value TrainOptimizerStep(const Napi::CallbackInfo& info) {
       }));
 }
 
+// trainAllreduceGrads(trainer): replaces this rank's gradients by their mean over all
+// MPI ranks (one flat buffer, all-reduced in buckets by src/binding_dist.cc). Runs on
+// the main thread, between the last forward+backward of a step and optimizerStep.
+Napi::Value TrainAllreduceGrads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  StatePtr st = state_arg(env, info[0], "trainAllreduceGrads");
+  if (!rargen::dist::active()) throw Napi::Error::New(env, "rargen: trainAllreduceGrads: MPI is not initialised (distInit)");
+  rargen::RarTrainer& t = *st->trainer;
+  const int64_t n = t.num_params();
+  std::vector<float> host(static_cast<size_t>(n));
+  Backend* be = t.backend();
+  be->synchronize();
+  be->download(host.data(), t.flat(rargen::TrainTensor::Grad), n * 4);
+  rargen::dist::allreduce_sum_f32(host.data(), n);
+  const float inv = 1.f / static_cast<float>(rargen::dist::size());
+  for (float& x : host) x *= inv;
+  be->upload(t.flat(rargen::TrainTensor::Grad), host.data(), n * 4);
+  be->synchronize();
+  return env.Undefined();
+}
+
 Napi::Value TrainFree(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   StatePtr st = state_arg(env, info[0], "trainFree");
@@ -251,6 +273,8 @@ Napi::Value TrainFree(const Napi::CallbackInfo& info) {
 
 namespace rargen {
 
+void register_dist(Napi::Env env, Napi::Object exports) __attribute__((weak));  // src/binding_dist.cc
+
 // Adds the training functions to the addon's exports (called from Init in binding.cc).
 void register_train(Napi::Env env, Napi::Object exports) {
   exports.Set("createTrainer", Napi::Function::New(env, guarded<CreateTrainer>));
@@ -260,6 +284,8 @@ void register_train(Napi::Env env, Napi::Object exports) {
   exports.Set("trainForwardBackward", Napi::Function::New(env, guarded<TrainForwardBackward>));
   exports.Set("trainOptimizerStep", Napi::Function::New(env, guarded<TrainOptimizerStep>));
   exports.Set("trainFree", Napi::Function::New(env, guarded<TrainFree>));
+  exports.Set("trainAllreduceGrads", Napi::Function::New(env, guarded<TrainAllreduceGrads>));
+  if (register_dist) register_dist(env, exports);
 }
 
 }  // namespace rargen

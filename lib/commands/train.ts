@@ -5,6 +5,7 @@
 import { resolveDevice, type DeviceSpec } from '../device.js';
 import { loadTrainConfig, splitConfigArgs, TrainConfigError } from '../train/config.js';
 import { runTraining, type TrainRunResult } from '../train/loop.js';
+import { worldFromEnv } from '../train/dist.js';
 import { trainDemo } from '../demo/recipe.js';
 import { demoPaths } from '../demo/index.js';
 import { editDistance } from '../classes.js';
@@ -71,7 +72,8 @@ export async function run(argv: string[]): Promise<number> {
     if (!Number.isSafeInteger(steps) || steps < 1) throw new UsageError(`--steps expects an integer >= 1 but received ${JSON.stringify(values.steps)}`);
   }
   const dev = resolveDevice((values.device ?? 'auto') as DeviceSpec);
-  note(`rargen train: ${dev.reason}`);
+  const rank = worldFromEnv()?.rank ?? 0; // under mpirun only rank 0 prints
+  if (rank === 0) note(`rargen train: ${dev.reason}`);
   if (values.demo) {
     const dest = resolve(values.out!);
     const t0 = performance.now();
@@ -86,7 +88,14 @@ export async function run(argv: string[]): Promise<number> {
     stopSignal.stop = true;
     note('\nrargen train: stopping after this step (Ctrl-C again to quit without saving)');
   };
+  // mpirun forwards SIGUSR1 to every rank: `kill -USR1 <mpirun pid>` saves and stops a
+  // data-parallel run at the same step on all ranks (Ctrl-C on mpirun kills the job).
+  const onUsr1 = () => {
+    stopSignal.stop = true;
+    if (rank === 0) note('rargen train: SIGUSR1: stopping after this step');
+  };
   process.on('SIGINT', onSigint);
+  process.on('SIGUSR1', onUsr1);
   const t0 = performance.now();
   try {
     const res = await runTraining({
@@ -98,9 +107,10 @@ export async function run(argv: string[]): Promise<number> {
       stepsThisRun: steps,
       stopSignal,
     });
-    summarize(res, t0);
+    if (rank === 0) summarize(res, t0);
   } finally {
     process.off('SIGINT', onSigint);
+    process.off('SIGUSR1', onUsr1);
   }
   return 0;
 }

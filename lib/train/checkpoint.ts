@@ -45,6 +45,9 @@ export interface TrainState {
   adamStep: number;
   seed: number;
   data: DataState | null;
+  /** Data-parallel runs: the number of ranks, and every rank's data position (rank 0's is `data`). */
+  worldSize?: number;
+  dataRanks?: DataState[];
   /** Names of the parameters with weight decay. */
   decayed: string[];
   /** The resolved config (the YAML tree) the run used. */

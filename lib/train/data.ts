@@ -334,3 +334,50 @@ export function stepRandomness(o: StepRandomnessOptions, step: number, classIds:
 
 /** The rng state type, re-exported for checkpoint code. */
 export type { RngState };
+
+const STREAM_DROPOUT = 3;
+
+export interface ShardOptions {
+  rank: number;
+  size: number;
+  /** Micro-batches per optimizer step (gradient_accumulation_steps). */
+  accum: number;
+  /** Which micro-batch (0..accum-1). */
+  micro: number;
+}
+
+/**
+ * The randomness of one rank's micro-batch: the step's randomness is drawn for the
+ * whole global batch (accum x B x size samples, in the order those samples have in
+ * the data file: micro-batch, row, rank, as line i goes to rank i % size) and each
+ * rank takes its rows. So N ranks x batch B, 1 rank x B with N accumulation steps and
+ * 1 rank x batch N*B draw the same orders and label drops for the same samples. The
+ * dropout seed differs per (micro-batch, rank) (the native masks hash the row
+ * position, so equal seeds would repeat masks); micro-batch 0 of rank 0 keeps the
+ * step's seed, so a single process without accumulation draws what stepRandomness draws.
+ */
+export function shardRandomness(o: StepRandomnessOptions, step: number, classIds: Int32Array, s: ShardOptions): StepRandomness {
+  const { seqLen: N, codebookSize: V, numClasses: K } = o;
+  const B = classIds.length;
+  const G = s.accum * B * s.size;
+  const all = stepRandomness(o, step, new Int32Array(G));
+  const nullClass = V + K + 1;
+  const condition = new Int32Array(B);
+  const orders = new Int32Array(B * N);
+  const randomOrder = new Uint8Array(B);
+  for (let k = 0; k < B; k++) {
+    const c = classIds[k]!;
+    if (!(c >= 0 && c < K)) throw new RangeError(`shardRandomness: expected class ids between 0 and ${K - 1} but received ${c} at [${k}]`);
+    const j = (s.micro * B + k) * s.size + s.rank;
+    orders.set(all.orders.subarray(j * N, (j + 1) * N), k * N);
+    randomOrder[k] = all.randomOrder[j]!;
+    condition[k] = all.condition[j] === nullClass ? nullClass : V + 1 + c;
+  }
+  const w = s.micro * s.size + s.rank;
+  let dropoutSeed = all.dropoutSeed;
+  if (w !== 0) {
+    const r = new Rng(deriveSeed(o.seed, STREAM_DROPOUT, step, w));
+    dropoutSeed = [r.nextU32(), r.nextU32()];
+  }
+  return { condition, orders, randomOrder, dropoutSeed };
+}

@@ -13,7 +13,10 @@ import { validateGeneratorWeights, describeGeneratorConfig, type GeneratorConfig
 import { ProgressBar, formatDuration } from '../progress.js';
 import { checkpointDirName, latestCheckpoint, loadCheckpoint, saveCheckpoint, writeTextAtomic, type NamedTensor } from './checkpoint.js';
 import { generatorConfigOf, toYaml, type TrainConfig } from './config.js';
-import { TokenDataset, stepRandomness } from './data.js';
+import { TokenDataset, shardRandomness } from './data.js';
+import { Dist, jsonHash, tensorChecksum } from './dist.js';
+import { readFileSync, statSync } from 'node:fs';
+import { packageRoot } from '../native.js';
 import { initGeneratorWeights, isWeightDecayed } from './init.js';
 import { Trainer } from './native.js';
 import { lrAt, lrScheduleOf, randomRatioAt, randomnessScheduleOf } from './schedule.js';
@@ -56,6 +59,10 @@ export interface TrainRunOptions {
   stopSignal?: { stop: boolean };
   /** Aborting it saves and stops after the current step, as stopSignal does. */
   signal?: AbortSignal;
+  /** The process group (default: Dist.fromEnv(), i.e. MPI ranks under mpirun, else one process). */
+  dist?: Dist;
+  /** Check after every step that all ranks hold identical parameters (default: env RARGEN_DIST_CHECKSUM=1). */
+  checksum?: boolean;
 }
 
 export interface TrainRunResult {
@@ -87,8 +94,26 @@ export function trainerParams(t: Trainer, kind: 'param' | 'exp_avg' | 'exp_avg_s
 }
 
 export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
+  if (o.dist) return trainOn(o, o.dist);
+  const dist = Dist.fromEnv();
+  const res = await trainOn(o, dist);
+  // Only after a clean end: a rank that throws exits without finalizing, and mpirun
+  // then stops the others.
+  dist.finalize();
+  return res;
+}
+
+function rargenVersion(): string {
+  return JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')).version as string;
+}
+
+async function trainOn(o: TrainRunOptions, dist: Dist): Promise<TrainRunResult> {
   const c = o.config;
-  const print = o.print ?? ((l: string) => process.stderr.write(l + '\n'));
+  const world = dist.size;
+  const rank = dist.rank;
+  // Rank 0 alone prints, logs and writes files.
+  const print = !dist.isRoot ? () => {} : (o.print ?? ((l: string) => process.stderr.write(l + '\n')));
+  const checksum = o.checksum ?? process.env.RARGEN_DIST_CHECKSUM === '1';
   const gcfg = generatorConfigOf(c);
   const g = c.model.generator;
   const seed = c.training.seed;
@@ -114,7 +139,18 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
       bufferSize: c.dataset.params.shuffle_buffer_size,
       shuffle: o.shuffle ?? true,
       seed,
+      rank,
+      worldSize: world,
     });
+    // Every rank must run the same job (a mismatch would silently train garbage).
+    dist.checkSame({
+      config: jsonHash(c),
+      version: rargenVersion(),
+      parameters: trainer.info.numParams,
+      dataBytes: statSync(dataPath).size,
+      shuffle: String(o.shuffle ?? true),
+      init: String(o.init ?? c.experiment.init_weight ?? ''),
+    }, 'the training run');
 
     // Start: resume, or initial weights.
     let startStep = 0;
@@ -129,7 +165,11 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
       startStep = ck.state.step;
       adamStep = ck.state.adamStep;
       if (ck.state.seed !== seed) throw new Error(`cannot resume ${latest}: it was trained with training.seed=${ck.state.seed}, this run has ${seed}`);
-      if (ck.state.data) await data.restore(ck.state.data);
+      const savedWorld = ck.state.worldSize ?? 1;
+      if (savedWorld !== world)
+        throw new Error(`cannot resume ${latest} exactly: it was trained on ${savedWorld} rank(s), this run has ${world}; launch with mpirun -np ${savedWorld}` + (savedWorld === 1 ? ' (or without mpirun)' : ''));
+      const myData = rank === 0 ? ck.state.data : (ck.state.dataRanks?.[rank] ?? null);
+      if (myData) await data.restore(myData);
       resumedFrom = latest;
       print(`rargen train: resumed from ${latest} (step ${startStep}, epoch ${data.epoch})`);
     } else {
@@ -140,12 +180,13 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
     }
     print(
       `rargen train: ${describeGeneratorConfig(gcfg)}; ${(trainer.info.numParams / 1e6).toFixed(2)}M parameters on ${trainer.info.device}; ` +
-        `batch ${B}${accum > 1 ? ` x ${accum} accumulation` : ''}; steps ${startStep} -> ${maxSteps}; data ${dataPath}`,
+        `batch ${B}${world > 1 ? ` x ${world} ranks` : ''}${accum > 1 ? ` x ${accum} accumulation` : ''}` +
+        `${world > 1 || accum > 1 ? ` = ${B * world * accum} per step` : ''}; steps ${startStep} -> ${maxSteps}; data ${dataPath}`,
     );
     if (c.training.mixed_precision !== 'no')
       print(`rargen train: training.mixed_precision=${c.training.mixed_precision} is not implemented yet; training in float32`);
     if (c.training.use_ema) print('rargen train: training.use_ema=true is not implemented; no EMA weights are kept');
-    await writeTextAtomic(join(outDir, 'config.yaml'), toYaml(c));
+    if (dist.isRoot) await writeTextAtomic(join(outDir, 'config.yaml'), toYaml(c));
 
     const lrs = lrScheduleOf(c);
     if (lrs.optimizerLr !== lrs.baseLr)
@@ -156,16 +197,19 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
       );
     const rs = randomnessScheduleOf(c);
     const opt = c.optimizer.params;
-    const log: WriteStream | null = o.logJsonl ? createWriteStream(o.logJsonl, { flags: startStep > 0 ? 'a' : 'w' }) : null;
+    const log: WriteStream | null = o.logJsonl && dist.isRoot ? createWriteStream(o.logJsonl, { flags: startStep > 0 ? 'a' : 'w' }) : null;
     const endStep = Math.min(maxSteps, o.stepsThisRun !== undefined ? startStep + o.stepsThisRun : maxSteps);
     const showBar = o.progress ?? Boolean(process.stderr.isTTY);
     // no TTY and no explicit progress: plain progress lines at least every 10 s
-    const bar = new ProgressBar(maxSteps, { label: 'train', unit: 'step', enabled: o.progress === undefined && !showBar ? undefined : showBar });
+    const bar = new ProgressBar(maxSteps, { label: 'train', unit: 'step', enabled: !dist.isRoot ? false : o.progress === undefined && !showBar ? undefined : showBar });
     const t0 = performance.now();
     let lastLog: StepLog | null = null;
     let lastCheckpoint: string | null = null;
 
-    const save = async (stepsDone: number) => {
+    // Collective: every rank calls it; rank 0 writes (with every rank's data position).
+    const save = async (stepsDone: number): Promise<string | null> => {
+      const dataRanks = world > 1 ? dist.allgather(JSON.stringify(data.state())).map((x) => JSON.parse(x)) : undefined;
+      if (!dist.isRoot) return null;
       const path = await saveCheckpoint(
         outDir,
         {
@@ -177,6 +221,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
             adamStep,
             seed,
             data: data.state(),
+            ...(world > 1 ? { worldSize: world, dataRanks } : {}),
             decayed: trainer.info.names.filter((_, i) => trainer.info.decayed[i]),
             config: JSON.parse(JSON.stringify(c)),
             extra: { loss: lastLog?.loss ?? null, rargen: 'train/1' },
@@ -198,10 +243,11 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
       for (let u = 0; u < accum; u++) {
         const batch = await data.nextBatch(B);
         epoch = batch.epochs[B - 1]!;
-        const rnd = stepRandomness(
+        const rnd = shardRandomness(
           { seed, seqLen: gcfg.seqLen, codebookSize: gcfg.codebookSize, numClasses: gcfg.numClasses, randomRatio: r, classLabelDropout: g.class_label_dropout },
-          s * accum + u,
+          s,
           batch.classIds,
+          { rank, size: world, accum, micro: u },
         );
         const res = await trainer.forwardBackward({
           ids: batch.ids,
@@ -214,6 +260,15 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
         lossSum += res.loss;
         correct += res.correct;
         count += res.count;
+      }
+      if (world > 1) {
+        // The global batch's mean gradient and statistics; every rank then runs the same AdamW.
+        trainer.allreduceGrads();
+        const st = dist.allreduce(Float64Array.of(lossSum, correct, count), 'sum');
+        lossSum = st[0]! / world;
+        correct = st[1]!;
+        count = st[2]!;
+        epoch = Math.floor(dist.allreduce(Float64Array.of(epoch), 'max')[0]!);
       }
       const lr = lrAt(lrs, s);
       adamStep++;
@@ -236,7 +291,7 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
         grad_norm: gradNorm,
         random_ratio: r,
         epoch,
-        samples_per_s: (B * accum) / ((performance.now() - ts) / 1000),
+        samples_per_s: (B * accum * world) / ((performance.now() - ts) / 1000),
       };
       log?.write(JSON.stringify(lastLog) + '\n');
       o.onStep?.(lastLog);
@@ -250,10 +305,16 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
             `grad_norm ${gradNorm.toFixed(3)} r ${r.toFixed(3)} ${lastLog.samples_per_s.toFixed(1)} samples/s ETA ${formatDuration(eta)}`,
         );
       }
-      const stopping = o.stopSignal?.stop === true || o.signal?.aborted === true;
+      if (checksum && world > 1) {
+        const sums = dist.allgather(tensorChecksum(trainer.info.names.map((n) => trainer.getTensor('param', n))));
+        const bad = sums.findIndex((x) => x !== sums[0]);
+        if (bad > 0) throw new Error(`rargen train: after step ${s + 1} the parameters of rank ${bad} differ from rank 0's (checksum ${sums[bad]} vs ${sums[0]})`);
+      }
+      let stopping = o.stopSignal?.stop === true || o.signal?.aborted === true;
+      if (world > 1) stopping = dist.any(stopping); // all ranks stop (and save) at the same step
       if (done % c.experiment.save_every === 0 || done === endStep || stopping) {
         const p = await save(done);
-        if (done % c.experiment.save_every === 0 || stopping) print(`${showBar ? '\n' : ''}rargen train: saved ${p}`);
+        if (p && (done % c.experiment.save_every === 0 || stopping)) print(`${showBar ? '\n' : ''}rargen train: saved ${p}`);
       }
       if (stopping) {
         bar.finish();

@@ -123,6 +123,13 @@ export class Trainer {
     return this.addon.trainOptimizerStep(this.h, { ...o, maxGradNorm: o.maxGradNorm ?? 0 });
   }
 
+  /** Data-parallel: replaces the gradients by their mean over the MPI ranks (lib/train/dist.ts; main thread). */
+  allreduceGrads(): void {
+    const f = (this.addon as unknown as { trainAllreduceGrads?: (t: NativeTrainer) => void }).trainAllreduceGrads;
+    if (typeof f !== 'function') throw new Error('rargen: this build of the native addon has no trainAllreduceGrads; rebuild with `npm run build:native`');
+    f.call(this.addon, this.h);
+  }
+
   free(): void {
     if (this.handle) this.addon.trainFree(this.handle);
     this.handle = null;

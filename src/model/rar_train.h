@@ -72,6 +72,9 @@ class RarTrainer {
   // Host copies (float32, C order). Setting Param/ExpAvg/ExpAvgSq; getting any kind.
   void set_tensor(TrainTensor kind, const std::string& name, const float* host, int64_t n);
   void get_tensor(TrainTensor kind, const std::string& name, float* host, int64_t n) const;
+  // The flat backend buffer of one kind (num_params() floats; device memory on CUDA):
+  // the data-parallel all-reduce (src/binding_train.cc) reduces the gradients in place.
+  float* flat(TrainTensor kind) const { return buffer(kind); }
 
   // Forward + backward; gradients are accumulated into the flat gradient buffer
   // (zeroed first when batch.zero_grad).
