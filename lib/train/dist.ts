@@ -91,17 +91,18 @@ export class Dist {
    * (config hash, rargen version, parameter count, data size...). Names the field
    * and the first rank that differs from rank 0.
    */
-  checkSame(fields: Record<string, string | number>, what = 'the run'): void {
+  checkSame(fields: Record<string, unknown>, what = 'the run'): void {
     if (!this.addon) return;
-    const all = this.allgather(JSON.stringify(fields)).map((s) => JSON.parse(s) as Record<string, string | number>);
+    const all = this.allgather(JSON.stringify(fields)).map((s) => JSON.parse(s) as Record<string, unknown>);
     const ref = all[0]!;
-    for (let r = 1; r < all.length; r++)
-      for (const k of Object.keys(ref))
-        if (all[r]![k] !== ref[k])
-          throw new Error(
-            `rargen: the ${this.size} MPI ranks disagree on ${what}: ${k} is ${JSON.stringify(all[r]![k])} on rank ${r} but ` +
-              `${JSON.stringify(ref[k])} on rank 0; launch every rank with the same command, config and files`,
-          );
+    for (let r = 1; r < all.length; r++) {
+      const d = firstDifference(all[r], ref, '');
+      if (d)
+        throw new Error(
+          `rargen: the ${this.size} MPI ranks disagree on ${what}: ${d.path} is ${JSON.stringify(d.a)} on rank ${r} but ` +
+            `${JSON.stringify(d.b)} on rank 0; launch every rank with the same command, config and files`,
+        );
+    }
   }
 
   finalize(): void {
@@ -109,9 +110,17 @@ export class Dist {
   }
 }
 
-/** A short hash of any JSON value (the config check across ranks). */
-export function jsonHash(v: unknown): string {
-  return createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 16);
+/** The first leaf (dotted path) where two JSON values differ, or null. */
+export function firstDifference(a: unknown, b: unknown, path: string): { path: string; a: unknown; b: unknown } | null {
+  const obj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object';
+  if (obj(a) && obj(b)) {
+    for (const k of new Set([...Object.keys(b), ...Object.keys(a)])) {
+      const d = firstDifference(a[k], b[k], path ? `${path}.${k}` : k);
+      if (d) return d;
+    }
+    return null;
+  }
+  return JSON.stringify(a) === JSON.stringify(b) ? null : { path: path || 'value', a, b };
 }
 
 /** A checksum of a set of float32 tensors (RARGEN_DIST_CHECKSUM=1: ranks' parameters must stay identical). */

@@ -14,7 +14,7 @@ import { ProgressBar, formatDuration } from '../progress.js';
 import { checkpointDirName, latestCheckpoint, loadCheckpoint, saveCheckpoint, writeTextAtomic, type NamedTensor } from './checkpoint.js';
 import { generatorConfigOf, toYaml, type TrainConfig } from './config.js';
 import { TokenDataset, shardRandomness } from './data.js';
-import { Dist, jsonHash, tensorChecksum } from './dist.js';
+import { Dist, tensorChecksum } from './dist.js';
 import { readFileSync, statSync } from 'node:fs';
 import { packageRoot } from '../native.js';
 import { initGeneratorWeights, isWeightDecayed } from './init.js';
@@ -144,7 +144,7 @@ async function trainOn(o: TrainRunOptions, dist: Dist): Promise<TrainRunResult> 
     });
     // Every rank must run the same job (a mismatch would silently train garbage).
     dist.checkSame({
-      config: jsonHash(c),
+      config: JSON.parse(JSON.stringify(c)) as unknown, // compared leaf by leaf: the message names the key
       version: rargenVersion(),
       parameters: trainer.info.numParams,
       dataBytes: statSync(dataPath).size,
@@ -327,6 +327,7 @@ async function trainOn(o: TrainRunOptions, dist: Dist): Promise<TrainRunResult> 
     bar.finish();
     data.close();
     await closeStream(log);
+    if (checksum && world > 1 && endStep > startStep) print(`rargen train: parameters identical on all ${world} ranks after every step (checksums compared)`);
     if (endStep === startStep && !lastCheckpoint) print(`rargen train: nothing to do (step ${startStep} of ${maxSteps})`);
     else print(`rargen train: step ${endStep}/${maxSteps}; model in ${join(outDir, checkpointDirName(endStep), 'unwrapped_model', 'pytorch_model.bin')}`);
     return { startStep, endStep, lastLog, lastCheckpoint, resumedFrom };

@@ -1,0 +1,57 @@
+// The pieces of data-parallel training that need no MPI: the per-rank slice of a
+// step's randomness (lib/train/data.ts shardRandomness), the launcher's environment
+// and the config comparison across ranks (lib/train/dist.ts).
+import { describe, expect, it } from 'vitest';
+import { shardRandomness, stepRandomness } from '../../lib/train/data.js';
+import { Dist, firstDifference, worldFromEnv } from '../../lib/train/dist.js';
+
+const o = { seed: 5, seqLen: 8, codebookSize: 16, numClasses: 10, randomRatio: 0.5, classLabelDropout: 0.3 };
+const classes = (n: number, off: number) => Int32Array.from({ length: n }, (_, i) => (i * 3 + off) % 10);
+
+describe('shardRandomness', () => {
+  it('one rank without accumulation draws exactly what stepRandomness draws', () => {
+    const c = classes(4, 0);
+    expect(shardRandomness(o, 7, c, { rank: 0, size: 1, accum: 1, micro: 0 })).toEqual(stepRandomness(o, 7, c));
+  });
+
+  it('2 ranks x 2 micro-batches x B=2 together are the global batch of 8 in file order', () => {
+    const g = stepRandomness(o, 3, classes(8, 0)); // global sample j has class classes(8,0)[j]
+    for (let micro = 0; micro < 2; micro++)
+      for (let rank = 0; rank < 2; rank++) {
+        // rank r's k-th sample of micro-batch u is global sample (u*B + k)*size + r
+        const js = [0, 1].map((k) => (micro * 2 + k) * 2 + rank);
+        const mine = Int32Array.from(js, (j) => classes(8, 0)[j]!);
+        const s = shardRandomness(o, 3, mine, { rank, size: 2, accum: 2, micro });
+        js.forEach((j, k) => {
+          expect([...s.orders.subarray(k * 8, k * 8 + 8)]).toEqual([...g.orders.subarray(j * 8, j * 8 + 8)]);
+          expect(s.condition[k]).toBe(g.condition[j]);
+          expect(s.randomOrder[k]).toBe(g.randomOrder[j]);
+        });
+        if (micro || rank) expect(s.dropoutSeed).not.toEqual(g.dropoutSeed);
+        else expect(s.dropoutSeed).toEqual(g.dropoutSeed);
+      }
+  });
+
+  it('rejects a bad class id, naming it', () => {
+    expect(() => shardRandomness(o, 0, Int32Array.of(0, 10), { rank: 0, size: 2, accum: 1, micro: 0 })).toThrow(/class ids between 0 and 9 but received 10 at \[1\]/);
+  });
+});
+
+describe('dist', () => {
+  it('reads rank and size from the launcher, and is a single process without one', () => {
+    expect(worldFromEnv({})).toBeNull();
+    expect(worldFromEnv({ OMPI_COMM_WORLD_SIZE: '4', OMPI_COMM_WORLD_RANK: '2' })).toEqual({ rank: 2, size: 4, launcher: 'Open MPI' });
+    expect(worldFromEnv({ PMIX_SIZE: '2', PMIX_RANK: '1' })?.rank).toBe(1);
+    const d = Dist.fromEnv({});
+    expect([d.rank, d.size, d.isRoot]).toEqual([0, 1, true]);
+    expect(d.allgather('x')).toEqual(['x']);
+    expect([...d.allreduce(Float64Array.of(2, 3))]).toEqual([2, 3]);
+    expect(() => d.checkSame({ a: 1 })).not.toThrow();
+  });
+
+  it('firstDifference names the first differing leaf', () => {
+    expect(firstDifference({ t: { seed: 7, b: 1 } }, { t: { seed: 42, b: 1 } }, '')).toEqual({ path: 't.seed', a: 7, b: 42 });
+    expect(firstDifference({ t: [1, 2] }, { t: [1, 2] }, '')).toBeNull();
+    expect(firstDifference({ x: 1 }, { x: 1, y: 2 }, '')?.path).toBe('y');
+  });
+});
