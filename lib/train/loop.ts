@@ -3,11 +3,13 @@
 //
 // One optimizer step s (0-based) is: gradient_accumulation_steps micro-batches of
 // per_gpu_batch_size samples from the data stream; for micro-batch u the randomness
-// (orders with probability r(s), label drops, the dropout seed) is
-// stepRandomness(seed, s * accumulation + u); forward+backward accumulate the
-// gradient of the mean loss; then the global grad norm is clipped and AdamW runs
-// with lr(s). Everything a step depends on is (weights, moments, data position,
-// seed, s), all of which a checkpoint holds, so a resumed run continues bit for bit.
+// (orders with probability r(s), label drops, the dropout seed) is this rank's slice
+// of the randomness of step s's whole global batch (shardRandomness in data.ts);
+// forward+backward accumulate the gradient of the mean loss; under mpirun the
+// gradients are averaged over the ranks (lib/train/dist.ts); then the global grad
+// norm is clipped and AdamW runs with lr(s). Everything a step depends on is
+// (weights, moments, every rank's data position, seed, s), all of which a checkpoint
+// holds, so a resumed run continues bit for bit.
 import { openCheckpoint } from '../io/index.js';
 import { validateGeneratorWeights, describeGeneratorConfig, type GeneratorConfig } from '../config.js';
 import { ProgressBar, formatDuration } from '../progress.js';
