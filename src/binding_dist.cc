@@ -73,9 +73,12 @@ void open_mpi() {
   std::string errs;
   const char* env = std::getenv("RARGEN_MPI_LIB");
   std::vector<std::string> names;
-  if (env && *env) names.push_back(env);
-  names.push_back("libmpi.so.40");
-  names.push_back("libmpi.so");
+  if (env && *env) {
+    names.push_back(env);  // exactly this library
+  } else {
+    names.push_back("libmpi.so.40");
+    names.push_back("libmpi.so");
+  }
   for (const auto& n : names) {
     g.lib = dlopen(n.c_str(), RTLD_NOW | RTLD_GLOBAL);
     if (g.lib) break;

@@ -1,9 +1,10 @@
 // The pieces of data-parallel training that need no MPI: the per-rank slice of a
-// step's randomness (lib/train/data.ts shardRandomness), the launcher's environment
-// and the config comparison across ranks (lib/train/dist.ts).
+// step's randomness (lib/train/data.ts shardRandomness), the launcher's environment,
+// the config comparison across ranks (lib/train/dist.ts), and the errors without MPI.
 import { describe, expect, it } from 'vitest';
 import { shardRandomness, stepRandomness } from '../../lib/train/data.js';
 import { Dist, firstDifference, worldFromEnv } from '../../lib/train/dist.js';
+import { native } from '../../lib/native.js';
 
 const o = { seed: 5, seqLen: 8, codebookSize: 16, numClasses: 10, randomRatio: 0.5, classLabelDropout: 0.3 };
 const classes = (n: number, off: number) => Int32Array.from({ length: n }, (_, i) => (i * 3 + off) % 10);
@@ -53,5 +54,23 @@ describe('dist', () => {
     expect(firstDifference({ t: { seed: 7, b: 1 } }, { t: { seed: 42, b: 1 } }, '')).toEqual({ path: 't.seed', a: 7, b: 42 });
     expect(firstDifference({ t: [1, 2] }, { t: [1, 2] }, '')).toBeNull();
     expect(firstDifference({ x: 1 }, { x: 1, y: 2 }, '')?.path).toBe('y');
+  });
+});
+
+describe('without Open MPI', () => {
+  const hasDist = typeof (native() as unknown as { distInit?: unknown }).distInit === 'function';
+  const launched = { OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '0' };
+  it.skipIf(!hasDist)('a missing MPI library says how to install Open MPI', () => {
+    const was = process.env.RARGEN_MPI_LIB;
+    process.env.RARGEN_MPI_LIB = '/nonexistent/libmpi.so.40';
+    try {
+      expect(() => Dist.fromEnv(launched)).toThrow(/cannot load the MPI library[\s\S]*apt-get install openmpi-bin libopenmpi-dev[\s\S]*mpirun -np N rargen train/);
+      // a library that is not Open MPI (MPICH's integer handles are not supported) is refused by name
+      process.env.RARGEN_MPI_LIB = 'libc.so.6';
+      expect(() => Dist.fromEnv(launched)).toThrow(/is not Open MPI \(no ompi_mpi_comm_world symbol; MPICH/);
+    } finally {
+      if (was === undefined) delete process.env.RARGEN_MPI_LIB;
+      else process.env.RARGEN_MPI_LIB = was;
+    }
   });
 });
