@@ -1,5 +1,5 @@
 // Multi-process (data-parallel) support over MPI: the N-API functions distInit,
-// distAllreduceSum, distAllgather, distAbort, distFinalize (lib/train/dist.ts wraps
+// distAllreduce, distAllgather, distFinalize (lib/train/dist.ts wraps
 // them) and the float all-reduce that binding_train.cc's trainAllreduceGrads uses.
 //
 // MPI is opened with dlopen at run time, never linked: the addon must load on a
@@ -38,7 +38,6 @@ struct Mpi {
   int (*Comm_size)(Handle, int*) = nullptr;
   int (*Allreduce)(const void*, void*, int, Handle, Handle, Handle) = nullptr;
   int (*Allgather)(const void*, int, Handle, void*, int, Handle, Handle) = nullptr;
-  int (*Abort)(Handle, int) = nullptr;
   int (*Finalize)() = nullptr;
   Handle comm_world = nullptr, t_float = nullptr, t_double = nullptr, t_byte = nullptr, op_sum = nullptr,
          op_max = nullptr;
@@ -100,7 +99,6 @@ void open_mpi() {
   sym(g.Comm_size, "MPI_Comm_size");
   sym(g.Allreduce, "MPI_Allreduce");
   sym(g.Allgather, "MPI_Allgather");
-  sym(g.Abort, "MPI_Abort");
   sym(g.Finalize, "MPI_Finalize");
   g.comm_world = obj("ompi_mpi_comm_world");
   g.t_float = obj("ompi_mpi_float");
@@ -133,6 +131,15 @@ using namespace rargen::napi;
 Napi::Value DistInit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!g.up) {
+    // Only inside a job that an MPI launcher started: MPI_Init in a plain process would
+    // start an Open MPI "singleton" (and a stray call from user code must not do that).
+    const char* const launched[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"};
+    bool any = false;
+    for (const char* v : launched) any = any || (std::getenv(v) && *std::getenv(v));
+    if (!any)
+      throw std::runtime_error(
+          "rargen: distInit: this process was not started by mpirun (no OMPI_COMM_WORLD_SIZE / PMIX_RANK in its "
+          "environment); launch data-parallel training with `mpirun -np N rargen train ...`");
     open_mpi();
     int inited = 0;
     check(g.Initialized(&inited), "MPI_Initialized");
@@ -178,15 +185,6 @@ Napi::Value DistAllgather(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// distAbort(code): ends every rank of the job (mpirun kills the others).
-Napi::Value DistAbort(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int code = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 1;
-  if (g.up) g.Abort(g.comm_world, code);
-  std::_Exit(code);
-  return env.Undefined();
-}
-
 Napi::Value DistFinalize(const Napi::CallbackInfo& info) {
   if (g.up) {
     int fin = 0;
@@ -218,7 +216,6 @@ void register_dist(Napi::Env env, Napi::Object exports) {
   exports.Set("distInit", Napi::Function::New(env, napi::guarded<DistInit>));
   exports.Set("distAllreduce", Napi::Function::New(env, napi::guarded<DistAllreduce>));
   exports.Set("distAllgather", Napi::Function::New(env, napi::guarded<DistAllgather>));
-  exports.Set("distAbort", Napi::Function::New(env, napi::guarded<DistAbort>));
   exports.Set("distFinalize", Napi::Function::New(env, napi::guarded<DistFinalize>));
 }
 

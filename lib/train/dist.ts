@@ -14,7 +14,6 @@ interface DistAddon {
   distInit(): { rank: number; size: number; library: string };
   distAllreduce(data: Float64Array, op?: 'sum' | 'max'): void;
   distAllgather(data: Uint8Array): Uint8Array;
-  distAbort(code: number): never;
   distFinalize(): void;
 }
 

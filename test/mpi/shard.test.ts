@@ -60,17 +60,22 @@ describe('dist', () => {
 describe('without Open MPI', () => {
   const hasDist = typeof (native() as unknown as { distInit?: unknown }).distInit === 'function';
   const launched = { OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_RANK: '0' };
-  it.skipIf(!hasDist)('a missing MPI library says how to install Open MPI', () => {
-    const was = process.env.RARGEN_MPI_LIB;
-    process.env.RARGEN_MPI_LIB = '/nonexistent/libmpi.so.40';
+  it.skipIf(!hasDist)('a missing MPI library says how to install Open MPI; outside mpirun distInit refuses', () => {
+    const saved = { lib: process.env.RARGEN_MPI_LIB, size: process.env.OMPI_COMM_WORLD_SIZE };
+    const restore = (k: string, v: string | undefined) => (v === undefined ? delete process.env[k] : (process.env[k] = v));
     try {
+      delete process.env.OMPI_COMM_WORLD_SIZE;
+      if (!process.env.PMIX_RANK && !process.env.PMI_SIZE)
+        expect(() => (native() as unknown as { distInit: () => unknown }).distInit()).toThrow(/was not started by mpirun[\s\S]*mpirun -np N rargen train/);
+      process.env.OMPI_COMM_WORLD_SIZE = '2'; // what the addon checks; the library is not found, so MPI is never initialised
+      process.env.RARGEN_MPI_LIB = '/nonexistent/libmpi.so.40';
       expect(() => Dist.fromEnv(launched)).toThrow(/cannot load the MPI library[\s\S]*apt-get install openmpi-bin libopenmpi-dev[\s\S]*mpirun -np N rargen train/);
       // a library that is not Open MPI (MPICH's integer handles are not supported) is refused by name
       process.env.RARGEN_MPI_LIB = 'libc.so.6';
       expect(() => Dist.fromEnv(launched)).toThrow(/is not Open MPI \(no ompi_mpi_comm_world symbol; MPICH/);
     } finally {
-      if (was === undefined) delete process.env.RARGEN_MPI_LIB;
-      else process.env.RARGEN_MPI_LIB = was;
+      restore('RARGEN_MPI_LIB', saved.lib);
+      restore('OMPI_COMM_WORLD_SIZE', saved.size);
     }
   });
 });
