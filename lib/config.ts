@@ -6,7 +6,7 @@
 // bad file learns everything from one error.
 import { z } from 'zod';
 import { shapeToString, type TensorInfo } from './tensor.js';
-import type { NativeRarConfig, NativeVqConfig } from './native.js';
+import { native, type NativeRarConfig, type NativeVqConfig } from './native.js';
 
 // ---------------------------------------------------------------------------------
 // Schemas
@@ -24,8 +24,8 @@ export const GeneratorConfigSchema = z
     seqLen: positiveInt, // N image tokens
     codebookSize: positiveInt, // V
     numClasses: positiveInt, // K
-    posEmbedRows: positiveInt, // rows of pos_embed and target_aware_pos_embed (N + 1024)
-    timestepRows: positiveInt, // rows of timesteps_embeddings (N + 100)
+    posEmbedRows: positiveInt, // rows of pos_embed and target_aware_pos_embed (N + POS_EMBED_EXTRA_ROWS)
+    timestepRows: positiveInt, // rows of timesteps_embeddings (N + TIMESTEP_EXTRA_ROWS)
   })
   .refine((c) => c.numHeads * c.headDim === c.hiddenSize, {
     message: 'hiddenSize must equal numHeads * headDim',
@@ -71,6 +71,15 @@ export interface Preset {
 // ---------------------------------------------------------------------------------
 // Presets (MODEL.md "Sizes")
 
+/** Extra rows of the released position tables beyond N: N + 1024 and N + 100. */
+export const POS_EMBED_EXTRA_ROWS = 1024;
+export const TIMESTEP_EXTRA_ROWS = 100;
+
+/** posEmbedRows and timestepRows as the official code sizes them for N image tokens. */
+export function positionRows(seqLen: number): { posEmbedRows: number; timestepRows: number } {
+  return { posEmbedRows: seqLen + POS_EMBED_EXTRA_ROWS, timestepRows: seqLen + TIMESTEP_EXTRA_ROWS };
+}
+
 const RELEASE_N = 256;
 const RELEASE_V = 1024;
 const RELEASE_K = 1000;
@@ -85,8 +94,7 @@ function releaseGenerator(hiddenSize: number, depth: number, numHeads: number, m
     seqLen: RELEASE_N,
     codebookSize: RELEASE_V,
     numClasses: RELEASE_K,
-    posEmbedRows: RELEASE_N + 1024,
-    timestepRows: RELEASE_N + 100,
+    ...positionRows(RELEASE_N),
   });
 }
 
@@ -258,41 +266,32 @@ function listKeys(keys: string[], max = 20): string {
 // ---------------------------------------------------------------------------------
 // Expected state dicts
 
-/** Every generator tensor name with its shape, in state-dict order. */
+/** One tensor of a model's parameter table (src/model/params.h ParamSpec). */
+export interface ParamSpec {
+  name: string;
+  shape: number[];
+  /** 'linear' (a GEMM weight: stored in the weight dtype), 'bias', 'norm_weight', 'norm_bias', 'embedding' (tables, tokens). */
+  kind: 'linear' | 'bias' | 'norm_weight' | 'norm_bias' | 'embedding';
+  /** The official initialisation: trunc normal(0, 0.02), zeros or ones. */
+  init: 'trunc_normal' | 'zeros' | 'ones';
+  /** Whether AdamW decays it (1d-tokenizer's two parameter groups). */
+  decayed: boolean;
+}
+
+/**
+ * The generator's parameter table, in state-dict order: the one description of the
+ * RAR state dict (src/model/rar_params.cc, through the addon), from which the model,
+ * the trainer, AdamW's groups, these expected keys and shapes, the initialisation
+ * (lib/train/init.ts) and the test weights (lib/testing/weights.ts) are derived.
+ */
+export function generatorParamTable(c: GeneratorConfig): ParamSpec[] {
+  const addon = native() as ReturnType<typeof native> & { rarParamTable(c: NativeRarConfig): ParamSpec[] };
+  return addon.rarParamTable(toNativeRarConfig(c));
+}
+
+/** Every generator tensor name with its shape, in state-dict order (from generatorParamTable). */
 export function expectedGeneratorTensors(c: GeneratorConfig): Map<string, number[]> {
-  const { hiddenSize: C, headDim: D, mlpDim: I, codebookSize: V, numClasses: K } = c;
-  const m = new Map<string, number[]>();
-  m.set('cls_token', [1, 1, C]);
-  m.set('pos_embed', [1, c.posEmbedRows, C]);
-  m.set('target_aware_pos_embed', [1, c.posEmbedRows, C]);
-  m.set('timesteps_embeddings', [1, c.timestepRows, C]);
-  for (let i = 0; i < c.depth; i++) {
-    const b = `blocks.${i}.`;
-    m.set(b + 'norm1.weight', [C]);
-    m.set(b + 'norm1.bias', [C]);
-    m.set(b + 'attn.qkv.weight', [3 * C, C]);
-    m.set(b + 'attn.qkv.bias', [3 * C]);
-    m.set(b + 'attn.q_norm.weight', [D]);
-    m.set(b + 'attn.q_norm.bias', [D]);
-    m.set(b + 'attn.k_norm.weight', [D]);
-    m.set(b + 'attn.k_norm.bias', [D]);
-    m.set(b + 'attn.proj.weight', [C, C]);
-    m.set(b + 'attn.proj.bias', [C]);
-    m.set(b + 'norm2.weight', [C]);
-    m.set(b + 'norm2.bias', [C]);
-    m.set(b + 'mlp.fc1.weight', [I, C]);
-    m.set(b + 'mlp.fc1.bias', [I]);
-    m.set(b + 'mlp.fc2.weight', [C, I]);
-    m.set(b + 'mlp.fc2.bias', [C]);
-    m.set(b + 'adaLN_modulation.1.weight', [6 * C, C]);
-    m.set(b + 'adaLN_modulation.1.bias', [6 * C]);
-  }
-  m.set('embeddings.weight', [V + 1 + K + 1, C]);
-  m.set('adaln_before_head.adaLN_modulation.1.weight', [2 * C, C]);
-  m.set('adaln_before_head.adaLN_modulation.1.bias', [2 * C]);
-  m.set('lm_head.weight', [V, C]);
-  m.set('lm_head.bias', [V]);
-  return m;
+  return new Map(generatorParamTable(c).map((p) => [p.name, p.shape]));
 }
 
 function resnetBlock(m: Map<string, number[]>, p: string, cin: number, cout: number): void {
@@ -415,10 +414,6 @@ function maxIndex(tensors: ReadonlyMap<string, TensorInfo>, re: RegExp): number 
   }
   return max;
 }
-
-/** Extra rows of the released position tables beyond N: N + 1024 and N + 100. */
-export const POS_EMBED_EXTRA_ROWS = 1024;
-export const TIMESTEP_EXTRA_ROWS = 100;
 
 /**
  * Every generator size from the tensor index: C from cls_token, depth from the largest

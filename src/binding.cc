@@ -23,6 +23,7 @@
 #include "backend.h"
 #include "cuda_api.h"
 #include "model/rar.h"
+#include "model/rar_params.h"
 #include "model/vqgan.h"
 #include "napi_util.h"
 
@@ -565,6 +566,46 @@ void register_train(Napi::Env env, Napi::Object exports) __attribute__((weak)); 
 
 namespace {
 
+// rarParamTable(config): the generator's parameter table (src/model/rar_params.h), in
+// state-dict order: [{name, shape, kind, init, decayed}]. lib/config.ts derives the
+// expected keys and shapes from it, lib/train/init.ts the initialisation and decay.
+// Only the sizes are checked (positive integers, hiddenSize % numHeads == 0); the
+// table is computed, nothing is allocated.
+Napi::Value RarParamTable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) type_error(env, "rarParamTable: config must be an object");
+  Napi::Object c = info[0].As<Napi::Object>();
+  const std::string where = "rarParamTable config";
+  auto get = [&](const char* key) { return get_int(env, c, key, where, 1, 0x7fffffff); };
+  rargen::RarConfig cfg;
+  cfg.hidden = get("hiddenSize");
+  cfg.depth = get("depth");
+  cfg.heads = get("numHeads");
+  cfg.mlp = get("mlpDim");
+  cfg.seq_len = get("seqLen");
+  cfg.codebook = get("codebookSize");
+  cfg.classes = get("numClasses");
+  cfg.pos_rows = get("posEmbedRows");
+  cfg.ts_rows = get("timestepRows");
+  if (cfg.hidden % cfg.heads) range_error(env, where + ": hiddenSize must be divisible by numHeads");
+  if (cfg.depth > (1 << 16)) range_error(env, where + ": depth " + std::to_string(cfg.depth) + " is over 65536");
+  const std::vector<rargen::ParamSpec> table = rargen::rar_param_table(cfg);
+  Napi::Array out = Napi::Array::New(env, table.size());
+  for (size_t i = 0; i < table.size(); i++) {
+    const rargen::ParamSpec& p = table[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", Napi::String::New(env, p.name));
+    Napi::Array shape = Napi::Array::New(env, p.shape.size());
+    for (size_t k = 0; k < p.shape.size(); k++) shape.Set(k, Napi::Number::New(env, static_cast<double>(p.shape[k])));
+    o.Set("shape", shape);
+    o.Set("kind", Napi::String::New(env, rargen::param_kind_name(p.kind)));
+    o.Set("init", Napi::String::New(env, rargen::param_init_name(p.init)));
+    o.Set("decayed", Napi::Boolean::New(env, p.decayed));
+    out.Set(i, o);
+  }
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RargenModel::Define(env);
   if (rargen::register_eval) rargen::register_eval(env, exports);
@@ -582,6 +623,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cancel", Napi::Function::New(env, guarded<Cancel>));
   exports.Set("vqDecode", Napi::Function::New(env, guarded<VqDecode>));
   exports.Set("vqEncode", Napi::Function::New(env, guarded<VqEncode>));
+  exports.Set("rarParamTable", Napi::Function::New(env, guarded<RarParamTable>));
   return exports;
 }
 
