@@ -10,6 +10,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { native, packageRoot, type NativeModel, type NativeRarConfig, type NativeVqConfig } from '../lib/native.js';
+import { PRESETS, toNativeRarConfig } from '../lib/config.js';
+import { randomGeneratorWeights } from '../lib/testing/weights.js';
 
 const { values } = parseArgs({
   options: {
@@ -31,38 +33,6 @@ function randomArray(n: number, seed: number, std = 0.02): Float32Array {
     a[i] = ((s / 4294967296) * 2 - 1) * std * 1.732;
   }
   return a;
-}
-
-function rarShapes(c: NativeRarConfig): [string, number[]][] {
-  const { hiddenSize: C, mlpDim: I, codebookSize: V, numClasses: K } = c;
-  const D = C / c.numHeads;
-  const out: [string, number[]][] = [
-    ['cls_token', [1, 1, C]],
-    ['pos_embed', [1, c.posEmbedRows, C]],
-    ['target_aware_pos_embed', [1, c.posEmbedRows, C]],
-    ['timesteps_embeddings', [1, c.timestepRows, C]],
-    ['embeddings.weight', [V + 1 + K + 1, C]],
-  ];
-  for (let i = 0; i < c.depth; i++) {
-    const p = `blocks.${i}.`;
-    out.push(
-      [p + 'norm1.weight', [C]], [p + 'norm1.bias', [C]],
-      [p + 'attn.qkv.weight', [3 * C, C]], [p + 'attn.qkv.bias', [3 * C]],
-      [p + 'attn.q_norm.weight', [D]], [p + 'attn.q_norm.bias', [D]],
-      [p + 'attn.k_norm.weight', [D]], [p + 'attn.k_norm.bias', [D]],
-      [p + 'attn.proj.weight', [C, C]], [p + 'attn.proj.bias', [C]],
-      [p + 'norm2.weight', [C]], [p + 'norm2.bias', [C]],
-      [p + 'mlp.fc1.weight', [I, C]], [p + 'mlp.fc1.bias', [I]],
-      [p + 'mlp.fc2.weight', [C, I]], [p + 'mlp.fc2.bias', [C]],
-      [p + 'adaLN_modulation.1.weight', [6 * C, C]], [p + 'adaLN_modulation.1.bias', [6 * C]],
-    );
-  }
-  out.push(
-    ['adaln_before_head.adaLN_modulation.1.weight', [2 * C, C]],
-    ['adaln_before_head.adaLN_modulation.1.bias', [2 * C]],
-    ['lm_head.weight', [V, C]], ['lm_head.bias', [V]],
-  );
-  return out;
 }
 
 function vqDecoderShapes(c: NativeVqConfig): [string, number[]][] {
@@ -112,18 +82,15 @@ function peer(cfg: object): Record<string, number> | { error: string } {
 
 async function main() {
   const addon = native();
-  const rarB: NativeRarConfig = {
-    hiddenSize: 768, depth: 24, numHeads: 16, mlpDim: 3072, seqLen: 256, codebookSize: 1024,
-    numClasses: 1000, posEmbedRows: 256 + 1024, timestepRows: 256 + 100,
-  };
+  const rarB: NativeRarConfig = toNativeRarConfig(PRESETS['rar-b'].generator);
   const result: Record<string, unknown> = {
     bench: 'generate-cpu', date: new Date().toISOString(), threads, cpu: cpus()[0]?.model, steps, batch: 2, cfg: true,
     build: addon.buildInfo(),
   };
   const classIds = Int32Array.from([207, 360]);
   for (const dtype of ['f32', 'f16'] as const) {
-    const model = addon.createRar({ ...rarB, seqLen: 256 }, 'cpu', dtype);
-    fill(model, rarShapes(rarB));
+    const model = addon.createRar(rarB, 'cpu', dtype);
+    for (const [name, data, shape] of randomGeneratorWeights(rarB, 1)) addon.setWeight(model, name, data, shape);
     addon.finalize(model);
     // Warm-up: a short run would need a different seqLen; run the full thing once untimed only when steps are few.
     const t0 = process.hrtime.bigint();

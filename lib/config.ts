@@ -284,14 +284,14 @@ export interface ParamSpec {
  * the trainer, AdamW's groups, these expected keys and shapes, the initialisation
  * (lib/train/init.ts) and the test weights (lib/testing/weights.ts) are derived.
  */
-export function generatorParamTable(c: GeneratorConfig): ParamSpec[] {
+export function generatorParamTable(c: NativeRarConfig): ParamSpec[] {
   const addon = native() as ReturnType<typeof native> & { rarParamTable(c: NativeRarConfig): ParamSpec[] };
-  return addon.rarParamTable(toNativeRarConfig(c));
+  return addon.rarParamTable(c);
 }
 
 /** Every generator tensor name with its shape, in state-dict order (from generatorParamTable). */
 export function expectedGeneratorTensors(c: GeneratorConfig): Map<string, number[]> {
-  return new Map(generatorParamTable(c).map((p) => [p.name, p.shape]));
+  return new Map(generatorParamTable(toNativeRarConfig(c)).map((p) => [p.name, p.shape]));
 }
 
 function resnetBlock(m: Map<string, number[]>, p: string, cin: number, cout: number): void {

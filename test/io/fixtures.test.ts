@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openCheckpoint, openNpz, readNpz } from '../../lib/io/index.js';
 import type { NpyArray } from '../../lib/io/index.js';
+import { generatorParamTable, positionRows } from '../../lib/config.js';
 
 const FIX = join(import.meta.dirname, '..', 'fixtures');
 
@@ -23,36 +24,20 @@ describe('rar-tiny/model.bin', () => {
         expect(info.dtype).toBe('float32');
         expect(info.numel).toBe(fwd.get(g)!.data.length);
       }
-      // MODEL.md shapes for C=64, depth 2, head dim 16, MLP 256, N=16, V=32, K=10
+      // The parameter table (src/model/rar_params.cc) for config.json's sizes is the
+      // official state dict: the same names, shapes and order as torch.save wrote.
       const cfg = JSON.parse(readFileSync(join(FIX, 'rar-tiny/config.json'), 'utf8'));
-      const C = cfg.hidden_size;
-      const N = cfg.image_seq_len;
-      const V = cfg.codebook_size;
-      const K = cfg.condition_num_classes;
-      const I = cfg.intermediate_size;
-      const D = C / cfg.num_attention_heads;
-      const expectShape: Record<string, number[]> = {
-        cls_token: [1, 1, C],
-        pos_embed: [1, N + 1024, C],
-        target_aware_pos_embed: [1, N + 1024, C],
-        timesteps_embeddings: [1, N + 100, C],
-        'embeddings.weight': [V + 1 + K + 1, C],
-        'adaln_before_head.adaLN_modulation.1.weight': [2 * C, C],
-        'lm_head.weight': [V, C],
-        'lm_head.bias': [V],
-      };
-      for (let i = 0; i < cfg.num_hidden_layers; i++) {
-        Object.assign(expectShape, {
-          [`blocks.${i}.attn.qkv.weight`]: [3 * C, C],
-          [`blocks.${i}.attn.q_norm.weight`]: [D],
-          [`blocks.${i}.attn.k_norm.bias`]: [D],
-          [`blocks.${i}.mlp.fc1.weight`]: [I, C],
-          [`blocks.${i}.mlp.fc2.weight`]: [C, I],
-          [`blocks.${i}.adaLN_modulation.1.weight`]: [6 * C, C],
-          [`blocks.${i}.adaLN_modulation.1.bias`]: [6 * C],
-        });
-      }
-      for (const [k, s] of Object.entries(expectShape)) expect(ck.tensors.get(k)?.shape, k).toEqual(s);
+      const table = generatorParamTable({
+        hiddenSize: cfg.hidden_size,
+        depth: cfg.num_hidden_layers,
+        numHeads: cfg.num_attention_heads,
+        mlpDim: cfg.intermediate_size,
+        seqLen: cfg.image_seq_len,
+        codebookSize: cfg.codebook_size,
+        numClasses: cfg.condition_num_classes,
+        ...positionRows(cfg.image_seq_len),
+      });
+      expect(table.map((p) => [p.name, p.shape])).toEqual([...ck.tensors].map(([k, t]) => [k, t.shape]));
     } finally {
       await ck.close();
     }
