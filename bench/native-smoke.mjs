@@ -50,26 +50,12 @@ for (const dtype of dtypes) {
 
 if (!noVq) {
   const hidden = 128, mult = [1, 1, 2, 2, 4], z = 256;
-  const vq = addon.createVq({ hiddenChannels: hidden, channelMult: mult, numResBlocks: 2, zChannels: z, codebookSize: 1024, resolution: 256 }, 'cpu');
-  const shapes = [['quantize.embedding.weight', [1024, z]]];
-  const top = hidden * mult[4];
-  const block = (p, cin, cout) => {
-    shapes.push([p + '.norm1.weight', [cin]], [p + '.norm1.bias', [cin]], [p + '.conv1.weight', [cout, cin, 3, 3]],
-      [p + '.norm2.weight', [cout]], [p + '.norm2.bias', [cout]], [p + '.conv2.weight', [cout, cout, 3, 3]]);
-    if (cin !== cout) shapes.push([p + '.nin_shortcut.weight', [cout, cout, 1, 1]]);
-  };
-  shapes.push(['decoder.conv_in.weight', [top, z, 3, 3]], ['decoder.conv_in.bias', [top]]);
-  block('decoder.mid.0', top, top); block('decoder.mid.1', top, top);
-  let cin = top;
-  for (let i = 4; i >= 0; i--) {
-    const cout = hidden * mult[i];
-    for (let j = 0; j < 2; j++) { block(`decoder.up.${i}.block.${j}`, cin, cout); cin = cout; }
-    if (i) shapes.push([`decoder.up.${i}.upsample_conv.weight`, [cout, cout, 3, 3]], [`decoder.up.${i}.upsample_conv.bias`, [cout]]);
-  }
-  shapes.push(['decoder.norm_out.weight', [hidden]], ['decoder.norm_out.bias', [hidden]],
-    ['decoder.conv_out.weight', [3, hidden, 3, 3]], ['decoder.conv_out.bias', [3]]);
+  const vqCfg = { hiddenChannels: hidden, channelMult: mult, numResBlocks: 2, zChannels: z, codebookSize: 1024, resolution: 256 };
+  const vq = addon.createVq(vqCfg, 'cpu');
+  // Decoder and codebook from the addon's table (src/model/vqgan_params.cc): the encoder is not needed to decode.
   let s = 3;
-  for (const [name, shape] of shapes) {
+  for (const { name, shape } of addon.vqParamTable(vqCfg)) {
+    if (name.startsWith('encoder.')) continue;
     const n = shape.reduce((a, b) => a * b, 1);
     const a = new Float32Array(n);
     for (let i = 0; i < n; i++) { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; a[i] = ((s / 4294967296) * 2 - 1) * 0.05; }

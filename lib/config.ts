@@ -270,8 +270,8 @@ function listKeys(keys: string[], max = 20): string {
 export interface ParamSpec {
   name: string;
   shape: number[];
-  /** 'linear' (a GEMM weight: stored in the weight dtype), 'bias', 'norm_weight', 'norm_bias', 'embedding' (tables, tokens). */
-  kind: 'linear' | 'bias' | 'norm_weight' | 'norm_bias' | 'embedding';
+  /** 'linear' / 'conv' (GEMM and convolution weights: stored in the weight dtype), 'bias', 'norm_weight', 'norm_bias', 'embedding' (tables, tokens, codebook). */
+  kind: 'linear' | 'conv' | 'bias' | 'norm_weight' | 'norm_bias' | 'embedding';
   /** The official initialisation: trunc normal(0, 0.02), zeros or ones. */
   init: 'trunc_normal' | 'zeros' | 'ones';
   /** Whether AdamW decays it (1d-tokenizer's two parameter groups). */
@@ -285,8 +285,25 @@ export interface ParamSpec {
  * (lib/train/init.ts) and the test weights (lib/testing/weights.ts) are derived.
  */
 export function generatorParamTable(c: NativeRarConfig): ParamSpec[] {
-  const addon = native() as ReturnType<typeof native> & { rarParamTable(c: NativeRarConfig): ParamSpec[] };
-  return addon.rarParamTable(c);
+  return tableOf('RAR generator', () => addonTables().rarParamTable(c));
+}
+
+/** The addon's table exports (src/binding.cc). */
+interface NativeParamTables {
+  rarParamTable(c: NativeRarConfig): ParamSpec[];
+  vqParamTable(c: NativeVqConfig): ParamSpec[];
+}
+function addonTables(): NativeParamTables {
+  return native() as ReturnType<typeof native> & NativeParamTables;
+}
+/** Sizes the addon refuses (out of its ranges) become a ConfigError naming the model. */
+function tableOf(model: string, f: () => ParamSpec[]): ParamSpec[] {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof RangeError || e instanceof TypeError) throw new ConfigError(`${model}: ${e.message}`);
+    throw e;
+  }
 }
 
 /** Every generator tensor name with its shape, in state-dict order (from generatorParamTable). */
@@ -294,61 +311,18 @@ export function expectedGeneratorTensors(c: GeneratorConfig): Map<string, number
   return new Map(generatorParamTable(toNativeRarConfig(c)).map((p) => [p.name, p.shape]));
 }
 
-function resnetBlock(m: Map<string, number[]>, p: string, cin: number, cout: number): void {
-  m.set(p + 'norm1.weight', [cin]);
-  m.set(p + 'norm1.bias', [cin]);
-  m.set(p + 'conv1.weight', [cout, cin, 3, 3]);
-  m.set(p + 'norm2.weight', [cout]);
-  m.set(p + 'norm2.bias', [cout]);
-  m.set(p + 'conv2.weight', [cout, cout, 3, 3]);
-  // The shortcut maps h (already cout channels) in this VQGAN, hence (cout, cout).
-  if (cin !== cout) m.set(p + 'nin_shortcut.weight', [cout, cout, 1, 1]);
+/**
+ * The tokenizer's parameter table (encoder, decoder, codebook) in state-dict order
+ * (src/model/vqgan_params.cc, through the addon). The res blocks per level and in each
+ * middle are `numResBlocks` (maskgit_vqgan.py builds both with it).
+ */
+export function tokenizerParamTable(c: NativeVqConfig): ParamSpec[] {
+  return tableOf('MaskGIT-VQGAN tokenizer', () => addonTables().vqParamTable(c));
 }
 
 /** Every MaskGIT-VQGAN tensor name with its shape (encoder, decoder, codebook). */
 export function expectedTokenizerTensors(c: TokenizerConfig): Map<string, number[]> {
-  const { hiddenChannels: H, channelMult: mult, numResBlocks: R, zChannels: Z } = c;
-  const L = mult.length;
-  const top = H * mult[L - 1]!;
-  const m = new Map<string, number[]>();
-  // Encoder: conv_in without bias; levels 0..L-1 from H*mult[i-1] (H for i=0) to H*mult[i].
-  m.set('encoder.conv_in.weight', [H, 3, 3, 3]);
-  let cin = H;
-  for (let i = 0; i < L; i++) {
-    const cout = H * mult[i]!;
-    for (let j = 0; j < R; j++) {
-      resnetBlock(m, `encoder.down.${i}.block.${j}.`, cin, cout);
-      cin = cout;
-    }
-  }
-  // The middle has numResBlocks blocks too: maskgit_vqgan.py builds it with the levels' loop.
-  for (let j = 0; j < R; j++) resnetBlock(m, `encoder.mid.${j}.`, top, top);
-  m.set('encoder.norm_out.weight', [top]);
-  m.set('encoder.norm_out.bias', [top]);
-  m.set('encoder.conv_out.weight', [Z, top, 1, 1]);
-  m.set('encoder.conv_out.bias', [Z]);
-  // Decoder: conv_in with bias; mid; levels L-1..0, each upsampled except level 0.
-  m.set('decoder.conv_in.weight', [top, Z, 3, 3]);
-  m.set('decoder.conv_in.bias', [top]);
-  for (let j = 0; j < R; j++) resnetBlock(m, `decoder.mid.${j}.`, top, top);
-  cin = top;
-  for (let i = L - 1; i >= 0; i--) {
-    const cout = H * mult[i]!;
-    for (let j = 0; j < R; j++) {
-      resnetBlock(m, `decoder.up.${i}.block.${j}.`, cin, cout);
-      cin = cout;
-    }
-    if (i !== 0) {
-      m.set(`decoder.up.${i}.upsample_conv.weight`, [cout, cout, 3, 3]);
-      m.set(`decoder.up.${i}.upsample_conv.bias`, [cout]);
-    }
-  }
-  m.set('decoder.norm_out.weight', [H * mult[0]!]);
-  m.set('decoder.norm_out.bias', [H * mult[0]!]);
-  m.set('decoder.conv_out.weight', [3, H * mult[0]!, 3, 3]);
-  m.set('decoder.conv_out.bias', [3]);
-  m.set('quantize.embedding.weight', [c.codebookSize, Z]);
-  return m;
+  return new Map(tokenizerParamTable(toNativeVqConfig(c)).map((p) => [p.name, p.shape]));
 }
 
 const FLOAT_DTYPES = new Set(['float32', 'float16', 'bfloat16']);

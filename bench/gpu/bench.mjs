@@ -41,30 +41,8 @@ addon.finalize(rar);
 const vqHidden = preset === 'tiny' ? 32 : 128; // tiny: the dry run's smoke test
 const vcfg = { hiddenChannels: vqHidden, channelMult: [1, 1, 2, 2, 4], numResBlocks: 2, zChannels: 256, codebookSize: 1024, resolution: 256 };
 const vq = addon.createVq(vcfg, device);
-const block = (p, cin, cout) => {
-  set(vq, p + '.norm1.weight', [cin], true); set(vq, p + '.norm1.bias', [cin]); set(vq, p + '.conv1.weight', [cout, cin, 3, 3]);
-  set(vq, p + '.norm2.weight', [cout], true); set(vq, p + '.norm2.bias', [cout]); set(vq, p + '.conv2.weight', [cout, cout, 3, 3]);
-  if (cin !== cout) set(vq, p + '.nin_shortcut.weight', [cout, cout, 1, 1]);
-};
-{
-  const h = vqHidden, m = vcfg.channelMult, L = m.length, top = h * m[L - 1];
-  set(vq, 'encoder.conv_in.weight', [h, 3, 3, 3]);
-  let cin = h;
-  for (let i = 0; i < L; i++) for (let j = 0; j < 2; j++) { block(`encoder.down.${i}.block.${j}`, cin, h * m[i]); cin = h * m[i]; }
-  for (let j = 0; j < 2; j++) block(`encoder.mid.${j}`, top, top);
-  set(vq, 'encoder.norm_out.weight', [top], true); set(vq, 'encoder.norm_out.bias', [top]);
-  set(vq, 'encoder.conv_out.weight', [256, top, 1, 1]); set(vq, 'encoder.conv_out.bias', [256]);
-  set(vq, 'decoder.conv_in.weight', [top, 256, 3, 3]); set(vq, 'decoder.conv_in.bias', [top]);
-  for (let j = 0; j < 2; j++) block(`decoder.mid.${j}`, top, top);
-  cin = top;
-  for (let i = L - 1; i >= 0; i--) {
-    for (let j = 0; j < 2; j++) { block(`decoder.up.${i}.block.${j}`, cin, h * m[i]); cin = h * m[i]; }
-    if (i !== 0) { set(vq, `decoder.up.${i}.upsample_conv.weight`, [cin, cin, 3, 3]); set(vq, `decoder.up.${i}.upsample_conv.bias`, [cin]); }
-  }
-  set(vq, 'decoder.norm_out.weight', [cin], true); set(vq, 'decoder.norm_out.bias', [cin]);
-  set(vq, 'decoder.conv_out.weight', [3, cin, 3, 3]); set(vq, 'decoder.conv_out.bias', [3]);
-  set(vq, 'quantize.embedding.weight', [1024, 256]);
-}
+// Every tokenizer tensor from the addon's parameter table (src/model/vqgan_params.cc).
+for (const { name, shape, kind } of addon.vqParamTable(vcfg)) set(vq, name, shape, kind === 'norm_weight');
 addon.finalize(vq);
 const loadS = (performance.now() - t0) / 1000;
 const opts = (B) => ({ classIds: Int32Array.from({ length: B }, (_, i) => (i * 7) % K), guidanceScale: g, guidanceScalePow: pw, temperature: temp, topK: 0, topP: 1, greedy: false, seed: '0', indexOffset: 0 });

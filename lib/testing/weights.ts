@@ -1,13 +1,15 @@
 // Random weights for tests and benchmarks, derived from the parameter tables
-// (generatorParamTable: src/model/rar_params.cc), so no test or bench writes a state
-// dict out again. Values are uniform, scaled by each tensor's kind so that any depth
-// keeps finite, non-trivial activations: GEMM weights +-1/sqrt(fan_in) (+-0.5/sqrt
-// for the adaLN-zero modulation layers: small gates keep 24+ random blocks from
-// blowing the residual stream up), biases +-0.1, norm scales 1 +- 0.2, norm shifts
-// +-0.1, tables and tokens +-0.5. Deterministic for a seed (mulberry32), one stream
+// (generatorParamTable / tokenizerParamTable: src/model/rar_params.cc,
+// vqgan_params.cc), so no test or bench writes a state dict out again. Values are
+// uniform, scaled by each tensor's kind so that any depth keeps finite, non-trivial
+// activations: GEMM weights +-1/sqrt(fan_in) (+-0.5/sqrt for the adaLN-zero
+// modulation layers: small gates keep 24+ random blocks from blowing the residual
+// stream up), convolutions +-sqrt(3/fan_in) (He: a GroupNorm precedes each), biases
+// +-0.1, norm scales 1 +- 0.2, norm shifts +-0.1, tables, tokens and codebooks
+// +-0.5. Deterministic for a seed (mulberry32), one stream
 // over the table in state-dict order; produced one tensor at a time.
-import { generatorParamTable, type ParamSpec } from '../config.js';
-import type { NativeRarConfig } from '../native.js';
+import { generatorParamTable, tokenizerParamTable, type ParamSpec } from '../config.js';
+import type { NativeRarConfig, NativeVqConfig } from '../native.js';
 
 /** A state-dict tensor as (name, float32 data, shape). */
 export type NamedTensor = [name: string, data: Float32Array, shape: number[]];
@@ -30,6 +32,10 @@ export function randomRange(p: ParamSpec): { offset: number; scale: number } {
     case 'linear': {
       const fanIn = p.shape.slice(1).reduce((a, b) => a * b, 1);
       return { offset: 0, scale: (p.init === 'zeros' ? 0.5 : 1) / Math.sqrt(fanIn) };
+    }
+    case 'conv': {
+      const fanIn = p.shape.slice(1).reduce((a, b) => a * b, 1);
+      return { offset: 0, scale: Math.sqrt(3 / fanIn) };
     }
     case 'bias':
       return { offset: 0, scale: 0.1 };
@@ -56,4 +62,9 @@ export function* randomWeights(table: Iterable<ParamSpec>, seed: number): Genera
 /** Random RAR generator weights for a config (every key of its state dict). */
 export function randomGeneratorWeights(cfg: NativeRarConfig, seed: number): Generator<NamedTensor> {
   return randomWeights(generatorParamTable(cfg), seed);
+}
+
+/** Random MaskGIT-VQGAN weights for a config (encoder, decoder and codebook). */
+export function randomTokenizerWeights(cfg: NativeVqConfig, seed: number): Generator<NamedTensor> {
+  return randomWeights(tokenizerParamTable(cfg), seed);
 }

@@ -14,6 +14,7 @@ std::string shape_str(const std::vector<int64_t>& s) {
 const char* param_kind_name(ParamKind k) {
   switch (k) {
     case ParamKind::Linear: return "linear";
+    case ParamKind::Conv: return "conv";
     case ParamKind::Bias: return "bias";
     case ParamKind::NormWeight: return "norm_weight";
     case ParamKind::NormBias: return "norm_bias";

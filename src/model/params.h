@@ -25,10 +25,10 @@ std::string shape_str(const std::vector<int64_t>& s);
 
 // What a tensor is: a GEMM weight (stored in the model's weight dtype), a bias, a
 // normalisation scale or shift, or a lookup table / learned token (embedding).
-enum class ParamKind { Linear, Bias, NormWeight, NormBias, Embedding };
+enum class ParamKind { Linear, Conv, Bias, NormWeight, NormBias, Embedding };
 // The official initialisation (RAR's modeling/rar.py): trunc normal(0, 0.02), 0, 1.
 enum class ParamInit { TruncNormal, Zeros, Ones };
-const char* param_kind_name(ParamKind k);  // "linear", "bias", "norm_weight", "norm_bias", "embedding"
+const char* param_kind_name(ParamKind k);  // "linear", "conv", "bias", "norm_weight", "norm_bias", "embedding"
 const char* param_init_name(ParamInit i);  // "trunc_normal", "zeros", "ones"
 
 // 1d-tokenizer's AdamW groups: no weight decay for tensors with < 2 dims or whose name
@@ -45,6 +45,8 @@ struct ParamSpec {
   bool decayed;   // official_weight_decay(name, shape)
   int id;         // the family's enum value (e.g. RarParam)
   int block;      // block index for per-block tensors, else -1
+  int level = -1;  // resolution level (VQGAN), else -1
+  int part = -1;   // which list of blocks (VQGAN: VqPart), else -1
   int64_t numel() const {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
