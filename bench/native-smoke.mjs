@@ -18,7 +18,7 @@ function fillRandom(model, table, seed) {
   for (const { name, shape, kind } of table) {
     const n = shape.reduce((a, b) => a * b, 1);
     const a = new Float32Array(n);
-    const std = kind === 'norm_weight' || name.includes('norm_out.weight') ? 0 : 0.02;
+    const std = kind === 'norm_weight' ? 0 : 0.02;
     for (let i = 0; i < n; i++) {
       s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
       a[i] = (std === 0 ? 1 : 0) + ((s / 4294967296) * 2 - 1) * (std || 0.1);
