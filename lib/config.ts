@@ -3,7 +3,10 @@
 // A checkpoint is the source of truth: presets only pick sampling defaults and are
 // checked against the weights, never trusted over them. Validation lists every
 // problem at once (wrong shapes, missing and unexpected keys) so that a user with a
-// bad file learns everything from one error.
+// bad file learns everything from one error. The expected state dicts are not written
+// here: they come from the parameter tables the C++ models are built from
+// (src/model/rar_params.cc, vqgan_params.cc, through the addon; why that direction:
+// src/model/rar_params.h).
 import { z } from 'zod';
 import { shapeToString, type TensorInfo } from './tensor.js';
 import { native, type NativeRarConfig, type NativeVqConfig } from './native.js';
@@ -301,7 +304,7 @@ function tableOf(model: string, f: () => ParamSpec[]): ParamSpec[] {
   try {
     return f();
   } catch (e) {
-    if (e instanceof RangeError || e instanceof TypeError) throw new ConfigError(`${model}: ${e.message}`);
+    if (e instanceof RangeError || e instanceof TypeError) throw new ConfigError(`${model}: ${e.message.replace(/^rargen: /, '')}`);
     throw e;
   }
 }
