@@ -89,6 +89,7 @@ Rar::Rar(Backend* be, const RarConfig& cfg, DType weight_dtype)
     if ((p.kind == ParamKind::Linear) != (m != nullptr))
       throw Error("rargen: internal: RAR parameter " + p.name + " has kind " + param_kind_name(p.kind) +
                   " but binds to a " + (m ? "matrix" : "vector") + " slot");
+    if (!m && !v) throw Error("rargen: internal: RAR parameter " + p.name + " has no slot");
     if (m) params_.matrix(p.name, p.shape, m);
     else params_.vector(p.name, p.shape, v);
   }

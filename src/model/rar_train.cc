@@ -135,6 +135,14 @@ RarTrainer::ModelP RarTrainer::bind(float* base) const {
     if (!slot || *slot) throw Error("RarTrainer: internal: parameter " + p.name + " bound twice or not at all");
     *slot = base + infos_[k].offset;
   }
+  // Every slot filled: a tensor the kernels read but the table lacks is an error here, not a crash later.
+  std::vector<float*> all = {m.cls_token, m.pos_embed, m.target_aware_pos_embed, m.timesteps_embeddings,
+                             m.embeddings, m.head_ada_w, m.head_ada_b, m.lm_head_w, m.lm_head_b};
+  for (const BlockP& b : m.blocks)
+    all.insert(all.end(), {b.norm1_w, b.norm1_b, b.qkv_w, b.qkv_b, b.q_norm_w, b.q_norm_b, b.k_norm_w, b.k_norm_b,
+                           b.proj_w, b.proj_b, b.norm2_w, b.norm2_b, b.fc1_w, b.fc1_b, b.fc2_w, b.fc2_b, b.ada_w, b.ada_b});
+  for (float* q : all)
+    if (!q) throw Error("RarTrainer: internal: a parameter slot has no entry in the RAR parameter table");
   return m;
 }
 

@@ -68,6 +68,7 @@ Vq::Vq(Backend* be, const VqConfig& cfg) : be_(be), cfg_(cfg), params_(be, DType
     if ((p.kind == ParamKind::Conv) != (m != nullptr))
       throw Error("rargen: internal: VQGAN parameter " + p.name + " has kind " + param_kind_name(p.kind) +
                   " but binds to a " + (m ? "matrix" : "vector") + " slot");
+    if (!m && !v) throw Error("rargen: internal: VQGAN parameter " + p.name + " has no slot");
     if (m) params_.matrix(p.name, p.shape, m);
     else params_.vector(p.name, p.shape, v);
   }
