@@ -14,7 +14,7 @@ import { ProgressBar, formatDuration } from '../progress.js';
 import { checkpointDirName, latestCheckpoint, loadCheckpoint, saveCheckpoint, writeTextAtomic, type NamedTensor } from './checkpoint.js';
 import { generatorConfigOf, toYaml, type TrainConfig } from './config.js';
 import { TokenDataset, stepRandomness } from './data.js';
-import { initGeneratorWeights, isWeightDecayed } from './init.js';
+import { initGeneratorWeights } from './init.js';
 import { Trainer } from './native.js';
 import { lrAt, lrScheduleOf, randomRatioAt, randomnessScheduleOf } from './schedule.js';
 import { createWriteStream, type WriteStream } from 'node:fs';
@@ -101,11 +101,6 @@ export async function runTraining(o: TrainRunOptions): Promise<TrainRunResult> {
 
   const trainer = new Trainer(gcfg, resolveDevice(o.device).device, { dropout: g.dropout, attnDropout: g.attn_drop });
   try {
-    // Sanity: the native decay groups equal the official rule.
-    trainer.info.names.forEach((n, i) => {
-      if (trainer.info.decayed[i] !== isWeightDecayed(n, trainer.info.shapes[i]!))
-        throw new Error(`rargen: native and TS weight-decay groups disagree on ${n}`);
-    });
     await mkdir(outDir, { recursive: true });
     const data = new TokenDataset(dataPath, {
       seqLen: gcfg.seqLen,
