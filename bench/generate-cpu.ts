@@ -9,7 +9,9 @@ import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { native, packageRoot, type NativeModel, type NativeRarConfig, type NativeVqConfig } from '../lib/native.js';
+import { native, packageRoot, type NativeRarConfig, type NativeVqConfig } from '../lib/native.js';
+import { MASKGIT_VQGAN, PRESETS, toNativeRarConfig, toNativeVqConfig } from '../lib/config.js';
+import { randomGeneratorWeights, randomTokenizerWeights } from '../lib/testing/weights.js';
 
 const { values } = parseArgs({
   options: {
@@ -22,86 +24,6 @@ const { values } = parseArgs({
 const steps = Number(values.steps);
 const threads = Number(values.threads);
 
-// Deterministic pseudo-random weights (normal-ish, std 0.02), filled chunk by chunk.
-function randomArray(n: number, seed: number, std = 0.02): Float32Array {
-  const a = new Float32Array(n);
-  let s = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    a[i] = ((s / 4294967296) * 2 - 1) * std * 1.732;
-  }
-  return a;
-}
-
-function rarShapes(c: NativeRarConfig): [string, number[]][] {
-  const { hiddenSize: C, mlpDim: I, codebookSize: V, numClasses: K } = c;
-  const D = C / c.numHeads;
-  const out: [string, number[]][] = [
-    ['cls_token', [1, 1, C]],
-    ['pos_embed', [1, c.posEmbedRows, C]],
-    ['target_aware_pos_embed', [1, c.posEmbedRows, C]],
-    ['timesteps_embeddings', [1, c.timestepRows, C]],
-    ['embeddings.weight', [V + 1 + K + 1, C]],
-  ];
-  for (let i = 0; i < c.depth; i++) {
-    const p = `blocks.${i}.`;
-    out.push(
-      [p + 'norm1.weight', [C]], [p + 'norm1.bias', [C]],
-      [p + 'attn.qkv.weight', [3 * C, C]], [p + 'attn.qkv.bias', [3 * C]],
-      [p + 'attn.q_norm.weight', [D]], [p + 'attn.q_norm.bias', [D]],
-      [p + 'attn.k_norm.weight', [D]], [p + 'attn.k_norm.bias', [D]],
-      [p + 'attn.proj.weight', [C, C]], [p + 'attn.proj.bias', [C]],
-      [p + 'norm2.weight', [C]], [p + 'norm2.bias', [C]],
-      [p + 'mlp.fc1.weight', [I, C]], [p + 'mlp.fc1.bias', [I]],
-      [p + 'mlp.fc2.weight', [C, I]], [p + 'mlp.fc2.bias', [C]],
-      [p + 'adaLN_modulation.1.weight', [6 * C, C]], [p + 'adaLN_modulation.1.bias', [6 * C]],
-    );
-  }
-  out.push(
-    ['adaln_before_head.adaLN_modulation.1.weight', [2 * C, C]],
-    ['adaln_before_head.adaLN_modulation.1.bias', [2 * C]],
-    ['lm_head.weight', [V, C]], ['lm_head.bias', [V]],
-  );
-  return out;
-}
-
-function vqDecoderShapes(c: NativeVqConfig): [string, number[]][] {
-  const out: [string, number[]][] = [];
-  const mult = c.channelMult;
-  const res = (p: string, cin: number, cout: number) => {
-    out.push([p + 'norm1.weight', [cin]], [p + 'norm1.bias', [cin]], [p + 'conv1.weight', [cout, cin, 3, 3]],
-      [p + 'norm2.weight', [cout]], [p + 'norm2.bias', [cout]], [p + 'conv2.weight', [cout, cout, 3, 3]]);
-    if (cin !== cout) out.push([p + 'nin_shortcut.weight', [cout, cout, 1, 1]]);
-  };
-  let cin = c.hiddenChannels * mult[mult.length - 1];
-  out.push(['decoder.conv_in.weight', [cin, c.zChannels, 3, 3]], ['decoder.conv_in.bias', [cin]]);
-  res('decoder.mid.0.', cin, cin);
-  res('decoder.mid.1.', cin, cin);
-  for (let i = mult.length - 1; i >= 0; i--) {
-    const cout = c.hiddenChannels * mult[i];
-    for (let j = 0; j < c.numResBlocks; j++) {
-      res(`decoder.up.${i}.block.${j}.`, cin, cout);
-      cin = cout;
-    }
-    if (i !== 0) out.push([`decoder.up.${i}.upsample_conv.weight`, [cout, cout, 3, 3]], [`decoder.up.${i}.upsample_conv.bias`, [cout]]);
-  }
-  out.push(['decoder.norm_out.weight', [cin]], ['decoder.norm_out.bias', [cin]],
-    ['decoder.conv_out.weight', [3, cin, 3, 3]], ['decoder.conv_out.bias', [3]]);
-  return out;
-}
-
-function fill(model: NativeModel, shapes: [string, number[]][], onlyPrefix?: string): void {
-  const addon = native();
-  let seed = 1;
-  for (const [name, shape] of shapes) {
-    if (onlyPrefix && !name.startsWith(onlyPrefix)) continue;
-    const n = shape.reduce((a, b) => a * b, 1);
-    const isNormWeight = /norm.*\.weight$/.test(name);
-    const data = isNormWeight ? new Float32Array(n).fill(1) : randomArray(n, seed++);
-    addon.setWeight(model, name, data, shape);
-  }
-}
-
 const peerPath = join(packageRoot(), 'bench', 'peers', 'torch_rar.py');
 function peer(cfg: object): Record<string, number> | { error: string } {
   if (values['no-peer']) return { error: 'skipped (--no-peer)' };
@@ -112,18 +34,15 @@ function peer(cfg: object): Record<string, number> | { error: string } {
 
 async function main() {
   const addon = native();
-  const rarB: NativeRarConfig = {
-    hiddenSize: 768, depth: 24, numHeads: 16, mlpDim: 3072, seqLen: 256, codebookSize: 1024,
-    numClasses: 1000, posEmbedRows: 256 + 1024, timestepRows: 256 + 100,
-  };
+  const rarB: NativeRarConfig = toNativeRarConfig(PRESETS['rar-b'].generator);
   const result: Record<string, unknown> = {
     bench: 'generate-cpu', date: new Date().toISOString(), threads, cpu: cpus()[0]?.model, steps, batch: 2, cfg: true,
     build: addon.buildInfo(),
   };
   const classIds = Int32Array.from([207, 360]);
   for (const dtype of ['f32', 'f16'] as const) {
-    const model = addon.createRar({ ...rarB, seqLen: 256 }, 'cpu', dtype);
-    fill(model, rarShapes(rarB));
+    const model = addon.createRar(rarB, 'cpu', dtype);
+    for (const [name, data, shape] of randomGeneratorWeights(rarB, 1)) addon.setWeight(model, name, data, shape);
     addon.finalize(model);
     // Warm-up: a short run would need a different seqLen; run the full thing once untimed only when steps are few.
     const t0 = process.hrtime.bigint();
@@ -141,15 +60,10 @@ async function main() {
     }
   }
   // VQ decoder, per image (batch 1), the released tokenizer's shape.
-  const vq: NativeVqConfig = { hiddenChannels: 128, channelMult: [1, 1, 2, 2, 4], numResBlocks: 2, zChannels: 256, codebookSize: 1024, resolution: 256 };
+  const vq: NativeVqConfig = toNativeVqConfig(MASKGIT_VQGAN);
   const vqModel = addon.createVq(vq, 'cpu');
-  fill(vqModel, vqDecoderShapes(vq));
-  addon.setWeight(vqModel, 'quantize.embedding.weight', randomArray(1024 * 256, 99, 1), [1024, 256]);
-  try {
-    addon.finalize(vqModel);
-  } catch {
-    // The encoder weights are not needed to time the decoder; finalize may insist on them.
-  }
+  for (const [name, data, shape] of randomTokenizerWeights(vq, 2)) addon.setWeight(vqModel, name, data, shape);
+  addon.finalize(vqModel);
   const tokens = Int32Array.from({ length: 256 }, (_, i) => (i * 37) % 1024);
   await addon.vqDecode(vqModel, tokens, 1); // warm-up
   const reps = 2;

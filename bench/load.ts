@@ -10,40 +10,11 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openCheckpoint, saveTorch, float32ToFloat16, type LazyTensor } from '../lib/io/index.js';
 import type { DType } from '../lib/tensor.js';
+import { expectedGeneratorTensors, PRESETS } from '../lib/config.js';
 
-function rarShapes(depth: number, C = 768, I = 3072, D = 48, N = 256, V = 1024, K = 1000): [string, number[]][] {
-  const s: [string, number[]][] = [
-    ['cls_token', [1, 1, C]],
-    ['pos_embed', [1, N + 1024, C]],
-    ['target_aware_pos_embed', [1, N + 1024, C]],
-    ['timesteps_embeddings', [1, N + 100, C]],
-    ['embeddings.weight', [V + 1 + K + 1, C]],
-  ];
-  for (let i = 0; i < depth; i++) {
-    const b = `blocks.${i}.`;
-    s.push(
-      [b + 'norm1.weight', [C]],
-      [b + 'norm1.bias', [C]],
-      [b + 'attn.qkv.weight', [3 * C, C]],
-      [b + 'attn.qkv.bias', [3 * C]],
-      [b + 'attn.q_norm.weight', [D]],
-      [b + 'attn.q_norm.bias', [D]],
-      [b + 'attn.k_norm.weight', [D]],
-      [b + 'attn.k_norm.bias', [D]],
-      [b + 'attn.proj.weight', [C, C]],
-      [b + 'attn.proj.bias', [C]],
-      [b + 'norm2.weight', [C]],
-      [b + 'norm2.bias', [C]],
-      [b + 'mlp.fc1.weight', [I, C]],
-      [b + 'mlp.fc1.bias', [I]],
-      [b + 'mlp.fc2.weight', [C, I]],
-      [b + 'mlp.fc2.bias', [C]],
-      [b + 'adaLN_modulation.1.weight', [6 * C, C]],
-      [b + 'adaLN_modulation.1.bias', [6 * C]],
-    );
-  }
-  s.push(['adaln_before_head.adaLN_modulation.1.weight', [2 * C, C]], ['adaln_before_head.adaLN_modulation.1.bias', [2 * C]], ['lm_head.weight', [V, C]], ['lm_head.bias', [V]]);
-  return s;
+/** RAR-B's state dict with `depth` blocks (the parameter table, lib/config.ts). */
+function rarShapes(depth: number): [string, number[]][] {
+  return [...expectedGeneratorTensors({ ...PRESETS['rar-b'].generator, depth })];
 }
 
 function lazy(shapes: [string, number[]][], dtype: DType): Map<string, LazyTensor> {

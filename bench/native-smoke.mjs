@@ -11,12 +11,14 @@ const addon = createRequire(import.meta.url)('node-gyp-build')(root);
 const dtypes = (process.argv[2] && !process.argv[2].startsWith("--") ? process.argv[2] : "f16,f32").split(",").filter((d) => d !== "none");
 const noVq = process.argv.includes('--no-vq');
 
-function fillRandom(model, shapes, seed) {
+// Norm scales 1, everything else uniform noise (std 0.02, biases 0.1) over the
+// addon's parameter table (src/model/rar_params.cc): no state dict written out here.
+function fillRandom(model, table, seed) {
   let s = seed >>> 0 || 1;
-  for (const [name, shape] of shapes) {
+  for (const { name, shape, kind } of table) {
     const n = shape.reduce((a, b) => a * b, 1);
     const a = new Float32Array(n);
-    const std = name.endsWith('norm1.weight') || name.endsWith('norm2.weight') || name.includes('norm_out.weight') ? 0 : 0.02;
+    const std = kind === 'norm_weight' ? 0 : 0.02;
     for (let i = 0; i < n; i++) {
       s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
       a[i] = (std === 0 ? 1 : 0) + ((s / 4294967296) * 2 - 1) * (std || 0.1);
@@ -26,32 +28,15 @@ function fillRandom(model, shapes, seed) {
   addon.finalize(model);
 }
 
+// RAR-B (lib/config.ts PRESETS; 1024 and 100: lib/config.ts POS_EMBED_EXTRA_ROWS / TIMESTEP_EXTRA_ROWS).
 const C = 768, I = 3072, depth = 24, H = 16, N = 256, V = 1024, K = 1000;
-const rarShapes = [
-  ['cls_token', [1, 1, C]], ['pos_embed', [1, N + 1024, C]], ['target_aware_pos_embed', [1, N + 1024, C]],
-  ['timesteps_embeddings', [1, N + 100, C]], ['embeddings.weight', [V + 1 + K + 1, C]],
-];
-for (let i = 0; i < depth; i++) {
-  const p = `blocks.${i}.`;
-  rarShapes.push(
-    [p + 'norm1.weight', [C]], [p + 'norm1.bias', [C]], [p + 'attn.qkv.weight', [3 * C, C]], [p + 'attn.qkv.bias', [3 * C]],
-    [p + 'attn.q_norm.weight', [C / H]], [p + 'attn.q_norm.bias', [C / H]], [p + 'attn.k_norm.weight', [C / H]],
-    [p + 'attn.k_norm.bias', [C / H]], [p + 'attn.proj.weight', [C, C]], [p + 'attn.proj.bias', [C]],
-    [p + 'norm2.weight', [C]], [p + 'norm2.bias', [C]], [p + 'mlp.fc1.weight', [I, C]], [p + 'mlp.fc1.bias', [I]],
-    [p + 'mlp.fc2.weight', [C, I]], [p + 'mlp.fc2.bias', [C]], [p + 'adaLN_modulation.1.weight', [6 * C, C]],
-    [p + 'adaLN_modulation.1.bias', [6 * C]],
-  );
-}
-rarShapes.push(
-  ['adaln_before_head.adaLN_modulation.1.weight', [2 * C, C]], ['adaln_before_head.adaLN_modulation.1.bias', [2 * C]],
-  ['lm_head.weight', [V, C]], ['lm_head.bias', [V]],
-);
+const rarCfg = { hiddenSize: C, depth, numHeads: H, mlpDim: I, seqLen: N, codebookSize: V, numClasses: K,
+  posEmbedRows: N + 1024, timestepRows: N + 100 };
 
 console.log('build', JSON.stringify(addon.buildInfo()));
 for (const dtype of dtypes) {
-  const m = addon.createRar({ hiddenSize: C, depth, numHeads: H, mlpDim: I, seqLen: N, codebookSize: V, numClasses: K,
-    posEmbedRows: N + 1024, timestepRows: N + 100 }, 'cpu', dtype);
-  fillRandom(m, rarShapes, 7);
+  const m = addon.createRar(rarCfg, 'cpu', dtype);
+  fillRandom(m, addon.rarParamTable(rarCfg), 7);
   const t0 = process.hrtime.bigint();
   let first = 0n;
   await addon.rarGenerate(m, { classIds: Int32Array.from([207, 360]), guidanceScale: 16, guidanceScalePow: 2.75,
@@ -65,26 +50,12 @@ for (const dtype of dtypes) {
 
 if (!noVq) {
   const hidden = 128, mult = [1, 1, 2, 2, 4], z = 256;
-  const vq = addon.createVq({ hiddenChannels: hidden, channelMult: mult, numResBlocks: 2, zChannels: z, codebookSize: 1024, resolution: 256 }, 'cpu');
-  const shapes = [['quantize.embedding.weight', [1024, z]]];
-  const top = hidden * mult[4];
-  const block = (p, cin, cout) => {
-    shapes.push([p + '.norm1.weight', [cin]], [p + '.norm1.bias', [cin]], [p + '.conv1.weight', [cout, cin, 3, 3]],
-      [p + '.norm2.weight', [cout]], [p + '.norm2.bias', [cout]], [p + '.conv2.weight', [cout, cout, 3, 3]]);
-    if (cin !== cout) shapes.push([p + '.nin_shortcut.weight', [cout, cout, 1, 1]]);
-  };
-  shapes.push(['decoder.conv_in.weight', [top, z, 3, 3]], ['decoder.conv_in.bias', [top]]);
-  block('decoder.mid.0', top, top); block('decoder.mid.1', top, top);
-  let cin = top;
-  for (let i = 4; i >= 0; i--) {
-    const cout = hidden * mult[i];
-    for (let j = 0; j < 2; j++) { block(`decoder.up.${i}.block.${j}`, cin, cout); cin = cout; }
-    if (i) shapes.push([`decoder.up.${i}.upsample_conv.weight`, [cout, cout, 3, 3]], [`decoder.up.${i}.upsample_conv.bias`, [cout]]);
-  }
-  shapes.push(['decoder.norm_out.weight', [hidden]], ['decoder.norm_out.bias', [hidden]],
-    ['decoder.conv_out.weight', [3, hidden, 3, 3]], ['decoder.conv_out.bias', [3]]);
+  const vqCfg = { hiddenChannels: hidden, channelMult: mult, numResBlocks: 2, zChannels: z, codebookSize: 1024, resolution: 256 };
+  const vq = addon.createVq(vqCfg, 'cpu');
+  // Decoder and codebook from the addon's table (src/model/vqgan_params.cc): the encoder is not needed to decode.
   let s = 3;
-  for (const [name, shape] of shapes) {
+  for (const { name, shape } of addon.vqParamTable(vqCfg)) {
+    if (name.startsWith('encoder.')) continue;
     const n = shape.reduce((a, b) => a * b, 1);
     const a = new Float32Array(n);
     for (let i = 0; i < n; i++) { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; a[i] = ((s / 4294967296) * 2 - 1) * 0.05; }

@@ -12,7 +12,7 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { packageRoot } from '../lib/native.js';
-import { GeneratorConfigSchema } from '../lib/config.js';
+import { GeneratorConfigSchema, positionRows } from '../lib/config.js';
 import { Trainer } from '../lib/train/native.js';
 import { initGeneratorWeights } from '../lib/train/init.js';
 import { stepRandomness } from '../lib/train/data.js';
@@ -44,7 +44,7 @@ const dropout = n('dropout');
 
 const cfg = GeneratorConfigSchema.parse({
   hiddenSize: C, depth: L, numHeads: H, headDim: C / H, mlpDim: I, seqLen: N, codebookSize: V, numClasses: K,
-  posEmbedRows: N + 1024, timestepRows: N + 100,
+  ...positionRows(N),
 });
 
 async function rargen() {

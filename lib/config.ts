@@ -3,10 +3,13 @@
 // A checkpoint is the source of truth: presets only pick sampling defaults and are
 // checked against the weights, never trusted over them. Validation lists every
 // problem at once (wrong shapes, missing and unexpected keys) so that a user with a
-// bad file learns everything from one error.
+// bad file learns everything from one error. The expected state dicts are not written
+// here: they come from the parameter tables the C++ models are built from
+// (src/model/rar_params.cc, vqgan_params.cc, through the addon; why that direction:
+// src/model/rar_params.h).
 import { z } from 'zod';
 import { shapeToString, type TensorInfo } from './tensor.js';
-import type { NativeRarConfig, NativeVqConfig } from './native.js';
+import { native, type NativeRarConfig, type NativeVqConfig } from './native.js';
 
 // ---------------------------------------------------------------------------------
 // Schemas
@@ -24,8 +27,8 @@ export const GeneratorConfigSchema = z
     seqLen: positiveInt, // N image tokens
     codebookSize: positiveInt, // V
     numClasses: positiveInt, // K
-    posEmbedRows: positiveInt, // rows of pos_embed and target_aware_pos_embed (N + 1024)
-    timestepRows: positiveInt, // rows of timesteps_embeddings (N + 100)
+    posEmbedRows: positiveInt, // rows of pos_embed and target_aware_pos_embed (N + POS_EMBED_EXTRA_ROWS)
+    timestepRows: positiveInt, // rows of timesteps_embeddings (N + TIMESTEP_EXTRA_ROWS)
   })
   .refine((c) => c.numHeads * c.headDim === c.hiddenSize, {
     message: 'hiddenSize must equal numHeads * headDim',
@@ -71,6 +74,15 @@ export interface Preset {
 // ---------------------------------------------------------------------------------
 // Presets (MODEL.md "Sizes")
 
+/** Extra rows of the released position tables beyond N: N + 1024 and N + 100. */
+export const POS_EMBED_EXTRA_ROWS = 1024;
+export const TIMESTEP_EXTRA_ROWS = 100;
+
+/** posEmbedRows and timestepRows as the official code sizes them for N image tokens. */
+export function positionRows(seqLen: number): { posEmbedRows: number; timestepRows: number } {
+  return { posEmbedRows: seqLen + POS_EMBED_EXTRA_ROWS, timestepRows: seqLen + TIMESTEP_EXTRA_ROWS };
+}
+
 const RELEASE_N = 256;
 const RELEASE_V = 1024;
 const RELEASE_K = 1000;
@@ -85,8 +97,7 @@ function releaseGenerator(hiddenSize: number, depth: number, numHeads: number, m
     seqLen: RELEASE_N,
     codebookSize: RELEASE_V,
     numClasses: RELEASE_K,
-    posEmbedRows: RELEASE_N + 1024,
-    timestepRows: RELEASE_N + 100,
+    ...positionRows(RELEASE_N),
   });
 }
 
@@ -267,98 +278,63 @@ function listKeys(keys: string[], max = 20): string {
 // ---------------------------------------------------------------------------------
 // Expected state dicts
 
-/** Every generator tensor name with its shape, in state-dict order. */
-export function expectedGeneratorTensors(c: GeneratorConfig): Map<string, number[]> {
-  const { hiddenSize: C, headDim: D, mlpDim: I, codebookSize: V, numClasses: K } = c;
-  const m = new Map<string, number[]>();
-  m.set('cls_token', [1, 1, C]);
-  m.set('pos_embed', [1, c.posEmbedRows, C]);
-  m.set('target_aware_pos_embed', [1, c.posEmbedRows, C]);
-  m.set('timesteps_embeddings', [1, c.timestepRows, C]);
-  for (let i = 0; i < c.depth; i++) {
-    const b = `blocks.${i}.`;
-    m.set(b + 'norm1.weight', [C]);
-    m.set(b + 'norm1.bias', [C]);
-    m.set(b + 'attn.qkv.weight', [3 * C, C]);
-    m.set(b + 'attn.qkv.bias', [3 * C]);
-    m.set(b + 'attn.q_norm.weight', [D]);
-    m.set(b + 'attn.q_norm.bias', [D]);
-    m.set(b + 'attn.k_norm.weight', [D]);
-    m.set(b + 'attn.k_norm.bias', [D]);
-    m.set(b + 'attn.proj.weight', [C, C]);
-    m.set(b + 'attn.proj.bias', [C]);
-    m.set(b + 'norm2.weight', [C]);
-    m.set(b + 'norm2.bias', [C]);
-    m.set(b + 'mlp.fc1.weight', [I, C]);
-    m.set(b + 'mlp.fc1.bias', [I]);
-    m.set(b + 'mlp.fc2.weight', [C, I]);
-    m.set(b + 'mlp.fc2.bias', [C]);
-    m.set(b + 'adaLN_modulation.1.weight', [6 * C, C]);
-    m.set(b + 'adaLN_modulation.1.bias', [6 * C]);
-  }
-  m.set('embeddings.weight', [V + 1 + K + 1, C]);
-  m.set('adaln_before_head.adaLN_modulation.1.weight', [2 * C, C]);
-  m.set('adaln_before_head.adaLN_modulation.1.bias', [2 * C]);
-  m.set('lm_head.weight', [V, C]);
-  m.set('lm_head.bias', [V]);
-  return m;
+/** One tensor of a model's parameter table (src/model/params.h ParamSpec). */
+export interface ParamSpec {
+  name: string;
+  shape: number[];
+  /** 'linear' / 'conv' (GEMM and convolution weights: stored in the weight dtype), 'bias', 'norm_weight', 'norm_bias', 'embedding' (tables, tokens, codebook). */
+  kind: 'linear' | 'conv' | 'bias' | 'norm_weight' | 'norm_bias' | 'embedding';
+  /** The official initialisation: trunc normal(0, 0.02), zeros or ones. */
+  init: 'trunc_normal' | 'zeros' | 'ones';
+  /** Whether AdamW decays it (1d-tokenizer's two parameter groups). */
+  decayed: boolean;
 }
 
-function resnetBlock(m: Map<string, number[]>, p: string, cin: number, cout: number): void {
-  m.set(p + 'norm1.weight', [cin]);
-  m.set(p + 'norm1.bias', [cin]);
-  m.set(p + 'conv1.weight', [cout, cin, 3, 3]);
-  m.set(p + 'norm2.weight', [cout]);
-  m.set(p + 'norm2.bias', [cout]);
-  m.set(p + 'conv2.weight', [cout, cout, 3, 3]);
-  // The shortcut maps h (already cout channels) in this VQGAN, hence (cout, cout).
-  if (cin !== cout) m.set(p + 'nin_shortcut.weight', [cout, cout, 1, 1]);
+/**
+ * The generator's parameter table, in state-dict order: the one description of the
+ * RAR state dict (src/model/rar_params.cc, through the addon), from which the model,
+ * the trainer, AdamW's groups, these expected keys and shapes, the initialisation
+ * (lib/train/init.ts) and the test weights (lib/testing/weights.ts) are derived.
+ */
+export function generatorParamTable(c: NativeRarConfig): ParamSpec[] {
+  return tableOf('RAR generator', () => addonTables().rarParamTable(c));
+}
+
+/** The addon's table exports (src/binding.cc). */
+interface NativeParamTables {
+  rarParamTable(c: NativeRarConfig): ParamSpec[];
+  vqParamTable(c: NativeVqConfig): ParamSpec[];
+}
+function addonTables(): NativeParamTables {
+  return native() as ReturnType<typeof native> & NativeParamTables;
+}
+/** Sizes the addon refuses (out of its ranges) become a ConfigError naming the model. */
+function tableOf(model: string, f: () => ParamSpec[]): ParamSpec[] {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof RangeError || e instanceof TypeError) throw new ConfigError(`${model}: ${e.message.replace(/^rargen: /, '')}`);
+    throw e;
+  }
+}
+
+/** Every generator tensor name with its shape, in state-dict order (from generatorParamTable). */
+export function expectedGeneratorTensors(c: GeneratorConfig): Map<string, number[]> {
+  return new Map(generatorParamTable(toNativeRarConfig(c)).map((p) => [p.name, p.shape]));
+}
+
+/**
+ * The tokenizer's parameter table (encoder, decoder, codebook) in state-dict order
+ * (src/model/vqgan_params.cc, through the addon). The res blocks per level and in each
+ * middle are `numResBlocks` (maskgit_vqgan.py builds both with it).
+ */
+export function tokenizerParamTable(c: NativeVqConfig): ParamSpec[] {
+  return tableOf('MaskGIT-VQGAN tokenizer', () => addonTables().vqParamTable(c));
 }
 
 /** Every MaskGIT-VQGAN tensor name with its shape (encoder, decoder, codebook). */
 export function expectedTokenizerTensors(c: TokenizerConfig): Map<string, number[]> {
-  const { hiddenChannels: H, channelMult: mult, numResBlocks: R, zChannels: Z } = c;
-  const L = mult.length;
-  const top = H * mult[L - 1]!;
-  const m = new Map<string, number[]>();
-  // Encoder: conv_in without bias; levels 0..L-1 from H*mult[i-1] (H for i=0) to H*mult[i].
-  m.set('encoder.conv_in.weight', [H, 3, 3, 3]);
-  let cin = H;
-  for (let i = 0; i < L; i++) {
-    const cout = H * mult[i]!;
-    for (let j = 0; j < R; j++) {
-      resnetBlock(m, `encoder.down.${i}.block.${j}.`, cin, cout);
-      cin = cout;
-    }
-  }
-  // The middle has numResBlocks blocks too: maskgit_vqgan.py builds it with the levels' loop.
-  for (let j = 0; j < R; j++) resnetBlock(m, `encoder.mid.${j}.`, top, top);
-  m.set('encoder.norm_out.weight', [top]);
-  m.set('encoder.norm_out.bias', [top]);
-  m.set('encoder.conv_out.weight', [Z, top, 1, 1]);
-  m.set('encoder.conv_out.bias', [Z]);
-  // Decoder: conv_in with bias; mid; levels L-1..0, each upsampled except level 0.
-  m.set('decoder.conv_in.weight', [top, Z, 3, 3]);
-  m.set('decoder.conv_in.bias', [top]);
-  for (let j = 0; j < R; j++) resnetBlock(m, `decoder.mid.${j}.`, top, top);
-  cin = top;
-  for (let i = L - 1; i >= 0; i--) {
-    const cout = H * mult[i]!;
-    for (let j = 0; j < R; j++) {
-      resnetBlock(m, `decoder.up.${i}.block.${j}.`, cin, cout);
-      cin = cout;
-    }
-    if (i !== 0) {
-      m.set(`decoder.up.${i}.upsample_conv.weight`, [cout, cout, 3, 3]);
-      m.set(`decoder.up.${i}.upsample_conv.bias`, [cout]);
-    }
-  }
-  m.set('decoder.norm_out.weight', [H * mult[0]!]);
-  m.set('decoder.norm_out.bias', [H * mult[0]!]);
-  m.set('decoder.conv_out.weight', [3, H * mult[0]!, 3, 3]);
-  m.set('decoder.conv_out.bias', [3]);
-  m.set('quantize.embedding.weight', [c.codebookSize, Z]);
-  return m;
+  return new Map(tokenizerParamTable(toNativeVqConfig(c)).map((p) => [p.name, p.shape]));
 }
 
 const FLOAT_DTYPES = new Set(['float32', 'float16', 'bfloat16']);
@@ -424,10 +400,6 @@ function maxIndex(tensors: ReadonlyMap<string, TensorInfo>, re: RegExp): number 
   }
   return max;
 }
-
-/** Extra rows of the released position tables beyond N: N + 1024 and N + 100. */
-export const POS_EMBED_EXTRA_ROWS = 1024;
-export const TIMESTEP_EXTRA_ROWS = 100;
 
 /**
  * Every generator size from the tensor index: C from cls_token, depth from the largest

@@ -51,6 +51,10 @@ export {
   type Preset,
   type PresetName,
   type ModelKind,
+  generatorParamTable,
+  tokenizerParamTable,
+  positionRows,
+  type ParamSpec,
 } from './config.js';
 
 export { resolveDevice, DeviceError, type DeviceSpec, type ResolvedDevice } from './device.js';

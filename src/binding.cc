@@ -23,7 +23,9 @@
 #include "backend.h"
 #include "cuda_api.h"
 #include "model/rar.h"
+#include "model/rar_params.h"
 #include "model/vqgan.h"
+#include "model/vqgan_params.h"
 #include "napi_util.h"
 
 namespace {
@@ -131,12 +133,8 @@ Napi::Value CreateRar(const Napi::CallbackInfo& info) {
   return obj;
 }
 
-Napi::Value CreateVq(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsObject()) type_error(env, "createVq: config must be an object");
-  if (!info[1].IsString()) type_error(env, "createVq: device must be a string");
-  Napi::Object c = info[0].As<Napi::Object>();
-  const std::string w = "createVq config";
+// The VqConfig fields of a JS config object (createVq, vqParamTable).
+rargen::VqConfig vq_config_arg(Napi::Env env, const Napi::Object& c, const std::string& w) {
   rargen::VqConfig cfg;
   cfg.hidden = get_int(env, c, "hiddenChannels", w, 1, 1 << 14);
   cfg.num_res_blocks = get_int(env, c, "numResBlocks", w, 1, 64);
@@ -145,15 +143,24 @@ Napi::Value CreateVq(const Napi::CallbackInfo& info) {
   cfg.resolution = get_int(env, c, "resolution", w, 1, 1 << 14);
   Napi::Value m = c.Get("channelMult");
   if (!m.IsArray() || m.As<Napi::Array>().Length() == 0 || m.As<Napi::Array>().Length() > 10)
-    type_error(env, "createVq config: channelMult must be a non-empty array of integers");
+    type_error(env, w + ": channelMult must be a non-empty array of integers");
   Napi::Array ma = m.As<Napi::Array>();
   for (uint32_t i = 0; i < ma.Length(); i++) {
     Napi::Value e = ma.Get(i);
     if (!e.IsNumber() || e.As<Napi::Number>().DoubleValue() != std::floor(e.As<Napi::Number>().DoubleValue()) ||
         e.As<Napi::Number>().DoubleValue() < 1 || e.As<Napi::Number>().DoubleValue() > 64)
-      range_error(env, "createVq config: channelMult[" + std::to_string(i) + "] must be an integer between 1 and 64");
+      range_error(env, w + ": channelMult[" + std::to_string(i) + "] must be an integer between 1 and 64");
     cfg.mult.push_back(e.As<Napi::Number>().Int32Value());
   }
+  return cfg;
+}
+
+Napi::Value CreateVq(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) type_error(env, "createVq: config must be an object");
+  if (!info[1].IsString()) type_error(env, "createVq: device must be a string");
+  Napi::Object c = info[0].As<Napi::Object>();
+  rargen::VqConfig cfg = vq_config_arg(env, c, "createVq config");
   std::string device = info[1].As<Napi::String>().Utf8Value();
   Backend* be = backend_for(env, device, kNoCudaDetail);
   Napi::Object obj = RargenModel::ctor(env).New({});
@@ -565,6 +572,58 @@ void register_train(Napi::Env env, Napi::Object exports) __attribute__((weak)); 
 
 namespace {
 
+// A parameter table as [{name, shape, kind, init, decayed}].
+Napi::Array param_table_js(Napi::Env env, const std::vector<rargen::ParamSpec>& table) {
+  Napi::Array out = Napi::Array::New(env, table.size());
+  for (size_t i = 0; i < table.size(); i++) {
+    const rargen::ParamSpec& p = table[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", Napi::String::New(env, p.name));
+    Napi::Array shape = Napi::Array::New(env, p.shape.size());
+    for (size_t k = 0; k < p.shape.size(); k++) shape.Set(k, Napi::Number::New(env, static_cast<double>(p.shape[k])));
+    o.Set("shape", shape);
+    o.Set("kind", Napi::String::New(env, rargen::param_kind_name(p.kind)));
+    o.Set("init", Napi::String::New(env, rargen::param_init_name(p.init)));
+    o.Set("decayed", Napi::Boolean::New(env, p.decayed));
+    out.Set(i, o);
+  }
+  return out;
+}
+
+// rarParamTable(config): the generator's parameter table (src/model/rar_params.h), in
+// state-dict order: [{name, shape, kind, init, decayed}]. lib/config.ts derives the
+// expected keys and shapes from it, lib/train/init.ts the initialisation and decay.
+// Only the sizes are checked (positive integers, hiddenSize % numHeads == 0); the
+// table is computed, nothing is allocated.
+Napi::Value RarParamTable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) type_error(env, "rarParamTable: config must be an object");
+  Napi::Object c = info[0].As<Napi::Object>();
+  const std::string where = "rarParamTable config";
+  auto get = [&](const char* key) { return get_int(env, c, key, where, 1, 0x7fffffff); };
+  rargen::RarConfig cfg;
+  cfg.hidden = get("hiddenSize");
+  cfg.depth = get("depth");
+  cfg.heads = get("numHeads");
+  cfg.mlp = get("mlpDim");
+  cfg.seq_len = get("seqLen");
+  cfg.codebook = get("codebookSize");
+  cfg.classes = get("numClasses");
+  cfg.pos_rows = get("posEmbedRows");
+  cfg.ts_rows = get("timestepRows");
+  if (cfg.hidden % cfg.heads) range_error(env, where + ": hiddenSize must be divisible by numHeads");
+  if (cfg.depth > (1 << 16)) range_error(env, where + ": depth " + std::to_string(cfg.depth) + " is over 65536");
+  return param_table_js(env, rargen::rar_param_table(cfg));
+}
+
+// vqParamTable(config): the tokenizer's parameter table (src/model/vqgan_params.h),
+// the same format; the config is checked as createVq checks it.
+Napi::Value VqParamTable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) type_error(env, "vqParamTable: config must be an object");
+  return param_table_js(env, rargen::vq_param_table(vq_config_arg(env, info[0].As<Napi::Object>(), "vqParamTable config")));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RargenModel::Define(env);
   if (rargen::register_eval) rargen::register_eval(env, exports);
@@ -582,6 +641,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cancel", Napi::Function::New(env, guarded<Cancel>));
   exports.Set("vqDecode", Napi::Function::New(env, guarded<VqDecode>));
   exports.Set("vqEncode", Napi::Function::New(env, guarded<VqEncode>));
+  exports.Set("rarParamTable", Napi::Function::New(env, guarded<RarParamTable>));
+  exports.Set("vqParamTable", Napi::Function::New(env, guarded<VqParamTable>));
   return exports;
 }
 

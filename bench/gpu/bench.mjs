@@ -20,6 +20,7 @@ const P = {
 if (!P) throw new Error(`bench.mjs: unknown preset ${preset}`);
 const [C, depth, H, I, g, pw, temp] = P;
 const N = 256, V = 1024, K = 1000;
+// posEmbedRows / timestepRows: N + lib/config.ts POS_EMBED_EXTRA_ROWS / TIMESTEP_EXTRA_ROWS (plain .mjs: no TS import here)
 const cfg = { hiddenSize: C, depth, numHeads: H, mlpDim: I, seqLen: N, codebookSize: V, numClasses: K, posEmbedRows: N + 1024, timestepRows: N + 100 };
 // xorshift noise, std 0.02 (LayerNorm weights 1 + noise): finite activations through any depth
 let s = 2463534242;
@@ -33,51 +34,15 @@ function tensor(shape, one = false) {
 }
 const t0 = performance.now();
 const rar = addon.createRar(cfg, device, dtype);
-const D = C / H;
 const set = (m, name, shape, one = false) => addon.setWeight(m, name, tensor(shape, one), shape);
-set(rar, 'cls_token', [1, 1, C]); set(rar, 'pos_embed', [1, N + 1024, C]); set(rar, 'target_aware_pos_embed', [1, N + 1024, C]);
-set(rar, 'timesteps_embeddings', [1, N + 100, C]); set(rar, 'embeddings.weight', [V + 1 + K + 1, C]);
-for (let i = 0; i < depth; i++) {
-  const p = `blocks.${i}.`;
-  set(rar, p + 'norm1.weight', [C], true); set(rar, p + 'norm1.bias', [C]);
-  set(rar, p + 'attn.qkv.weight', [3 * C, C]); set(rar, p + 'attn.qkv.bias', [3 * C]);
-  for (const n of ['q_norm', 'k_norm']) { set(rar, p + `attn.${n}.weight`, [D], true); set(rar, p + `attn.${n}.bias`, [D]); }
-  set(rar, p + 'attn.proj.weight', [C, C]); set(rar, p + 'attn.proj.bias', [C]);
-  set(rar, p + 'norm2.weight', [C], true); set(rar, p + 'norm2.bias', [C]);
-  set(rar, p + 'mlp.fc1.weight', [I, C]); set(rar, p + 'mlp.fc1.bias', [I]);
-  set(rar, p + 'mlp.fc2.weight', [C, I]); set(rar, p + 'mlp.fc2.bias', [C]);
-  set(rar, p + 'adaLN_modulation.1.weight', [6 * C, C]); set(rar, p + 'adaLN_modulation.1.bias', [6 * C]);
-}
-set(rar, 'adaln_before_head.adaLN_modulation.1.weight', [2 * C, C]); set(rar, 'adaln_before_head.adaLN_modulation.1.bias', [2 * C]);
-set(rar, 'lm_head.weight', [V, C]); set(rar, 'lm_head.bias', [V]);
+// Every generator tensor from the addon's parameter table (src/model/rar_params.cc).
+for (const { name, shape, kind } of addon.rarParamTable(cfg)) set(rar, name, shape, kind === 'norm_weight');
 addon.finalize(rar);
 const vqHidden = preset === 'tiny' ? 32 : 128; // tiny: the dry run's smoke test
 const vcfg = { hiddenChannels: vqHidden, channelMult: [1, 1, 2, 2, 4], numResBlocks: 2, zChannels: 256, codebookSize: 1024, resolution: 256 };
 const vq = addon.createVq(vcfg, device);
-const block = (p, cin, cout) => {
-  set(vq, p + '.norm1.weight', [cin], true); set(vq, p + '.norm1.bias', [cin]); set(vq, p + '.conv1.weight', [cout, cin, 3, 3]);
-  set(vq, p + '.norm2.weight', [cout], true); set(vq, p + '.norm2.bias', [cout]); set(vq, p + '.conv2.weight', [cout, cout, 3, 3]);
-  if (cin !== cout) set(vq, p + '.nin_shortcut.weight', [cout, cout, 1, 1]);
-};
-{
-  const h = vqHidden, m = vcfg.channelMult, L = m.length, top = h * m[L - 1];
-  set(vq, 'encoder.conv_in.weight', [h, 3, 3, 3]);
-  let cin = h;
-  for (let i = 0; i < L; i++) for (let j = 0; j < 2; j++) { block(`encoder.down.${i}.block.${j}`, cin, h * m[i]); cin = h * m[i]; }
-  for (let j = 0; j < 2; j++) block(`encoder.mid.${j}`, top, top);
-  set(vq, 'encoder.norm_out.weight', [top], true); set(vq, 'encoder.norm_out.bias', [top]);
-  set(vq, 'encoder.conv_out.weight', [256, top, 1, 1]); set(vq, 'encoder.conv_out.bias', [256]);
-  set(vq, 'decoder.conv_in.weight', [top, 256, 3, 3]); set(vq, 'decoder.conv_in.bias', [top]);
-  for (let j = 0; j < 2; j++) block(`decoder.mid.${j}`, top, top);
-  cin = top;
-  for (let i = L - 1; i >= 0; i--) {
-    for (let j = 0; j < 2; j++) { block(`decoder.up.${i}.block.${j}`, cin, h * m[i]); cin = h * m[i]; }
-    if (i !== 0) { set(vq, `decoder.up.${i}.upsample_conv.weight`, [cin, cin, 3, 3]); set(vq, `decoder.up.${i}.upsample_conv.bias`, [cin]); }
-  }
-  set(vq, 'decoder.norm_out.weight', [cin], true); set(vq, 'decoder.norm_out.bias', [cin]);
-  set(vq, 'decoder.conv_out.weight', [3, cin, 3, 3]); set(vq, 'decoder.conv_out.bias', [3]);
-  set(vq, 'quantize.embedding.weight', [1024, 256]);
-}
+// Every tokenizer tensor from the addon's parameter table (src/model/vqgan_params.cc).
+for (const { name, shape, kind } of addon.vqParamTable(vcfg)) set(vq, name, shape, kind === 'norm_weight');
 addon.finalize(vq);
 const loadS = (performance.now() - t0) / 1000;
 const opts = (B) => ({ classIds: Int32Array.from({ length: B }, (_, i) => (i * 7) % K), guidanceScale: g, guidanceScalePow: pw, temperature: temp, topK: 0, topP: 1, greedy: false, seed: '0', indexOffset: 0 });

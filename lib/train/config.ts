@@ -21,7 +21,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml, parseDocument } from 'yaml';
 import { z } from 'zod';
-import { GeneratorConfigSchema, type GeneratorConfig } from '../config.js';
+import { GeneratorConfigSchema, positionRows, type GeneratorConfig } from '../config.js';
 
 // ---------------------------------------------------------------------------------
 // Schema
@@ -392,8 +392,7 @@ export function generatorConfigOf(c: TrainConfig): GeneratorConfig {
     seqLen: g.image_seq_len,
     codebookSize: c.model.vq_model.codebook_size,
     numClasses: g.condition_num_classes,
-    posEmbedRows: g.image_seq_len + 1024,
-    timestepRows: g.image_seq_len + 100,
+    ...positionRows(g.image_seq_len),
   });
 }
 

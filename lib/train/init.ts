@@ -5,8 +5,9 @@
 // pos_embed / target_aware_pos_embed / timesteps_embeddings ~ trunc normal(0, 0.02),
 // cls_token 0, and adaLN-zero: every adaLN modulation weight and bias 0 (the blocks
 // start as the identity). Drawn from a seeded RNG, so a seed gives the same model on
-// every machine.
-import { expectedGeneratorTensors, type GeneratorConfig } from '../config.js';
+// every machine. Which tensor gets which init, and AdamW's groups, come from the
+// parameter table (generatorParamTable, src/model/rar_params.cc).
+import { generatorParamTable, type GeneratorConfig } from '../config.js';
 import { Rng, deriveSeed } from './rng.js';
 
 /** Standard normal from two uniforms (Box-Muller). */
@@ -26,37 +27,16 @@ function truncNormal(out: Float32Array, rng: Rng, std: number, a = -2, b = 2): v
   }
 }
 
-/** The kind of initialisation a state-dict name gets. */
-export function initKind(name: string): 'trunc_normal' | 'zeros' | 'ones' {
-  if (name === 'cls_token') return 'zeros';
-  if (name.includes('adaLN_modulation')) return 'zeros';
-  if (/(^|\.)(norm1|norm2|q_norm|k_norm)\.weight$/.test(name)) return 'ones';
-  if (name.endsWith('.bias')) return 'zeros';
-  return 'trunc_normal';
-}
-
 /** Every generator tensor, freshly initialised, in state-dict order. */
 export function initGeneratorWeights(cfg: GeneratorConfig, seed: number): Map<string, { shape: number[]; data: Float32Array }> {
   const out = new Map<string, { shape: number[]; data: Float32Array }>();
   let k = 0;
-  for (const [name, shape] of expectedGeneratorTensors(cfg)) {
+  for (const { name, shape, init } of generatorParamTable(cfg)) {
     const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-    const kind = initKind(name);
-    if (kind === 'ones') data.fill(1);
-    else if (kind === 'trunc_normal') truncNormal(data, new Rng(deriveSeed(seed, 0x1417, k)), 0.02);
+    if (init === 'ones') data.fill(1);
+    else if (init === 'trunc_normal') truncNormal(data, new Rng(deriveSeed(seed, 0x1417, k)), 0.02);
     out.set(name, { shape, data });
     k++;
   }
   return out;
-}
-
-/**
- * The official AdamW parameter groups: no weight decay for parameters with fewer than
- * 2 dims or whose name contains ln, bias, embedding, norm, gamma, embed, latent_tokens
- * or mask_token (case-sensitive, as in 1d-tokenizer: `adaln_before_head.*` is
- * excluded through "ln", the blocks' `adaLN_modulation.1.weight` is not).
- */
-export function isWeightDecayed(name: string, shape: readonly number[]): boolean {
-  if (shape.length < 2) return false;
-  return !['ln', 'bias', 'embedding', 'norm', 'gamma', 'embed', 'latent_tokens', 'mask_token'].some((s) => name.includes(s));
 }

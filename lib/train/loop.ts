@@ -19,7 +19,7 @@ import { TokenDataset, shardRandomness } from './data.js';
 import { Dist, tensorChecksum } from './dist.js';
 import { readFileSync, statSync } from 'node:fs';
 import { packageRoot } from '../native.js';
-import { initGeneratorWeights, isWeightDecayed } from './init.js';
+import { initGeneratorWeights } from './init.js';
 import { Trainer } from './native.js';
 import { lrAt, lrScheduleOf, randomRatioAt, randomnessScheduleOf } from './schedule.js';
 import { createWriteStream, type WriteStream } from 'node:fs';
@@ -128,11 +128,6 @@ async function trainOn(o: TrainRunOptions, dist: Dist): Promise<TrainRunResult> 
 
   const trainer = new Trainer(gcfg, resolveDevice(o.device).device, { dropout: g.dropout, attnDropout: g.attn_drop });
   try {
-    // Sanity: the native decay groups equal the official rule.
-    trainer.info.names.forEach((n, i) => {
-      if (trainer.info.decayed[i] !== isWeightDecayed(n, trainer.info.shapes[i]!))
-        throw new Error(`rargen: native and TS weight-decay groups disagree on ${n}`);
-    });
     await mkdir(outDir, { recursive: true });
     const data = new TokenDataset(dataPath, {
       seqLen: gcfg.seqLen,

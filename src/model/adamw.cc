@@ -5,13 +5,6 @@
 
 namespace rargen {
 
-bool adamw_decays(const std::string& name, const std::vector<int64_t>& shape) {
-  if (shape.size() < 2) return false;
-  for (const char* s : {"ln", "bias", "embedding", "norm", "gamma", "embed", "latent_tokens", "mask_token"})
-    if (name.find(s) != std::string::npos) return false;
-  return true;
-}
-
 double adamw_step(Backend* be, const std::vector<AdamWTensor>& tensors, const float* flat_grad,
                   int64_t n_total, const AdamWOptions& o) {
   const double norm = std::sqrt(be->sum_squares(flat_grad, n_total));

@@ -1,6 +1,6 @@
-// AdamW as 1d-tokenizer trains RAR: two parameter groups (weight decay only for
-// parameters with >= 2 dims whose name contains none of ln, bias, embedding, norm,
-// gamma, embed, latent_tokens, mask_token), a global grad-norm clip before the step
+// AdamW as 1d-tokenizer trains RAR: two parameter groups (each tensor's `decayed`
+// comes from its model's parameter table, model/rar_params.h, which applies the
+// official rule official_weight_decay in model/params.h), a global grad-norm clip before the step
 // (PyTorch clip_grad_norm_: scale by min(1, max_norm / (norm + 1e-6))), and PyTorch's
 // AdamW update (decoupled decay, bias-corrected moments, eps outside the sqrt).
 #pragma once
@@ -11,9 +11,6 @@
 #include "backend.h"
 
 namespace rargen {
-
-// The official no-decay rule.
-bool adamw_decays(const std::string& name, const std::vector<int64_t>& shape);
 
 struct AdamWOptions {
   float lr = 4e-4f;

@@ -11,6 +11,34 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return r + ")";
 }
 
+const char* param_kind_name(ParamKind k) {
+  switch (k) {
+    case ParamKind::Linear: return "linear";
+    case ParamKind::Conv: return "conv";
+    case ParamKind::Bias: return "bias";
+    case ParamKind::NormWeight: return "norm_weight";
+    case ParamKind::NormBias: return "norm_bias";
+    case ParamKind::Embedding: return "embedding";
+  }
+  return "?";
+}
+
+const char* param_init_name(ParamInit i) {
+  switch (i) {
+    case ParamInit::TruncNormal: return "trunc_normal";
+    case ParamInit::Zeros: return "zeros";
+    case ParamInit::Ones: return "ones";
+  }
+  return "?";
+}
+
+bool official_weight_decay(const std::string& name, const std::vector<int64_t>& shape) {
+  if (shape.size() < 2) return false;
+  for (const char* s : {"ln", "bias", "embedding", "norm", "gamma", "embed", "latent_tokens", "mask_token"})
+    if (name.find(s) != std::string::npos) return false;
+  return true;
+}
+
 ParamTable::~ParamTable() {
   for (auto& e : entries_)
     if (e.mem) be_->free(e.mem);

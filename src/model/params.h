@@ -1,7 +1,15 @@
-// The named parameter table a model fills from a state dict: each entry knows its
-// PyTorch name, its exact shape, whether it is a matrix (stored in the model's weight
-// dtype: F32, F16 or BF16) or a vector/table (always F32), and the pointer in the
-// model's weights struct it fills. Errors name the key and both shapes.
+// Parameter descriptions and the loaded-parameter store.
+//
+// ParamSpec: one tensor of a model family's declarative table (model/rar_params.h):
+// state-dict name, shape from the config, kind, official initialisation, whether
+// AdamW decays it, and an id (the family's enum) by which consumers bind it to their
+// own structs. Inference, training, the addon's table export (lib/ derives expected
+// keys/shapes, decay and init from it) and the test weights are all derived from it.
+//
+// ParamTable: the named parameters a model fills from a state dict: each entry knows
+// its PyTorch name, its exact shape, whether it is a matrix (stored in the model's
+// weight dtype: F32, F16 or BF16) or a vector/table (always F32), and the pointer in
+// the model's weights struct it fills. Errors name the key and both shapes.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -14,6 +22,37 @@
 namespace rargen {
 
 std::string shape_str(const std::vector<int64_t>& s);
+
+// What a tensor is: a GEMM weight (stored in the model's weight dtype), a bias, a
+// normalisation scale or shift, or a lookup table / learned token (embedding).
+enum class ParamKind { Linear, Conv, Bias, NormWeight, NormBias, Embedding };
+// The official initialisation (RAR's modeling/rar.py): trunc normal(0, 0.02), 0, 1.
+enum class ParamInit { TruncNormal, Zeros, Ones };
+const char* param_kind_name(ParamKind k);  // "linear", "conv", "bias", "norm_weight", "norm_bias", "embedding"
+const char* param_init_name(ParamInit i);  // "trunc_normal", "zeros", "ones"
+
+// 1d-tokenizer's AdamW groups: no weight decay for tensors with < 2 dims or whose name
+// contains ln, bias, embedding, norm, gamma, embed, latent_tokens or mask_token
+// (case-sensitive: `adaln_before_head.*` is excluded through "ln", the blocks'
+// `adaLN_modulation.1.weight` is not). Applied once, when a table is built.
+bool official_weight_decay(const std::string& name, const std::vector<int64_t>& shape);
+
+struct ParamSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  ParamKind kind;
+  ParamInit init;
+  bool decayed;   // official_weight_decay(name, shape)
+  int id;         // the family's enum value (e.g. RarParam)
+  int block;      // block index for per-block tensors, else -1
+  int level = -1;  // resolution level (VQGAN), else -1
+  int part = -1;   // which list of blocks (VQGAN: VqPart), else -1
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+};
 
 class ParamTable {
  public:

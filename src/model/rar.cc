@@ -18,8 +18,6 @@ inline uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-std::vector<int64_t> v1(int64_t a) { return {a}; }
-std::vector<int64_t> v2(int64_t a, int64_t b) { return {a, b}; }
 }  // namespace
 
 float cfg_scale_at(int t, int N, float g, float p) {
@@ -45,46 +43,56 @@ struct Rar::Scratch {
 
 Rar::Rar(Backend* be, const RarConfig& cfg, DType weight_dtype)
     : be_(be), cfg_(cfg), params_(be, weight_dtype, "RAR generator") {
-  const int C = cfg.hidden, I = cfg.mlp, D = cfg.head_dim(), V = cfg.codebook, K = cfg.classes;
+  const int C = cfg.hidden, D = cfg.heads > 0 ? cfg.head_dim() : 0;
   if (C <= 0 || cfg.depth <= 0 || cfg.heads <= 0 || C % cfg.heads)
     throw Error("rargen: bad RAR config: hidden " + std::to_string(C) + " must be a positive multiple of heads " +
                 std::to_string(cfg.heads));
   if (D < 1 || D > 128) throw Error("rargen: bad RAR config: head dim " + std::to_string(D) + " not in 1..128");
   if (cfg.pos_rows < cfg.seq_len + 2 || cfg.ts_rows < cfg.seq_len + 2)
     throw Error("rargen: bad RAR config: posEmbedRows and timestepRows must be >= seqLen + 2");
-  auto& P = params_;
-  P.vector("cls_token", {1, 1, C}, &w_.cls_token);
-  P.vector("pos_embed", {1, cfg.pos_rows, C}, &w_.pos_embed);
-  P.vector("target_aware_pos_embed", {1, cfg.pos_rows, C}, &w_.target_aware_pos_embed);
-  P.vector("timesteps_embeddings", {1, cfg.ts_rows, C}, &w_.timesteps_embeddings);
-  P.vector("embeddings.weight", v2(V + 1 + K + 1, C), &w_.embeddings);
+  // Every tensor of the table, bound to its slot by id (model/rar_params.h).
   w_.blocks.resize(cfg.depth);
-  for (int i = 0; i < cfg.depth; i++) {
-    RarBlockWeights& b = w_.blocks[i];
-    std::string p = "blocks." + std::to_string(i) + ".";
-    P.vector(p + "norm1.weight", v1(C), &b.norm1_w);
-    P.vector(p + "norm1.bias", v1(C), &b.norm1_b);
-    P.matrix(p + "attn.qkv.weight", v2(3 * C, C), &b.qkv_w);
-    P.vector(p + "attn.qkv.bias", v1(3 * C), &b.qkv_b);
-    P.vector(p + "attn.q_norm.weight", v1(D), &b.q_norm_w);
-    P.vector(p + "attn.q_norm.bias", v1(D), &b.q_norm_b);
-    P.vector(p + "attn.k_norm.weight", v1(D), &b.k_norm_w);
-    P.vector(p + "attn.k_norm.bias", v1(D), &b.k_norm_b);
-    P.matrix(p + "attn.proj.weight", v2(C, C), &b.proj_w);
-    P.vector(p + "attn.proj.bias", v1(C), &b.proj_b);
-    P.vector(p + "norm2.weight", v1(C), &b.norm2_w);
-    P.vector(p + "norm2.bias", v1(C), &b.norm2_b);
-    P.matrix(p + "mlp.fc1.weight", v2(I, C), &b.fc1_w);
-    P.vector(p + "mlp.fc1.bias", v1(I), &b.fc1_b);
-    P.matrix(p + "mlp.fc2.weight", v2(C, I), &b.fc2_w);
-    P.vector(p + "mlp.fc2.bias", v1(C), &b.fc2_b);
-    P.matrix(p + "adaLN_modulation.1.weight", v2(6 * C, C), &b.ada_w);
-    P.vector(p + "adaLN_modulation.1.bias", v1(6 * C), &b.ada_b);
+  for (const ParamSpec& p : rar_param_table(cfg)) {
+    RarBlockWeights* b = p.block >= 0 ? &w_.blocks[p.block] : nullptr;
+    Weight* m = nullptr;
+    const float** v = nullptr;
+    switch (static_cast<RarParam>(p.id)) {
+      case RarParam::ClsToken: v = &w_.cls_token; break;
+      case RarParam::PosEmbed: v = &w_.pos_embed; break;
+      case RarParam::TargetAwarePosEmbed: v = &w_.target_aware_pos_embed; break;
+      case RarParam::TimestepsEmbeddings: v = &w_.timesteps_embeddings; break;
+      case RarParam::Norm1W: v = &b->norm1_w; break;
+      case RarParam::Norm1B: v = &b->norm1_b; break;
+      case RarParam::QkvW: m = &b->qkv_w; break;
+      case RarParam::QkvB: v = &b->qkv_b; break;
+      case RarParam::QNormW: v = &b->q_norm_w; break;
+      case RarParam::QNormB: v = &b->q_norm_b; break;
+      case RarParam::KNormW: v = &b->k_norm_w; break;
+      case RarParam::KNormB: v = &b->k_norm_b; break;
+      case RarParam::ProjW: m = &b->proj_w; break;
+      case RarParam::ProjB: v = &b->proj_b; break;
+      case RarParam::Norm2W: v = &b->norm2_w; break;
+      case RarParam::Norm2B: v = &b->norm2_b; break;
+      case RarParam::Fc1W: m = &b->fc1_w; break;
+      case RarParam::Fc1B: v = &b->fc1_b; break;
+      case RarParam::Fc2W: m = &b->fc2_w; break;
+      case RarParam::Fc2B: v = &b->fc2_b; break;
+      case RarParam::AdaW: m = &b->ada_w; break;
+      case RarParam::AdaB: v = &b->ada_b; break;
+      case RarParam::Embeddings: v = &w_.embeddings; break;
+      case RarParam::HeadAdaW: m = &w_.head_ada_w; break;
+      case RarParam::HeadAdaB: v = &w_.head_ada_b; break;
+      case RarParam::LmHeadW: m = &w_.lm_head_w; break;
+      case RarParam::LmHeadB: v = &w_.lm_head_b; break;
+    }
+    // The table's kind decides the storage: GEMM weights in the weight dtype, the rest F32.
+    if ((p.kind == ParamKind::Linear) != (m != nullptr))
+      throw Error("rargen: internal: RAR parameter " + p.name + " has kind " + param_kind_name(p.kind) +
+                  " but binds to a " + (m ? "matrix" : "vector") + " slot");
+    if (!m && !v) throw Error("rargen: internal: RAR parameter " + p.name + " has no slot");
+    if (m) params_.matrix(p.name, p.shape, m);
+    else params_.vector(p.name, p.shape, v);
   }
-  P.matrix("adaln_before_head.adaLN_modulation.1.weight", v2(2 * C, C), &w_.head_ada_w);
-  P.vector("adaln_before_head.adaLN_modulation.1.bias", v1(2 * C), &w_.head_ada_b);
-  P.matrix("lm_head.weight", v2(V, C), &w_.lm_head_w);
-  P.vector("lm_head.bias", v1(V), &w_.lm_head_b);
 }
 
 Rar::~Rar() = default;

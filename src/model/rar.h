@@ -22,23 +22,9 @@
 
 #include "backend.h"
 #include "model/params.h"
+#include "model/rar_params.h"
 
 namespace rargen {
-
-struct RarConfig {
-  int hidden = 0;     // C
-  int depth = 0;
-  int heads = 0;      // H; head dim D = C / H
-  int mlp = 0;        // I
-  int seq_len = 0;    // N image tokens
-  int codebook = 0;   // V
-  int classes = 0;    // K
-  int pos_rows = 0;   // rows of pos_embed / target_aware_pos_embed (>= N + 2)
-  int ts_rows = 0;    // rows of timesteps_embeddings (>= N + 2)
-  int head_dim() const { return hidden / heads; }
-  int null_condition() const { return codebook + classes + 1; }  // V+K+1
-  int class_condition(int k) const { return codebook + 1 + k; }  // V+1+k
-};
 
 struct RarBlockWeights {
   const float* norm1_w = nullptr;  // (C)

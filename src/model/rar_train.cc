@@ -57,7 +57,6 @@ struct RarTrainer::Acts {
 
 RarTrainer::RarTrainer(Backend* be, const RarConfig& cfg, const RarTrainOptions& opt)
     : be_(be), cfg_(cfg), opt_(opt) {
-  const int64_t C = cfg.hidden, I = cfg.mlp, D = cfg.head_dim(), V = cfg.codebook, K = cfg.classes;
   if (cfg.hidden < 1 || cfg.depth < 1 || cfg.heads < 1 || cfg.hidden % cfg.heads != 0 || cfg.mlp < 1 ||
       cfg.seq_len < 1 || cfg.codebook < 1 || cfg.classes < 1)
     throw Error("RarTrainer: invalid config (hidden " + std::to_string(cfg.hidden) + ", heads " +
@@ -66,48 +65,19 @@ RarTrainer::RarTrainer(Backend* be, const RarConfig& cfg, const RarTrainOptions&
     throw Error("RarTrainer: pos_rows and ts_rows must be at least seq_len + 2");
   if (opt.dropout < 0.f || opt.dropout >= 1.f || opt.attn_dropout < 0.f || opt.attn_dropout >= 1.f)
     throw Error("RarTrainer: dropout probabilities must be in [0, 1)");
-  auto add = [&](const std::string& name, std::vector<int64_t> shape) {
+  // The flat buffers follow the table (state-dict order, model/rar_params.h); decay from it.
+  table_ = rar_param_table(cfg);
+  for (const ParamSpec& spec : table_) {
     ParamInfo p;
-    p.name = name;
-    p.shape = std::move(shape);
-    p.numel = 1;
-    for (int64_t d : p.shape) p.numel *= d;
+    p.name = spec.name;
+    p.shape = spec.shape;
+    p.numel = spec.numel();
     p.offset = total_;
-    p.decayed = adamw_decays(p.name, p.shape);
+    p.decayed = spec.decayed;
     total_ += p.numel;
+    index_[p.name] = infos_.size();
     infos_.push_back(std::move(p));
-  };
-  // State-dict order (lib/config.ts expectedGeneratorTensors).
-  add("cls_token", {1, 1, C});
-  add("pos_embed", {1, cfg.pos_rows, C});
-  add("target_aware_pos_embed", {1, cfg.pos_rows, C});
-  add("timesteps_embeddings", {1, cfg.ts_rows, C});
-  for (int i = 0; i < cfg.depth; i++) {
-    std::string b = "blocks." + std::to_string(i) + ".";
-    add(b + "norm1.weight", {C});
-    add(b + "norm1.bias", {C});
-    add(b + "attn.qkv.weight", {3 * C, C});
-    add(b + "attn.qkv.bias", {3 * C});
-    add(b + "attn.q_norm.weight", {D});
-    add(b + "attn.q_norm.bias", {D});
-    add(b + "attn.k_norm.weight", {D});
-    add(b + "attn.k_norm.bias", {D});
-    add(b + "attn.proj.weight", {C, C});
-    add(b + "attn.proj.bias", {C});
-    add(b + "norm2.weight", {C});
-    add(b + "norm2.bias", {C});
-    add(b + "mlp.fc1.weight", {I, C});
-    add(b + "mlp.fc1.bias", {I});
-    add(b + "mlp.fc2.weight", {C, I});
-    add(b + "mlp.fc2.bias", {C});
-    add(b + "adaLN_modulation.1.weight", {6 * C, C});
-    add(b + "adaLN_modulation.1.bias", {6 * C});
   }
-  add("embeddings.weight", {V + 1 + K + 1, C});
-  add("adaln_before_head.adaLN_modulation.1.weight", {2 * C, C});
-  add("adaln_before_head.adaLN_modulation.1.bias", {2 * C});
-  add("lm_head.weight", {V, C});
-  add("lm_head.bias", {V});
 
   params_ = static_cast<float*>(be_->alloc(total_ * 4));
   grads_ = static_cast<float*>(be_->alloc(total_ * 4));
@@ -125,39 +95,61 @@ RarTrainer::~RarTrainer() {
     if (b) be_->free(b);
 }
 
+// Each table entry's slot in ModelP, by id (never by position).
 RarTrainer::ModelP RarTrainer::bind(float* base) const {
-  size_t k = 0;
-  auto next = [&]() { return base + infos_[k++].offset; };
-  ModelP m;
-  m.cls_token = next();
-  m.pos_embed = next();
-  m.target_aware_pos_embed = next();
-  m.timesteps_embeddings = next();
-  for (int i = 0; i < cfg_.depth; i++) {
-    BlockP b;
-    b.norm1_w = next(); b.norm1_b = next();
-    b.qkv_w = next(); b.qkv_b = next();
-    b.q_norm_w = next(); b.q_norm_b = next();
-    b.k_norm_w = next(); b.k_norm_b = next();
-    b.proj_w = next(); b.proj_b = next();
-    b.norm2_w = next(); b.norm2_b = next();
-    b.fc1_w = next(); b.fc1_b = next();
-    b.fc2_w = next(); b.fc2_b = next();
-    b.ada_w = next(); b.ada_b = next();
-    m.blocks.push_back(b);
+  ModelP m{};
+  m.blocks.assign(cfg_.depth, BlockP{});
+  for (size_t k = 0; k < table_.size(); k++) {
+    const ParamSpec& p = table_[k];
+    BlockP* b = p.block >= 0 ? &m.blocks[p.block] : nullptr;
+    float** slot = nullptr;
+    switch (static_cast<RarParam>(p.id)) {
+      case RarParam::ClsToken: slot = &m.cls_token; break;
+      case RarParam::PosEmbed: slot = &m.pos_embed; break;
+      case RarParam::TargetAwarePosEmbed: slot = &m.target_aware_pos_embed; break;
+      case RarParam::TimestepsEmbeddings: slot = &m.timesteps_embeddings; break;
+      case RarParam::Norm1W: slot = &b->norm1_w; break;
+      case RarParam::Norm1B: slot = &b->norm1_b; break;
+      case RarParam::QkvW: slot = &b->qkv_w; break;
+      case RarParam::QkvB: slot = &b->qkv_b; break;
+      case RarParam::QNormW: slot = &b->q_norm_w; break;
+      case RarParam::QNormB: slot = &b->q_norm_b; break;
+      case RarParam::KNormW: slot = &b->k_norm_w; break;
+      case RarParam::KNormB: slot = &b->k_norm_b; break;
+      case RarParam::ProjW: slot = &b->proj_w; break;
+      case RarParam::ProjB: slot = &b->proj_b; break;
+      case RarParam::Norm2W: slot = &b->norm2_w; break;
+      case RarParam::Norm2B: slot = &b->norm2_b; break;
+      case RarParam::Fc1W: slot = &b->fc1_w; break;
+      case RarParam::Fc1B: slot = &b->fc1_b; break;
+      case RarParam::Fc2W: slot = &b->fc2_w; break;
+      case RarParam::Fc2B: slot = &b->fc2_b; break;
+      case RarParam::AdaW: slot = &b->ada_w; break;
+      case RarParam::AdaB: slot = &b->ada_b; break;
+      case RarParam::Embeddings: slot = &m.embeddings; break;
+      case RarParam::HeadAdaW: slot = &m.head_ada_w; break;
+      case RarParam::HeadAdaB: slot = &m.head_ada_b; break;
+      case RarParam::LmHeadW: slot = &m.lm_head_w; break;
+      case RarParam::LmHeadB: slot = &m.lm_head_b; break;
+    }
+    if (!slot || *slot) throw Error("RarTrainer: internal: parameter " + p.name + " bound twice or not at all");
+    *slot = base + infos_[k].offset;
   }
-  m.embeddings = next();
-  m.head_ada_w = next();
-  m.head_ada_b = next();
-  m.lm_head_w = next();
-  m.lm_head_b = next();
+  // Every slot filled: a tensor the kernels read but the table lacks is an error here, not a crash later.
+  std::vector<float*> all = {m.cls_token, m.pos_embed, m.target_aware_pos_embed, m.timesteps_embeddings,
+                             m.embeddings, m.head_ada_w, m.head_ada_b, m.lm_head_w, m.lm_head_b};
+  for (const BlockP& b : m.blocks)
+    all.insert(all.end(), {b.norm1_w, b.norm1_b, b.qkv_w, b.qkv_b, b.q_norm_w, b.q_norm_b, b.k_norm_w, b.k_norm_b,
+                           b.proj_w, b.proj_b, b.norm2_w, b.norm2_b, b.fc1_w, b.fc1_b, b.fc2_w, b.fc2_b, b.ada_w, b.ada_b});
+  for (float* q : all)
+    if (!q) throw Error("RarTrainer: internal: a parameter slot has no entry in the RAR parameter table");
   return m;
 }
 
 const RarTrainer::ParamInfo& RarTrainer::info(const std::string& name) const {
-  for (const ParamInfo& p : infos_)
-    if (p.name == name) return p;
-  throw Error("RarTrainer: no parameter named '" + name + "'");
+  auto it = index_.find(name);
+  if (it == index_.end()) throw Error("RarTrainer: no parameter named '" + name + "'");
+  return infos_[it->second];
 }
 
 float* RarTrainer::buffer(TrainTensor kind) const {

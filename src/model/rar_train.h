@@ -15,11 +15,13 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "backend.h"
 #include "model/adamw.h"
 #include "model/rar.h"
+#include "model/rar_params.h"
 
 namespace rargen {
 
@@ -83,14 +85,18 @@ class RarTrainer {
   double optimizer_step(const AdamWOptions& o);
 
  private:
-  struct BlockP {  // pointers into one flat buffer (params or grads)
-    float *norm1_w, *norm1_b, *qkv_w, *qkv_b, *q_norm_w, *q_norm_b, *k_norm_w, *k_norm_b;
-    float *proj_w, *proj_b, *norm2_w, *norm2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b, *ada_w, *ada_b;
+  struct BlockP {  // pointers into one flat buffer (params or grads), bound by RarParam id
+    float *norm1_w = nullptr, *norm1_b = nullptr, *qkv_w = nullptr, *qkv_b = nullptr, *q_norm_w = nullptr,
+          *q_norm_b = nullptr, *k_norm_w = nullptr, *k_norm_b = nullptr;
+    float *proj_w = nullptr, *proj_b = nullptr, *norm2_w = nullptr, *norm2_b = nullptr, *fc1_w = nullptr,
+          *fc1_b = nullptr, *fc2_w = nullptr, *fc2_b = nullptr, *ada_w = nullptr, *ada_b = nullptr;
   };
   struct ModelP {
-    float *cls_token, *pos_embed, *target_aware_pos_embed, *timesteps_embeddings;  // (1,1,C) (1,P,C) (1,P,C) (1,Tt,C)
+    float *cls_token = nullptr, *pos_embed = nullptr, *target_aware_pos_embed = nullptr,
+          *timesteps_embeddings = nullptr;  // (1,1,C) (1,P,C) (1,P,C) (1,Tt,C)
     std::vector<BlockP> blocks;
-    float *embeddings, *head_ada_w, *head_ada_b, *lm_head_w, *lm_head_b;  // (V+K+2,C) (2C,C) (2C) (V,C) (V)
+    float *embeddings = nullptr, *head_ada_w = nullptr, *head_ada_b = nullptr, *lm_head_w = nullptr,
+          *lm_head_b = nullptr;  // (V+K+2,C) (2C,C) (2C) (V,C) (V)
   };
   struct Acts;
 
@@ -101,7 +107,9 @@ class RarTrainer {
   Backend* be_;
   RarConfig cfg_;
   RarTrainOptions opt_;
+  std::vector<ParamSpec> table_;  // rar_param_table(cfg_): the order of infos_ and of the flat buffers
   std::vector<ParamInfo> infos_;
+  std::unordered_map<std::string, size_t> index_;
   int64_t total_ = 0;
   float* params_ = nullptr;  // (total_)
   float* grads_ = nullptr;

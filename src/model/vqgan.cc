@@ -9,7 +9,6 @@ namespace rargen {
 namespace {
 constexpr float kEps = 1e-6f;
 constexpr int kGroups = 32;
-std::vector<int64_t> conv_shape(int co, int ci, int k) { return {co, ci, k, k}; }
 }  // namespace
 
 Vq::Vq(Backend* be, const VqConfig& cfg) : be_(be), cfg_(cfg), params_(be, DType::F32, "MaskGIT-VQGAN") {
@@ -21,69 +20,58 @@ Vq::Vq(Backend* be, const VqConfig& cfg) : be_(be), cfg_(cfg), params_(be, DType
                 std::to_string(L - 1));
   for (int m : cfg.mult)
     if (m <= 0 || (cfg.hidden * m) % kGroups) throw Error("rargen: bad VQGAN config: channels must be multiples of 32");
-  auto& P = params_;
-  const int top = cfg.hidden * cfg.mult[L - 1];
-  // encoder
-  P.matrix("encoder.conv_in.weight", conv_shape(cfg.hidden, 3, 3), &w_.enc_conv_in);
-  w_.enc_down.resize(L);
-  int cin = cfg.hidden;
-  for (int i = 0; i < L; i++) {
-    int cout = cfg.hidden * cfg.mult[i];
-    w_.enc_down[i].resize(cfg.num_res_blocks);
-    for (int j = 0; j < cfg.num_res_blocks; j++) {
-      declare_block("encoder.down." + std::to_string(i) + ".block." + std::to_string(j), cin, cout, w_.enc_down[i][j]);
-      cin = cout;
-    }
-  }
-  // The middle has num_res_blocks blocks too (maskgit_vqgan.py builds both with the same loop).
+  // Every tensor of the table, bound to its slot by id (model/vqgan_params.h).
+  w_.enc_down.assign(L, std::vector<VqResBlock>(cfg.num_res_blocks));
   w_.enc_mid.resize(cfg.num_res_blocks);
-  for (int j = 0; j < cfg.num_res_blocks; j++)
-    declare_block("encoder.mid." + std::to_string(j), top, top, w_.enc_mid[j]);
-  P.vector("encoder.norm_out.weight", {top}, &w_.enc_norm_w);
-  P.vector("encoder.norm_out.bias", {top}, &w_.enc_norm_b);
-  P.matrix("encoder.conv_out.weight", conv_shape(cfg.z, top, 1), &w_.enc_conv_out);
-  P.vector("encoder.conv_out.bias", {cfg.z}, &w_.enc_conv_out_b);
-  // decoder
-  P.matrix("decoder.conv_in.weight", conv_shape(top, cfg.z, 3), &w_.dec_conv_in);
-  P.vector("decoder.conv_in.bias", {top}, &w_.dec_conv_in_b);
   w_.dec_mid.resize(cfg.num_res_blocks);
-  for (int j = 0; j < cfg.num_res_blocks; j++)
-    declare_block("decoder.mid." + std::to_string(j), top, top, w_.dec_mid[j]);
-  w_.dec_up.resize(L);
+  w_.dec_up.assign(L, std::vector<VqResBlock>(cfg.num_res_blocks));
   w_.dec_upsample_conv.resize(L);
   w_.dec_upsample_conv_b.resize(L, nullptr);
-  cin = top;
-  for (int i = L - 1; i >= 0; i--) {
-    int cout = cfg.hidden * cfg.mult[i];
-    std::string p = "decoder.up." + std::to_string(i);
-    w_.dec_up[i].resize(cfg.num_res_blocks);
-    for (int j = 0; j < cfg.num_res_blocks; j++) {
-      declare_block(p + ".block." + std::to_string(j), cin, cout, w_.dec_up[i][j]);
-      cin = cout;
+  for (const ParamSpec& p : vq_param_table(cfg)) {
+    VqResBlock* b = nullptr;
+    switch (static_cast<VqPart>(p.part)) {
+      case VqPart::EncDown: b = &w_.enc_down[p.level][p.block]; break;
+      case VqPart::EncMid: b = &w_.enc_mid[p.block]; break;
+      case VqPart::DecMid: b = &w_.dec_mid[p.block]; break;
+      case VqPart::DecUp: b = &w_.dec_up[p.level][p.block]; break;
     }
-    if (i != 0) {
-      P.matrix(p + ".upsample_conv.weight", conv_shape(cout, cout, 3), &w_.dec_upsample_conv[i]);
-      P.vector(p + ".upsample_conv.bias", {cout}, &w_.dec_upsample_conv_b[i]);
+    Weight* m = nullptr;
+    const float** v = nullptr;
+    switch (static_cast<VqParam>(p.id)) {
+      case VqParam::EncConvIn: m = &w_.enc_conv_in; break;
+      case VqParam::EncNormOutW: v = &w_.enc_norm_w; break;
+      case VqParam::EncNormOutB: v = &w_.enc_norm_b; break;
+      case VqParam::EncConvOutW: m = &w_.enc_conv_out; break;
+      case VqParam::EncConvOutB: v = &w_.enc_conv_out_b; break;
+      case VqParam::DecConvInW: m = &w_.dec_conv_in; break;
+      case VqParam::DecConvInB: v = &w_.dec_conv_in_b; break;
+      case VqParam::UpsampleW: m = &w_.dec_upsample_conv[p.level]; break;
+      case VqParam::UpsampleB: v = &w_.dec_upsample_conv_b[p.level]; break;
+      case VqParam::DecNormOutW: v = &w_.dec_norm_w; break;
+      case VqParam::DecNormOutB: v = &w_.dec_norm_b; break;
+      case VqParam::DecConvOutW: m = &w_.dec_conv_out; break;
+      case VqParam::DecConvOutB: v = &w_.dec_conv_out_b; break;
+      case VqParam::Codebook: v = &w_.codebook; break;
+      case VqParam::ResNorm1W: v = &b->norm1_w; break;
+      case VqParam::ResNorm1B: v = &b->norm1_b; break;
+      case VqParam::ResConv1:
+        m = &b->conv1;
+        b->cout = static_cast<int>(p.shape[0]);  // (cout, cin, 3, 3)
+        b->cin = static_cast<int>(p.shape[1]);
+        break;
+      case VqParam::ResNorm2W: v = &b->norm2_w; break;
+      case VqParam::ResNorm2B: v = &b->norm2_b; break;
+      case VqParam::ResConv2: m = &b->conv2; break;
+      case VqParam::ResNin: m = &b->nin; break;
     }
+    // Convolution weights go through the matrix path (the model's dtype: F32 here).
+    if ((p.kind == ParamKind::Conv) != (m != nullptr))
+      throw Error("rargen: internal: VQGAN parameter " + p.name + " has kind " + param_kind_name(p.kind) +
+                  " but binds to a " + (m ? "matrix" : "vector") + " slot");
+    if (!m && !v) throw Error("rargen: internal: VQGAN parameter " + p.name + " has no slot");
+    if (m) params_.matrix(p.name, p.shape, m);
+    else params_.vector(p.name, p.shape, v);
   }
-  const int c0 = cfg.hidden * cfg.mult[0];
-  P.vector("decoder.norm_out.weight", {c0}, &w_.dec_norm_w);
-  P.vector("decoder.norm_out.bias", {c0}, &w_.dec_norm_b);
-  P.matrix("decoder.conv_out.weight", conv_shape(3, c0, 3), &w_.dec_conv_out);
-  P.vector("decoder.conv_out.bias", {3}, &w_.dec_conv_out_b);
-  P.vector("quantize.embedding.weight", {cfg.codebook, cfg.z}, &w_.codebook);
-}
-
-void Vq::declare_block(const std::string& p, int cin, int cout, VqResBlock& b) {
-  b.cin = cin;
-  b.cout = cout;
-  params_.vector(p + ".norm1.weight", {cin}, &b.norm1_w);
-  params_.vector(p + ".norm1.bias", {cin}, &b.norm1_b);
-  params_.matrix(p + ".conv1.weight", conv_shape(cout, cin, 3), &b.conv1);
-  params_.vector(p + ".norm2.weight", {cout}, &b.norm2_w);
-  params_.vector(p + ".norm2.bias", {cout}, &b.norm2_b);
-  params_.matrix(p + ".conv2.weight", conv_shape(cout, cout, 3), &b.conv2);
-  if (cin != cout) params_.matrix(p + ".nin_shortcut.weight", conv_shape(cout, cout, 1), &b.nin);
 }
 
 int64_t Vq::max_activation() const {

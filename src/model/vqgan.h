@@ -7,19 +7,9 @@
 
 #include "backend.h"
 #include "model/params.h"
+#include "model/vqgan_params.h"
 
 namespace rargen {
-
-struct VqConfig {
-  int hidden = 0;             // hidden_channels (128)
-  std::vector<int> mult;      // channel_mult ([1, 1, 2, 2, 4])
-  int num_res_blocks = 0;     // 2: blocks per level AND in each middle (as maskgit_vqgan.py builds them)
-  int z = 0;                  // z_channels (256)
-  int codebook = 0;           // codebook size (1024)
-  int resolution = 0;         // pixels (256)
-  int levels() const { return static_cast<int>(mult.size()); }
-  int grid() const { return resolution >> (levels() - 1); }  // token grid side (16)
-};
 
 // ResnetBlock(in, out): h = conv1(SiLU(GN(x))); h = conv2(SiLU(GN(h)));
 // out = h + (in != out ? nin_shortcut(h) : x)   -- the shortcut takes h, not x.
@@ -70,7 +60,6 @@ class Vq {
   void encode(const float* pixels, int B, std::vector<float>& latents, std::vector<int32_t>& tokens);
 
  private:
-  void declare_block(const std::string& prefix, int cin, int cout, VqResBlock& b);
   // x (cin, H, W) -> x (cout, H, W) in place; t1, t2 scratch of the same capacity.
   void res_block(const VqResBlock& b, float* x, int H, int W, float* t1, float* t2);
   void conv3x3(float* out, const float* inp, Weight w, const float* bias, int cin, int cout, int H, int W);

@@ -1190,24 +1190,10 @@ void test_model_graph() {
   for (Rar* m : {&plain, &graphed}) {
     std::mt19937_64 r(5);
     std::uniform_real_distribution<float> d(-0.3f, 0.3f);
-    const char* names[] = {"cls_token", "pos_embed", "target_aware_pos_embed", "timesteps_embeddings", "embeddings.weight"};
-    std::vector<std::string> all(names, names + 5);
-    for (int i = 0; i < c.depth; i++)
-      for (const char* s : {"norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.q_norm.weight",
-                            "attn.q_norm.bias", "attn.k_norm.weight", "attn.k_norm.bias", "attn.proj.weight",
-                            "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
-                            "mlp.fc2.weight", "mlp.fc2.bias", "adaLN_modulation.1.weight", "adaLN_modulation.1.bias"})
-        all.push_back("blocks." + std::to_string(i) + "." + s);
-    for (const char* s : {"adaln_before_head.adaLN_modulation.1.weight", "adaln_before_head.adaLN_modulation.1.bias",
-                          "lm_head.weight", "lm_head.bias"})
-      all.push_back(s);
-    for (const auto& n : all) {
-      auto sh = *m->params().shape_of(n);
-      int64_t k = 1;
-      for (auto x : sh) k *= x;
-      Vec v(k);
-      for (auto& x : v) x = d(r) + (n.find("norm") != std::string::npos && n.find(".weight") != std::string::npos ? 1.f : 0.f);
-      m->params().set(n, v.data(), sh);
+    for (const ParamSpec& p : rar_param_table(c)) {
+      Vec v(p.numel());
+      for (auto& x : v) x = d(r) + (p.kind == ParamKind::NormWeight ? 1.f : 0.f);
+      m->params().set(p.name, v.data(), p.shape);
     }
     m->params().finalize();
   }

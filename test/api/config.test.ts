@@ -9,8 +9,13 @@ import {
   PRESET_NAMES,
   MASKGIT_VQGAN,
   detectModelKind,
+  ConfigError,
   expectedGeneratorTensors,
   expectedTokenizerTensors,
+  generatorParamTable,
+  toNativeRarConfig,
+  toNativeVqConfig,
+  tokenizerParamTable,
   inferGeneratorConfig,
   inferTokenizerConfig,
   matchPreset,
@@ -37,6 +42,48 @@ async function tensorsOf(file: string): Promise<ReadonlyMap<string, TensorInfo>>
   await ck.close();
   return ck.tensors;
 }
+
+describe('parameter tables (src/model/rar_params.cc, vqgan_params.cc through the addon)', () => {
+  it('RAR-B: AdamW decays cls_token, the 5 block matrices and lm_head.weight only (MODEL.md rule)', () => {
+    const t = generatorParamTable(toNativeRarConfig(PRESETS['rar-b'].generator));
+    const decayed = t.filter((p) => p.decayed).map((p) => p.name);
+    expect(decayed.length).toBe(2 + 5 * 24);
+    expect(decayed.filter((n) => !n.startsWith('blocks.') || n.startsWith('blocks.0.'))).toEqual([
+      'cls_token',
+      'blocks.0.attn.qkv.weight',
+      'blocks.0.attn.proj.weight',
+      'blocks.0.mlp.fc1.weight',
+      'blocks.0.mlp.fc2.weight',
+      'blocks.0.adaLN_modulation.1.weight',
+      'lm_head.weight',
+    ]);
+    // kinds and inits: 6 GEMM weights per block + head adaLN + lm_head; LayerNorm scales start at 1
+    expect(t.filter((p) => p.kind === 'linear').length).toBe(5 * 24 + 2);
+    expect(t.filter((p) => p.init === 'ones').map((p) => p.name.replace(/^blocks\.\d+\./, '')).slice(0, 4)).toEqual([
+      'norm1.weight',
+      'attn.q_norm.weight',
+      'attn.k_norm.weight',
+      'norm2.weight',
+    ]);
+    expect(t.filter((p) => p.name.includes('adaLN_modulation')).every((p) => p.init === 'zeros')).toBe(true);
+  });
+
+  it('sizes the addon cannot take are a ConfigError naming the model', () => {
+    expect(() => generatorParamTable({ ...toNativeRarConfig(PRESETS['rar-b'].generator), numHeads: 7 })).toThrow(ConfigError);
+    expect(() => generatorParamTable({ ...toNativeRarConfig(PRESETS['rar-b'].generator), numHeads: 7 })).toThrow(
+      'RAR generator: rarParamTable config: hiddenSize must be divisible by numHeads',
+    );
+    expect(() => tokenizerParamTable({ ...toNativeVqConfig(MASKGIT_VQGAN), channelMult: [] })).toThrow(
+      /^MaskGIT-VQGAN tokenizer: vqParamTable config: channelMult must be a non-empty array/,
+    );
+  });
+
+  it('the VQGAN middles follow numResBlocks (3 here), like the levels', () => {
+    const t = tokenizerParamTable({ ...toNativeVqConfig(MASKGIT_VQGAN), numResBlocks: 3 }).map((p) => p.name);
+    for (const part of ['encoder.mid', 'decoder.mid', 'encoder.down.0.block', 'decoder.up.4.block'])
+      expect(new Set(t.filter((n) => n.startsWith(part + '.')).map((n) => n.split('.')[part.split('.').length])).size, part).toBe(3);
+  });
+});
 
 describe('inferGeneratorConfig', () => {
   it('reads every size of rar-tiny from its weights', async () => {

@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { readNpz, saveTorch } from '../../lib/io/index.js';
 import { numelOf, type HostTensor } from '../../lib/tensor.js';
-import { expectedGeneratorTensors, type GeneratorConfig } from '../../lib/config.js';
+import { expectedGeneratorTensors, positionRows, type GeneratorConfig } from '../../lib/config.js';
 import { native } from '../../lib/native.js';
 
 export const FIX = join(import.meta.dirname, '..', 'fixtures');
@@ -26,7 +26,7 @@ export async function postAdamwCheckpoint(file: string): Promise<void> {
 
 /** A random generator whose tokens fit vqgan-tiny (N = 256, V = 64). */
 export async function randomGeneratorFor16x16(file: string): Promise<void> {
-  const cfg: GeneratorConfig = { hiddenSize: 32, depth: 1, numHeads: 2, headDim: 16, mlpDim: 64, seqLen: 256, codebookSize: 64, numClasses: 10, posEmbedRows: 256 + 1024, timestepRows: 256 + 100 };
+  const cfg: GeneratorConfig = { hiddenSize: 32, depth: 1, numHeads: 2, headDim: 16, mlpDim: 64, seqLen: 256, codebookSize: 64, numClasses: 10, ...positionRows(256) };
   let s = 12345;
   const rand = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32) * 2 - 1;
   const tensors = new Map<string, HostTensor>();

@@ -8,6 +8,7 @@
 // message of its own (not N-API's generic "Invalid argument" and the like).
 import { join } from 'node:path';
 import { native } from '../../lib/native.js';
+import { positionRows } from '../../lib/config.js';
 import { openCheckpoint } from '../../lib/io/index.js';
 import { caseRange, runCases, type Outcome } from './child-lib.js';
 import { prng } from './mutate.js';
@@ -17,7 +18,7 @@ const FIX = join(import.meta.dirname, '..', 'fixtures');
 const A = native() as any;
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
 
-const rarCfg = { hiddenSize: 64, depth: 2, numHeads: 4, mlpDim: 256, seqLen: 16, codebookSize: 32, numClasses: 10, posEmbedRows: 16 + 1024, timestepRows: 16 + 100 };
+const rarCfg = { hiddenSize: 64, depth: 2, numHeads: 4, mlpDim: 256, seqLen: 16, codebookSize: 32, numClasses: 10, ...positionRows(16) };
 const N = rarCfg.seqLen;
 
 async function loaded(kind: 'rar' | 'vq'): Promise<unknown> {

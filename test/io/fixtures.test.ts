@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openCheckpoint, openNpz, readNpz } from '../../lib/io/index.js';
 import type { NpyArray } from '../../lib/io/index.js';
+import { generatorParamTable, positionRows, tokenizerParamTable } from '../../lib/config.js';
 
 const FIX = join(import.meta.dirname, '..', 'fixtures');
 
@@ -23,36 +24,20 @@ describe('rar-tiny/model.bin', () => {
         expect(info.dtype).toBe('float32');
         expect(info.numel).toBe(fwd.get(g)!.data.length);
       }
-      // MODEL.md shapes for C=64, depth 2, head dim 16, MLP 256, N=16, V=32, K=10
+      // The parameter table (src/model/rar_params.cc) for config.json's sizes is the
+      // official state dict: the same names, shapes and order as torch.save wrote.
       const cfg = JSON.parse(readFileSync(join(FIX, 'rar-tiny/config.json'), 'utf8'));
-      const C = cfg.hidden_size;
-      const N = cfg.image_seq_len;
-      const V = cfg.codebook_size;
-      const K = cfg.condition_num_classes;
-      const I = cfg.intermediate_size;
-      const D = C / cfg.num_attention_heads;
-      const expectShape: Record<string, number[]> = {
-        cls_token: [1, 1, C],
-        pos_embed: [1, N + 1024, C],
-        target_aware_pos_embed: [1, N + 1024, C],
-        timesteps_embeddings: [1, N + 100, C],
-        'embeddings.weight': [V + 1 + K + 1, C],
-        'adaln_before_head.adaLN_modulation.1.weight': [2 * C, C],
-        'lm_head.weight': [V, C],
-        'lm_head.bias': [V],
-      };
-      for (let i = 0; i < cfg.num_hidden_layers; i++) {
-        Object.assign(expectShape, {
-          [`blocks.${i}.attn.qkv.weight`]: [3 * C, C],
-          [`blocks.${i}.attn.q_norm.weight`]: [D],
-          [`blocks.${i}.attn.k_norm.bias`]: [D],
-          [`blocks.${i}.mlp.fc1.weight`]: [I, C],
-          [`blocks.${i}.mlp.fc2.weight`]: [C, I],
-          [`blocks.${i}.adaLN_modulation.1.weight`]: [6 * C, C],
-          [`blocks.${i}.adaLN_modulation.1.bias`]: [6 * C],
-        });
-      }
-      for (const [k, s] of Object.entries(expectShape)) expect(ck.tensors.get(k)?.shape, k).toEqual(s);
+      const table = generatorParamTable({
+        hiddenSize: cfg.hidden_size,
+        depth: cfg.num_hidden_layers,
+        numHeads: cfg.num_attention_heads,
+        mlpDim: cfg.intermediate_size,
+        seqLen: cfg.image_seq_len,
+        codebookSize: cfg.codebook_size,
+        numClasses: cfg.condition_num_classes,
+        ...positionRows(cfg.image_seq_len),
+      });
+      expect(table.map((p) => [p.name, p.shape])).toEqual([...ck.tensors].map(([k, t]) => [k, t.shape]));
     } finally {
       await ck.close();
     }
@@ -127,63 +112,21 @@ describe('vqgan-tiny/model.bin', () => {
     const ck = await openCheckpoint(join(FIX, 'vqgan-tiny/model.bin'));
     try {
       const cfg = JSON.parse(readFileSync(join(FIX, 'vqgan-tiny/config.json'), 'utf8'));
-      const H = cfg.hidden_channels;
-      const mult: number[] = cfg.channel_mult;
-      const Z = cfg.z_channels;
-      const R = cfg.num_res_blocks;
-      const L = mult.length;
-      const exp = new Map<string, number[]>();
-      const res = (p: string, cin: number, cout: number): void => {
-        exp.set(`${p}.norm1.weight`, [cin]);
-        exp.set(`${p}.norm1.bias`, [cin]);
-        exp.set(`${p}.conv1.weight`, [cout, cin, 3, 3]);
-        exp.set(`${p}.norm2.weight`, [cout]);
-        exp.set(`${p}.norm2.bias`, [cout]);
-        exp.set(`${p}.conv2.weight`, [cout, cout, 3, 3]);
-        // MaskGIT quirk (MODEL.md): nin_shortcut is applied to h (cout channels), not to x
-        if (cin !== cout) exp.set(`${p}.nin_shortcut.weight`, [cout, cout, 1, 1]);
-      };
-      // encoder
-      exp.set('encoder.conv_in.weight', [H, 3, 3, 3]);
-      let cin = H;
-      for (let i = 0; i < L; i++) {
-        const cout = H * mult[i]!;
-        for (let r = 0; r < R; r++) {
-          res(`encoder.down.${i}.block.${r}`, cin, cout);
-          cin = cout;
-        }
-      }
-      res('encoder.mid.0', cin, cin);
-      res('encoder.mid.1', cin, cin);
-      exp.set('encoder.norm_out.weight', [cin]);
-      exp.set('encoder.norm_out.bias', [cin]);
-      exp.set('encoder.conv_out.weight', [Z, cin, 1, 1]);
-      exp.set('encoder.conv_out.bias', [Z]);
-      // decoder
-      let c = H * mult[L - 1]!;
-      exp.set('decoder.conv_in.weight', [c, Z, 3, 3]);
-      exp.set('decoder.conv_in.bias', [c]);
-      res('decoder.mid.0', c, c);
-      res('decoder.mid.1', c, c);
-      for (let i = L - 1; i >= 0; i--) {
-        const cout = H * mult[i]!;
-        for (let r = 0; r < R; r++) {
-          res(`decoder.up.${i}.block.${r}`, c, cout);
-          c = cout;
-        }
-        if (i !== 0) {
-          exp.set(`decoder.up.${i}.upsample_conv.weight`, [c, c, 3, 3]);
-          exp.set(`decoder.up.${i}.upsample_conv.bias`, [c]);
-        }
-      }
-      exp.set('decoder.norm_out.weight', [c]);
-      exp.set('decoder.norm_out.bias', [c]);
-      exp.set('decoder.conv_out.weight', [3, c, 3, 3]);
-      exp.set('decoder.conv_out.bias', [3]);
-      exp.set('quantize.embedding.weight', [cfg.codebook_size, Z]);
-      const got = new Map([...ck.tensors].map(([k, v]) => [k, v.shape]));
-      expect([...got.keys()].sort()).toEqual([...exp.keys()].sort());
-      for (const [k, s] of exp) expect(got.get(k), k).toEqual(s);
+      // The parameter table (src/model/vqgan_params.cc) for config.json's sizes is the
+      // official state dict: the same names, shapes and order as torch.save wrote.
+      const table = tokenizerParamTable({
+        hiddenChannels: cfg.hidden_channels,
+        channelMult: cfg.channel_mult,
+        numResBlocks: cfg.num_res_blocks,
+        zChannels: cfg.z_channels,
+        codebookSize: cfg.codebook_size,
+        resolution: cfg.resolution,
+      });
+      expect(table.map((p) => [p.name, p.shape])).toEqual([...ck.tensors].map(([k, t]) => [k, t.shape]));
+      // MaskGIT quirk (MODEL.md): nin_shortcut is applied to h (cout channels), not to x
+      const nin = table.filter((p) => p.name.endsWith('nin_shortcut.weight'));
+      expect(nin.length).toBeGreaterThan(0);
+      for (const p of nin) expect(p.shape[0], p.name).toBe(p.shape[1]);
     } finally {
       await ck.close();
     }

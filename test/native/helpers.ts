@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native, type NativeModel, type NativeRarConfig, type NativeVqConfig } from '../../lib/native.js';
+import { positionRows } from '../../lib/config.js';
 import { openCheckpoint, readNpz, type NpyArray } from '../../lib/io/index.js';
 
 export const FIXTURES = join(fileURLToPath(new URL('.', import.meta.url)), '..', 'fixtures');
@@ -52,8 +53,7 @@ export function rarTinyConfig(): NativeRarConfig {
     seqLen: c.image_seq_len,
     codebookSize: c.codebook_size,
     numClasses: c.condition_num_classes,
-    posEmbedRows: c.image_seq_len + 1024,
-    timestepRows: c.image_seq_len + 100,
+    ...positionRows(c.image_seq_len),
   };
 }
 

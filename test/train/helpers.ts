@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { native } from '../../lib/native.js';
 import type { NpyArray } from '../../lib/io/index.js';
-import { GeneratorConfigSchema, type GeneratorConfig } from '../../lib/config.js';
+import { GeneratorConfigSchema, positionRows, type GeneratorConfig } from '../../lib/config.js';
 
 export const RAR_TINY = join(fileURLToPath(new URL('.', import.meta.url)), '..', 'fixtures', 'rar-tiny');
 export const hasTrainer = typeof (native() as unknown as { createTrainer?: unknown }).createTrainer === 'function';
@@ -22,8 +22,7 @@ export function tinyConfig(): GeneratorConfig {
     seqLen: c.image_seq_len,
     codebookSize: c.codebook_size,
     numClasses: c.condition_num_classes,
-    posEmbedRows: c.image_seq_len + 1024,
-    timestepRows: c.image_seq_len + 100,
+    ...positionRows(c.image_seq_len),
   });
 }
 
