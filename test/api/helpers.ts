@@ -4,6 +4,7 @@ import { readNpz, saveTorch } from '../../lib/io/index.js';
 import { numelOf, type HostTensor } from '../../lib/tensor.js';
 import { expectedGeneratorTensors, positionRows, type GeneratorConfig } from '../../lib/config.js';
 import { native } from '../../lib/native.js';
+import { createImage, type RgbImage } from '../../lib/image.js';
 
 export const FIX = join(import.meta.dirname, '..', 'fixtures');
 
@@ -37,4 +38,17 @@ export async function randomGeneratorFor16x16(file: string): Promise<void> {
     tensors.set(name, { dtype: 'float32', shape, data });
   }
   await saveTorch(file, tensors);
+}
+
+/** The input pattern of test/api/fixtures/image/make_image_fixtures.py (image and ten-crop tests). */
+export function pattern(w: number, h: number): RgbImage {
+  const img = createImage(w, h);
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++)
+      for (let c = 0; c < 3; c++) {
+        const n = (x * 73856093) ^ (y * 19349663) ^ (c * 83492791);
+        const ramp = (Math.floor((x * 255) / Math.max(1, w - 1)) + Math.floor((y * 255) / Math.max(1, h - 1)) + c * 85) % 256;
+        img.data[(y * w + x) * 3 + c] = ((n & 255) + ramp) >> 1;
+      }
+  return img;
 }

@@ -7,20 +7,10 @@ import { describe, expect, it } from 'vitest';
 import { readNpy } from '../../lib/io/index.js';
 import { centerCropArr, createImage, crop, fiveCropBoxes, flipHorizontal, tenCrop, tenCropArr, type RgbImage } from '../../lib/image.js';
 
+import { pattern } from './helpers.js';
+
 const DIR = join(import.meta.dirname, 'fixtures', 'image');
 
-/** The input pattern of make_image_fixtures.py (as in image.test.ts). */
-function pattern(w: number, h: number): RgbImage {
-  const img = createImage(w, h);
-  for (let y = 0; y < h; y++)
-    for (let x = 0; x < w; x++)
-      for (let c = 0; c < 3; c++) {
-        const n = (x * 73856093) ^ (y * 19349663) ^ (c * 83492791);
-        const ramp = (Math.floor((x * 255) / Math.max(1, w - 1)) + Math.floor((y * 255) / Math.max(1, h - 1)) + c * 85) % 256;
-        img.data[(y * w + x) * 3 + c] = ((n & 255) + ramp) >> 1;
-      }
-  return img;
-}
 
 /** Pixel (x, y) holds (x & 255, y & 255, (x >> 8) | (y >> 8) << 4), as make_tencrop_fixtures.py. */
 function coded(S: number): RgbImage {
