@@ -593,27 +593,12 @@ Napi::Array param_table_js(Napi::Env env, const std::vector<rargen::ParamSpec>& 
 // rarParamTable(config): the generator's parameter table (src/model/rar_params.h), in
 // state-dict order: [{name, shape, kind, init, decayed}]. lib/config.ts derives the
 // expected keys and shapes from it, lib/train/init.ts the initialisation and decay.
-// Only the sizes are checked (positive integers, hiddenSize % numHeads == 0); the
+// The config is checked as createRar checks it (get_rar_config); the
 // table is computed, nothing is allocated.
 Napi::Value RarParamTable(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsObject()) type_error(env, "rarParamTable: config must be an object");
-  Napi::Object c = info[0].As<Napi::Object>();
-  const std::string where = "rarParamTable config";
-  auto get = [&](const char* key) { return get_int(env, c, key, where, 1, 0x7fffffff); };
-  rargen::RarConfig cfg;
-  cfg.hidden = get("hiddenSize");
-  cfg.depth = get("depth");
-  cfg.heads = get("numHeads");
-  cfg.mlp = get("mlpDim");
-  cfg.seq_len = get("seqLen");
-  cfg.codebook = get("codebookSize");
-  cfg.classes = get("numClasses");
-  cfg.pos_rows = get("posEmbedRows");
-  cfg.ts_rows = get("timestepRows");
-  if (cfg.hidden % cfg.heads) range_error(env, where + ": hiddenSize must be divisible by numHeads");
-  if (cfg.depth > (1 << 16)) range_error(env, where + ": depth " + std::to_string(cfg.depth) + " is over 65536");
-  return param_table_js(env, rargen::rar_param_table(cfg));
+  return param_table_js(env, rargen::rar_param_table(get_rar_config(env, info[0].As<Napi::Object>(), "rarParamTable config")));
 }
 
 // vqParamTable(config): the tokenizer's parameter table (src/model/vqgan_params.h),
