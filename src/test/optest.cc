@@ -158,16 +158,24 @@ struct Target {
 
 std::vector<std::unique_ptr<Target>> g_targets;
 
+// Runs `run` on target t with its CPU kernel settings (portable kernels; Winograd off
+// where the target says and `winograd_flag`), then resets them and releases t's scratch.
+template <class R>
+R run_on(Target& t, const std::function<R(Target&)>& run, bool winograd_flag = true) {
+  cpu::force_portable(t.portable);
+  if (winograd_flag) cpu::disable_winograd(t.no_winograd);
+  R out = run(t);
+  cpu::force_portable(false);
+  if (winograd_flag) cpu::disable_winograd(false);
+  t.release();
+  return out;
+}
+
 // Runs `run` on every target; checks each against `ref`, and CUDA also against the CPU.
 void compare(const std::string& name, const Vec& ref, double tol, const std::function<Vec(Target&)>& run) {
   Vec cpu_out;
   for (auto& t : g_targets) {
-    cpu::force_portable(t->portable);
-    cpu::disable_winograd(t->no_winograd);
-    Vec out = run(*t);
-    cpu::force_portable(false);
-    cpu::disable_winograd(false);
-    t->release();
+    Vec out = run_on(*t, run);
     check(t->label + ": " + name, out, ref, tol);
     if (t->label == "cpu") cpu_out = out;
     else if (t->be->is_gpu() && !cpu_out.empty()) check(t->label + " vs cpu: " + name, out, cpu_out, tol);
@@ -209,12 +217,7 @@ void compare_rounded(const std::string& name, const Vec& ref, const Vec& bound, 
                      const std::function<Vec(Target&)>& run) {
   Vec cpu_out;
   for (auto& t : g_targets) {
-    cpu::force_portable(t->portable);
-    cpu::disable_winograd(t->no_winograd);
-    Vec out = run(*t);
-    cpu::force_portable(false);
-    cpu::disable_winograd(false);
-    t->release();
+    Vec out = run_on(*t, run);
     if (!t->be->is_gpu()) {
       check(t->label + ": " + name, out, ref, kTolF32);
       if (t->label == "cpu") cpu_out = out;
@@ -226,10 +229,7 @@ void compare_rounded(const std::string& name, const Vec& ref, const Vec& bound, 
 }
 void compare_ints(const std::string& name, const IVec& ref, const std::function<IVec(Target&)>& run) {
   for (auto& t : g_targets) {
-    cpu::force_portable(t->portable);
-    IVec out = run(*t);
-    cpu::force_portable(false);
-    t->release();
+    IVec out = run_on(*t, run, false);
     check_ints(t->label + ": " + name, out, ref);
   }
 }
@@ -831,10 +831,7 @@ void test_weight_roundtrip() {
 void compare_to_cpu(const std::string& name, double tol, const std::function<Vec(Target&)>& run) {
   Vec cpu_out;
   for (auto& t : g_targets) {
-    cpu::force_portable(t->portable);
-    Vec out = run(*t);
-    cpu::force_portable(false);
-    t->release();
+    Vec out = run_on(*t, run, false);
     if (t->label == "cpu") {
       cpu_out = out;
       g_checks++;
