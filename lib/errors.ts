@@ -48,3 +48,34 @@ export class NotDownloadedError extends Error {
     super(message);
   }
 }
+
+/** A lock file (lib/io/lock.ts) held by a process that may still run. */
+export class LockedError extends Error {
+  override name: string = 'LockedError';
+  readonly code: string = 'RARGEN_LOCKED';
+}
+
+/** Another process samples the same shard, or merges the same run (lib/sample). */
+export class SampleLockedError extends LockedError {
+  override name = 'SampleLockedError';
+  override readonly code = 'RARGEN_SAMPLE_LOCKED';
+}
+
+/** Not every image of a sampling run exists yet (mergeSamples). */
+export class SamplesIncompleteError extends Error {
+  override name = 'SamplesIncompleteError';
+  readonly code = 'RARGEN_SAMPLES_INCOMPLETE';
+  constructor(
+    message: string,
+    /** How many images are missing. */
+    readonly missing: number,
+  ) {
+    super(message);
+  }
+}
+
+/** A training checkpoint that cannot be written or read (lib/train/checkpoint.ts). */
+export class CheckpointError extends Error {
+  override name = 'CheckpointError';
+  readonly code = 'RARGEN_CHECKPOINT';
+}

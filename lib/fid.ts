@@ -14,7 +14,7 @@
 import { z } from 'zod';
 import { openNpz, type NpzFile, type NpyArray, type NpyHeader } from './io/index.js';
 import { RargenIOError } from './io/errors.js';
-import { parseOptions, ValidationError } from './generate.js';
+import { deviceSchema, fnSchema, intBetween, parseOptions, signalSchema, ValidationError } from './validate.js';
 import { findInceptionWeights, loadInception, InceptionV3, LOGITS_DIM, POOL3_DIM, SPATIAL_DIM } from './inception.js';
 import { native, type NativeFeatureStats } from './native.js';
 import type { DeviceSpec } from './device.js';
@@ -204,22 +204,15 @@ export interface EvaluateResult {
   device: string;
 }
 
-const intIn = (min: number, max: number) => {
-  const e = `integer between ${min} and ${max}`;
-  return z.number({ error: e }).int({ error: e }).min(min, { error: e }).max(max, { error: e });
-};
 const EvaluateOptionsSchema = z.strictObject({
   inception: z.union([z.string().min(1), z.instanceof(InceptionV3)], { error: 'a weights file path or an InceptionV3' }).optional(),
-  device: z
-    .string({ error: 'one of auto, cpu, cuda, cuda:N' })
-    .regex(/^(auto|cpu|cuda|cuda:\d+)$/, { error: 'one of auto, cpu, cuda, cuda:N' })
-    .optional(),
-  batchSize: intIn(1, 4096).optional(),
-  threads: intIn(0, 4096).optional(),
-  splitSize: intIn(1, 2 ** 31).optional(),
-  k: intIn(1, 1000).optional(),
-  onProgress: z.custom<(p: EvaluateProgress) => void>((v) => typeof v === 'function', { error: 'a function' }).optional(),
-  signal: z.custom<AbortSignal>((v) => v instanceof AbortSignal, { error: 'an AbortSignal' }).optional(),
+  device: deviceSchema.optional(),
+  batchSize: intBetween(1, 4096).optional(),
+  threads: intBetween(0, 4096).optional(),
+  splitSize: intBetween(1, 2 ** 31).optional(),
+  k: intBetween(1, 1000).optional(),
+  onProgress: fnSchema<(p: EvaluateProgress) => void>().optional(),
+  signal: signalSchema.optional(),
 });
 
 interface Activations {

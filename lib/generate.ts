@@ -34,104 +34,35 @@ import { IMAGENET_CLASSES, resolveClassName } from './classes.js';
 import { demoPaths, loadDemoInfo } from './demo/index.js';
 import { resolve as resolvePath } from 'node:path';
 
-// ---------------------------------------------------------------------------------
-// Validation: sharp-style messages, "Expected <what> for <option> but received <value>".
+import { ClassNameError } from './errors.js';
+import {
+  arrayLike,
+  boolSchema,
+  cancellable,
+  describeValue,
+  deviceSchema,
+  finiteAtLeast0,
+  fnSchema,
+  intAtLeast,
+  intBetween,
+  parseOptions,
+  pathSchema as pathString,
+  positiveNumber,
+  PrecisionSchema,
+  seedSchema,
+  signalSchema,
+  unitInterval,
+  ValidationError,
+  type Precision,
+} from './validate.js';
+// Re-exported: they were defined here before lib/validate.ts, and callers import them from here.
+export { describeValue, parseOptions, PrecisionSchema, ValidationError, type Precision };
 
-import { ClassNameError, ValidationError } from './errors.js';
-export { ValidationError };
-
-/** How a received value is shown in a message. */
-export function describeValue(v: unknown): string {
-  if (v === undefined) return 'undefined';
-  if (v === null) return 'null';
-  if (typeof v === 'number') return Object.is(v, -0) ? '-0' : String(v);
-  if (typeof v === 'bigint') return `${v}n`;
-  if (typeof v === 'string') return JSON.stringify(v.length > 60 ? v.slice(0, 60) + '...' : v);
-  if (typeof v === 'boolean') return String(v);
-  if (typeof v === 'function') return 'a function';
-  if (Array.isArray(v)) return `an array of length ${v.length}`;
-  if (ArrayBuffer.isView(v)) return `a ${v.constructor.name}`;
-  if (typeof v === 'object') {
-    const name = (v as object).constructor?.name;
-    return name && name !== 'Object' ? `a ${name}` : 'an object';
-  }
-  return String(v);
-}
-
-function formatPath(path: readonly PropertyKey[], root: string): string {
-  let s = '';
-  for (const p of path) {
-    if (typeof p === 'number') s += `[${p}]`;
-    else s += s ? `.${String(p)}` : String(p);
-  }
-  return s || root;
-}
-
-function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
-  let v: unknown = root;
-  for (const p of path) {
-    if (v === null || v === undefined) return undefined;
-    v = (v as Record<PropertyKey, unknown>)[p];
-  }
-  return v;
-}
-
-/**
- * Parses `input` with `schema`; on failure throws a ValidationError for the first
- * issue. Each schema check carries the expectation ("integer between 0 and 999") as
- * its message; the option path and the received value are added here.
- */
-export function parseOptions<T extends z.ZodType>(schema: T, input: unknown, fn: string, root = 'options'): z.output<T> {
-  const r = schema.safeParse(input);
-  if (r.success) return r.data;
-  const iss = r.error.issues[0]!;
-  if (iss.code === 'unrecognized_keys') {
-    const keys = (iss as { keys: string[] }).keys;
-    throw new ValidationError(`Unknown option${keys.length > 1 ? 's' : ''} ${keys.join(', ')} for ${fn}()`);
-  }
-  throw new ValidationError(`Expected ${iss.message} for ${formatPath(iss.path, root)} but received ${describeValue(valueAt(input, iss.path))}`);
-}
-
-/** A schema whose every check reports `expect`. */
-function num(expect: string) {
-  return z.number({ error: expect });
-}
-function intBetween(min: number, max: number) {
-  const e = `integer between ${min} and ${max}`;
-  return z.number({ error: e }).int({ error: e }).min(min, { error: e }).max(max, { error: e });
-}
-function intAtLeast(min: number) {
-  const e = `integer >= ${min}`;
-  return z.number({ error: e }).int({ error: e }).min(min, { error: e });
-}
-const finiteAtLeast0 = num('finite number >= 0').min(0, { error: 'finite number >= 0' });
-const positiveNumber = num('finite number > 0').gt(0, { error: 'finite number > 0' });
-const topPSchema = num('number greater than 0 and at most 1').gt(0, { error: 'number greater than 0 and at most 1' }).max(1, { error: 'number greater than 0 and at most 1' });
-const boolSchema = z.boolean({ error: 'boolean' });
-const SEED_MAX = 2n ** 64n - 1n;
-const seedSchema = z.custom<number | bigint>(
-  (v) => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) || (typeof v === 'bigint' && v >= 0n && v <= SEED_MAX),
-  { error: 'safe integer >= 0 or bigint between 0 and 2^64-1' },
-);
-const signalSchema = z.custom<AbortSignal>((v) => v instanceof AbortSignal, { error: 'an AbortSignal' });
-const fnSchema = <F>() => z.custom<F>((v) => typeof v === 'function', { error: 'a function' });
-const pathSchema = z.string({ error: 'a file path string' }).min(1, { error: 'a file path string' });
-export const PrecisionSchema = z.enum(['f32', 'f16', 'bf16'], { error: 'one of f32, f16, bf16' });
-export type Precision = z.infer<typeof PrecisionSchema>;
-const deviceSchema = z
-  .string({ error: 'one of auto, cpu, cuda, cuda:N' })
-  .regex(/^(auto|cpu|cuda|cuda:\d+)$/, { error: 'one of auto, cpu, cuda, cuda:N' }) as unknown as z.ZodType<DeviceSpec>;
+const pathSchema = pathString();
 const presetSchema = z.enum(PRESET_NAMES, { error: `one of ${PRESET_NAMES.join(', ')}` });
-
-/** Arrays and typed arrays become plain arrays before element checks. */
-function arrayLike<T extends z.ZodType>(el: T, expect: string) {
-  return z.preprocess((v) => (ArrayBuffer.isView(v) && !(v instanceof DataView) ? Array.from(v as unknown as ArrayLike<number>) : v), z.array(el, { error: expect }).min(1, { error: expect }));
-}
 
 // ---------------------------------------------------------------------------------
 // Models
-
-let nextJobId = 1;
 
 abstract class NativeModelHolder {
   #handle: NativeModel | undefined;
@@ -238,6 +169,11 @@ export class Tokenizer extends NativeModelHolder {
     return this.gridSize ** 2;
   }
 }
+
+/** A Generator argument (`a Generator from loadGenerator()`). */
+export const generatorSchema = z.custom<Generator>((v) => v instanceof Generator, { error: 'a Generator from loadGenerator()' });
+/** A Tokenizer argument (`a Tokenizer from loadTokenizer()`). */
+export const tokenizerSchema = z.custom<Tokenizer>((v) => v instanceof Tokenizer, { error: 'a Tokenizer from loadTokenizer()' });
 
 export interface LoadProgress {
   /** Tensors copied so far. */
@@ -418,35 +354,6 @@ export interface GenerateResult {
   images?: RgbImage[];
 }
 
-function abortError(signal: AbortSignal): DOMException {
-  const e = new DOMException('The operation was aborted', 'AbortError');
-  if (signal.reason !== undefined) Object.defineProperty(e, 'cause', { value: signal.reason, configurable: true, writable: true });
-  return e;
-}
-
-/**
- * Runs one native job under a signal: aborting calls native().cancel(jobId). Jobs that
- * cannot be interrupted (the tokenizer's vqDecode/vqEncode) run to the end of their
- * batch, and then the result is dropped: an aborted call always rejects with AbortError,
- * at the latest one batch after the abort.
- */
-async function cancellable<T>(signal: AbortSignal | undefined, job: (jobId: number) => Promise<T>): Promise<T> {
-  if (signal?.aborted) throw abortError(signal);
-  const jobId = nextJobId++;
-  const onAbort = () => native().cancel(jobId);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    const result = await job(jobId);
-    if (signal?.aborted) throw abortError(signal);
-    return result;
-  } catch (e) {
-    if (signal?.aborted) throw abortError(signal);
-    throw e;
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
-}
-
 /** options with class names in classLabels replaced by their ids (the generator's classNames). */
 function withClassIds(options: GenerateOptions, gen: Generator): GenerateOptions {
   const labels = (options as { classLabels?: unknown }).classLabels;
@@ -472,8 +379,8 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
   const base = parseOptions(
     z.looseObject(
       {
-        generator: z.custom<Generator>((v) => v instanceof Generator, { error: 'a Generator from loadGenerator()' }),
-        tokenizer: z.custom<Tokenizer>((v) => v instanceof Tokenizer, { error: 'a Tokenizer from loadTokenizer()' }).optional(),
+        generator: generatorSchema,
+        tokenizer: tokenizerSchema.optional(),
       },
       { error: 'an options object' },
     ),
@@ -492,7 +399,7 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
     temperature: positiveNumber.optional(),
     seed: seedSchema.optional(),
     topK: intAtLeast(0).optional(),
-    topP: topPSchema.optional(),
+    topP: unitInterval.optional(),
     greedy: boolSchema.optional(),
     batchSize: intAtLeast(1).optional(),
     indexOffset: intAtLeast(0).max(Number.MAX_SAFE_INTEGER, { error: 'integer >= 0' }).optional(),
@@ -596,7 +503,7 @@ export interface BatchOptions {
 
 /** Decodes token sequences to 8-bit RGB images (clamped, x255, truncated). */
 export async function decode(tokenizer: Tokenizer, tokens: TokenBatch, options: BatchOptions = {}): Promise<RgbImage[]> {
-  const tok = parseOptions(z.custom<Tokenizer>((v) => v instanceof Tokenizer, { error: 'a Tokenizer from loadTokenizer()' }), tokenizer, 'decode', 'tokenizer');
+  const tok = parseOptions(tokenizerSchema, tokenizer, 'decode', 'tokenizer');
   const o = parseOptions(BatchOptionsSchema, options, 'decode');
   tok.handle('decode');
   const flat = checkTokens(tok, tokens);
@@ -616,7 +523,7 @@ export async function decode(tokenizer: Tokenizer, tokens: TokenBatch, options: 
 
 /** Encodes RGB images (each resolution x resolution) to token sequences. */
 export async function encode(tokenizer: Tokenizer, images: readonly RgbImage[], options: BatchOptions = {}): Promise<Int32Array[]> {
-  const tok = parseOptions(z.custom<Tokenizer>((v) => v instanceof Tokenizer, { error: 'a Tokenizer from loadTokenizer()' }), tokenizer, 'encode', 'tokenizer');
+  const tok = parseOptions(tokenizerSchema, tokenizer, 'encode', 'tokenizer');
   const o = parseOptions(BatchOptionsSchema, options, 'encode');
   tok.handle('encode');
   if (!Array.isArray(images) || images.length === 0) throw new ValidationError(`Expected a non-empty array of RGB images for images but received ${describeValue(images)}`);

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { openCheckpoint } from './io/index.js';
 import { resolveDevice, type DeviceSpec } from './device.js';
-import { parseOptions, ValidationError } from './generate.js';
+import { deviceSchema, intBetween, parseOptions, ValidationError } from './validate.js';
 import { native, type NativeInception } from './native.js';
 import { shapeToString, type Checkpoint } from './tensor.js';
 
@@ -60,13 +60,9 @@ function howToGetWeights(env: NodeJS.ProcessEnv): string {
   );
 }
 
-const deviceSchema = z
-  .string({ error: 'one of auto, cpu, cuda, cuda:N' })
-  .regex(/^(auto|cpu|cuda|cuda:\d+)$/, { error: 'one of auto, cpu, cuda, cuda:N' }) as unknown as z.ZodType<DeviceSpec>;
-
 const LoadInceptionOptionsSchema = z.strictObject({
   device: deviceSchema.optional(),
-  threads: z.number({ error: 'integer between 0 and 4096' }).int({ error: 'integer between 0 and 4096' }).min(0, { error: 'integer between 0 and 4096' }).max(4096, { error: 'integer between 0 and 4096' }).optional(),
+  threads: intBetween(0, 4096).optional(),
 });
 
 export interface LoadInceptionOptions {

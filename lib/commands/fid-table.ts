@@ -10,7 +10,7 @@ import { basename, join, resolve } from 'node:path';
 import { evaluateNpz, type EvaluateProgress, type EvaluateResult } from '../fid.js';
 import { findInceptionWeights } from '../inception.js';
 import { DeviceSpecSchema, type DeviceSpec } from '../device.js';
-import { AtomicFile, writeFully } from '../io/file.js';
+import { writeFileAtomic } from '../io/file.js';
 import { PAPER_ARXIV, PAPER_MODELS, PAPER_NUM_SAMPLES, REFERENCE_BATCH, type PaperModel } from '../paper.js';
 import { ProgressBar } from '../progress.js';
 import { intOption, note, parseCommandArgs, UsageError } from './_shared.js';
@@ -105,14 +105,7 @@ async function readCache(path: string): Promise<CacheEntry[]> {
 }
 
 async function writeCache(path: string, entries: CacheEntry[]): Promise<void> {
-  const f = await AtomicFile.create(path);
-  try {
-    await writeFully(f.fh, Buffer.from(JSON.stringify({ format: 'rargen-fid-cache/1', entries } satisfies CacheFile, null, 1) + '\n'), 0);
-    await f.commit();
-  } catch (e) {
-    await f.abort();
-    throw e;
-  }
+  await writeFileAtomic(path, JSON.stringify({ format: 'rargen-fid-cache/1', entries } satisfies CacheFile, null, 1) + '\n');
 }
 
 export interface TableOptions {

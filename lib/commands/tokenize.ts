@@ -215,7 +215,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     bar.finish();
     if (bad.length === samples.length) throw new Error(`none of the ${samples.length} images could be read; ${outFile} is left as it was`);
-    await out.commit();
+    await out.commit(true);
     committed = true;
     const good = samples.length - bad.length;
     if (bad.length) note(`rargen: skipped ${bad.length} of ${samples.length} images that could not be read (listed above)`);

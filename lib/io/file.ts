@@ -1,9 +1,10 @@
 // Positional file access (fs FileHandle.read/write at an offset). Checkpoints are up to
 // ~6 GB and npz archives of samples ~10 GB: nothing here ever reads a whole file;
 // callers read exactly the (offset, length) ranges an index tells them about.
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ioFail, RargenIOError } from './errors.js';
+import { pidAlive } from './lock.js';
 
 /** Largest single read/write request (Linux caps one syscall at 0x7ffff000 bytes). */
 const MAX_IO = 1 << 30;
@@ -80,11 +81,6 @@ export function bytesOf(v: ArrayBufferView): Uint8Array {
   return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
 }
 
-/**
- * A file written under a temporary name next to its final path and renamed into place
- * by commit(), so a killed run never leaves a half-written file at the final path
- * (only a `.<name>.tmp-*` file beside it).
- */
 /** Temp files of AtomicFiles open in this process (absolute paths). */
 const liveTemps = new Set<string>();
 
@@ -97,6 +93,11 @@ export function isLiveTempFile(path: string): boolean {
   return liveTemps.has(resolve(path));
 }
 
+/**
+ * A file written under a temporary name next to its final path (`.<name>.tmp-<pid>-<rand>`)
+ * and renamed into place by commit() after an fsync, so a killed run never leaves a
+ * half-written file at the final path.
+ */
 export class AtomicFile {
   private constructor(
     readonly path: string,
@@ -118,11 +119,17 @@ export class AtomicFile {
     return new AtomicFile(path, tempPath, fh);
   }
 
-  async commit(): Promise<void> {
+  /**
+   * fsyncs the data, renames the temp file to the final path and, with `sync`, fsyncs
+   * the folder so that the rename survives a crash (callers writing many files into one
+   * folder sync it once, with syncDir, after the last).
+   */
+  async commit(sync = false): Promise<void> {
     await this.fh.datasync();
     await this.fh.close();
     await rename(this.tempPath, this.path);
     liveTemps.delete(resolve(this.tempPath));
+    if (sync) await syncDir(dirname(this.path));
   }
 
   async abort(): Promise<void> {
@@ -137,5 +144,55 @@ export class AtomicFile {
       /* already gone */
     }
     liveTemps.delete(resolve(this.tempPath));
+  }
+}
+
+/**
+ * Writes `data` to `path` atomically: a temp file beside it, fsynced and renamed (see
+ * AtomicFile), then, unless `sync` is false, the folder fsynced. The one atomic write of
+ * rargen (run files, manifests, PNGs, caches, training state).
+ */
+export async function writeFileAtomic(path: string, data: Uint8Array | string, sync = true): Promise<void> {
+  const f = await AtomicFile.create(path);
+  try {
+    await writeFully(f.fh, typeof data === 'string' ? Buffer.from(data, 'utf8') : data, 0);
+    await f.commit(sync);
+  } catch (e) {
+    await f.abort();
+    throw e;
+  }
+}
+
+/** fsyncs a folder so that renames in it survive a crash (best effort: some filesystems cannot fsync a folder). */
+export async function syncDir(dir: string): Promise<void> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(dir, 'r');
+    await fh.sync();
+  } catch {
+    /* some filesystems cannot fsync a folder; the rename is still atomic */
+  } finally {
+    await fh?.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Deletes the AtomicFile temp files (`.<name>.tmp-<pid>-*`, `name` starting with
+ * `prefix`) in `dir` of processes no longer alive. A temp file with our own pid is stale
+ * unless this process has it open (a restarted container runs as the same PID 1).
+ */
+export async function removeStaleTemps(dir: string, prefix = ''): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const m = /^\.(.+)\.tmp-(\d+)-[a-z0-9]*$/.exec(n);
+    if (!m || !m[1]!.startsWith(prefix)) continue;
+    const pid = Number(m[2]);
+    const stale = pid === process.pid ? !isLiveTempFile(join(dir, n)) : !pidAlive(pid);
+    if (stale) await unlink(join(dir, n)).catch(() => undefined);
   }
 }

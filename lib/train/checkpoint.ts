@@ -15,21 +15,20 @@
 // folder (removed by the next save), so the newest `checkpoint-*` folder is always
 // complete, and so is the one before it. Older checkpoints beyond `keepLast` are
 // deleted only after the new one is in place.
-import { mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openSafetensors, openTorchZip, saveSafetensors, saveTorch } from '../io/index.js';
+import { syncDir, writeFileAtomic } from '../io/file.js';
+import { CheckpointError } from '../errors.js';
 import type { DataState } from './data.js';
+
+export { CheckpointError };
 
 export const CHECKPOINT_FORMAT = 'rargen-train-checkpoint';
 export const CHECKPOINT_VERSION = 1;
 export const MODEL_FILE = join('unwrapped_model', 'pytorch_model.bin');
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const STATE_FILE = 'state.json';
-
-export class CheckpointError extends Error {
-  override name = 'CheckpointError';
-  readonly code = 'RARGEN_CHECKPOINT';
-}
 
 /** One parameter (or moment) tensor: float32, C order. */
 export interface NamedTensor {
@@ -83,7 +82,7 @@ export async function saveCheckpoint(outputDir: string, c: CheckpointContents, o
     if (p.data.length !== p.shape.reduce((a, b) => a * b, 1)) throw new CheckpointError(`saveCheckpoint: ${name} has ${p.data.length} values for shape [${p.shape}]`);
   }
   await mkdir(outputDir, { recursive: true });
-  await removeStaleTemps(outputDir);
+  await removeStaleCheckpoints(outputDir);
   const finalDir = join(outputDir, checkpointDirName(step));
   const tmp = join(outputDir, `.${checkpointDirName(step)}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
   await mkdir(join(tmp, 'unwrapped_model'), { recursive: true });
@@ -100,7 +99,7 @@ export async function saveCheckpoint(outputDir: string, c: CheckpointContents, o
     await saveSafetensors(join(tmp, OPTIMIZER_FILE), moments, { metadata: { format: 'pt', step: String(step) } });
     await opts.onStage?.('state');
     const stateJson = JSON.stringify({ format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, ...c.state }, null, 1);
-    await writeSynced(join(tmp, STATE_FILE), stateJson);
+    await writeFileAtomic(join(tmp, STATE_FILE), stateJson, false);
     await syncDir(tmp);
     await opts.onStage?.('rename');
     // Replacing a checkpoint of the same step: move the old one aside first.
@@ -189,7 +188,7 @@ export async function loadCheckpoint(dir: string): Promise<CheckpointContents> {
   return { params, expAvg, expAvgSq, state };
 }
 
-async function removeStaleTemps(outputDir: string): Promise<void> {
+async function removeStaleCheckpoints(outputDir: string): Promise<void> {
   for (const n of await readdir(outputDir)) {
     if (/^\.checkpoint-\d+\.(tmp|old)-/.test(n)) {
       // Only other processes' leftovers (or ours from a failed save): a live
@@ -208,32 +207,7 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
-async function writeSynced(path: string, text: string): Promise<void> {
-  const fh = await open(path, 'w');
-  try {
-    await fh.writeFile(text, 'utf8');
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  try {
-    const fh = await open(dir, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  } catch {
-    /* some filesystems refuse fsync on directories; the rename is still atomic */
-  }
-}
-
 /** Writes a small text file next to the checkpoints (config.yaml), atomically. */
 export async function writeTextAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, text, 'utf8');
-  await rename(tmp, path);
+  await writeFileAtomic(path, text);
 }

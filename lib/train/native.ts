@@ -20,6 +20,7 @@ import {
 } from '../native.js';
 import type { GeneratorConfig } from '../config.js';
 import { toNativeRarConfig } from '../config.js';
+import { describeValue, ValidationError } from '../validate.js';
 
 export type {
   NativeOptimizerOptions,
@@ -47,7 +48,7 @@ export function trainAddon(): TrainAddon {
 }
 
 function checkProb(v: number, what: string): void {
-  if (!(typeof v === 'number' && v >= 0 && v < 1)) throw new RangeError(`Expected ${what} in [0, 1) but received ${v}`);
+  if (!(typeof v === 'number' && v >= 0 && v < 1)) throw new ValidationError(`Expected a number in [0, 1) for ${what} but received ${describeValue(v)}`);
 }
 
 /** A native trainer with argument checks on every call. */
@@ -70,13 +71,13 @@ export class Trainer {
   }
 
   private get h(): NativeTrainer {
-    if (!this.handle) throw new Error('rargen: the trainer was freed');
+    if (!this.handle) throw new ValidationError('rargen: the trainer was freed');
     return this.handle;
   }
 
   shapeOf(name: string): number[] {
     const i = this.index.get(name);
-    if (i === undefined) throw new RangeError(`Expected a generator parameter name (e.g. ${this.info.names.slice(0, 3).join(', ')}) but received ${JSON.stringify(name)}`);
+    if (i === undefined) throw new ValidationError(`Expected a generator parameter name (e.g. ${this.info.names.slice(0, 3).join(', ')}) but received ${describeValue(name)}`);
     return this.info.shapes[i]!;
   }
 
@@ -84,9 +85,9 @@ export class Trainer {
     const want = this.shapeOf(name);
     const n = want.reduce((a, b) => a * b, 1);
     if (shape && (shape.length !== want.length || shape.some((d, i) => d !== want[i])))
-      throw new RangeError(`Expected ${name} of shape [${want}] but received [${shape}]`);
+      throw new ValidationError(`Expected shape [${want}] for ${name} but received [${shape}]`);
     if (!(data instanceof Float32Array) || data.length !== n)
-      throw new RangeError(`Expected a Float32Array of ${n} values for ${kind} ${name} but received ${data?.length}`);
+      throw new ValidationError(`Expected a Float32Array of ${n} values for ${kind} ${name} but received ${data instanceof Float32Array ? `${data.length} values` : describeValue(data)}`);
     this.addon.trainSetTensor(this.h, kind, name, data);
   }
 
@@ -98,28 +99,28 @@ export class Trainer {
   async forwardBackward(b: NativeTrainBatch): Promise<NativeTrainResult> {
     const { seqLen: N, codebookSize: V, numClasses: K } = this.config;
     const B = b.condition.length;
-    if (B < 1) throw new RangeError('Expected at least one sample in the batch');
-    if (b.ids.length !== B * N) throw new RangeError(`Expected ids of ${B} x ${N} tokens but received ${b.ids.length}`);
-    if (b.orders.length !== B * N) throw new RangeError(`Expected orders of ${B} x ${N} but received ${b.orders.length}`);
+    if (B < 1) throw new ValidationError('Expected at least one sample for condition but received none');
+    if (b.ids.length !== B * N) throw new ValidationError(`Expected ${B} x ${N} tokens for ids but received ${b.ids.length}`);
+    if (b.orders.length !== B * N) throw new ValidationError(`Expected ${B} x ${N} positions for orders but received ${b.orders.length}`);
     for (let i = 0; i < b.ids.length; i++)
-      if (!(b.ids[i]! >= 0 && b.ids[i]! < V)) throw new RangeError(`Expected tokens between 0 and ${V - 1} but received ${b.ids[i]} at ids[${i}]`);
+      if (!(b.ids[i]! >= 0 && b.ids[i]! < V)) throw new ValidationError(`Expected a token between 0 and ${V - 1} for ids[${i}] but received ${b.ids[i]}`);
     for (let i = 0; i < B; i++) {
       const c = b.condition[i]!;
-      if (!(c >= V + 1 && c <= V + K + 1)) throw new RangeError(`Expected condition[${i}] between ${V + 1} and ${V + K + 1} but received ${c}`);
+      if (!(c >= V + 1 && c <= V + K + 1)) throw new ValidationError(`Expected a class embedding index between ${V + 1} and ${V + K + 1} for condition[${i}] but received ${c}`);
       const seen = new Uint8Array(N);
       for (let k = 0; k < N; k++) {
         const o = b.orders[i * N + k]!;
-        if (!(o >= 0 && o < N) || seen[o]) throw new RangeError(`Expected orders row ${i} to be a permutation of 0..${N - 1}`);
+        if (!(o >= 0 && o < N) || seen[o]) throw new ValidationError(`Expected a permutation of 0..${N - 1} for orders row ${i} but received ${o} at position ${k}${seen[o] ? ' a second time' : ''}`);
         seen[o] = 1;
       }
     }
-    if (!(b.lossScale > 0 && Number.isFinite(b.lossScale))) throw new RangeError(`Expected lossScale > 0 but received ${b.lossScale}`);
+    if (!(b.lossScale > 0 && Number.isFinite(b.lossScale))) throw new ValidationError(`Expected a finite number > 0 for lossScale but received ${describeValue(b.lossScale)}`);
     return this.addon.trainForwardBackward(this.h, b);
   }
 
   async optimizerStep(o: NativeOptimizerOptions): Promise<{ gradNorm: number }> {
-    if (!(o.lr >= 0 && Number.isFinite(o.lr))) throw new RangeError(`Expected lr >= 0 but received ${o.lr}`);
-    if (!Number.isInteger(o.step) || o.step < 1) throw new RangeError(`Expected an AdamW step >= 1 but received ${o.step}`);
+    if (!(o.lr >= 0 && Number.isFinite(o.lr))) throw new ValidationError(`Expected a finite number >= 0 for lr but received ${describeValue(o.lr)}`);
+    if (!Number.isInteger(o.step) || o.step < 1) throw new ValidationError(`Expected an integer >= 1 for the AdamW step but received ${describeValue(o.step)}`);
     return this.addon.trainOptimizerStep(this.h, { ...o, maxGradNorm: o.maxGradNorm ?? 0 });
   }
 

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateSync, inflateSync } from 'node:zlib';
 import { readNpy } from '../../lib/io/index.js';
+import { tableCrc32 as crc } from '../../lib/io/crc32.js';
 import {
   centerCropArr,
   createImage,
@@ -100,20 +101,15 @@ describe('PNG', () => {
   it('reads interlaced (Adam7) PNGs', () => {
     // Build an interlaced 8-bit RGB PNG by hand from the pattern.
     const img = pattern(11, 9);
-    const passes = [
-      [0, 0, 8, 8],
-      [4, 0, 8, 8],
-      [0, 4, 4, 8],
-      [2, 0, 4, 4],
-      [0, 2, 2, 4],
-      [1, 0, 2, 2],
-      [0, 1, 1, 2],
-    ];
+    // The PNG specification's Adam7 pattern: the pass (1..7) of each pixel of an 8x8 tile.
+    // Written in the spec's form, not as lib/png.ts's (x0, y0, dx, dy) table, so that a
+    // wrong table there would fail here.
+    const tile = ['16462646', '77777777', '56565656', '77777777', '36463646', '77777777', '56565656', '77777777'];
     const parts: number[] = [];
-    for (const [x0, y0, dx, dy] of passes) {
-      for (let y = y0!; y < 9; y += dy!) {
+    for (let pass = 1; pass <= 7; pass++) {
+      for (let y = 0; y < 9; y++) {
         const row: number[] = [];
-        for (let x = x0!; x < 11; x += dx!) row.push(...img.data.subarray((y * 11 + x) * 3, (y * 11 + x) * 3 + 3));
+        for (let x = 0; x < 11; x++) if (Number(tile[y % 8]![x % 8]) === pass) row.push(...img.data.subarray((y * 11 + x) * 3, (y * 11 + x) * 3 + 3));
         if (row.length) parts.push(0, ...row);
       }
     }
@@ -121,14 +117,6 @@ describe('PNG', () => {
     // Swap IDAT and the interlace flag of our own encoder's output.
     const ihdr = Buffer.from(plain.subarray(8, 33));
     ihdr[8 + 12] = 1;
-    const crc = (b: Buffer) => {
-      let c = ~0 >>> 0;
-      for (const v of b) {
-        c ^= v;
-        for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-      }
-      return ~c >>> 0;
-    };
     ihdr.writeUInt32BE(crc(ihdr.subarray(4, 21)), 21);
     const data = deflateSync(Buffer.from(parts));
     const idat = Buffer.alloc(12 + data.length);
