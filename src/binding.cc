@@ -1,12 +1,12 @@
 // N-API entry point (the NativeAddon contract of lib/native.ts). Each exported
 // function validates its arguments again (the TypeScript layer has already validated
-// them), copies them into plain structs and, for long work, runs on a worker thread
-// (Napi::AsyncProgressWorker) returning a promise; the worker never touches JS
-// values. rargen::Error and other C++ exceptions become JS errors.
+// them), copies them into plain structs and, for long work, runs a napi::Job on a
+// worker thread returning a promise; the worker never touches JS values. rargen::Error
+// and other C++ exceptions become JS errors.
 //
-// A model handle is a `RargenModel` object (Napi::ObjectWrap) owning a shared
-// ModelState; a running job holds a reference to that state, so neither GC nor
-// free() can pull the weights from under it, and a model runs one job at a time.
+// A model handle is a napi handle (src/napi_util.h: a type-tagged External) owning a
+// shared ModelState; a running job holds that state, so neither GC nor free() can
+// pull the weights from under it, and a model runs one job at a time.
 #include <napi.h>
 
 #include <atomic>
@@ -50,55 +50,31 @@ const char* const kNoCudaDetail =
 
 // ---------------- models ----------------
 
-struct ModelState {
+struct ModelState : NativeObject {
+  static constexpr napi_type_tag kTag = tags::kModel;
+  static constexpr const char* kKind = "model";
+  static constexpr const char* kWhat = "a model from createRar() or createVq()";
   std::unique_ptr<rargen::Rar> rar;
   std::unique_ptr<rargen::Vq> vq;
   std::string device;
-  std::atomic<bool> busy{false};
-  bool freed = false;
   bool finalized = false;
   rargen::ParamTable& params() { return rar ? rar->params() : vq->params(); }
 };
 
-class RargenModel : public Napi::ObjectWrap<RargenModel> {
- public:
-  // The constructor lives in the env's instance data (one per Node environment, so
-  // worker_threads each get their own).
-  static Napi::Function Define(Napi::Env env) {
-    Napi::Function f = DefineClass(env, "RargenModel", {});
-    env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(f)));
-    return f;
-  }
-  static Napi::FunctionReference& ctor(Napi::Env env) { return *env.GetInstanceData<Napi::FunctionReference>(); }
-  explicit RargenModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RargenModel>(info) {
-    info.This().As<Napi::Object>().TypeTag(&tags::kModel);
-  }
-  std::shared_ptr<ModelState> state = std::make_shared<ModelState>();
-};
-
-// A RargenModel of this env, by its type tag (not just the prototype chain:
-// Object.create(RargenModel.prototype) passes instanceof but wraps no native model).
-bool is_model(Napi::Env env, const Napi::Value& v) {
-  return v.IsObject() && v.As<Napi::Object>().CheckTypeTag(&tags::kModel) &&
-         v.As<Napi::Object>().InstanceOf(RargenModel::ctor(env).Value());
-}
-
 enum class Want { Any, Rar, Vq };
 
-// The model's state, checked: a RargenModel, not freed, of the wanted kind, idle.
+// The model's state, checked: a model handle, not freed, idle, of the wanted kind.
 std::shared_ptr<ModelState> model_arg(Napi::Env env, const Napi::Value& v, const char* fn, Want want,
                                       bool need_finalized) {
-  if (!is_model(env, v))
-    type_error(env, std::string(fn) + ": the first argument must be a model from createRar() or createVq()");
-  auto st = RargenModel::Unwrap(v.As<Napi::Object>())->state;
-  if (st->freed) throw Napi::Error::New(env, std::string("rargen: ") + fn + ": this model was freed");
+  auto st = handle_arg<ModelState>(env, v, fn, Use::Idle, "model");
   if (want == Want::Rar && !st->rar)
-    type_error(env, std::string(fn) + ": expected a generator model (createRar) but received a tokenizer (createVq)");
+    throw Napi::TypeError::New(env, std::string("rargen.") + fn +
+                                        ": Expected a generator model (from createRar()) for model but received a "
+                                        "tokenizer (from createVq())");
   if (want == Want::Vq && !st->vq)
-    type_error(env, std::string(fn) + ": expected a tokenizer model (createVq) but received a generator (createRar)");
-  if (st->busy.load())
-    throw Napi::Error::New(env, std::string("rargen: ") + fn +
-                                    ": the model is busy with another job (one job at a time per model; await it first)");
+    throw Napi::TypeError::New(env, std::string("rargen.") + fn +
+                                        ": Expected a tokenizer model (from createVq()) for model but received a "
+                                        "generator (from createRar())");
   if (need_finalized && !st->finalized)
     throw Napi::Error::New(env, std::string("rargen: ") + fn +
                                     ": the model is not finalized: set every weight, then call finalize()");
@@ -122,15 +98,14 @@ Napi::Value CreateRar(const Napi::CallbackInfo& info) {
   else range_error(env, "createRar: weightDtype must be 'f32', 'f16' or 'bf16' but received '" + dt + "'");
   std::string device = info[1].As<Napi::String>().Utf8Value();
   Backend* be = backend_for(env, device, kNoCudaDetail);
-  Napi::Object obj = RargenModel::ctor(env).New({});
-  auto st = RargenModel::Unwrap(obj)->state;
+  auto st = std::make_shared<ModelState>();
   try {
     st->rar = std::make_unique<rargen::Rar>(be, cfg, dtype);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
   st->device = device;
-  return obj;
+  return make_handle(env, st);
 }
 
 // The VqConfig fields of a JS config object (createVq, vqParamTable).
@@ -163,15 +138,14 @@ Napi::Value CreateVq(const Napi::CallbackInfo& info) {
   rargen::VqConfig cfg = vq_config_arg(env, c, "createVq config");
   std::string device = info[1].As<Napi::String>().Utf8Value();
   Backend* be = backend_for(env, device, kNoCudaDetail);
-  Napi::Object obj = RargenModel::ctor(env).New({});
-  auto st = RargenModel::Unwrap(obj)->state;
+  auto st = std::make_shared<ModelState>();
   try {
     st->vq = std::make_unique<rargen::Vq>(be, cfg);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
   st->device = device;
-  return obj;
+  return make_handle(env, st);
 }
 
 Napi::Value SetWeight(const Napi::CallbackInfo& info) {
@@ -224,103 +198,14 @@ Napi::Value Finalize(const Napi::CallbackInfo& info) {
 
 Napi::Value Free(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!is_model(env, info[0])) type_error(env, "free: the argument must be a model from createRar() or createVq()");
-  auto st = RargenModel::Unwrap(info[0].As<Napi::Object>())->state;
-  if (st->freed) return env.Undefined();  // idempotent
-  if (st->busy.load())
-    throw Napi::Error::New(env, "rargen: free: the model is busy with a job; await it (or cancel it) before freeing");
+  auto st = handle_state<ModelState>(info[0]);
+  if (st && st->freed) return env.Undefined();  // idempotent
+  st = handle_arg<ModelState>(env, info[0], "free", Use::Idle, "model");
   st->rar.reset();
   st->vq.reset();
   st->freed = true;
   return env.Undefined();
 }
-
-// ---------------- async jobs ----------------
-
-struct ProgressMsg {
-  double done, total;
-};
-
-std::mutex g_jobs_mutex;
-std::map<double, std::shared_ptr<std::atomic<bool>>> g_jobs;
-
-// Runs `work` on a worker thread holding the model busy; resolves with `result`
-// (built on the main thread) or rejects with the error message.
-class Job : public PromiseWorkerBase<Napi::AsyncProgressWorker<ProgressMsg>> {
- public:
-  using Work = std::function<void(Job&)>;
-
-  Job(Napi::Env env, std::shared_ptr<ModelState> st, Work work, Result result)
-      : PromiseWorkerBase(env, "rargen", std::move(result)), st_(std::move(st)), work_(std::move(work)) {
-    st_->busy.store(true);
-  }
-  ~Job() override { unregister(); }
-
-  void set_progress_callback(Napi::Function f) { progress_cb_ = Napi::Persistent(f); }
-  void set_job_id(double id) {
-    job_id_ = id;
-    cancel_ = std::make_shared<std::atomic<bool>>(false);
-    std::lock_guard<std::mutex> lk(g_jobs_mutex);
-    g_jobs[id] = cancel_;
-  }
-  const std::atomic<bool>* cancel_flag() const { return cancel_.get(); }
-  void report(int64_t done, int64_t total) {
-    if (progress_ && !progress_cb_.IsEmpty()) {
-      ProgressMsg m{static_cast<double>(done), static_cast<double>(total)};
-      progress_->Send(&m, 1);
-    }
-  }
-
- protected:
-  void Execute(const ExecutionProgress& progress) override {
-    progress_ = &progress;
-    run([this] { work_(*this); }, "rargen: unknown native error");
-    progress_ = nullptr;
-  }
-  void OnProgress(const ProgressMsg* data, size_t count) override {
-    if (count == 0 || progress_cb_.IsEmpty()) return;
-    Napi::Env env = Env();
-    try {
-      progress_cb_.Call({Napi::Number::New(env, data[count - 1].done), Napi::Number::New(env, data[count - 1].total)});
-    } catch (const Napi::Error&) {
-      // An exception thrown by the progress callback must not kill the job.
-    }
-  }
-  void OnOK() override {
-    finish();
-    resolve();
-  }
-  void OnError(const Napi::Error& e) override {
-    finish();
-    Napi::Env env = Env();
-    std::string msg = e.Message();
-    Napi::Error err = Napi::Error::New(env, msg);
-    if (msg.find("generation cancelled") != std::string::npos) {
-      err.Set("name", Napi::String::New(env, "AbortError"));
-      err.Set("code", Napi::String::New(env, "ABORT_ERR"));
-    }
-    reject(err.Value());
-  }
-
- private:
-  void finish() {
-    unregister();
-    st_->busy.store(false);
-  }
-  void unregister() {
-    if (!cancel_) return;
-    std::lock_guard<std::mutex> lk(g_jobs_mutex);
-    auto it = g_jobs.find(job_id_);
-    if (it != g_jobs.end() && it->second == cancel_) g_jobs.erase(it);
-  }
-
-  std::shared_ptr<ModelState> st_;
-  Work work_;
-  Napi::FunctionReference progress_cb_;
-  const ExecutionProgress* progress_ = nullptr;
-  std::shared_ptr<std::atomic<bool>> cancel_;
-  double job_id_ = 0;
-};
 
 // Checks ids (B*N tokens) and condition (B embedding indices) of a generator.
 int check_rar_inputs(Napi::Env env, const rargen::RarConfig& c, const char* fn, const std::vector<int32_t>& ids,
@@ -360,9 +245,11 @@ Napi::Value RarForward(const Napi::CallbackInfo& info) {
     }
   }
   auto out = std::make_shared<std::vector<float>>();
-  return queue(new Job(
-      env, st, [=](Job&) { *out = st->rar->forward(ids->data(), cond->data(), orders->data(), B); },
-      [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); }));
+  return job(
+             env, "rargen:rarForward", [=](Job&) { *out = st->rar->forward(ids->data(), cond->data(), orders->data(), B); },
+             [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); })
+      ->hold(st)
+      .start();
 }
 
 Napi::Value RarDecodeSteps(const Napi::CallbackInfo& info) {
@@ -373,9 +260,11 @@ Napi::Value RarDecodeSteps(const Napi::CallbackInfo& info) {
   auto cond = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[2], "rarDecodeSteps: condition"));
   int B = check_rar_inputs(env, c, "rarDecodeSteps", *ids, *cond);
   auto out = std::make_shared<std::vector<float>>();
-  return queue(new Job(
-      env, st, [=](Job&) { *out = st->rar->decode_steps(ids->data(), cond->data(), B); },
-      [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); }));
+  return job(
+             env, "rargen:rarDecodeSteps", [=](Job&) { *out = st->rar->decode_steps(ids->data(), cond->data(), B); },
+             [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); })
+      ->hold(st)
+      .start();
 }
 
 bool parse_u64(const std::string& s, uint64_t& out) {
@@ -428,23 +317,22 @@ Napi::Value RarGenerate(const Napi::CallbackInfo& info) {
 
   auto optsp = std::make_shared<rargen::RarGenerateOptions>(std::move(opts));
   auto out = std::make_shared<std::vector<int32_t>>();
-  Job* job = new Job(
-      env, st,
-      [=](Job& j) {
-        *out = st->rar->generate(*optsp, [&j](int64_t d, int64_t t) { j.report(d, t); }, j.cancel_flag());
-      },
-      [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
-  if (cb.IsFunction()) job->set_progress_callback(cb.As<Napi::Function>());
-  if (jid.IsNumber()) job->set_job_id(jid.As<Napi::Number>().DoubleValue());
-  return queue(job);
+  return job(
+             env, "rargen:rarGenerate",
+             [=](Job& j) {
+               *out = st->rar->generate(*optsp, [&j](int64_t d, int64_t t) { j.report(d, t); }, j.cancel_flag());
+             },
+             [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); })
+      ->hold(st)
+      .progress(cb)
+      .cancellable(jid)
+      .start();
 }
 
 Napi::Value Cancel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber()) type_error(env, "cancel: jobId must be a number");
-  std::lock_guard<std::mutex> lk(g_jobs_mutex);
-  auto it = g_jobs.find(info[0].As<Napi::Number>().DoubleValue());
-  if (it != g_jobs.end()) it->second->store(true);
+  Job::cancel(env, info[0].As<Napi::Number>().DoubleValue());
   return env.Undefined();
 }
 
@@ -479,9 +367,11 @@ Napi::Value VqDecode(const Napi::CallbackInfo& info) {
                          std::to_string(B) + " x " + std::to_string(per));
   check_range(env, *tokens, 0, c.codebook - 1, "vqDecode: tokens", "codebook indices");
   auto out = std::make_shared<std::vector<float>>();
-  return queue(new Job(
-      env, st, [=](Job&) { *out = st->vq->decode(tokens->data(), B); },
-      [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); }));
+  return job(
+             env, "rargen:vqDecode", [=](Job&) { *out = st->vq->decode(tokens->data(), B); },
+             [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); })
+      ->hold(st)
+      .start();
 }
 
 Napi::Value VqEncode(const Napi::CallbackInfo& info) {
@@ -500,14 +390,16 @@ Napi::Value VqEncode(const Napi::CallbackInfo& info) {
     if (!std::isfinite((*pixels)[i])) range_error(env, "vqEncode: pixels[" + std::to_string(i) + "] is not finite");
   auto lat = std::make_shared<std::vector<float>>();
   auto tok = std::make_shared<std::vector<int32_t>>();
-  return queue(new Job(
-      env, st, [=](Job&) { st->vq->encode(pixels->data(), B, *lat, *tok); },
-      [=](Napi::Env e) -> Napi::Value {
-        Napi::Object r = Napi::Object::New(e);
-        r.Set("latents", to_js(e, *lat));
-        r.Set("tokens", to_js(e, *tok));
-        return r;
-      }));
+  return job(
+             env, "rargen:vqEncode", [=](Job&) { st->vq->encode(pixels->data(), B, *lat, *tok); },
+             [=](Napi::Env e) -> Napi::Value {
+               Napi::Object r = Napi::Object::New(e);
+               r.Set("latents", to_js(e, *lat));
+               r.Set("tokens", to_js(e, *tok));
+               return r;
+             })
+      ->hold(st)
+      .start();
 }
 
 // ---------------- build info ----------------
@@ -610,7 +502,7 @@ Napi::Value VqParamTable(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  RargenModel::Define(env);
+  addon_data(env);  // the instance data (src/napi_util.h)
   if (rargen::register_eval) rargen::register_eval(env, exports);
   if (rargen::register_train) rargen::register_train(env, exports);
   exports.Set("buildInfo", Napi::Function::New(env, guarded<BuildInfo>));

@@ -43,27 +43,7 @@ namespace {
   throw Napi::TypeError::New(env, "rargen." + fn + ": " + what);
 }
 
-std::string describe(const Napi::Value& v) {
-  if (v.IsUndefined()) return "undefined";
-  if (v.IsNull()) return "null";
-  if (v.IsTypedArray()) {
-    switch (v.As<Napi::TypedArray>().TypedArrayType()) {
-      case napi_uint8_array: return "Uint8Array";
-      case napi_float32_array: return "Float32Array";
-      case napi_float64_array: return "Float64Array";
-      default: return "another typed array";
-    }
-  }
-  if (v.IsNumber()) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.17g", v.As<Napi::Number>().DoubleValue());
-    return buf;
-  }
-  if (v.IsString()) return "string '" + v.As<Napi::String>().Utf8Value() + "'";
-  if (v.IsArray()) return "an array";
-  if (v.IsObject()) return "an object";
-  return "another type";
-}
+using napi::describe;  // src/napi_util.h
 
 int64_t get_int(const Napi::CallbackInfo& info, size_t i, const std::string& fn, const char* name, int64_t lo, int64_t hi) {
   Napi::Value v = info[i];
@@ -118,24 +98,24 @@ Backend* backend_for(const std::string& device, int threads) {
   throw Error("Expected 'cpu', 'cuda' or 'cuda:N' for device but received '" + device + "'");
 }
 
-using napi::PromiseWorker;  // src/napi_util.h
-using napi::queue;
+using napi::handle_arg;  // src/napi_util.h
+using napi::Job;
 using napi::to_js;
+using napi::Use;
 
 // ---------------- InceptionV3 ----------------
 
-struct InceptionHandle {
+struct InceptionHandle : napi::NativeObject {
+  static constexpr napi_type_tag kTag = napi::tags::kInception;
+  static constexpr const char* kKind = "Inception model";
+  static constexpr const char* kWhat = "an Inception handle (from inceptionCreate)";
   std::unique_ptr<InceptionV3> net;
   std::mutex mu;  // one forward at a time (the workspace is per model)
-  std::atomic<int> running{0};
 };
 
-InceptionHandle* get_inception(const Napi::CallbackInfo& info, const std::string& fn) {
-  Napi::Value v = info[0];
-  auto* h = napi::handle_data<InceptionHandle>(v, napi::tags::kInception);
-  if (!h) type_error(info.Env(), fn, "Expected an Inception handle (from inceptionCreate) for model but received " + (v.IsExternal() ? std::string("another kind of handle") : describe(v)));
-  if (!h->net) type_error(info.Env(), fn, "the Inception model was freed");
-  return h;
+// Changing calls (setWeight, finalize, free) wait for no job; forwards queue behind each other.
+std::shared_ptr<InceptionHandle> get_inception(const Napi::CallbackInfo& info, const std::string& fn, Use use = Use::Idle) {
+  return handle_arg<InceptionHandle>(info.Env(), info[0], fn, use, "model");
 }
 
 Napi::Value InceptionWeightShapes(const Napi::CallbackInfo& info) {
@@ -158,20 +138,19 @@ Napi::Value InceptionCreate(const Napi::CallbackInfo& info) {
   const std::string fn = "inceptionCreate";
   std::string device = get_string(info, 0, fn, "device");
   int threads = info.Length() > 1 && !info[1].IsUndefined() ? static_cast<int>(get_int(info, 1, fn, "threads", 0, 4096)) : 0;
-  auto* h = new InceptionHandle;
+  auto h = std::make_shared<InceptionHandle>();
   try {
     h->net.reset(new InceptionV3(backend_for(device, threads), threads));
   } catch (const std::exception& e) {
-    delete h;
     throw Napi::Error::New(env, std::string("rargen.inceptionCreate: ") + e.what());
   }
-  return napi::new_handle(env, h, napi::tags::kInception);
+  return napi::make_handle(env, h);
 }
 
 Napi::Value InceptionSetWeight(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string fn = "inceptionSetWeight";
-  InceptionHandle* h = get_inception(info, fn);
+  auto h = get_inception(info, fn);
   std::string name = get_string(info, 1, fn, "name");
   auto data = get_typed<Napi::Float32Array>(info[2], napi_float32_array, "Float32Array", fn, "data", SIZE_MAX);
   if (!info[3].IsArray()) type_error(env, fn, "Expected an array of integers for shape but received " + describe(info[3]));
@@ -198,7 +177,7 @@ Napi::Value InceptionSetWeight(const Napi::CallbackInfo& info) {
 
 Napi::Value InceptionFinalize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  InceptionHandle* h = get_inception(info, "inceptionFinalize");
+  auto h = get_inception(info, "inceptionFinalize");
   try {
     h->net->finalize();
   } catch (const std::exception& e) {
@@ -209,9 +188,9 @@ Napi::Value InceptionFinalize(const Napi::CallbackInfo& info) {
 
 Napi::Value InceptionFree(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  InceptionHandle* h = get_inception(info, "inceptionFree");
-  if (h->running.load()) throw Napi::Error::New(env, "rargen.inceptionFree: the model is running (await inceptionForward first)");
+  auto h = get_inception(info, "inceptionFree");
   h->net.reset();
+  h->freed = true;
   return env.Undefined();
 }
 
@@ -220,7 +199,7 @@ Napi::Value InceptionFree(const Napi::CallbackInfo& info) {
 Napi::Value InceptionForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string fn = "inceptionForward";
-  InceptionHandle* h = get_inception(info, fn);
+  auto h = get_inception(info, fn, Use::Any);
   if (!h->net->finalized()) throw Napi::Error::New(env, "rargen.inceptionForward: call inceptionFinalize first");
   const int B = static_cast<int>(get_int(info, 2, fn, "batch", 1, 1 << 20));
   const int H = static_cast<int>(get_int(info, 3, fn, "height", 1, 1 << 16));
@@ -233,28 +212,26 @@ Napi::Value InceptionForward(const Napi::CallbackInfo& info) {
   auto out = std::make_shared<Out>();
   auto input = napi::owned_copy<uint8_t>(images);
   const uint8_t* src = input->data();
-  InceptionV3* net = h->net.get();
-  auto* w = new PromiseWorker(
-      env, "rargen:inceptionForward",
-      [=] {
-        (void)input;  // owned by the worker until it is gone
-        std::lock_guard<std::mutex> lk(h->mu);
+  InceptionV3* net = h->net.get();  // not freed while the job holds h (inceptionFree waits for no job)
+  return napi::job(
+             env, "rargen:inceptionForward",
+             [=](Job&) {
+               (void)input;  // owned by the worker until it is gone
+               std::lock_guard<std::mutex> lk(h->mu);
         out->pool3.resize(static_cast<size_t>(B) * kInceptionPool3);
         out->spatial.resize(static_cast<size_t>(B) * kInceptionSpatial);
         out->logits.resize(static_cast<size_t>(B) * kInceptionLogits);
         net->forward(out->pool3.data(), out->spatial.data(), out->logits.data(), src, B, H, W);
-      },
-      [=](Napi::Env e) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(e);
-        o.Set("pool3", to_js(e, out->pool3));
-        o.Set("spatial", to_js(e, out->spatial));
-        o.Set("logits", to_js(e, out->logits));
-        return o;
-      });
-  w->keep(info[0]);
-  h->running++;
-  w->on_finish = [h] { h->running--; };
-  return queue(w);
+             },
+             [=](Napi::Env e) -> Napi::Value {
+               Napi::Object o = Napi::Object::New(e);
+               o.Set("pool3", to_js(e, out->pool3));
+               o.Set("spatial", to_js(e, out->spatial));
+               o.Set("logits", to_js(e, out->logits));
+               return o;
+             })
+      ->hold(h)
+      .start();
 }
 
 // tf1ResizeBilinear(images: Uint8Array (B*H*W*3), batch, height, width, outHeight, outWidth)
@@ -277,15 +254,16 @@ Napi::Value Tf1ResizeBilinear(const Napi::CallbackInfo& info) {
 
 // ---------------- feature statistics ----------------
 
-struct StatsHandle {
+struct StatsHandle : napi::NativeObject {
+  static constexpr napi_type_tag kTag = napi::tags::kFeatureStats;
+  static constexpr const char* kKind = "feature statistics";
+  static constexpr const char* kWhat = "a stats handle (from featureStatsCreate)";
   std::unique_ptr<FeatureStats> stats;
-  std::mutex mu;
+  std::mutex mu;  // adds run one at a time; a result waits for them
 };
 
-StatsHandle* get_stats(const Napi::CallbackInfo& info, const std::string& fn) {
-  auto* h = napi::handle_data<StatsHandle>(info[0], napi::tags::kFeatureStats);
-  if (!h) type_error(info.Env(), fn, "Expected a stats handle (from featureStatsCreate) but received " + (info[0].IsExternal() ? std::string("another kind of handle") : describe(info[0])));
-  return h;
+std::shared_ptr<StatsHandle> get_stats(const Napi::CallbackInfo& info, const std::string& fn) {
+  return handle_arg<StatsHandle>(info.Env(), info[0], fn, Use::Any, "stats");
 }
 
 Napi::Value FeatureStatsCreate(const Napi::CallbackInfo& info) {
@@ -294,35 +272,35 @@ Napi::Value FeatureStatsCreate(const Napi::CallbackInfo& info) {
   int threads = info.Length() > 1 && !info[1].IsUndefined() ? static_cast<int>(get_int(info, 1, fn, "threads", 0, 4096)) : 0;
   // the accumulators and the result are dim x dim doubles
   napi::checked_alloc_bytes(info.Env(), fn, "the covariance of dim " + std::to_string(dim), {uint64_t(dim), uint64_t(dim)}, 8);
-  auto* h = new StatsHandle;
+  auto h = std::make_shared<StatsHandle>();
   h->stats.reset(new FeatureStats(dim, threads));
-  return napi::new_handle(info.Env(), h, napi::tags::kFeatureStats);
+  return napi::make_handle(info.Env(), h);
 }
 
 // featureStatsAdd(stats, features: Float32Array (rows*dim), rows) -> Promise<void>
 Napi::Value FeatureStatsAdd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string fn = "featureStatsAdd";
-  StatsHandle* h = get_stats(info, fn);
+  auto h = get_stats(info, fn);
   const int64_t rows = get_int(info, 2, fn, "rows", 0, int64_t(1) << 40);
   auto feats = get_typed<Napi::Float32Array>(info[1], napi_float32_array, "Float32Array", fn, "features",
                                              elems({uint64_t(rows), uint64_t(h->stats->dim())}));
   auto copy = napi::owned_copy<float>(feats);
-  auto* w = new PromiseWorker(
-      env, "rargen:featureStatsAdd",
-      [=] {
-        std::lock_guard<std::mutex> lk(h->mu);
-        h->stats->add(copy->data(), rows);
-      },
-      [](Napi::Env e) -> Napi::Value { return e.Undefined(); });
-  w->keep(info[0]);
-  return queue(w);
+  return napi::job(
+             env, "rargen:featureStatsAdd",
+             [=](Job&) {
+               std::lock_guard<std::mutex> lk(h->mu);
+               h->stats->add(copy->data(), rows);
+             },
+             [](Napi::Env e) -> Napi::Value { return e.Undefined(); })
+      ->hold(h)
+      .start();
 }
 
 // featureStatsResult(stats) -> { count, mu: Float64Array (dim), sigma: Float64Array (dim*dim) }
 Napi::Value FeatureStatsResult(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  StatsHandle* h = get_stats(info, "featureStatsResult");
+  auto h = get_stats(info, "featureStatsResult");
   std::lock_guard<std::mutex> lk(h->mu);
   const int D = h->stats->dim();
   auto mu = Napi::Float64Array::New(env, D);
@@ -358,11 +336,11 @@ Napi::Value FrechetDistance(const Napi::CallbackInfo& info) {
   auto result = std::make_shared<double>(0);
   auto a = napi::owned_copy<double>(mu1), b = napi::owned_copy<double>(s1), c = napi::owned_copy<double>(mu2),
        d = napi::owned_copy<double>(s2);
-  auto* w = new PromiseWorker(
-      env, "rargen:frechetDistance",
-      [=] { *result = frechet_distance(a->data(), b->data(), c->data(), d->data(), static_cast<int>(D), threads); },
-      [=](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *result); });
-  return queue(w);
+  return napi::job(
+             env, "rargen:frechetDistance",
+             [=](Job&) { *result = frechet_distance(a->data(), b->data(), c->data(), d->data(), static_cast<int>(D), threads); },
+             [=](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *result); })
+      ->start();
 }
 
 // inceptionScore(logits: Float32Array (rows*classes), rows, classes, splitSize)
@@ -380,17 +358,18 @@ Napi::Value InceptionScore(const Napi::CallbackInfo& info) {
   };
   auto r = std::make_shared<R>();
   auto copy = napi::owned_copy<float>(logits);
-  auto* w = new PromiseWorker(
-      env, "rargen:inceptionScore", [=] { r->score = inception_score(copy->data(), rows, classes, split, &r->splits); },
-      [=](Napi::Env e) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(e);
-        o.Set("score", r->score);
-        Napi::Array s = Napi::Array::New(e, r->splits.size());
-        for (size_t i = 0; i < r->splits.size(); i++) s.Set(i, r->splits[i]);
-        o.Set("splits", s);
-        return o;
-      });
-  return queue(w);
+  return napi::job(
+             env, "rargen:inceptionScore",
+             [=](Job&) { r->score = inception_score(copy->data(), rows, classes, split, &r->splits); },
+             [=](Napi::Env e) -> Napi::Value {
+               Napi::Object o = Napi::Object::New(e);
+               o.Set("score", r->score);
+               Napi::Array s = Napi::Array::New(e, r->splits.size());
+               for (size_t i = 0; i < r->splits.size(); i++) s.Set(i, r->splits[i]);
+               o.Set("splits", s);
+               return o;
+             })
+      ->start();
 }
 
 // precisionRecall(ref: Float32Array (nRef*dim), nRef, sample: Float32Array (nSample*dim), nSample, dim,
@@ -406,7 +385,7 @@ Napi::Value PrecisionRecallFn(const Napi::CallbackInfo& info) {
   auto sam = get_typed<Napi::Float32Array>(info[2], napi_float32_array, "Float32Array", fn, "sample", elems({uint64_t(ns), uint64_t(D)}));
   PrecisionRecallOptions o;
   std::string device = "cpu";
-  Napi::Function on_progress;
+  Napi::Value on_progress = env.Undefined();
   if (info.Length() > 5 && info[5].IsObject()) {
     Napi::Object opts = info[5].As<Napi::Object>();
     auto num = [&](const char* key, int64_t lo, int64_t hi, int64_t def) -> int64_t {
@@ -432,7 +411,7 @@ Napi::Value PrecisionRecallFn(const Napi::CallbackInfo& info) {
     Napi::Value pv = opts.Get("onProgress");
     if (!pv.IsUndefined()) {
       if (!pv.IsFunction()) type_error(env, fn, "Expected a function for opts.onProgress but received " + describe(pv));
-      on_progress = pv.As<Napi::Function>();
+      on_progress = pv;
     }
   }
   Backend* be;
@@ -441,33 +420,23 @@ Napi::Value PrecisionRecallFn(const Napi::CallbackInfo& info) {
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, std::string("rargen.precisionRecall: ") + e.what());
   }
-  auto tsfn = std::make_shared<Napi::ThreadSafeFunction>();
-  const bool has_progress = !on_progress.IsEmpty();
-  if (has_progress) {
-    *tsfn = Napi::ThreadSafeFunction::New(env, on_progress, "rargen:precisionRecall:progress", 0, 1);
-    o.progress = [tsfn](int64_t done, int64_t total) {
-      auto* v = new std::pair<int64_t, int64_t>(done, total);
-      napi_status st = tsfn->NonBlockingCall(v, [](Napi::Env e, Napi::Function f, std::pair<int64_t, int64_t>* d) {
-        f.Call({Napi::Number::New(e, static_cast<double>(d->first)), Napi::Number::New(e, static_cast<double>(d->second))});
-        delete d;
-      });
-      if (st != napi_ok) delete v;
-    };
-  }
   auto result = std::make_shared<PrecisionRecall>();
   auto rc = napi::owned_copy<float>(ref), sc = napi::owned_copy<float>(sam);
-  auto* w = new PromiseWorker(
-      env, "rargen:precisionRecall", [=] { *result = precision_recall(be, rc->data(), nr, sc->data(), ns, D, o); },
-      [=](Napi::Env e) -> Napi::Value {
-        Napi::Object r = Napi::Object::New(e);
-        r.Set("precision", result->precision);
-        r.Set("recall", result->recall);
-        return r;
-      });
-  w->on_finish = [tsfn, has_progress] {
-    if (has_progress) tsfn->Release();
-  };
-  return queue(w);
+  return napi::job(
+             env, "rargen:precisionRecall",
+             [=](Job& j) {
+               PrecisionRecallOptions oj = o;
+               oj.progress = [&j](int64_t done, int64_t total) { j.report(done, total); };
+               *result = precision_recall(be, rc->data(), nr, sc->data(), ns, D, oj);
+             },
+             [=](Napi::Env e) -> Napi::Value {
+               Napi::Object r = Napi::Object::New(e);
+               r.Set("precision", result->precision);
+               r.Set("recall", result->recall);
+               return r;
+             })
+      ->progress(on_progress)
+      .start();
 }
 
 // Native errors (rargen::Error and the rest) become JS Errors "rargen: ..." instead of terminating.

@@ -2,10 +2,9 @@
 // registered on the addon's exports by rargen::register_train(), which src/binding.cc's
 // Init calls (a weak symbol there, so builds without this file still link).
 //
-// A trainer handle is a plain JS object holding a Napi::External to a shared
-// TrainerState (not an ObjectWrap: the env's single instance-data slot belongs to
-// binding.cc). Long calls (forward+backward, the optimizer step) run on a worker
-// thread (Napi::AsyncWorker) and return promises; a trainer runs one job at a time,
+// A trainer handle is a napi handle (src/napi_util.h: a type-tagged External) owning
+// a shared TrainerState. Long calls (forward+backward, the optimizer step) run as a
+// napi::Job on a worker thread and return promises; a trainer runs one job at a time,
 // and a running job keeps the state alive even if the handle is freed or collected.
 #include <napi.h>
 
@@ -25,35 +24,17 @@ namespace {
 using rargen::Backend;
 using namespace rargen::napi;  // src/napi_util.h
 
-constexpr uint32_t kMagic = 0x52415254;  // "RART"
-
-struct TrainerState {
-  uint32_t magic = kMagic;
+struct TrainerState : NativeObject {
+  static constexpr napi_type_tag kTag = tags::kTrainer;
+  static constexpr const char* kKind = "trainer";
+  static constexpr const char* kWhat = "a trainer from createTrainer()";
   std::unique_ptr<rargen::RarTrainer> trainer;
   std::string device;
-  std::atomic<bool> busy{false};
-  bool freed = false;
 };
 using StatePtr = std::shared_ptr<TrainerState>;
-struct Holder {
-  StatePtr st;
-};
 
 StatePtr state_arg(Napi::Env env, const Napi::Value& v, const char* fn, bool idle = true) {
-  if (v.IsObject()) {
-    Napi::Value h = v.As<Napi::Object>().Get("__rargenTrainer");
-    if (Holder* holder = handle_data<Holder>(h, tags::kTrainer)) {  // type-tagged: no foreign External is cast
-      if (holder->st && holder->st->magic == kMagic) {
-        StatePtr st = holder->st;
-        if (st->freed) throw Napi::Error::New(env, std::string("rargen: ") + fn + ": this trainer was freed");
-        if (idle && st->busy.load())
-          throw Napi::Error::New(env, std::string("rargen: ") + fn +
-                                          ": the trainer is busy with another call (await it first)");
-        return st;
-      }
-    }
-  }
-  type_error(env, std::string(fn) + ": the first argument must be a trainer from createTrainer()");
+  return handle_arg<TrainerState>(env, v, fn, idle ? Use::Idle : Use::Any, "trainer");
 }
 
 rargen::TrainTensor kind_arg(Napi::Env env, const Napi::Value& v, const char* fn, bool allow_grad) {
@@ -66,14 +47,10 @@ rargen::TrainTensor kind_arg(Napi::Env env, const Napi::Value& v, const char* fn
                        "'exp_avg', 'exp_avg_sq' but received '" + k + "'");
 }
 
-// Runs work() off the main thread with the trainer marked busy (the job holds the
-// state until it is gone); resolves with result().
-PromiseWorker* train_job(Napi::Env env, StatePtr st, PromiseWorker::Exec work, PromiseWorker::Result result) {
-  auto* job =
-      new PromiseWorker(env, "rargen-train", std::move(work), std::move(result), "rargen: unknown native error");
-  st->busy.store(true);
-  job->on_finish = [st] { st->busy.store(false); };
-  return job;
+// Runs work() off the main thread with the trainer busy (the job holds the state until
+// it is gone); resolves with result().
+Napi::Promise train_job(Napi::Env env, const char* name, StatePtr st, std::function<void()> work, Job::Result result) {
+  return job(env, name, [work = std::move(work)](Job&) { work(); }, std::move(result))->hold(std::move(st)).start();
 }
 
 Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
@@ -94,10 +71,7 @@ Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
   auto st = std::make_shared<TrainerState>();
   st->trainer = std::make_unique<rargen::RarTrainer>(be, cfg, opt);
   st->device = be->name();
-  Napi::Object handle = Napi::Object::New(env);
-  auto* holder = new Holder{st};
-  handle.Set("__rargenTrainer", new_handle(env, holder, tags::kTrainer));
-  return handle;
+  return make_handle(env, st);
 }
 
 Napi::Value TrainInfo(const Napi::CallbackInfo& info) {
@@ -192,8 +166,8 @@ Napi::Value TrainForwardBackward(const Napi::CallbackInfo& info) {
   a->batch.zero_grad = zg.IsBoolean() ? zg.As<Napi::Boolean>().Value() : true;
   Napi::Value rl = b.Get("returnLogits");
   a->batch.return_logits = rl.IsBoolean() && rl.As<Napi::Boolean>().Value();
-  return queue(train_job(
-      env, st,
+  return train_job(
+      env, "rargen:trainForwardBackward", st,
       [st, a]() {
         a->batch.ids = a->ids.data();
         a->batch.condition = a->cond.data();
@@ -207,7 +181,7 @@ Napi::Value TrainForwardBackward(const Napi::CallbackInfo& info) {
         out.Set("count", Napi::Number::New(env, static_cast<double>(a->stats.count)));
         if (!a->stats.logits.empty()) out.Set("logits", to_js(env, a->stats.logits));
         return out;
-      }));
+      });
 }
 
 Napi::Value TrainOptimizerStep(const Napi::CallbackInfo& info) {
@@ -231,13 +205,13 @@ Napi::Value TrainOptimizerStep(const Napi::CallbackInfo& info) {
       !(opt.eps > 0.f) || !(opt.weight_decay >= 0.f))
     range_error(env, w + ": expected lr >= 0, 0 <= beta1, beta2 < 1, eps > 0, weightDecay >= 0");
   auto norm = std::make_shared<double>(0);
-  return queue(train_job(
-      env, st, [st, opt, norm]() { *norm = st->trainer->optimizer_step(opt); },
+  return train_job(
+      env, "rargen:trainOptimizerStep", st, [st, opt, norm]() { *norm = st->trainer->optimizer_step(opt); },
       [norm](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         out.Set("gradNorm", Napi::Number::New(env, *norm));
         return out;
-      }));
+      });
 }
 
 // trainAllreduceGrads(trainer): replaces this rank's gradients by their mean over all

@@ -1,10 +1,14 @@
-// Helpers shared by the N-API binding files (src/binding.cc, src/binding_eval.cc,
-// src/binding_train.cc): error throwers, argument getters, typed-array checks and
-// conversions, the RarConfig of createRar/createTrainer, the device string, and the
-// plumbing of promise-returning workers. Header-only; everything is inline or a template.
+// The native boundary, shared by the N-API binding files (src/binding*.cc): the
+// instance data (AddonData), the one handle style (make_handle / handle_arg over a
+// type-tagged External owning a shared_ptr to a NativeObject), the one job class (Job:
+// async worker with hold, progress and cancel), error throwers, argument getters,
+// typed-array checks and conversions, overflow-checked sizes, the RarConfig of
+// createRar/createTrainer and the device string. Header-only. docs/architecture.md
+// places it among the layers.
 //
-// Messages are part of the API (tests and users match them): where call sites word an
-// error differently, the helper takes a parameter rather than picking one wording.
+// The checks that keep memory safe (handle kind, freed, busy, sizes) word their errors
+// one way: "rargen.<fn>: Expected <what> for <param> but received <value>", "rargen.<fn>:
+// this <kind> was freed | is busy ...", "rargen.<fn>: <what> would take N bytes ...".
 #pragma once
 
 #include <napi.h>
@@ -13,9 +17,14 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <atomic>
 #include <exception>
 #include <functional>
+#include <cstdio>
 #include <initializer_list>
+#include <map>
+#include <mutex>
+#include <type_traits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -131,11 +140,51 @@ std::shared_ptr<const std::vector<T>> owned_copy(const JsArray& a) {
   return std::make_shared<const std::vector<T>>(a.Data(), a.Data() + a.ElementLength());
 }
 
+// ---------------- instance data ----------------
+
+// What the addon keeps between calls, one per Node environment (the main thread and each
+// worker_thread load their own copy of the exports): the cancel flags of the running
+// jobs, by the jobId JS gave them. Created by Init (src/binding.cc) and deleted with the
+// environment. Everything per-env goes here: N-API has one instance-data slot per env.
+struct AddonData {
+  std::mutex jobs_mu;
+  std::map<double, std::shared_ptr<std::atomic<bool>>> jobs;
+};
+
+inline AddonData& addon_data(Napi::Env env) {
+  AddonData* d = env.GetInstanceData<AddonData>();
+  if (!d) {
+    d = new AddonData;
+    env.SetInstanceData<AddonData>(d);
+  }
+  return *d;
+}
+
 // ---------------- native handles ----------------
 
-// Every handle the addon hands out carries a type tag (napi_type_tag_object, N-API 8),
-// checked wherever a handle is taken, so a handle of one kind passed for another (or a
-// foreign External) is a TypeError instead of a cast of the wrong pointer.
+// Every native object the addon hands out (models, trainers, Inception, feature
+// statistics, ...) is one style of handle: a JS External, type-tagged with its kind
+// (napi_type_tag_object), owning a std::shared_ptr to the object's state. Taking a
+// handle checks the tag, so a handle of one kind passed for another (or a foreign
+// External, or an object that merely looks like one) is a TypeError instead of a cast
+// of the wrong pointer; a running job holds its own shared_ptr, so neither GC nor a
+// free() can pull the state from under it.
+//
+// A kind is a struct deriving from NativeObject with three constants:
+//   struct MyState : NativeObject {
+//     static constexpr napi_type_tag kTag = {0x72617267656e....ULL, 0x....000005ULL};  // unique per kind
+//     static constexpr const char* kKind = "decode session";                // "this <kKind> was freed"
+//     static constexpr const char* kWhat = "a decode session (from rarSession())";  // "Expected <kWhat> for ..."
+//     ... the object itself ...
+//   };
+// make_handle(env, std::make_shared<MyState>(...)) makes the handle;
+// handle_arg<MyState>(env, info[0], "fn") takes it back, checked; a Job that uses the
+// object hold()s it.
+struct NativeObject {
+  std::atomic<int> jobs{0};  // jobs running on the object (Job::hold)
+  bool freed = false;        // set by the kind's free function
+};
+
 namespace tags {
 inline constexpr napi_type_tag kModel = {0x72617267656e4d6fULL, 0x64656c0000000001ULL};         // createRar / createVq
 inline constexpr napi_type_tag kTrainer = {0x72617267656e5472ULL, 0x61696e6572000002ULL};       // createTrainer
@@ -143,21 +192,77 @@ inline constexpr napi_type_tag kInception = {0x72617267656e496eULL, 0x6365707469
 inline constexpr napi_type_tag kFeatureStats = {0x72617267656e4673ULL, 0x7461747300000004ULL};  // featureStatsCreate
 }  // namespace tags
 
-// A new External owning `p` (deleted when collected), tagged.
+// How a received value is shown in the messages of the boundary ("but received ...").
+inline std::string describe(const Napi::Value& v) {
+  if (v.IsEmpty() || v.IsUndefined()) return "undefined";
+  if (v.IsNull()) return "null";
+  if (v.IsExternal()) return "another kind of handle";
+  if (v.IsTypedArray()) {
+    switch (v.As<Napi::TypedArray>().TypedArrayType()) {
+      case napi_uint8_array: return "Uint8Array";
+      case napi_int32_array: return "Int32Array";
+      case napi_float32_array: return "Float32Array";
+      case napi_float64_array: return "Float64Array";
+      default: return "another typed array";
+    }
+  }
+  if (v.IsNumber()) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", v.As<Napi::Number>().DoubleValue());
+    return buf;
+  }
+  if (v.IsString()) {
+    std::string s = v.As<Napi::String>().Utf8Value();
+    return "string '" + (s.size() > 60 ? s.substr(0, 60) + "..." : s) + "'";
+  }
+  if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? "true" : "false";
+  if (v.IsFunction()) return "a function";
+  if (v.IsArray()) return "an array";
+  if (v.IsObject()) return "an object";
+  return "another type";
+}
+
+// A new handle owning (a reference to) `st`.
 template <class T>
-Napi::External<T> new_handle(Napi::Env env, T* p, const napi_type_tag& tag) {
-  Napi::External<T> e = Napi::External<T>::New(env, p, [](Napi::Env, T* q) { delete q; });
-  e.TypeTag(&tag);
+Napi::Value make_handle(Napi::Env env, std::shared_ptr<T> st) {
+  static_assert(std::is_base_of_v<NativeObject, T>, "a handle's state derives from NativeObject");
+  auto* box = new std::shared_ptr<T>(std::move(st));
+  auto e = Napi::External<std::shared_ptr<T>>::New(env, box, [](Napi::Env, std::shared_ptr<T>* p) { delete p; });
+  e.TypeTag(&T::kTag);
   return e;
 }
 
-// The data of an External made by new_handle with this tag; nullptr for anything else.
+// The state of a handle of kind T; nullptr for anything else (freed or not).
 template <class T>
-T* handle_data(const Napi::Value& v, const napi_type_tag& tag) {
-  if (!v.IsExternal()) return nullptr;
-  Napi::External<T> e = v.As<Napi::External<T>>();
-  if (!e.CheckTypeTag(&tag)) return nullptr;
-  return e.Data();
+std::shared_ptr<T> handle_state(const Napi::Value& v) {
+  if (v.IsEmpty() || !v.IsExternal()) return nullptr;
+  auto e = v.As<Napi::External<std::shared_ptr<T>>>();
+  if (!e.CheckTypeTag(&T::kTag)) return nullptr;
+  return *e.Data();
+}
+
+// What handle_arg accepts besides a live handle of the kind.
+enum class Use {
+  Idle,  // no job may be running on it (it is changed, or read off the worker's back)
+  Any,   // jobs may be running (the call queues behind them, or only reads what they do not touch)
+};
+
+// The handle `param` of `fn`, checked with the one wording of the boundary:
+//   rargen.<fn>: Expected <T::kWhat> for <param> but received <describe(v)>   (TypeError)
+//   rargen.<fn>: this <T::kKind> was freed
+//   rargen.<fn>: this <T::kKind> is busy with another job (one job at a time; await it first)
+template <class T>
+std::shared_ptr<T> handle_arg(Napi::Env env, const Napi::Value& v, const std::string& fn, Use use = Use::Idle,
+                              const char* param = "handle") {
+  std::shared_ptr<T> st = handle_state<T>(v);
+  if (!st)
+    throw Napi::TypeError::New(env, "rargen." + fn + ": Expected " + T::kWhat + " for " + param + " but received " +
+                                        describe(v));
+  if (st->freed) throw Napi::Error::New(env, "rargen." + fn + ": this " + T::kKind + " was freed");
+  if (use == Use::Idle && st->jobs.load() > 0)
+    throw Napi::Error::New(env, "rargen." + fn + ": this " + T::kKind +
+                                    " is busy with another job (one job at a time; await it first)");
+  return st;
 }
 
 // ---------------- configs and devices ----------------
@@ -203,84 +308,187 @@ inline Backend* backend_for(Napi::Env env, const std::string& device, const std:
 #endif
 }
 
-// ---------------- promise-returning workers ----------------
+// ---------------- jobs ----------------
 
-// The promise half of a worker (Base: Napi::AsyncWorker or Napi::AsyncProgressWorker<T>):
-// the work's exceptions become the worker's error, and result(env), built on the main
-// thread, resolves the promise.
-template <class Base>
-class PromiseWorkerBase : public Base {
+struct ProgressMsg {
+  double done, total;
+};
+
+// The one job class: every promise-returning call of the addon is a Job. work(job) runs on
+// a worker thread and must not touch JS values; result(env), on the main thread, builds
+// what the promise resolves to (its exceptions reject it). Around that:
+//   hold(obj)         the native object is busy (NativeObject::jobs) until the job settles,
+//                     and alive until the job is gone;
+//   keep(value)       a JS value stays alive until the job is gone;
+//   progress(cb)      job.report(done, total) from the work calls cb(done, total) on the main
+//                     thread (coalesced: the latest report wins; the last one is delivered);
+//   cancellable(id)   a numeric jobId registers the job: cancel(jobId) sets cancel_flag(),
+//                     which the work polls;
+//   on_finish         runs on the main thread before the promise settles.
+// The work's exceptions become the rejection (their message, as an Error).
+class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
  public:
+  using Work = std::function<void(Job&)>;
   using Result = std::function<Napi::Value(Napi::Env)>;
-  Napi::Promise promise() { return deferred_.Promise(); }
 
- protected:
-  PromiseWorkerBase(Napi::Env env, const char* name, Result result)
-      : Base(env, name), deferred_(Napi::Promise::Deferred::New(env)), result_(std::move(result)) {}
+  Job(Napi::Env env, const char* name, Work work, Result result)
+      : Napi::AsyncProgressWorker<ProgressMsg>(env, name),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        work_(std::move(work)),
+        result_(std::move(result)) {}
+  ~Job() override { unregister(); }
 
-  // On the worker thread: runs work(); an exception's message becomes the error.
-  template <class Work>
-  void run(Work&& work, const char* unknown_error) {
-    try {
-      work();
-    } catch (const std::exception& e) {
-      this->SetError(e.what());
-    } catch (...) {
-      this->SetError(unknown_error);
+  Job& hold(std::shared_ptr<NativeObject> obj) {
+    obj->jobs++;
+    held_.push_back(std::move(obj));
+    return *this;
+  }
+  Job& keep(const Napi::Value& v) {
+    refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
+    return *this;
+  }
+  // A function cb; anything else (undefined) means no progress.
+  Job& progress(const Napi::Value& cb) {
+    if (cb.IsFunction()) progress_cb_ = Napi::Persistent(cb.As<Napi::Function>());
+    return *this;
+  }
+  // A number registers the job under that id; anything else (undefined) leaves it uncancellable.
+  Job& cancellable(const Napi::Value& job_id) {
+    if (!job_id.IsNumber()) return *this;
+    job_id_ = job_id.As<Napi::Number>().DoubleValue();
+    cancel_ = std::make_shared<std::atomic<bool>>(false);
+    AddonData& d = addon_data(Env());
+    std::lock_guard<std::mutex> lk(d.jobs_mu);
+    d.jobs[job_id_] = cancel_;
+    data_ = &d;
+    return *this;
+  }
+  const std::atomic<bool>* cancel_flag() const { return cancel_.get(); }
+  // On the worker thread.
+  void report(int64_t done, int64_t total) {
+    if (exec_progress_ && !progress_cb_.IsEmpty()) {
+      ProgressMsg m{static_cast<double>(done), static_cast<double>(total)};
+      exec_progress_->Send(&m, 1);
     }
   }
-  // On the main thread: resolves with result(env), or rejects with what building it threw.
-  void resolve() {
-    Napi::Env env = this->Env();
+  std::function<void()> on_finish;
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+  // Queues the job (it deletes itself when done) and returns its promise.
+  Napi::Promise start() {
+    Napi::Promise p = deferred_.Promise();
+    Queue();
+    return p;
+  }
+
+  // Sets the cancel flag of the job registered under `job_id` in this env, if any.
+  static void cancel(Napi::Env env, double job_id) {
+    AddonData& d = addon_data(env);
+    std::lock_guard<std::mutex> lk(d.jobs_mu);
+    auto it = d.jobs.find(job_id);
+    if (it != d.jobs.end()) it->second->store(true);
+  }
+
+ protected:
+  void Execute(const ExecutionProgress& progress) override {
+    exec_progress_ = &progress;
     try {
-      deferred_.Resolve(result_(env));
+      work_(*this);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    } catch (...) {
+      SetError("rargen: unknown native error");
+    }
+    exec_progress_ = nullptr;
+  }
+  void OnProgress(const ProgressMsg* data, size_t count) override {
+    if (count == 0 || progress_cb_.IsEmpty()) return;
+    Napi::Env env = Env();
+    try {
+      progress_cb_.Call({Napi::Number::New(env, data[count - 1].done), Napi::Number::New(env, data[count - 1].total)});
+    } catch (const Napi::Error&) {
+      // An exception thrown by the progress callback must not kill the job.
+    }
+  }
+  void OnOK() override {
+    finish();
+    try {
+      deferred_.Resolve(result_(Env()));
     } catch (const Napi::Error& e) {
       deferred_.Reject(e.Value());
     }
   }
-  void reject(const Napi::Value& error) { deferred_.Reject(error); }
+  void OnError(const Napi::Error& e) override {
+    finish();
+    Napi::Env env = Env();
+    std::string msg = e.Message();
+    Napi::Error err = Napi::Error::New(env, msg);
+    if (msg.find("generation cancelled") != std::string::npos) {
+      err.Set("name", Napi::String::New(env, "AbortError"));
+      err.Set("code", Napi::String::New(env, "ABORT_ERR"));
+    }
+    deferred_.Reject(err.Value());
+  }
 
  private:
+  void finish() {
+    unregister();
+    for (auto& o : held_) o->jobs--;
+    if (on_finish) on_finish();
+  }
+  void unregister() {
+    if (!cancel_ || !data_) return;
+    std::lock_guard<std::mutex> lk(data_->jobs_mu);
+    auto it = data_->jobs.find(job_id_);
+    if (it != data_->jobs.end() && it->second == cancel_) data_->jobs.erase(it);
+    data_ = nullptr;
+  }
+
   Napi::Promise::Deferred deferred_;
+  Work work_;
   Result result_;
+  std::vector<std::shared_ptr<NativeObject>> held_;
+  std::vector<Napi::ObjectReference> refs_;
+  Napi::FunctionReference progress_cb_;
+  const ExecutionProgress* exec_progress_ = nullptr;
+  std::shared_ptr<std::atomic<bool>> cancel_;
+  AddonData* data_ = nullptr;
+  double job_id_ = 0;
 };
 
-// A promise-returning worker around two lambdas: exec() on a worker thread (it must not
-// touch JS values), done(env) on the main thread. keep() holds JS objects (typed arrays,
-// handles) alive until the worker is gone; on_finish runs on the main thread before the
-// promise settles.
-class PromiseWorker : public PromiseWorkerBase<Napi::AsyncWorker> {
+// Makes a Job (new: it deletes itself when done); chain hold/keep/progress/cancellable,
+// then start() it.
+inline Job* job(Napi::Env env, const char* name, Job::Work work, Job::Result result) {
+  return new Job(env, name, std::move(work), std::move(result));
+}
+
+// ---------------- legacy (until src/binding_session.cc and src/binding_dist.cc are converted) ----------------
+
+// The old styles, kept only so that binding files written against them still build:
+// new code uses make_handle/handle_arg and Job (see docs/architecture.md).
+template <class T>
+Napi::External<T> new_handle(Napi::Env env, T* p, const napi_type_tag& tag) {
+  Napi::External<T> e = Napi::External<T>::New(env, p, [](Napi::Env, T* q) { delete q; });
+  e.TypeTag(&tag);
+  return e;
+}
+template <class T>
+T* handle_data(const Napi::Value& v, const napi_type_tag& tag) {
+  if (!v.IsExternal()) return nullptr;
+  Napi::External<T> e = v.As<Napi::External<T>>();
+  if (!e.CheckTypeTag(&tag)) return nullptr;
+  return e.Data();
+}
+// A Job without progress or cancellation, in the old constructor's shape.
+class PromiseWorker : public Job {
  public:
   using Exec = std::function<void()>;
-  PromiseWorker(Napi::Env env, const char* name, Exec exec, Result done,
-                const char* unknown_error = "unknown native error")
-      : PromiseWorkerBase(env, name, std::move(done)), exec_(std::move(exec)), unknown_error_(unknown_error) {}
-  void keep(const Napi::Value& v) { refs_.push_back(Napi::Persistent(v.As<Napi::Object>())); }
-  std::function<void()> on_finish;
-
- protected:
-  void Execute() override { run(exec_, unknown_error_); }
-  void OnOK() override {
-    if (on_finish) on_finish();
-    resolve();
-  }
-  void OnError(const Napi::Error& e) override {
-    if (on_finish) on_finish();
-    reject(e.Value());
-  }
-
- private:
-  Exec exec_;
-  const char* unknown_error_;
-  std::vector<Napi::ObjectReference> refs_;
+  PromiseWorker(Napi::Env env, const char* name, Exec exec, Result done, const char* /*unknown_error*/ = nullptr)
+      : Job(env, name, [exec = std::move(exec)](Job&) { exec(); }, std::move(done)) {}
 };
-
-// Queues a worker made with `new` (it deletes itself when done) and returns its promise.
 template <class Worker>
 Napi::Promise queue(Worker* w) {
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return w->start();
 }
 
 // ---------------- exported functions ----------------

@@ -45,7 +45,7 @@ function handles(): Record<string, unknown> {
     inc,
     stats,
     trainer,
-    trainerExternal: (trainer as { __rargenTrainer: unknown }).__rargenTrainer,
+    trainerWrapped: { __rargenTrainer: trainer }, // the trainer handle of old: refused now
     rar,
     vq,
     fakeModel: Object.create(Object.getPrototypeOf(rar)),

@@ -79,12 +79,12 @@ describe('native argument errors', () => {
     const m = await loadRarTiny();
     const p = addon.rarGenerate(m, gen([1, 2, 3]));
     expect(() => addon.rarGenerate(m, gen([1]))).toThrow('busy with another job');
-    expect(() => addon.free(m)).toThrow('busy with a job');
+    expect(() => addon.free(m)).toThrow('rargen.free: this model is busy with another job');
     await p;
-    expect(() => addon.vqDecode(m, new Int32Array(256), 1)).toThrow('expected a tokenizer model');
+    expect(() => addon.vqDecode(m, new Int32Array(256), 1)).toThrow('rargen.vqDecode: Expected a tokenizer model (from createVq()) for model but received a generator (from createRar())');
     addon.free(m);
     addon.free(m); // idempotent
-    expect(() => addon.rarGenerate(m, gen([1]))).toThrow('this model was freed');
-    expect(() => addon.setWeight({} as typeof m, 'x', new Float32Array(1), [1])).toThrow('must be a model');
+    expect(() => addon.rarGenerate(m, gen([1]))).toThrow('rargen.rarGenerate: this model was freed');
+    expect(() => addon.setWeight({} as typeof m, 'x', new Float32Array(1), [1])).toThrow('rargen.setWeight: Expected a model from createRar() or createVq() for model but received an object');
   });
 });

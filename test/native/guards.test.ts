@@ -42,22 +42,24 @@ describe('handles carry type tags', () => {
   const model = A.createRar(rarTinyConfig(), 'cpu', 'f32');
 
   it('an Inception handle passed as feature stats (abort before), and stats passed as Inception', () => {
-    expect(() => A.featureStatsResult(inc)).toThrow('rargen.featureStatsResult: Expected a stats handle (from featureStatsCreate) but received another kind of handle');
+    expect(() => A.featureStatsResult(inc)).toThrow('rargen.featureStatsResult: Expected a stats handle (from featureStatsCreate) for stats but received another kind of handle');
     expect(() => A.featureStatsAdd(inc, new Float32Array(4), 1)).toThrow('received another kind of handle');
     expect(() => A.inceptionFinalize(stats)).toThrow('rargen.inceptionFinalize: Expected an Inception handle (from inceptionCreate) for model but received another kind of handle');
   });
 
   it("a trainer's handle passed as Inception (segfault before) or as stats (deadlock before)", () => {
-    const ext = trainer.__rargenTrainer;
-    expect(() => A.inceptionForward(ext, new Uint8Array(12), 1, 2, 2)).toThrow('received another kind of handle');
-    expect(() => A.featureStatsResult(ext)).toThrow('received another kind of handle');
+    expect(() => A.inceptionForward(trainer, new Uint8Array(12), 1, 2, 2)).toThrow('rargen.inceptionForward: Expected an Inception handle (from inceptionCreate) for model but received another kind of handle');
+    expect(() => A.featureStatsResult(trainer)).toThrow('received another kind of handle');
+    expect(() => A.trainInfo(model)).toThrow('rargen.trainInfo: Expected a trainer from createTrainer() for trainer but received another kind of handle');
   });
 
   it('foreign handles inside a trainer object, and objects that only look like models', () => {
-    for (const h of [stats, inc]) expect(() => A.trainInfo({ __rargenTrainer: h })).toThrow('trainInfo: the first argument must be a trainer from createTrainer()');
+    // (the trainer handle of old was an object holding an External: such wrappers are refused too)
+    for (const h of [stats, inc, trainer]) expect(() => A.trainInfo({ __rargenTrainer: h })).toThrow('rargen.trainInfo: Expected a trainer from createTrainer() for trainer but received an object');
     const fake = Object.create(Object.getPrototypeOf(model));
-    expect(() => A.finalize(fake)).toThrow('finalize: the first argument must be a model from createRar() or createVq()');
-    expect(() => A.free(fake)).toThrow('free: the argument must be a model from createRar() or createVq()');
+    expect(() => A.finalize(fake)).toThrow('rargen.finalize: Expected a model from createRar() or createVq() for model but received an object');
+    expect(() => A.free(fake)).toThrow('rargen.free: Expected a model from createRar() or createVq() for model but received an object');
+    expect(() => A.free(trainer)).toThrow('rargen.free: Expected a model from createRar() or createVq() for model but received another kind of handle');
     // the real ones still work
     expect(A.trainInfo(trainer).names.length).toBeGreaterThan(0);
     expect(() => A.featureStatsResult(stats)).toThrow('the covariance needs at least 2 feature rows, got 0');
