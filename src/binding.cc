@@ -153,8 +153,7 @@ Napi::Value SetWeight(const Napi::CallbackInfo& info) {
   auto st = model_arg(env, info[0], "setWeight", Want::Any, false);
   if (!info[1].IsString()) type_error(env, "setWeight: name must be a string");
   std::string name = info[1].As<Napi::String>().Utf8Value();
-  if (!is_typed_array(info[2], napi_float32_array))
-    type_error(env, "setWeight: data for '" + name + "' must be a Float32Array");
+  expect_typed_array(env, info[2], napi_float32_array, "setWeight", "the data of '" + name + "'");
   Napi::Float32Array data = info[2].As<Napi::Float32Array>();
   if (!info[3].IsArray()) type_error(env, "setWeight: shape for '" + name + "' must be an array of integers");
   Napi::Array sa = info[3].As<Napi::Array>();
@@ -226,9 +225,9 @@ Napi::Value RarForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto st = model_arg(env, info[0], "rarForward", Want::Rar, true);
   const auto& c = st->rar->config();
-  auto ids = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[1], "rarForward: ids"));
-  auto cond = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[2], "rarForward: condition"));
-  auto orders = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[3], "rarForward: orders"));
+  auto ids = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[1], "rarForward", "ids"));
+  auto cond = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[2], "rarForward", "condition"));
+  auto orders = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[3], "rarForward", "orders"));
   int B = check_rar_inputs(env, c, "rarForward", *ids, *cond);
   if (orders->size() != ids->size())
     range_error(env, "rarForward: orders has " + std::to_string(orders->size()) + " entries, expected " +
@@ -256,8 +255,8 @@ Napi::Value RarDecodeSteps(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto st = model_arg(env, info[0], "rarDecodeSteps", Want::Rar, true);
   const auto& c = st->rar->config();
-  auto ids = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[1], "rarDecodeSteps: ids"));
-  auto cond = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[2], "rarDecodeSteps: condition"));
+  auto ids = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[1], "rarDecodeSteps", "ids"));
+  auto cond = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[2], "rarDecodeSteps", "condition"));
   int B = check_rar_inputs(env, c, "rarDecodeSteps", *ids, *cond);
   auto out = std::make_shared<std::vector<float>>();
   return job(
@@ -285,7 +284,7 @@ Napi::Value RarGenerate(const Napi::CallbackInfo& info) {
   Napi::Object o = info[1].As<Napi::Object>();
   const std::string w = "rarGenerate options";
   rargen::RarGenerateOptions opts;
-  opts.class_ids = get_int32_array(env, o.Get("classIds"), "rarGenerate: classIds");
+  opts.class_ids = get_int32_array(env, o.Get("classIds"), "rarGenerate", "classIds");
   if (opts.class_ids.empty()) range_error(env, "rarGenerate: classIds must hold at least one class id");
   check_range(env, opts.class_ids, 0, c.classes - 1, "classIds", "class ids");
   auto finite = [&](const char* key) {
@@ -359,7 +358,7 @@ Napi::Value VqDecode(const Napi::CallbackInfo& info) {
   auto st = model_arg(env, info[0], "vqDecode", Want::Vq, false);
   require_part(env, *st, {"decoder.", "quantize."}, "decoder");
   const auto& c = st->vq->config();
-  auto tokens = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[1], "vqDecode: tokens"));
+  auto tokens = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[1], "vqDecode", "tokens"));
   int B = get_batch(env, info[2], "vqDecode");
   int64_t per = static_cast<int64_t>(c.grid()) * c.grid();
   if (static_cast<int64_t>(tokens->size()) != B * per)
@@ -379,7 +378,7 @@ Napi::Value VqEncode(const Napi::CallbackInfo& info) {
   auto st = model_arg(env, info[0], "vqEncode", Want::Vq, false);
   require_part(env, *st, {"encoder.", "quantize."}, "encoder");
   const auto& c = st->vq->config();
-  auto pixels = std::make_shared<std::vector<float>>(get_float32_array(env, info[1], "vqEncode: pixels"));
+  auto pixels = std::make_shared<std::vector<float>>(get_float32_array(env, info[1], "vqEncode", "pixels"));
   int B = get_batch(env, info[2], "vqEncode");
   int64_t per = 3LL * c.resolution * c.resolution;
   if (static_cast<int64_t>(pixels->size()) != B * per)

@@ -68,9 +68,8 @@ size_t elems(std::initializer_list<uint64_t> dims) {
 }
 
 template <class T>
-T get_typed(const Napi::Value& v, napi_typedarray_type type, const char* tname, const std::string& fn, const char* name, size_t want_len) {
-  if (!napi::is_typed_array(v, type))
-    type_error(v.Env(), fn, std::string("Expected a ") + tname + " for " + name + " but received " + describe(v));
+T get_typed(const Napi::Value& v, napi_typedarray_type type, const std::string& fn, const char* name, size_t want_len) {
+  napi::expect_typed_array(v.Env(), v, type, fn, name);
   T a = v.As<T>();
   if (want_len == kOverflow)
     throw Napi::RangeError::New(v.Env(), "rargen." + fn + ": the sizes given for " + name + " overflow 64 bits when multiplied");
@@ -152,7 +151,7 @@ Napi::Value InceptionSetWeight(const Napi::CallbackInfo& info) {
   const std::string fn = "inceptionSetWeight";
   auto h = get_inception(info, fn);
   std::string name = get_string(info, 1, fn, "name");
-  auto data = get_typed<Napi::Float32Array>(info[2], napi_float32_array, "Float32Array", fn, "data", SIZE_MAX);
+  auto data = get_typed<Napi::Float32Array>(info[2], napi_float32_array, fn, "data", SIZE_MAX);
   if (!info[3].IsArray()) type_error(env, fn, "Expected an array of integers for shape but received " + describe(info[3]));
   Napi::Array sa = info[3].As<Napi::Array>();
   std::vector<int64_t> shape;
@@ -204,7 +203,7 @@ Napi::Value InceptionForward(const Napi::CallbackInfo& info) {
   const int B = static_cast<int>(get_int(info, 2, fn, "batch", 1, 1 << 20));
   const int H = static_cast<int>(get_int(info, 3, fn, "height", 1, 1 << 16));
   const int W = static_cast<int>(get_int(info, 4, fn, "width", 1, 1 << 16));
-  auto images = get_typed<Napi::Uint8Array>(info[1], napi_uint8_array, "Uint8Array", fn, "images", elems({uint64_t(B), uint64_t(H), uint64_t(W), 3}));
+  auto images = get_typed<Napi::Uint8Array>(info[1], napi_uint8_array, fn, "images", elems({uint64_t(B), uint64_t(H), uint64_t(W), 3}));
   napi::checked_alloc_bytes(env, fn, "the outputs of a batch of " + std::to_string(B), {uint64_t(B), kInceptionPool3 + kInceptionSpatial + kInceptionLogits}, 4);
   struct Out {
     std::vector<float> pool3, spatial, logits;
@@ -244,7 +243,7 @@ Napi::Value Tf1ResizeBilinear(const Napi::CallbackInfo& info) {
   const int W = static_cast<int>(get_int(info, 3, fn, "width", 1, 1 << 16));
   const int oh = static_cast<int>(get_int(info, 4, fn, "outHeight", 1, 1 << 16));
   const int ow = static_cast<int>(get_int(info, 5, fn, "outWidth", 1, 1 << 16));
-  auto images = get_typed<Napi::Uint8Array>(info[0], napi_uint8_array, "Uint8Array", fn, "images", elems({uint64_t(B), uint64_t(H), uint64_t(W), 3}));
+  auto images = get_typed<Napi::Uint8Array>(info[0], napi_uint8_array, fn, "images", elems({uint64_t(B), uint64_t(H), uint64_t(W), 3}));
   napi::checked_alloc_bytes(env, fn, "the output (" + std::to_string(B) + " x 3 x " + std::to_string(oh) + " x " + std::to_string(ow) + " floats)",
                             {uint64_t(B), 3, uint64_t(oh), uint64_t(ow)}, 4);
   auto out = Napi::Float32Array::New(env, static_cast<size_t>(B) * 3 * oh * ow);
@@ -283,7 +282,7 @@ Napi::Value FeatureStatsAdd(const Napi::CallbackInfo& info) {
   const std::string fn = "featureStatsAdd";
   auto h = get_stats(info, fn);
   const int64_t rows = get_int(info, 2, fn, "rows", 0, int64_t(1) << 40);
-  auto feats = get_typed<Napi::Float32Array>(info[1], napi_float32_array, "Float32Array", fn, "features",
+  auto feats = get_typed<Napi::Float32Array>(info[1], napi_float32_array, fn, "features",
                                              elems({uint64_t(rows), uint64_t(h->stats->dim())}));
   auto copy = napi::owned_copy<float>(feats);
   return napi::job(
@@ -323,13 +322,13 @@ Napi::Value FeatureStatsResult(const Napi::CallbackInfo& info) {
 Napi::Value FrechetDistance(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string fn = "frechetDistance";
-  auto mu1 = get_typed<Napi::Float64Array>(info[0], napi_float64_array, "Float64Array", fn, "mu1", SIZE_MAX);
+  auto mu1 = get_typed<Napi::Float64Array>(info[0], napi_float64_array, fn, "mu1", SIZE_MAX);
   const size_t D = mu1.ElementLength();
   if (D < 1) type_error(env, fn, "mu1 is empty");
   if (D > (1 << 16)) throw Napi::RangeError::New(env, "rargen.frechetDistance: mu1 has " + std::to_string(D) + " elements, more than the 65536 dimensions supported");
-  auto s1 = get_typed<Napi::Float64Array>(info[1], napi_float64_array, "Float64Array", fn, "sigma1", D * D);
-  auto mu2 = get_typed<Napi::Float64Array>(info[2], napi_float64_array, "Float64Array", fn, "mu2", D);
-  auto s2 = get_typed<Napi::Float64Array>(info[3], napi_float64_array, "Float64Array", fn, "sigma2", D * D);
+  auto s1 = get_typed<Napi::Float64Array>(info[1], napi_float64_array, fn, "sigma1", D * D);
+  auto mu2 = get_typed<Napi::Float64Array>(info[2], napi_float64_array, fn, "mu2", D);
+  auto s2 = get_typed<Napi::Float64Array>(info[3], napi_float64_array, fn, "sigma2", D * D);
   // the solver's workspace is a few D x D matrices
   napi::checked_alloc_bytes(env, fn, "the workspace for dimension " + std::to_string(D), {D, D, 8}, 8);
   int threads = info.Length() > 4 && !info[4].IsUndefined() ? static_cast<int>(get_int(info, 4, fn, "threads", 0, 4096)) : 0;
@@ -351,7 +350,7 @@ Napi::Value InceptionScore(const Napi::CallbackInfo& info) {
   const int64_t rows = get_int(info, 1, fn, "rows", 1, int64_t(1) << 40);
   const int classes = static_cast<int>(get_int(info, 2, fn, "classes", 1, 1 << 24));
   const int64_t split = get_int(info, 3, fn, "splitSize", 1, int64_t(1) << 40);
-  auto logits = get_typed<Napi::Float32Array>(info[0], napi_float32_array, "Float32Array", fn, "logits", elems({uint64_t(rows), uint64_t(classes)}));
+  auto logits = get_typed<Napi::Float32Array>(info[0], napi_float32_array, fn, "logits", elems({uint64_t(rows), uint64_t(classes)}));
   struct R {
     double score = 0;
     std::vector<double> splits;
@@ -381,8 +380,8 @@ Napi::Value PrecisionRecallFn(const Napi::CallbackInfo& info) {
   const int64_t nr = get_int(info, 1, fn, "nRef", 1, int64_t(1) << 40);
   const int64_t ns = get_int(info, 3, fn, "nSample", 1, int64_t(1) << 40);
   const int D = static_cast<int>(get_int(info, 4, fn, "dim", 1, 1 << 20));
-  auto ref = get_typed<Napi::Float32Array>(info[0], napi_float32_array, "Float32Array", fn, "ref", elems({uint64_t(nr), uint64_t(D)}));
-  auto sam = get_typed<Napi::Float32Array>(info[2], napi_float32_array, "Float32Array", fn, "sample", elems({uint64_t(ns), uint64_t(D)}));
+  auto ref = get_typed<Napi::Float32Array>(info[0], napi_float32_array, fn, "ref", elems({uint64_t(nr), uint64_t(D)}));
+  auto sam = get_typed<Napi::Float32Array>(info[2], napi_float32_array, fn, "sample", elems({uint64_t(ns), uint64_t(D)}));
   PrecisionRecallOptions o;
   std::string device = "cpu";
   Napi::Value on_progress = env.Undefined();

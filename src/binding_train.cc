@@ -101,8 +101,7 @@ Napi::Value TrainSetTensor(const Napi::CallbackInfo& info) {
   StatePtr st = state_arg(env, info[0], "trainSetTensor");
   rargen::TrainTensor kind = kind_arg(env, info[1], "trainSetTensor", false);
   if (!info[2].IsString()) type_error(env, "trainSetTensor: name must be a string");
-  if (!is_typed_array(info[3], napi_float32_array))
-    type_error(env, "trainSetTensor: data must be a Float32Array");
+  expect_typed_array(env, info[3], napi_float32_array, "trainSetTensor", "data");
   Napi::Float32Array a = info[3].As<Napi::Float32Array>();
   st->trainer->set_tensor(kind, info[2].As<Napi::String>().Utf8Value(), a.Data(), static_cast<int64_t>(a.ElementLength()));
   return env.Undefined();
@@ -131,9 +130,9 @@ Napi::Value TrainForwardBackward(const Napi::CallbackInfo& info) {
     rargen::RarTrainStats stats;
   };
   auto a = std::make_shared<Args>();
-  a->ids = get_int32_array(env, b.Get("ids"), "trainForwardBackward: ids");
-  a->cond = get_int32_array(env, b.Get("condition"), "trainForwardBackward: condition");
-  a->orders = get_int32_array(env, b.Get("orders"), "trainForwardBackward: orders");
+  a->ids = get_int32_array(env, b.Get("ids"), "trainForwardBackward", "ids");
+  a->cond = get_int32_array(env, b.Get("condition"), "trainForwardBackward", "condition");
+  a->orders = get_int32_array(env, b.Get("orders"), "trainForwardBackward", "orders");
   const int64_t B = static_cast<int64_t>(a->cond.size());
   if (B < 1) range_error(env, "trainForwardBackward: condition must hold at least one entry");
   if (static_cast<int64_t>(a->ids.size()) != B * c.seq_len || static_cast<int64_t>(a->orders.size()) != B * c.seq_len)

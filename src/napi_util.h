@@ -45,6 +45,36 @@ namespace rargen::napi {
   throw Napi::RangeError::New(env, "rargen: " + msg);
 }
 
+// How a received value is shown in the messages of the boundary ("but received ...").
+inline std::string describe(const Napi::Value& v) {
+  if (v.IsEmpty() || v.IsUndefined()) return "undefined";
+  if (v.IsNull()) return "null";
+  if (v.IsExternal()) return "another kind of handle";
+  if (v.IsTypedArray()) {
+    switch (v.As<Napi::TypedArray>().TypedArrayType()) {
+      case napi_uint8_array: return "Uint8Array";
+      case napi_int32_array: return "Int32Array";
+      case napi_float32_array: return "Float32Array";
+      case napi_float64_array: return "Float64Array";
+      default: return "another typed array";
+    }
+  }
+  if (v.IsNumber()) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", v.As<Napi::Number>().DoubleValue());
+    return buf;
+  }
+  if (v.IsString()) {
+    std::string s = v.As<Napi::String>().Utf8Value();
+    return "string '" + (s.size() > 60 ? s.substr(0, 60) + "..." : s) + "'";
+  }
+  if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? "true" : "false";
+  if (v.IsFunction()) return "a function";
+  if (v.IsArray()) return "an array";
+  if (v.IsObject()) return "an object";
+  return "another type";
+}
+
 // ---------------- fields of an options object ----------------
 
 inline double get_number(Napi::Env env, const Napi::Object& o, const char* key, const std::string& where) {
@@ -71,19 +101,40 @@ inline bool is_typed_array(const Napi::Value& v, napi_typedarray_type type) {
   return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == type;
 }
 
-// A copy of a typed array of the given type; otherwise a TypeError "<what> must be <a_type>".
+inline const char* typed_array_name(napi_typedarray_type type) {
+  switch (type) {
+    case napi_uint8_array: return "a Uint8Array";
+    case napi_int32_array: return "an Int32Array";
+    case napi_float32_array: return "a Float32Array";
+    case napi_float64_array: return "a Float64Array";
+    default: return "a typed array";
+  }
+}
+
+// A typed array of the given type, or the boundary's TypeError
+// "rargen.<fn>: Expected a Float32Array for <name> but received <value>".
+inline void expect_typed_array(Napi::Env env, const Napi::Value& v, napi_typedarray_type type, const std::string& fn,
+                               const std::string& name) {
+  if (!is_typed_array(v, type))
+    throw Napi::TypeError::New(env, "rargen." + fn + ": Expected " + typed_array_name(type) + " for " + name +
+                                        " but received " + describe(v));
+}
+
+// A copy of a typed array of the given type (see expect_typed_array).
 template <class T, class JsArray>
-std::vector<T> copy_typed_array(Napi::Env env, const Napi::Value& v, napi_typedarray_type type,
-                                const std::string& what, const char* a_type) {
-  if (!is_typed_array(v, type)) type_error(env, what + " must be " + a_type);
+std::vector<T> copy_typed_array(Napi::Env env, const Napi::Value& v, napi_typedarray_type type, const std::string& fn,
+                                const std::string& name) {
+  expect_typed_array(env, v, type, fn, name);
   JsArray a = v.As<JsArray>();
   return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
 }
-inline std::vector<int32_t> get_int32_array(Napi::Env env, const Napi::Value& v, const std::string& what) {
-  return copy_typed_array<int32_t, Napi::Int32Array>(env, v, napi_int32_array, what, "an Int32Array");
+inline std::vector<int32_t> get_int32_array(Napi::Env env, const Napi::Value& v, const std::string& fn,
+                                            const std::string& name) {
+  return copy_typed_array<int32_t, Napi::Int32Array>(env, v, napi_int32_array, fn, name);
 }
-inline std::vector<float> get_float32_array(Napi::Env env, const Napi::Value& v, const std::string& what) {
-  return copy_typed_array<float, Napi::Float32Array>(env, v, napi_float32_array, what, "a Float32Array");
+inline std::vector<float> get_float32_array(Napi::Env env, const Napi::Value& v, const std::string& fn,
+                                            const std::string& name) {
+  return copy_typed_array<float, Napi::Float32Array>(env, v, napi_float32_array, fn, name);
 }
 
 inline Napi::Float32Array to_js(Napi::Env env, const std::vector<float>& v) {
@@ -191,36 +242,6 @@ inline constexpr napi_type_tag kTrainer = {0x72617267656e5472ULL, 0x61696e657200
 inline constexpr napi_type_tag kInception = {0x72617267656e496eULL, 0x6365707469000003ULL};     // inceptionCreate
 inline constexpr napi_type_tag kFeatureStats = {0x72617267656e4673ULL, 0x7461747300000004ULL};  // featureStatsCreate
 }  // namespace tags
-
-// How a received value is shown in the messages of the boundary ("but received ...").
-inline std::string describe(const Napi::Value& v) {
-  if (v.IsEmpty() || v.IsUndefined()) return "undefined";
-  if (v.IsNull()) return "null";
-  if (v.IsExternal()) return "another kind of handle";
-  if (v.IsTypedArray()) {
-    switch (v.As<Napi::TypedArray>().TypedArrayType()) {
-      case napi_uint8_array: return "Uint8Array";
-      case napi_int32_array: return "Int32Array";
-      case napi_float32_array: return "Float32Array";
-      case napi_float64_array: return "Float64Array";
-      default: return "another typed array";
-    }
-  }
-  if (v.IsNumber()) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.17g", v.As<Napi::Number>().DoubleValue());
-    return buf;
-  }
-  if (v.IsString()) {
-    std::string s = v.As<Napi::String>().Utf8Value();
-    return "string '" + (s.size() > 60 ? s.substr(0, 60) + "..." : s) + "'";
-  }
-  if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? "true" : "false";
-  if (v.IsFunction()) return "a function";
-  if (v.IsArray()) return "an array";
-  if (v.IsObject()) return "an object";
-  return "another type";
-}
 
 // A new handle owning (a reference to) `st`.
 template <class T>
