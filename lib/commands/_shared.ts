@@ -6,6 +6,8 @@
 import { parseArgs } from 'node:util';
 import type { DeviceSpec } from '../device.js';
 import { resolveClassName } from '../classes.js';
+import { loadGenerator, loadTokenizer, type Generator, type LoadGeneratorOptions, type LoadTokenizerOptions, type Tokenizer } from '../generate.js';
+import { ProgressBar } from '../progress.js';
 
 /** A bad command line: the dispatcher prints it with a pointer to --help and exits 2. */
 export class UsageError extends Error {
@@ -14,6 +16,13 @@ export class UsageError extends Error {
 }
 
 type Options = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
+
+/** A string option's entry in an option table. */
+export const STRING = { type: 'string' } as const;
+/** A boolean option's entry. */
+export const BOOLEAN = { type: 'boolean' } as const;
+/** The options of every command that runs a model: --device and --batch-size. */
+export const RUN_OPTIONS = { device: STRING, 'batch-size': STRING } as const;
 
 /** The parsed values of options O (plus help), as node:util parseArgs types them. */
 export type ParsedValues<O extends Options> = {
@@ -56,6 +65,13 @@ export function parseCommandArgs<O extends Options>(argv: string[], options: O, 
     if (err.code?.startsWith('ERR_PARSE_ARGS')) throw new UsageError(err.message.replace(/\. To specify a positional argument.*$/s, '').replace(/\s*\n\s*/g, ' '));
     throw e;
   }
+}
+
+/** Prints `usage` when --help/-h was given; true then (the command returns 0). */
+export function helpShown(values: { help?: boolean }, usage: string): boolean {
+  if (!values.help) return false;
+  process.stdout.write(usage + '\n');
+  return true;
 }
 
 /** A required string option. */
@@ -148,4 +164,20 @@ export function note(msg: string): void {
 /** The image file name for index i: 000000.png, 000001.png, ... */
 export function imageFileName(i: number): string {
   return String(i).padStart(6, '0') + '.png';
+}
+
+/** loadGenerator with a progress bar of the tensors copied ('loading generator'). */
+export async function loadGeneratorWithProgress(path: string, options: Omit<LoadGeneratorOptions, 'onProgress'>): Promise<Generator> {
+  const bar = new ProgressBar(0, { label: 'loading generator', unit: 'tensors' });
+  const g = await loadGenerator(path, { ...options, onProgress: (p) => bar.update(p.tensorsDone, p.tensorsTotal) });
+  bar.finish();
+  return g;
+}
+
+/** loadTokenizer with a progress bar of the tensors copied ('loading tokenizer'). */
+export async function loadTokenizerWithProgress(path: string, options: Omit<LoadTokenizerOptions, 'onProgress'>): Promise<Tokenizer> {
+  const bar = new ProgressBar(0, { label: 'loading tokenizer', unit: 'tensors' });
+  const t = await loadTokenizer(path, { ...options, onProgress: (p) => bar.update(p.tensorsDone, p.tensorsTotal) });
+  bar.finish();
+  return t;
 }

@@ -2,7 +2,7 @@
 // are conditioned on (or the demo model's, with --demo); QUERY filters by substring.
 import { IMAGENET_CLASSES, searchClasses } from '../classes.js';
 import { loadDemoInfo } from '../demo/index.js';
-import { parseCommandArgs } from './_shared.js';
+import { parseCommandArgs, helpShown } from './_shared.js';
 
 export const summary = 'list or search the ImageNet class names usable with --classes';
 
@@ -19,10 +19,7 @@ Options:
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs(argv, { demo: { type: 'boolean' }, json: { type: 'boolean' } });
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
+  if (helpShown(values, USAGE)) return 0;
   const list = values.demo ? loadDemoInfo().classes : IMAGENET_CLASSES;
   const found = searchClasses(positionals.join(' '), list);
   if (values.json) process.stdout.write(JSON.stringify(found) + '\n');

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { loadTokenizer, decode } from '../generate.js';
 import { savePng } from '../image.js';
 import { ProgressBar } from '../progress.js';
-import { imageFileName, intOption, note, parseCommandArgs, requireOption, UsageError, deviceOption } from './_shared.js';
+import { imageFileName, intOption, note, parseCommandArgs, requireOption, UsageError, deviceOption, helpShown, STRING, RUN_OPTIONS } from './_shared.js';
 
 export const summary = 'decode token sequences to PNG images with the MaskGIT-VQGAN tokenizer';
 
@@ -53,21 +53,8 @@ export async function readTokensFile(file: string): Promise<number[][]> {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseCommandArgs(
-    argv,
-    {
-      tokenizer: { type: 'string' },
-      tokens: { type: 'string' },
-      out: { type: 'string' },
-      'batch-size': { type: 'string' },
-      device: { type: 'string' },
-    },
-    false,
-  );
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
+  const { values } = parseCommandArgs(argv, { tokenizer: STRING, tokens: STRING, out: STRING, ...RUN_OPTIONS }, false);
+  if (helpShown(values, USAGE)) return 0;
   const tokenizerPath = requireOption(values.tokenizer, '--tokenizer');
   const tokensPath = requireOption(values.tokens, '--tokens');
   const out = requireOption(values.out, '--out');

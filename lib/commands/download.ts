@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import { downloadReleased } from '../download.js';
 import { cacheDir, cachedPath, RELEASED_FILES } from '../releases.js';
 import { ProgressBar } from '../progress.js';
-import { note, parseCommandArgs, UsageError } from './_shared.js';
+import { note, parseCommandArgs, UsageError, helpShown } from './_shared.js';
 
 export const summary = 'download released weights (rar-b ... rar-xxl, maskgit-vqgan, inception, adm-ref) into the cache folder';
 
@@ -35,10 +35,7 @@ https://HOST/PATH from URL/HOST/PATH instead, e.g. a local mirror).`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs(argv, { out: { type: 'string' }, url: { type: 'string' }, force: { type: 'boolean' } });
-  if (values.help) {
-    process.stdout.write(usage() + '\n');
-    return 0;
-  }
+  if (helpShown(values, usage())) return 0;
   if (positionals.length === 0) throw new UsageError(`expected what to download (${RELEASED_FILES.map((f) => f.name).join(', ')})`);
   if (positionals.length > 1 && (values.out !== undefined || values.url !== undefined)) throw new UsageError('--out and --url take one NAME');
   const names = positionals.includes('all') ? RELEASED_FILES.map((f) => f.name) : positionals;

@@ -13,7 +13,7 @@ import { DeviceSpecSchema, type DeviceSpec } from '../device.js';
 import { writeFileAtomic } from '../io/file.js';
 import { PAPER_ARXIV, PAPER_MODELS, PAPER_NUM_SAMPLES, REFERENCE_BATCH, type PaperModel } from '../paper.js';
 import { ProgressBar } from '../progress.js';
-import { intOption, note, parseCommandArgs, UsageError } from './_shared.js';
+import { intOption, note, parseCommandArgs, UsageError, helpShown, STRING, BOOLEAN, RUN_OPTIONS } from './_shared.js';
 
 export const summary = "the paper's FID table beside the FIDs measured on the sample .npz files present";
 
@@ -183,24 +183,8 @@ export function formatTable(rows: readonly TableRow[]): string {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseCommandArgs(
-    argv,
-    {
-      ref: { type: 'string' },
-      dir: { type: 'string' },
-      recompute: { type: 'boolean' },
-      inception: { type: 'string' },
-      device: { type: 'string' },
-      'batch-size': { type: 'string' },
-      threads: { type: 'string' },
-      json: { type: 'boolean' },
-    },
-    false,
-  );
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
+  const { values } = parseCommandArgs(argv, { ref: STRING, dir: STRING, recompute: BOOLEAN, inception: STRING, threads: STRING, json: BOOLEAN, ...RUN_OPTIONS }, false);
+  if (helpShown(values, USAGE)) return 0;
   const dir = values.dir ?? '.';
   if (!existsSync(dir)) throw new UsageError(`--dir ${dir} does not exist`);
   const device = values.device ?? 'auto';

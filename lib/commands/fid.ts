@@ -6,7 +6,7 @@ import { resolveModelPath } from '../releases.js';
 import type { DeviceSpec } from '../device.js';
 import { DeviceSpecSchema } from '../device.js';
 import { ProgressBar } from '../progress.js';
-import { intOption, note, parseCommandArgs, UsageError } from './_shared.js';
+import { intOption, note, parseCommandArgs, UsageError, helpShown, STRING, BOOLEAN, RUN_OPTIONS } from './_shared.js';
 
 export const summary = "FID, sFID, Inception Score, precision and recall of two .npz image batches (ADM's evaluator)";
 
@@ -30,18 +30,8 @@ Options:
   -h, --help         show this help`;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parseCommandArgs(argv, {
-    inception: { type: 'string' },
-    device: { type: 'string' },
-    'batch-size': { type: 'string' },
-    threads: { type: 'string' },
-    'split-size': { type: 'string' },
-    json: { type: 'boolean' },
-  });
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
+  const { values, positionals } = parseCommandArgs(argv, { inception: STRING, threads: STRING, 'split-size': STRING, json: BOOLEAN, ...RUN_OPTIONS });
+  if (helpShown(values, USAGE)) return 0;
   if (positionals.length !== 2) throw new UsageError(`expected two .npz files (REF.npz SAMPLE.npz) but received ${positionals.length}`);
   // REF may be the downloaded ADM reference batch by name: adm-ref
   const refPath = resolveModelPath(positionals[0]!);

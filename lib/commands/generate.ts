@@ -6,7 +6,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
-import { loadGenerator, loadTokenizer, generate, type Generator, type Tokenizer } from '../generate.js';
+import { generate, type Generator, type Tokenizer } from '../generate.js';
 import { imageGrid, savePng, type RgbImage } from '../image.js';
 import { detectModelKind, inferGeneratorConfig, PRESET_NAMES, type PresetName } from '../config.js';
 import { openCheckpoint } from '../io/index.js';
@@ -26,6 +26,12 @@ import {
   UsageError,
   deviceOption,
   type ClassSpace,
+  helpShown,
+  loadGeneratorWithProgress,
+  loadTokenizerWithProgress,
+  STRING,
+  BOOLEAN,
+  RUN_OPTIONS,
 } from './_shared.js';
 
 export const summary = 'sample images (or tokens) for ImageNet classes (ids or names) with a RAR generator';
@@ -91,33 +97,13 @@ export async function run(argv: string[]): Promise<number> {
   const { values } = parseCommandArgs(
     argv,
     {
-      generator: { type: 'string' },
-      tokenizer: { type: 'string' },
-      preset: { type: 'string' },
-      classes: { type: 'string' },
-      'guidance-scale': { type: 'string' },
-      'guidance-pow': { type: 'string' },
-      temperature: { type: 'string' },
-      seed: { type: 'string' },
-      greedy: { type: 'boolean' },
-      'top-k': { type: 'string' },
-      'top-p': { type: 'string' },
-      'batch-size': { type: 'string' },
-      device: { type: 'string' },
-      precision: { type: 'string' },
-      'tokens-out': { type: 'string' },
-      out: { type: 'string' },
-      grid: { type: 'string' },
-      'grid-cols': { type: 'string' },
-      demo: { type: 'boolean' },
-      class: { type: 'string' },
+      generator: STRING, tokenizer: STRING, preset: STRING, classes: STRING, 'guidance-scale': STRING, 'guidance-pow': STRING, temperature: STRING,
+      seed: STRING, greedy: BOOLEAN, 'top-k': STRING, 'top-p': STRING, precision: STRING, 'tokens-out': STRING, out: STRING,
+      grid: STRING, 'grid-cols': STRING, demo: BOOLEAN, class: STRING, ...RUN_OPTIONS,
     },
     false,
   );
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
+  if (helpShown(values, USAGE)) return 0;
   // --- every option checked before anything loads
   const demo = values.demo === true || values.generator === 'demo';
   if (values.demo && values.generator !== undefined) throw new UsageError('--demo and --generator cannot be used together');
@@ -177,14 +163,11 @@ export async function run(argv: string[]): Promise<number> {
   process.once('SIGINT', onSigint);
   let written = 0;
   try {
-    const loadBar = new ProgressBar(0, { label: 'loading generator', unit: 'tensors' });
-    generator = await loadGenerator(generatorPath, {
+    generator = await loadGeneratorWithProgress(generatorPath, {
       preset: values.preset as PresetName | undefined,
       device,
       precision: values.precision as 'f32' | 'f16' | 'bf16' | undefined,
-      onProgress: (p) => loadBar.update(p.tensorsDone, p.tensorsTotal),
     });
-    loadBar.finish();
     note(`rargen: ${generator.device.reason}`);
     const c = generator.config;
     const s = generator.sampling;
@@ -193,9 +176,7 @@ export async function run(argv: string[]): Promise<number> {
         `guidance ${sampling.guidanceScale ?? s.guidanceScale}, pow ${sampling.guidanceScalePow ?? s.guidanceScalePow}, temperature ${sampling.temperature ?? s.temperature}`,
     );
     if (tokenizerPath !== undefined) {
-      const tokBar = new ProgressBar(0, { label: 'loading tokenizer', unit: 'tensors' });
-      tokenizer = await loadTokenizer(tokenizerPath, { device, onProgress: (p) => tokBar.update(p.tensorsDone, p.tensorsTotal) });
-      tokBar.finish();
+      tokenizer = await loadTokenizerWithProgress(tokenizerPath, { device });
     }
     if (values.out !== undefined) await mkdir(values.out, { recursive: true });
     const bar = new ProgressBar(classes.length, { label: 'generating', unit: 'img' });

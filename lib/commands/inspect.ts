@@ -14,7 +14,7 @@ import {
   type TokenizerConfig,
 } from '../config.js';
 import { shapeToString } from '../tensor.js';
-import { parseCommandArgs, UsageError } from './_shared.js';
+import { parseCommandArgs, UsageError, helpShown } from './_shared.js';
 
 export const summary = 'list a checkpoint\'s tensors, its model kind and inferred config';
 
@@ -104,10 +104,7 @@ export function formatReport(r: InspectReport): string {
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs(argv, { json: { type: 'boolean' } });
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
+  if (helpShown(values, USAGE)) return 0;
   if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'a checkpoint FILE is required' : `expected one FILE but received ${positionals.length}`);
   const report = await inspectFile(positionals[0]!);
   process.stdout.write((values.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n');

@@ -2,7 +2,7 @@
 // run (lib/sample.ts mergeSamples), e.g. after shards ran on several machines.
 import { ProgressBar } from '../progress.js';
 import { mergeSamples } from '../sample.js';
-import { intOption, note, parseCommandArgs, UsageError } from './_shared.js';
+import { intOption, note, parseCommandArgs, UsageError, helpShown } from './_shared.js';
 
 export const summary = 'write the .npz of a sample-imagenet run from its PNGs (joins shards)';
 
@@ -22,10 +22,7 @@ Options:
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs(argv, { npz: { type: 'string' }, shards: { type: 'string' } });
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
+  if (helpShown(values, USAGE)) return 0;
   if (positionals.length < 1) throw new UsageError('expected the run folder OUT (the --out of rargen sample-imagenet)');
   const shards = intOption(values.shards, '--shards', 1);
   const [out, ...sources] = positionals as [string, ...string[]];

@@ -10,7 +10,7 @@ import { AtomicFile, writeFully } from '../io/file.js';
 import { loadTokenizer, encode } from '../generate.js';
 import { centerCropArr, flipHorizontal, loadImage, tenCropArr, type RgbImage } from '../image.js';
 import { ProgressBar } from '../progress.js';
-import { intOption, note, parseCommandArgs, requireOption, UsageError, deviceOption } from './_shared.js';
+import { intOption, note, parseCommandArgs, requireOption, UsageError, deviceOption, helpShown, STRING, BOOLEAN, RUN_OPTIONS } from './_shared.js';
 
 export const summary = 'encode an image folder to pretokenized JSONL ({"class_id", "tokens"}) for training';
 
@@ -134,22 +134,12 @@ export async function run(argv: string[]): Promise<number> {
   const { values } = parseCommandArgs(
     argv,
     {
-      tokenizer: { type: 'string' },
-      images: { type: 'string' },
-      out: { type: 'string' },
-      'class-map': { type: 'string' },
-      flip: { type: 'boolean' },
-      'ten-crop': { type: 'boolean' },
-      'skip-bad': { type: 'boolean' },
-      'batch-size': { type: 'string' },
-      device: { type: 'string' },
+      tokenizer: STRING, images: STRING, out: STRING, 'class-map': STRING,
+      flip: BOOLEAN, 'ten-crop': BOOLEAN, 'skip-bad': BOOLEAN, ...RUN_OPTIONS,
     },
     false,
   );
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
+  if (helpShown(values, USAGE)) return 0;
   const tokenizerPath = requireOption(values.tokenizer, '--tokenizer');
   const imagesDir = requireOption(values.images, '--images');
   const outFile = requireOption(values.out, '--out');

@@ -9,7 +9,7 @@ import { worldFromEnv } from '../train/dist.js';
 import { trainDemo } from '../demo/recipe.js';
 import { demoPaths } from '../demo/index.js';
 import { editDistance } from '../classes.js';
-import { note, parseCommandArgs, UsageError } from './_shared.js';
+import { note, parseCommandArgs, UsageError, helpShown } from './_shared.js';
 import { resolve } from 'node:path';
 
 export const summary = 'train a RAR generator on pretokenized data (official rar.yaml config + key=value overrides)';
@@ -48,10 +48,7 @@ export async function run(argv: string[]): Promise<number> {
     demo: { type: 'boolean' },
     out: { type: 'string' },
   });
-  if (values.help) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
+  if (helpShown(values, USAGE)) return 0;
   if (positionals.length) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])} (overrides are key=value, the config is config=FILE.yaml)`);
   if (values.demo && configFile !== null) throw new UsageError('--demo trains demo/train.yaml: drop config=FILE (overrides key=value still apply)');
   if (values.demo && values.out === undefined) throw new UsageError('--demo needs --out DIR (a folder of yours for the run and the trained model)');
