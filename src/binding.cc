@@ -83,10 +83,9 @@ std::shared_ptr<ModelState> model_arg(Napi::Env env, const Napi::Value& v, const
 
 Napi::Value CreateRar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsObject()) type_error(env, "createRar: config must be an object");
-  if (!info[1].IsString()) type_error(env, "createRar: device must be a string");
+  Napi::Object c = object_arg(env, info[0], "createRar", "config");
+  std::string device = string_arg(env, info[1], "createRar", "device");
   if (!info[2].IsString()) type_error(env, "createRar: weightDtype must be 'f32', 'f16' or 'bf16'");
-  Napi::Object c = info[0].As<Napi::Object>();
   rargen::RarConfig cfg = get_rar_config(env, c, "createRar config");
   int D = cfg.hidden / cfg.heads;
   if (D > 128) range_error(env, "createRar config: head dim hiddenSize/numHeads = " + std::to_string(D) + " exceeds 128");
@@ -96,14 +95,9 @@ Napi::Value CreateRar(const Napi::CallbackInfo& info) {
   else if (dt == "f16") dtype = rargen::DType::F16;
   else if (dt == "bf16") dtype = rargen::DType::BF16;
   else range_error(env, "createRar: weightDtype must be 'f32', 'f16' or 'bf16' but received '" + dt + "'");
-  std::string device = info[1].As<Napi::String>().Utf8Value();
   Backend* be = backend_for(env, device, kNoCudaDetail);
   auto st = std::make_shared<ModelState>();
-  try {
-    st->rar = std::make_unique<rargen::Rar>(be, cfg, dtype);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  st->rar = std::make_unique<rargen::Rar>(be, cfg, dtype);  // its errors: guarded<>
   st->device = device;
   return make_handle(env, st);
 }
@@ -132,18 +126,12 @@ rargen::VqConfig vq_config_arg(Napi::Env env, const Napi::Object& c, const std::
 
 Napi::Value CreateVq(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsObject()) type_error(env, "createVq: config must be an object");
-  if (!info[1].IsString()) type_error(env, "createVq: device must be a string");
-  Napi::Object c = info[0].As<Napi::Object>();
+  Napi::Object c = object_arg(env, info[0], "createVq", "config");
+  std::string device = string_arg(env, info[1], "createVq", "device");
   rargen::VqConfig cfg = vq_config_arg(env, c, "createVq config");
-  std::string device = info[1].As<Napi::String>().Utf8Value();
   Backend* be = backend_for(env, device, kNoCudaDetail);
   auto st = std::make_shared<ModelState>();
-  try {
-    st->vq = std::make_unique<rargen::Vq>(be, cfg);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  st->vq = std::make_unique<rargen::Vq>(be, cfg);
   st->device = device;
   return make_handle(env, st);
 }
@@ -151,8 +139,7 @@ Napi::Value CreateVq(const Napi::CallbackInfo& info) {
 Napi::Value SetWeight(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto st = model_arg(env, info[0], "setWeight", Want::Any, false);
-  if (!info[1].IsString()) type_error(env, "setWeight: name must be a string");
-  std::string name = info[1].As<Napi::String>().Utf8Value();
+  std::string name = string_arg(env, info[1], "setWeight", "name");
   expect_typed_array(env, info[2], napi_float32_array, "setWeight", "the data of '" + name + "'");
   Napi::Float32Array data = info[2].As<Napi::Float32Array>();
   if (!info[3].IsArray()) type_error(env, "setWeight: shape for '" + name + "' must be an array of integers");
@@ -174,11 +161,7 @@ Napi::Value SetWeight(const Napi::CallbackInfo& info) {
     range_error(env, "setWeight: data for '" + name + "' has " + std::to_string(data.ElementLength()) +
                          " elements but shape " + rargen::shape_str(shape) + " needs " +
                          std::to_string(static_cast<int64_t>(numel)));
-  try {
-    st->params().set(name, data.Data(), shape);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  st->params().set(name, data.Data(), shape);
   st->finalized = false;
   return env.Undefined();
 }
@@ -186,11 +169,7 @@ Napi::Value SetWeight(const Napi::CallbackInfo& info) {
 Napi::Value Finalize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto st = model_arg(env, info[0], "finalize", Want::Any, false);
-  try {
-    st->params().finalize();
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  st->params().finalize();
   st->finalized = true;
   return env.Undefined();
 }
@@ -280,8 +259,7 @@ Napi::Value RarGenerate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto st = model_arg(env, info[0], "rarGenerate", Want::Rar, true);
   const auto& c = st->rar->config();
-  if (!info[1].IsObject()) type_error(env, "rarGenerate: options must be an object");
-  Napi::Object o = info[1].As<Napi::Object>();
+  Napi::Object o = object_arg(env, info[1], "rarGenerate", "options");
   const std::string w = "rarGenerate options";
   rargen::RarGenerateOptions opts;
   opts.class_ids = get_int32_array(env, o.Get("classIds"), "rarGenerate", "classIds");
@@ -338,12 +316,7 @@ Napi::Value Cancel(const Napi::CallbackInfo& info) {
 // A tokenizer may be used for one direction only: decoding needs the decoder and the
 // codebook, encoding the encoder and the codebook. finalize() still checks them all.
 void require_part(Napi::Env env, ModelState& st, const std::vector<std::string>& prefixes, const char* what) {
-  if (st.finalized) return;
-  try {
-    st.params().require(prefixes, what);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  if (!st.finalized) st.params().require(prefixes, what);
 }
 
 int get_batch(Napi::Env env, const Napi::Value& v, const char* fn) {
@@ -488,37 +461,38 @@ Napi::Array param_table_js(Napi::Env env, const std::vector<rargen::ParamSpec>& 
 // table is computed, nothing is allocated.
 Napi::Value RarParamTable(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsObject()) type_error(env, "rarParamTable: config must be an object");
-  return param_table_js(env, rargen::rar_param_table(get_rar_config(env, info[0].As<Napi::Object>(), "rarParamTable config")));
+  Napi::Object c = object_arg(env, info[0], "rarParamTable", "config");
+  return param_table_js(env, rargen::rar_param_table(get_rar_config(env, c, "rarParamTable config")));
 }
 
 // vqParamTable(config): the tokenizer's parameter table (src/model/vqgan_params.h),
 // the same format; the config is checked as createVq checks it.
 Napi::Value VqParamTable(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsObject()) type_error(env, "vqParamTable: config must be an object");
-  return param_table_js(env, rargen::vq_param_table(vq_config_arg(env, info[0].As<Napi::Object>(), "vqParamTable config")));
+  Napi::Object c = object_arg(env, info[0], "vqParamTable", "config");
+  return param_table_js(env, rargen::vq_param_table(vq_config_arg(env, c, "vqParamTable config")));
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   addon_data(env);  // the instance data (src/napi_util.h)
   if (rargen::register_eval) rargen::register_eval(env, exports);
   if (rargen::register_train) rargen::register_train(env, exports);
-  exports.Set("buildInfo", Napi::Function::New(env, guarded<BuildInfo>));
-  exports.Set("cudaStatus", Napi::Function::New(env, guarded<CudaStatus>));
-  exports.Set("createRar", Napi::Function::New(env, guarded<CreateRar>));
-  exports.Set("createVq", Napi::Function::New(env, guarded<CreateVq>));
-  exports.Set("setWeight", Napi::Function::New(env, guarded<SetWeight>));
-  exports.Set("finalize", Napi::Function::New(env, guarded<Finalize>));
-  exports.Set("free", Napi::Function::New(env, guarded<Free>));
-  exports.Set("rarForward", Napi::Function::New(env, guarded<RarForward>));
-  exports.Set("rarDecodeSteps", Napi::Function::New(env, guarded<RarDecodeSteps>));
-  exports.Set("rarGenerate", Napi::Function::New(env, guarded<RarGenerate>));
-  exports.Set("cancel", Napi::Function::New(env, guarded<Cancel>));
-  exports.Set("vqDecode", Napi::Function::New(env, guarded<VqDecode>));
-  exports.Set("vqEncode", Napi::Function::New(env, guarded<VqEncode>));
-  exports.Set("rarParamTable", Napi::Function::New(env, guarded<RarParamTable>));
-  exports.Set("vqParamTable", Napi::Function::New(env, guarded<VqParamTable>));
+  set_exports(env, exports,
+              {{"buildInfo", guarded<BuildInfo>},
+               {"cudaStatus", guarded<CudaStatus>},
+               {"createRar", guarded<CreateRar>},
+               {"createVq", guarded<CreateVq>},
+               {"setWeight", guarded<SetWeight>},
+               {"finalize", guarded<Finalize>},
+               {"free", guarded<Free>},
+               {"rarForward", guarded<RarForward>},
+               {"rarDecodeSteps", guarded<RarDecodeSteps>},
+               {"rarGenerate", guarded<RarGenerate>},
+               {"cancel", guarded<Cancel>},
+               {"vqDecode", guarded<VqDecode>},
+               {"vqEncode", guarded<VqEncode>},
+               {"rarParamTable", guarded<RarParamTable>},
+               {"vqParamTable", guarded<VqParamTable>}});
   return exports;
 }
 

@@ -55,8 +55,7 @@ int64_t get_int(const Napi::CallbackInfo& info, size_t i, const std::string& fn,
 }
 
 std::string get_string(const Napi::CallbackInfo& info, size_t i, const std::string& fn, const char* name) {
-  if (!info[i].IsString()) type_error(info.Env(), fn, std::string("Expected a string for ") + name + " but received " + describe(info[i]));
-  return info[i].As<Napi::String>().Utf8Value();
+  return napi::string_arg(info.Env(), info[i], fn, name);
 }
 
 // want_len: the element count required (SIZE_MAX: any); a product that overflowed is
@@ -445,19 +444,20 @@ constexpr auto guarded = napi::guarded<F, napi::ErrorPrefix::Rargen>;
 }  // namespace
 
 void register_eval(Napi::Env env, Napi::Object exports) {
-  exports.Set("inceptionWeightShapes", Napi::Function::New(env, guarded<InceptionWeightShapes>));
-  exports.Set("inceptionCreate", Napi::Function::New(env, guarded<InceptionCreate>));
-  exports.Set("inceptionSetWeight", Napi::Function::New(env, guarded<InceptionSetWeight>));
-  exports.Set("inceptionFinalize", Napi::Function::New(env, guarded<InceptionFinalize>));
-  exports.Set("inceptionForward", Napi::Function::New(env, guarded<InceptionForward>));
-  exports.Set("inceptionFree", Napi::Function::New(env, guarded<InceptionFree>));
-  exports.Set("tf1ResizeBilinear", Napi::Function::New(env, guarded<Tf1ResizeBilinear>));
-  exports.Set("featureStatsCreate", Napi::Function::New(env, guarded<FeatureStatsCreate>));
-  exports.Set("featureStatsAdd", Napi::Function::New(env, guarded<FeatureStatsAdd>));
-  exports.Set("featureStatsResult", Napi::Function::New(env, guarded<FeatureStatsResult>));
-  exports.Set("frechetDistance", Napi::Function::New(env, guarded<FrechetDistance>));
-  exports.Set("inceptionScore", Napi::Function::New(env, guarded<InceptionScore>));
-  exports.Set("precisionRecall", Napi::Function::New(env, guarded<PrecisionRecallFn>));
+  napi::set_exports(env, exports,
+                    {{"inceptionWeightShapes", guarded<InceptionWeightShapes>},
+                     {"inceptionCreate", guarded<InceptionCreate>},
+                     {"inceptionSetWeight", guarded<InceptionSetWeight>},
+                     {"inceptionFinalize", guarded<InceptionFinalize>},
+                     {"inceptionForward", guarded<InceptionForward>},
+                     {"inceptionFree", guarded<InceptionFree>},
+                     {"tf1ResizeBilinear", guarded<Tf1ResizeBilinear>},
+                     {"featureStatsCreate", guarded<FeatureStatsCreate>},
+                     {"featureStatsAdd", guarded<FeatureStatsAdd>},
+                     {"featureStatsResult", guarded<FeatureStatsResult>},
+                     {"frechetDistance", guarded<FrechetDistance>},
+                     {"inceptionScore", guarded<InceptionScore>},
+                     {"precisionRecall", guarded<PrecisionRecallFn>}});
 }
 
 }  // namespace rargen

@@ -55,18 +55,15 @@ Napi::Promise train_job(Napi::Env env, const char* name, StatePtr st, std::funct
 
 Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsObject()) type_error(env, "createTrainer: config must be an object");
-  if (!info[1].IsString()) type_error(env, "createTrainer: device must be a string");
-  if (!info[2].IsObject()) type_error(env, "createTrainer: options must be an object {dropout, attnDropout}");
-  Napi::Object c = info[0].As<Napi::Object>();
+  Napi::Object c = object_arg(env, info[0], "createTrainer", "config");
+  std::string device = string_arg(env, info[1], "createTrainer", "device");
+  Napi::Object o = object_arg(env, info[2], "createTrainer", "options {dropout, attnDropout}");
   rargen::RarConfig cfg = get_rar_config(env, c, "createTrainer config", false);
-  Napi::Object o = info[2].As<Napi::Object>();
   rargen::RarTrainOptions opt;
   opt.dropout = static_cast<float>(get_number(env, o, "dropout", "createTrainer options"));
   opt.attn_dropout = static_cast<float>(get_number(env, o, "attnDropout", "createTrainer options"));
   if (!(opt.dropout >= 0.f && opt.dropout < 1.f) || !(opt.attn_dropout >= 0.f && opt.attn_dropout < 1.f))
     range_error(env, "createTrainer options: dropout and attnDropout must be in [0, 1)");
-  std::string device = info[1].As<Napi::String>().Utf8Value();
   Backend* be = backend_for(env, device);
   auto st = std::make_shared<TrainerState>();
   st->trainer = std::make_unique<rargen::RarTrainer>(be, cfg, opt);
@@ -100,10 +97,9 @@ Napi::Value TrainSetTensor(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   StatePtr st = state_arg(env, info[0], "trainSetTensor");
   rargen::TrainTensor kind = kind_arg(env, info[1], "trainSetTensor", false);
-  if (!info[2].IsString()) type_error(env, "trainSetTensor: name must be a string");
   expect_typed_array(env, info[3], napi_float32_array, "trainSetTensor", "data");
   Napi::Float32Array a = info[3].As<Napi::Float32Array>();
-  st->trainer->set_tensor(kind, info[2].As<Napi::String>().Utf8Value(), a.Data(), static_cast<int64_t>(a.ElementLength()));
+  st->trainer->set_tensor(kind, string_arg(env, info[2], "trainSetTensor", "name"), a.Data(), static_cast<int64_t>(a.ElementLength()));
   return env.Undefined();
 }
 
@@ -111,8 +107,7 @@ Napi::Value TrainGetTensor(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   StatePtr st = state_arg(env, info[0], "trainGetTensor");
   rargen::TrainTensor kind = kind_arg(env, info[1], "trainGetTensor", true);
-  if (!info[2].IsString()) type_error(env, "trainGetTensor: name must be a string");
-  const auto& p = st->trainer->info(info[2].As<Napi::String>().Utf8Value());
+  const auto& p = st->trainer->info(string_arg(env, info[2], "trainGetTensor", "name"));
   Napi::Float32Array a = Napi::Float32Array::New(env, static_cast<size_t>(p.numel));
   st->trainer->get_tensor(kind, p.name, a.Data(), p.numel);
   return a;
@@ -121,8 +116,7 @@ Napi::Value TrainGetTensor(const Napi::CallbackInfo& info) {
 Napi::Value TrainForwardBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   StatePtr st = state_arg(env, info[0], "trainForwardBackward");
-  if (!info[1].IsObject()) type_error(env, "trainForwardBackward: batch must be an object");
-  Napi::Object b = info[1].As<Napi::Object>();
+  Napi::Object b = object_arg(env, info[1], "trainForwardBackward", "batch");
   const auto& c = st->trainer->config();
   struct Args {
     std::vector<int32_t> ids, cond, orders;
@@ -186,8 +180,7 @@ Napi::Value TrainForwardBackward(const Napi::CallbackInfo& info) {
 Napi::Value TrainOptimizerStep(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   StatePtr st = state_arg(env, info[0], "trainOptimizerStep");
-  if (!info[1].IsObject()) type_error(env, "trainOptimizerStep: options must be an object");
-  Napi::Object o = info[1].As<Napi::Object>();
+  Napi::Object o = object_arg(env, info[1], "trainOptimizerStep", "options");
   const std::string w = "trainOptimizerStep options";
   rargen::AdamWOptions opt;
   opt.lr = static_cast<float>(get_number(env, o, "lr", w));
@@ -250,14 +243,15 @@ void register_dist(Napi::Env env, Napi::Object exports) __attribute__((weak));  
 
 // Adds the training functions to the addon's exports (called from Init in binding.cc).
 void register_train(Napi::Env env, Napi::Object exports) {
-  exports.Set("createTrainer", Napi::Function::New(env, guarded<CreateTrainer>));
-  exports.Set("trainInfo", Napi::Function::New(env, guarded<TrainInfo>));
-  exports.Set("trainSetTensor", Napi::Function::New(env, guarded<TrainSetTensor>));
-  exports.Set("trainGetTensor", Napi::Function::New(env, guarded<TrainGetTensor>));
-  exports.Set("trainForwardBackward", Napi::Function::New(env, guarded<TrainForwardBackward>));
-  exports.Set("trainOptimizerStep", Napi::Function::New(env, guarded<TrainOptimizerStep>));
-  exports.Set("trainFree", Napi::Function::New(env, guarded<TrainFree>));
-  exports.Set("trainAllreduceGrads", Napi::Function::New(env, guarded<TrainAllreduceGrads>));
+  napi::set_exports(env, exports,
+                    {{"createTrainer", guarded<CreateTrainer>},
+                     {"trainInfo", guarded<TrainInfo>},
+                     {"trainSetTensor", guarded<TrainSetTensor>},
+                     {"trainGetTensor", guarded<TrainGetTensor>},
+                     {"trainForwardBackward", guarded<TrainForwardBackward>},
+                     {"trainOptimizerStep", guarded<TrainOptimizerStep>},
+                     {"trainFree", guarded<TrainFree>},
+                     {"trainAllreduceGrads", guarded<TrainAllreduceGrads>}});
   if (register_dist) register_dist(env, exports);
 }
 

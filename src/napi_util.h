@@ -75,6 +75,21 @@ inline std::string describe(const Napi::Value& v) {
   return "another type";
 }
 
+// ---------------- arguments ----------------
+
+// An object argument, or "rargen.<fn>: Expected an object for <name> but received <value>".
+inline Napi::Object object_arg(Napi::Env env, const Napi::Value& v, const std::string& fn, const std::string& name) {
+  if (!v.IsObject())
+    throw Napi::TypeError::New(env, "rargen." + fn + ": Expected an object for " + name + " but received " + describe(v));
+  return v.As<Napi::Object>();
+}
+// A string argument, likewise.
+inline std::string string_arg(Napi::Env env, const Napi::Value& v, const std::string& fn, const std::string& name) {
+  if (!v.IsString())
+    throw Napi::TypeError::New(env, "rargen." + fn + ": Expected a string for " + name + " but received " + describe(v));
+  return v.As<Napi::String>().Utf8Value();
+}
+
 // ---------------- fields of an options object ----------------
 
 inline double get_number(Napi::Env env, const Napi::Object& o, const char* key, const std::string& where) {
@@ -528,6 +543,16 @@ Napi::Value guarded(const Napi::CallbackInfo& info) {
   } catch (const std::exception& e) {
     throw Napi::Error::New(info.Env(), std::string(P == ErrorPrefix::Rargen ? "rargen: " : "") + e.what());
   }
+}
+
+// One exported function: its JS name and its (guarded) implementation.
+struct Export {
+  const char* name;
+  Napi::Value (*fn)(const Napi::CallbackInfo&);
+};
+// Sets each function on the exports.
+inline void set_exports(Napi::Env env, Napi::Object exports, std::initializer_list<Export> fns) {
+  for (const Export& f : fns) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));
 }
 
 }  // namespace rargen::napi
