@@ -354,6 +354,26 @@ export interface GenerateResult {
   images?: RgbImage[];
 }
 
+/** The sampling options of generate() and sampleImageNet() (lib/sample), each optional. */
+export const samplingFields = {
+  guidanceScale: finiteAtLeast0.optional(),
+  guidanceScalePow: finiteAtLeast0.optional(),
+  temperature: positiveNumber.optional(),
+  seed: seedSchema.optional(),
+  topK: intAtLeast(0).optional(),
+  topP: unitInterval.optional(),
+};
+
+/** Checks that both models are live and that the tokenizer decodes what the generator samples. */
+export function checkPair(gen: Generator, tok: Tokenizer, what: string): void {
+  gen.handle(what);
+  tok.handle(what);
+  if (tok.numTokens !== gen.config.seqLen)
+    throw new ValidationError(`the tokenizer decodes ${tok.numTokens} tokens per image but the generator samples ${gen.config.seqLen}`);
+  if (tok.config.codebookSize !== gen.config.codebookSize)
+    throw new ValidationError(`the tokenizer's codebook has ${tok.config.codebookSize} entries but the generator's has ${gen.config.codebookSize}`);
+}
+
 /** options with class names in classLabels replaced by their ids (the generator's classNames). */
 function withClassIds(options: GenerateOptions, gen: Generator): GenerateOptions {
   const labels = (options as { classLabels?: unknown }).classLabels;
@@ -394,12 +414,7 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
     generator: z.unknown().optional(),
     tokenizer: z.unknown().optional(),
     classLabels: arrayLike(intBetween(0, cfg.numClasses - 1), 'a non-empty array of class ids'),
-    guidanceScale: finiteAtLeast0.optional(),
-    guidanceScalePow: finiteAtLeast0.optional(),
-    temperature: positiveNumber.optional(),
-    seed: seedSchema.optional(),
-    topK: intAtLeast(0).optional(),
-    topP: unitInterval.optional(),
+    ...samplingFields,
     greedy: boolSchema.optional(),
     batchSize: intAtLeast(1).optional(),
     indexOffset: intAtLeast(0).max(Number.MAX_SAFE_INTEGER, { error: 'integer >= 0' }).optional(),
@@ -411,13 +426,7 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
   const o = parseOptions(schema, withClassIds(options, gen), 'generate');
   gen.handle('generate'); // throws when disposed
   const tok = base.tokenizer;
-  if (tok) {
-    tok.handle('generate');
-    if (tok.numTokens !== cfg.seqLen)
-      throw new ValidationError(`the tokenizer decodes ${tok.numTokens} tokens per image but the generator samples ${cfg.seqLen}`);
-    if (tok.config.codebookSize !== cfg.codebookSize)
-      throw new ValidationError(`the tokenizer's codebook has ${tok.config.codebookSize} entries but the generator's has ${cfg.codebookSize}`);
-  }
+  if (tok) checkPair(gen, tok, 'generate');
   const labels: number[] = o.classLabels;
   const batchSize = o.batchSize ?? 32;
   const indexOffset = o.indexOffset ?? 0;

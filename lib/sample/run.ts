@@ -4,12 +4,12 @@
 import { z } from 'zod';
 import { mkdir, stat, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { decode, generate, generatorSchema, tokenizerSchema, type Generator, type Tokenizer } from '../generate.js';
+import { checkPair, decode, generate, generatorSchema, samplingFields, tokenizerSchema, type Generator, type Tokenizer } from '../generate.js';
 import { encodePngAsync, type RgbImage } from '../image.js';
 import { crc32 } from '../io/crc32.js';
 import { removeStaleTemps, syncDir, writeFileAtomic } from '../io/file.js';
-import { SampleLockedError, ValidationError } from '../errors.js';
-import { abortError, finiteAtLeast0, fnSchema, intAtLeast, intBetween, parseOptions, pathSchema, positiveNumber, seedSchema, signalSchema, unitInterval, boolSchema } from '../validate.js';
+import { SampleLockedError } from '../errors.js';
+import { abortError, boolSchema, fnSchema, intAtLeast, intBetween, parseOptions, pathSchema, signalSchema } from '../validate.js';
 import { planBatches, sampleImageName, sampleLabel, sampleLayout, shardName, shardRange, type SampleLayout, type SampleSettings, type Shard } from './plan.js';
 import { acquireLock, checkPng, ensureRunFile, listImages, rargenVersion, readManifests, writeManifest } from './resume.js';
 import { mergeSamples, npzUpToDate } from './merge.js';
@@ -114,12 +114,7 @@ export async function sampleImageNet(options: SampleImageNetOptions): Promise<Sa
       npz: pathSchema().optional(),
       classes: z.array(intBetween(0, K - 1), { error: 'a non-empty array of class ids' }).min(1, { error: 'a non-empty array of class ids' }).optional(),
       numPerClass: intAtLeast(1).optional(),
-      guidanceScale: finiteAtLeast0.optional(),
-      guidanceScalePow: finiteAtLeast0.optional(),
-      temperature: positiveNumber.optional(),
-      topK: intAtLeast(0).optional(),
-      topP: unitInterval.optional(),
-      seed: seedSchema.optional(),
+      ...samplingFields,
       batchSize: intAtLeast(1).optional(),
       decodeBatchSize: intAtLeast(1).optional(),
       shard: z.strictObject({ index: intAtLeast(0), count: intAtLeast(1) }, { error: 'a shard {index, count}' }).refine((s) => s.index < s.count, { error: 'a shard {index, count} with index < count' }).optional(),
@@ -133,10 +128,7 @@ export async function sampleImageNet(options: SampleImageNetOptions): Promise<Sa
     options,
     'sampleImageNet',
   );
-  gen.handle('sampleImageNet');
-  tok.handle('sampleImageNet');
-  if (tok.numTokens !== gen.config.seqLen) throw new ValidationError(`the tokenizer decodes ${tok.numTokens} tokens per image but the generator samples ${gen.config.seqLen}`);
-  if (tok.config.codebookSize !== gen.config.codebookSize) throw new ValidationError(`the tokenizer's codebook has ${tok.config.codebookSize} entries but the generator's has ${gen.config.codebookSize}`);
+  checkPair(gen, tok, 'sampleImageNet');
 
   const classes = o.classes ?? Array.from({ length: K }, (_, k) => k);
   const numPerClass = o.numPerClass ?? 50;

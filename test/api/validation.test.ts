@@ -7,20 +7,11 @@ import { Generator, Tokenizer, generate, decode, encode, loadGenerator, loadToke
 import { NEUTRAL_SAMPLING, type GeneratorConfig, type TokenizerConfig } from '../../lib/config.js';
 import { createImage } from '../../lib/image.js';
 import type { NativeModel } from '../../lib/native.js';
+import { rarTinyConfig, vqTinyConfig } from '../native/helpers.js';
 
-const tinyGen: GeneratorConfig = {
-  hiddenSize: 64,
-  depth: 2,
-  numHeads: 4,
-  headDim: 16,
-  mlpDim: 256,
-  seqLen: 16,
-  codebookSize: 32,
-  numClasses: 10,
-  posEmbedRows: 1040,
-  timestepRows: 116,
-};
-const tinyVq: TokenizerConfig = { hiddenChannels: 32, channelMult: [1, 1, 2], numResBlocks: 2, zChannels: 32, codebookSize: 64, resolution: 64 };
+// test/fixtures/rar-tiny and vqgan-tiny (their config.json)
+const tinyGen: GeneratorConfig = { ...rarTinyConfig(), headDim: 16 };
+const tinyVq: TokenizerConfig = vqTinyConfig();
 const cpu = { device: 'cpu', kind: 'cpu', reason: 'CPU requested' } as const;
 const dummy = {} as NativeModel;
 const generator = new Generator(dummy, 'rar-tiny.bin', tinyGen, undefined, { ...NEUTRAL_SAMPLING }, cpu, 'f32');
