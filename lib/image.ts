@@ -183,6 +183,26 @@ function clip8(ss: number): number {
 }
 
 /** Resizes like PIL's `Image.resize((w, h), resample)` on an RGB image. */
+/**
+ * One output pixel of a resampling pass (Pillow's ImagingResampleHorizontal/Vertical
+ * inner loop): the fixed-point sum over `n` source pixels, the i-th at src[p0 + i *
+ * step], weighted by kk[k + i], rounded and clipped into dst[d..d+2].
+ */
+function resamplePixel(src: Uint8Array, p0: number, step: number, kk: Int32Array, k: number, n: number, dst: Uint8Array, d: number): void {
+  let s0 = 1 << (PRECISION_BITS - 1);
+  let s1 = s0;
+  let s2 = s0;
+  for (let i = 0, p = p0; i < n; i++, p += step) {
+    const kv = kk[k + i]!;
+    s0 += src[p]! * kv;
+    s1 += src[p + 1]! * kv;
+    s2 += src[p + 2]! * kv;
+  }
+  dst[d] = clip8(s0);
+  dst[d + 1] = clip8(s1);
+  dst[d + 2] = clip8(s2);
+}
+
 export function resize(img: RgbImage, outW: number, outH: number, filter: ResampleFilter = 'bicubic'): RgbImage {
   checkImage(img);
   if (!Number.isInteger(outW) || !Number.isInteger(outH) || outW < 1 || outH < 1) throw new RangeError(`cannot resize to ${outW}x${outH}`);
@@ -205,20 +225,7 @@ export function resize(img: RgbImage, outW: number, outH: number, filter: Resamp
         const xmin = bounds[xx * 2]!;
         const xmax = bounds[xx * 2 + 1]!;
         const k = xx * ksize;
-        let s0 = 1 << (PRECISION_BITS - 1);
-        let s1 = s0;
-        let s2 = s0;
-        for (let x = 0; x < xmax; x++) {
-          const p = srow + (x + xmin) * 3;
-          const kv = kk[k + x]!;
-          s0 += img.data[p]! * kv;
-          s1 += img.data[p + 1]! * kv;
-          s2 += img.data[p + 2]! * kv;
-        }
-        const d = (y * outW + xx) * 3;
-        tmp.data[d] = clip8(s0);
-        tmp.data[d + 1] = clip8(s1);
-        tmp.data[d + 2] = clip8(s2);
+        resamplePixel(img.data, srow + xmin * 3, 3, kk, k, xmax, tmp.data, (y * outW + xx) * 3);
       }
     }
     cur = tmp;
@@ -233,20 +240,7 @@ export function resize(img: RgbImage, outW: number, outH: number, filter: Resamp
     const ymax = bounds[yy * 2 + 1]!;
     const k = yy * ksize;
     for (let xx = 0; xx < W; xx++) {
-      let s0 = 1 << (PRECISION_BITS - 1);
-      let s1 = s0;
-      let s2 = s0;
-      for (let y = 0; y < ymax; y++) {
-        const p = ((y + ymin) * W + xx) * 3;
-        const kv = kk[k + y]!;
-        s0 += cur.data[p]! * kv;
-        s1 += cur.data[p + 1]! * kv;
-        s2 += cur.data[p + 2]! * kv;
-      }
-      const d = (yy * W + xx) * 3;
-      out.data[d] = clip8(s0);
-      out.data[d + 1] = clip8(s1);
-      out.data[d + 2] = clip8(s2);
+      resamplePixel(cur.data, (ymin * W + xx) * 3, W * 3, kk, k, ymax, out.data, (yy * W + xx) * 3);
     }
   }
   return out;
