@@ -35,13 +35,6 @@ float sampling_uniform(uint64_t seed, uint64_t image, uint64_t step) {
   return static_cast<float>(h >> 40) * (1.0f / 16777216.0f);
 }
 
-struct Rar::Scratch {
-  DeviceBuffer<float> h, qkv, att, y, mlp;
-  Scratch(Backend* be, int64_t rows, const RarConfig& c)
-      : h(be, rows * c.hidden), qkv(be, rows * 3 * c.hidden), att(be, rows * c.hidden), y(be, rows * c.hidden),
-        mlp(be, rows * c.mlp) {}
-};
-
 Rar::Rar(Backend* be, const RarConfig& cfg, DType weight_dtype)
     : be_(be), cfg_(cfg), params_(be, weight_dtype, "RAR generator") {
   const int C = cfg.hidden, D = cfg.heads > 0 ? cfg.head_dim() : 0;
@@ -104,24 +97,61 @@ void Rar::silu_conditions(float* cond, const int32_t* cond_ids, const int32_t* p
   be_->silu(cond, cond, P * cfg_.hidden);
 }
 
-void Rar::block(const RarBlockWeights& w, float* x, int R, int Tn, const int32_t* pos, const int32_t* slot, int slots,
-                int Tcache, void* kcache, void* vcache, DType cache_dtype, const float* mod, const int32_t* row_map,
-                Scratch& s) {
-  const int C = cfg_.hidden, I = cfg_.mlp;
-  const int64_t rows = static_cast<int64_t>(R) * Tn, st = 6 * static_cast<int64_t>(C);
-  // x += gate1 * Attn(LN(x) * (1 + scale1) + shift1)
-  be_->layernorm_modulate(s.h.get(), x, w.norm1_w, w.norm1_b, mod, mod + C, st, row_map, rows, C, kEps);
-  be_->linear(s.qkv.get(), s.h.get(), w.qkv_w, w.qkv_b, rows, 3 * C, C);                     // (rows, 3C)
-  be_->attention(s.att.get(), kcache, vcache, cache_dtype, s.qkv.get(), w.q_norm_w, w.q_norm_b, w.k_norm_w, w.k_norm_b,
-                 R, Tn, pos, slot, slots, Tcache, cfg_.heads, cfg_.head_dim(), kEps);         // (rows, C)
-  be_->linear(s.y.get(), s.att.get(), w.proj_w, w.proj_b, rows, C, C);
-  be_->gated_residual(x, s.y.get(), mod + 2 * C, st, row_map, rows, C);
-  // x += gate2 * MLP(LN(x) * (1 + scale2) + shift2)
-  be_->layernorm_modulate(s.h.get(), x, w.norm2_w, w.norm2_b, mod + 3 * C, mod + 4 * C, st, row_map, rows, C, kEps);
-  be_->linear(s.mlp.get(), s.h.get(), w.fc1_w, w.fc1_b, rows, I, C);                          // (rows, I)
-  be_->gelu(s.mlp.get(), s.mlp.get(), rows * I);
-  be_->linear(s.y.get(), s.mlp.get(), w.fc2_w, w.fc2_b, rows, C, I);
-  be_->gated_residual(x, s.y.get(), mod + 5 * C, st, row_map, rows, C);
+void rar_embed_inputs(Backend* be, float* x, const float* embeddings, const float* cls_token, const float* pos_embed,
+                      const float* target_aware_pos_embed, const int32_t* tok, const int32_t* cls, const int32_t* pos,
+                      const int32_t* ta, int64_t rows, int C) {
+  be->embedding(x, embeddings, tok, rows, C, false);
+  be->embedding(x, cls_token, cls, rows, C, true);
+  be->embedding(x, pos_embed, pos, rows, C, true);
+  be->embedding(x, target_aware_pos_embed, ta, rows, C, true);
+}
+
+void rar_block(Backend* be, const RarConfig& c, const RarBlockWeights& w, const float* x_in, float* x_out,
+               const RarBlockContext& k, RarBlockScratch* s) {
+  const int C = c.hidden, I = c.mlp;
+  const int64_t rows = static_cast<int64_t>(k.R) * k.Tn, st = 6 * static_cast<int64_t>(C);
+  const RarBlockSaved* sv = k.saved;
+  if (k.train ? !sv : !s) throw Error("rargen: internal: rar_block needs saved buffers (training) or scratch");
+  if (!k.train && x_out != x_in) throw Error("rargen: internal: rar_block inference runs in place");
+  // inference: the residual stream in place, intermediates in scratch (h and y, mlp reused)
+  float* h1 = sv ? sv->h1 : s->h.get();
+  float* qkv = sv ? sv->qkv : s->qkv.get();
+  float* att = sv ? sv->att : s->att.get();
+  float* proj = sv ? sv->proj : s->y.get();
+  float* x_mid = sv ? sv->x_mid : x_out;
+  float* h2 = sv ? sv->h2 : s->h.get();
+  float* fc1 = sv ? sv->fc1 : s->mlp.get();
+  float* act = sv ? sv->act : s->mlp.get();
+  float* fc2 = sv ? sv->fc2 : s->y.get();
+  auto mark = [&](const char* what) {
+    if (k.mark) (*k.mark)(what);
+  };
+  const float* mod = k.mod;
+  // x_mid = x_in + gate1 * Attn(LN(x_in) * (1 + scale1) + shift1)
+  be->layernorm_modulate(h1, x_in, w.norm1_w, w.norm1_b, mod, mod + C, st, k.row_map, rows, C, kEps);
+  be->linear(qkv, h1, w.qkv_w, w.qkv_b, rows, 3 * C, C);  // (rows, 3C)
+  mark("pre_attn");
+  if (k.train)
+    be->attention_train_forward(att, sv->lse, qkv, w.q_norm_w, w.q_norm_b, w.k_norm_w, w.k_norm_b, k.R, k.Tn, c.heads,
+                                c.head_dim(), kEps, k.attn_dropout, k.seed, rar_dropout_site(k.layer, kRarSiteAttn));
+  else
+    be->attention(att, k.kcache, k.vcache, k.cache_dtype, qkv, w.q_norm_w, w.q_norm_b, w.k_norm_w, w.k_norm_b, k.R,
+                  k.Tn, k.pos, k.slot, k.slots, k.Tcache, c.heads, c.head_dim(), kEps);  // (rows, C)
+  mark("attn_fwd");
+  be->linear(proj, att, w.proj_w, w.proj_b, rows, C, C);
+  if (k.train) be->dropout(proj, rows * C, k.dropout, k.seed, rar_dropout_site(k.layer, kRarSiteProj));
+  if (x_mid != x_in) be->copy(x_mid, x_in, rows * C * 4);
+  be->gated_residual(x_mid, proj, mod + 2 * C, st, k.row_map, rows, C);
+  // x_out = x_mid + gate2 * MLP(LN(x_mid) * (1 + scale2) + shift2)
+  be->layernorm_modulate(h2, x_mid, w.norm2_w, w.norm2_b, mod + 3 * C, mod + 4 * C, st, k.row_map, rows, C, kEps);
+  be->linear(fc1, h2, w.fc1_w, w.fc1_b, rows, I, C);  // (rows, I)
+  be->gelu(act, fc1, rows * I);
+  if (k.train) be->dropout(act, rows * I, k.dropout, k.seed, rar_dropout_site(k.layer, kRarSiteAct));
+  be->linear(fc2, act, w.fc2_w, w.fc2_b, rows, C, I);
+  if (k.train) be->dropout(fc2, rows * C, k.dropout, k.seed, rar_dropout_site(k.layer, kRarSiteFc2));
+  mark("post_attn_fwd");
+  if (x_out != x_mid) be->copy(x_out, x_mid, rows * C * 4);
+  be->gated_residual(x_out, fc2, mod + 5 * C, st, k.row_map, rows, C);
 }
 
 // ---------------- training path ----------------
@@ -139,22 +169,16 @@ std::vector<float> Rar::forward(const int32_t* ids, const int32_t* condition, co
   // Host index arrays, uploaded at once: tok, cls, pos, ta, row_map (rows each), pair
   // cond/pos (P each), attention first positions (0) and cache slots (b) (B each).
   std::vector<int32_t> idx(5 * rows + 2 * P + 2 * B);
-  int32_t *tok = idx.data(), *cls = tok + rows, *pos = cls + rows, *ta = pos + rows, *map = ta + rows;
-  int32_t *pc = map + rows, *pp = pc + P, *apos = pp + P, *aslot = apos + B;
+  const RarInputArrays in{idx.data(), idx.data() + rows, idx.data() + 2 * rows, idx.data() + 3 * rows,
+                          idx.data() + 4 * rows};
+  int32_t *pc = idx.data() + 5 * rows, *pp = pc + P, *apos = pp + P, *aslot = apos + B;
   for (int b = 0; b < B; b++) {
     apos[b] = 0;
     aslot[b] = b;
-  }
-  for (int b = 0; b < B; b++) {
     const int32_t* o = orders + static_cast<int64_t>(b) * N;
-    for (int j = 0; j < T; j++) {
-      int64_t r = static_cast<int64_t>(b) * T + j;
-      tok[r] = j == 0 ? -1 : j == 1 ? condition[b] : ids[static_cast<int64_t>(b) * N + o[j - 2]];
-      cls[r] = j == 0 ? 0 : -1;
-      pos[r] = j < 2 ? j : 2 + o[j - 2];
-      ta[r] = (j == 0 || j == N + 1) ? -1 : 2 + o[j - 1];
-      map[r] = slot[condition[b]] * T + j;
-    }
+    for (int j = 0; j < T; j++)
+      rar_put_input(in, static_cast<int64_t>(b) * T + j, N, j, condition[b], o,
+                    j >= 2 ? ids[static_cast<int64_t>(b) * N + o[j - 2]] : 0, slot[condition[b]] * T + j);
   }
   for (int64_t p = 0; p < P; p++) {
     pc[p] = uniq[p / T];
@@ -167,18 +191,27 @@ std::vector<float> Rar::forward(const int32_t* ids, const int32_t* condition, co
   const int32_t *d_pc = d_map + rows, *d_pp = d_pc + P, *d_apos = d_pp + P, *d_aslot = d_apos + B;
 
   DeviceBuffer<float> x(be_, rows * C), cond(be_, P * C), mod(be_, P * 6 * C), logits(be_, rows * V);
-  be_->embedding(x.get(), w_.embeddings, d_tok, rows, C, false);
-  be_->embedding(x.get(), w_.cls_token, d_cls, rows, C, true);
-  be_->embedding(x.get(), w_.pos_embed, d_pos, rows, C, true);
-  be_->embedding(x.get(), w_.target_aware_pos_embed, d_ta, rows, C, true);
+  rar_embed_inputs(be_, x.get(), w_.embeddings, w_.cls_token, w_.pos_embed, w_.target_aware_pos_embed, d_tok, d_cls,
+                   d_pos, d_ta, rows, C);
   silu_conditions(cond.get(), d_pc, d_pp, P);
 
   const int64_t cache_n = static_cast<int64_t>(B) * cfg_.heads * T * cfg_.head_dim();
   DeviceBuffer<float> kc(be_, cache_n), vc(be_, cache_n);
-  Scratch s(be_, rows, cfg_);
+  RarBlockScratch s(be_, rows, cfg_);
+  RarBlockContext k;
+  k.R = B;
+  k.Tn = T;
+  k.mod = mod.get();
+  k.row_map = d_map;
+  k.kcache = kc.get();
+  k.vcache = vc.get();
+  k.pos = d_apos;
+  k.slot = d_aslot;
+  k.slots = B;
+  k.Tcache = T;
   for (const RarBlockWeights& w : w_.blocks) {
     be_->linear(mod.get(), cond.get(), w.ada_w, w.ada_b, P, 6 * C, C);  // (P, 6C)
-    block(w, x.get(), B, T, d_apos, d_aslot, B, T, kc.get(), vc.get(), DType::F32, mod.get(), d_map, s);
+    rar_block(be_, cfg_, w, x.get(), x.get(), k, &s);
   }
   // Final layer (scale first), on every row; position 0 is dropped on the way out.
   be_->linear(mod.get(), cond.get(), w_.head_ada_w, w_.head_ada_b, P, 2 * C, C);  // (P, 2C)
@@ -225,7 +258,7 @@ struct RarDecoder {
   std::vector<DeviceBuffer<char>> kc, vc;
   DeviceBuffer<float> x, xl, cond, mod, modh, logits;
   DeviceBuffer<int32_t> idx, pairs;
-  Rar::Scratch s;
+  RarBlockScratch s;
   // Modulation entries: (condition, block of positions [blk*chunk, (blk+1)*chunk)).
   struct Entry {
     int32_t cond = 0;
@@ -319,8 +352,8 @@ struct RarDecoder {
     const int64_t nr = static_cast<int64_t>(n) * Tn;
     clock++;
     std::vector<int32_t> h(5 * nr + 3 * n);
-    int32_t *tok = h.data(), *cls = tok + nr, *pos = cls + nr, *ta = pos + nr, *map = ta + nr, *last = map + nr;
-    int32_t *apos = last + n, *aslot = apos + n;
+    const RarInputArrays in{h.data(), h.data() + nr, h.data() + 2 * nr, h.data() + 3 * nr, h.data() + 4 * nr};
+    int32_t *last = h.data() + 5 * nr, *apos = last + n, *aslot = apos + n;
     // every entry this call needs is marked used before any is evicted
     std::vector<int> ent(n);
     for (int pass = 0; pass < 2; pass++)
@@ -340,15 +373,8 @@ struct RarDecoder {
         throw Error("rargen: internal: bad decoder row");
       const int p0 = w.step == 0 ? 0 : w.step + 1;
       const int base = ent[r] * chunk - (p0 / chunk) * chunk;  // pair row of position p: base + p
-      for (int i = 0; i < Tn; i++) {
-        const int64_t q = static_cast<int64_t>(r) * Tn + i;
-        const int p = p0 + i;  // raster order: pos_embed[p], target_aware_pos_embed[p + 1]
-        tok[q] = p == 0 ? -1 : p == 1 ? w.cond : w.token;
-        cls[q] = p == 0 ? 0 : -1;
-        pos[q] = p;
-        ta[q] = p == 0 ? -1 : p + 1;
-        map[q] = base + p;
-      }
+      for (int i = 0; i < Tn; i++)  // raster order
+        rar_put_input(in, static_cast<int64_t>(r) * Tn + i, c.seq_len, p0 + i, w.cond, nullptr, w.token, base + p0 + i);
       last[r] = base + p0 + Tn - 1;
       apos[r] = p0;
       aslot[r] = w.slot;
@@ -389,14 +415,24 @@ struct RarDecoder {
     const int64_t nr = static_cast<int64_t>(n) * Tn;
     const int32_t *d_tok = idx.get(), *d_cls = d_tok + nr, *d_pos = d_cls + nr, *d_ta = d_pos + nr;
     const int32_t *d_map = d_ta + nr, *d_last = d_map + nr, *d_apos = d_last + n, *d_aslot = d_apos + n;
-    be->embedding(x.get(), m.w_.embeddings, d_tok, nr, C, false);
-    be->embedding(x.get(), m.w_.cls_token, d_cls, nr, C, true);
-    be->embedding(x.get(), m.w_.pos_embed, d_pos, nr, C, true);
-    be->embedding(x.get(), m.w_.target_aware_pos_embed, d_ta, nr, C, true);
+    rar_embed_inputs(be, x.get(), m.w_.embeddings, m.w_.cls_token, m.w_.pos_embed, m.w_.target_aware_pos_embed, d_tok,
+                     d_cls, d_pos, d_ta, nr, C);
     const int64_t stride = static_cast<int64_t>(E) * chunk * 6 * C;
-    for (int l = 0; l < c.depth; l++)
-      m.block(m.w_.blocks[l], x.get(), n, Tn, d_apos, d_aslot, cap, Tc, kc[l].get(), vc[l].get(), cache_dt,
-              mod.get() + l * stride, d_map, s);
+    RarBlockContext k;
+    k.R = n;
+    k.Tn = Tn;
+    k.row_map = d_map;
+    k.cache_dtype = cache_dt;
+    k.pos = d_apos;
+    k.slot = d_aslot;
+    k.slots = cap;
+    k.Tcache = Tc;
+    for (int l = 0; l < c.depth; l++) {
+      k.mod = mod.get() + l * stride;
+      k.kcache = kc[l].get();
+      k.vcache = vc[l].get();
+      rar_block(be, c, m.w_.blocks[l], x.get(), x.get(), k, &s);
+    }
     // The last fed position of each row predicts the row's next token.
     float* xp = x.get();
     if (Tn == 2) {

@@ -70,6 +70,85 @@ struct RarWeights {
   const float* lm_head_b = nullptr;               // (V)
 };
 
+// ---- one transformer block in three modes (prefill, decode, training forward) ----
+
+// Activations of one block's training forward that the backward reads (rows = R*Tn;
+// lse (R, H, Tn)), all backend memory.
+struct RarBlockSaved {
+  float *h1 = nullptr, *qkv = nullptr, *att = nullptr, *lse = nullptr, *proj = nullptr, *x_mid = nullptr,
+        *h2 = nullptr, *fc1 = nullptr, *act = nullptr, *fc2 = nullptr;
+};
+
+// How rar_block runs. Rows: R samples x Tn positions; modulation rows (6C each) at
+// mod + row_map[r] * 6C.
+// - Inference (train false): attention through the KV cache: row r's positions start at
+//   pos[r], its keys/values in slot slot[r] of kcache/vcache (slots, H, Tcache, D) of
+//   cache_dtype values; intermediates in `scratch`.
+// - Training (train true): no cache; causal attention over the Tn positions of each row
+//   with dropout (attn_dropout on the probabilities, dropout after attn.proj, the GELU
+//   and fc2; masks from (seed, rar_dropout_site(layer, .))); activations kept in *saved.
+struct RarBlockContext {
+  int R = 0, Tn = 0;
+  const float* mod = nullptr;
+  const int32_t* row_map = nullptr;
+  void* kcache = nullptr;
+  void* vcache = nullptr;
+  DType cache_dtype = DType::F32;
+  const int32_t* pos = nullptr;
+  const int32_t* slot = nullptr;
+  int slots = 0, Tcache = 0;
+  bool train = false;
+  float dropout = 0.f, attn_dropout = 0.f;
+  uint64_t seed = 0;
+  int layer = 0;
+  const RarBlockSaved* saved = nullptr;
+  const std::function<void(const char*)>* mark = nullptr;  // training profile marks, or null
+};
+
+// Inference intermediates of rar_block for up to `rows` rows.
+struct RarBlockScratch {
+  DeviceBuffer<float> h, qkv, att, y, mlp;
+  RarBlockScratch(Backend* be, int64_t rows, const RarConfig& c)
+      : h(be, rows * c.hidden), qkv(be, rows * 3 * c.hidden), att(be, rows * c.hidden), y(be, rows * c.hidden),
+        mlp(be, rows * c.mlp) {}
+};
+
+// x_out = block(x_in) (MODEL.md forward step 5). Inference may run in place (x_out ==
+// x_in); training keeps x_in (the next block's input is x_out).
+void rar_block(Backend* be, const RarConfig& c, const RarBlockWeights& w, const float* x_in, float* x_out,
+               const RarBlockContext& ctx, RarBlockScratch* scratch);
+
+// Dropout sites: 4 per block (the training forward and backward share them).
+enum : uint64_t { kRarSiteAttn = 0, kRarSiteProj = 1, kRarSiteAct = 2, kRarSiteFc2 = 3 };
+inline uint64_t rar_dropout_site(int layer, uint64_t which) { return static_cast<uint64_t>(layer) * 4 + which; }
+
+// ---- the inputs of a fed position, for every mode ----
+
+// Gather ids per fed row (host arrays, indexed by row q): tok into embeddings (-1: none),
+// cls into cls_token, pos into pos_embed, ta into target_aware_pos_embed (-1: none), map
+// the modulation row.
+struct RarInputArrays {
+  int32_t *tok, *cls, *pos, *ta, *map;
+};
+// Sequence position j (0 cls, 1 class, 2+k the image token of order index k) of a sample
+// of condition `cond` (MODEL.md forward steps 1-3): order[k] is the image position of
+// order index k (null: raster), token the image token fed at j >= 2 (ids[order[j-2]];
+// the sampled token in a decode), mod_row its modulation row.
+inline void rar_put_input(const RarInputArrays& a, int64_t q, int N, int j, int32_t cond, const int32_t* order,
+                          int32_t token, int32_t mod_row) {
+  auto at = [&](int k) { return order ? order[k] : k; };
+  a.tok[q] = j == 0 ? -1 : j == 1 ? cond : token;
+  a.cls[q] = j == 0 ? 0 : -1;
+  a.pos[q] = j < 2 ? j : 2 + at(j - 2);
+  a.ta[q] = (j == 0 || j == N + 1) ? -1 : 2 + at(j - 1);  // the position of the token row j predicts
+  a.map[q] = mod_row;
+}
+// x (rows, C) = embeddings[tok] + cls_token[cls] + pos_embed[pos] + target_aware_pos_embed[ta]
+// (ids in backend memory).
+void rar_embed_inputs(Backend* be, float* x, const float* embeddings, const float* cls_token, const float* pos_embed,
+                      const float* target_aware_pos_embed, const int32_t* tok, const int32_t* cls, const int32_t* pos,
+                      const int32_t* ta, int64_t rows, int C);
+
 struct RarGenerateOptions {
   std::vector<int32_t> class_ids;  // B, each 0..K-1
   float guidance_scale = 0.f;      // 0 = no guidance
@@ -121,13 +200,6 @@ class Rar {
  private:
   friend struct RarDecoder;
   friend class RarSession;
-  struct Scratch;
-  // One transformer block on rows = R * Tn positions (x updated in place). Row r's
-  // positions start at pos[r] and its keys/values live in cache slot slot[r] of
-  // kcache/vcache (slots, H, Tcache, D) of cache_dtype values (backend memory).
-  void block(const RarBlockWeights& w, float* x, int R, int Tn, const int32_t* pos, const int32_t* slot, int slots,
-             int Tcache, void* kcache, void* vcache, DType cache_dtype, const float* mod, const int32_t* row_map,
-             Scratch& s);
   // cond (P, C) <- SiLU(embeddings[cond_ids[p]] + timesteps_embeddings[pos_ids[p]]).
   void silu_conditions(float* cond, const int32_t* cond_ids, const int32_t* pos_ids, int64_t P);
 
