@@ -27,6 +27,7 @@
 #include "model/vqgan.h"
 #include "model/vqgan_params.h"
 #include "napi_util.h"
+#include "session_ref.h"
 
 namespace {
 
@@ -80,6 +81,22 @@ std::shared_ptr<ModelState> model_arg(Napi::Env env, const Napi::Value& v, const
                                     ": the model is not finalized: set every weight, then call finalize()");
   return st;
 }
+
+}  // namespace
+
+namespace rargen {
+// For src/binding_session.cc: the generator of a model handle, checked as model_arg
+// does (a finalized generator, idle), with its state kept alive while held.
+RarModelRef rar_model_ref(Napi::Env env, const Napi::Value& v, const char* fn) {
+  auto st = model_arg(env, v, fn, Want::Rar, true);
+  RarModelRef r;
+  r.obj = st;
+  r.rar = [st]() -> Rar* { return st->freed ? nullptr : st->rar.get(); };
+  return r;
+}
+}  // namespace rargen
+
+namespace {
 
 Napi::Value CreateRar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -432,6 +449,7 @@ Napi::Value CudaStatus(const Napi::CallbackInfo& info) {
 namespace rargen {
 void register_eval(Napi::Env env, Napi::Object exports) __attribute__((weak));   // src/binding_eval.cc
 void register_train(Napi::Env env, Napi::Object exports) __attribute__((weak));  // src/binding_train.cc
+void register_session(Napi::Env env, Napi::Object exports) __attribute__((weak));  // src/binding_session.cc
 }  // namespace rargen
 
 namespace {
@@ -477,6 +495,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   addon_data(env);  // the instance data (src/napi_util.h)
   if (rargen::register_eval) rargen::register_eval(env, exports);
   if (rargen::register_train) rargen::register_train(env, exports);
+  if (rargen::register_session) rargen::register_session(env, exports);
   set_exports(env, exports,
               {{"buildInfo", guarded<BuildInfo>},
                {"cudaStatus", guarded<CudaStatus>},

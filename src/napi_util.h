@@ -256,6 +256,7 @@ inline constexpr napi_type_tag kModel = {0x72617267656e4d6fULL, 0x64656c00000000
 inline constexpr napi_type_tag kTrainer = {0x72617267656e5472ULL, 0x61696e6572000002ULL};       // createTrainer
 inline constexpr napi_type_tag kInception = {0x72617267656e496eULL, 0x6365707469000003ULL};     // inceptionCreate
 inline constexpr napi_type_tag kFeatureStats = {0x72617267656e4673ULL, 0x7461747300000004ULL};  // featureStatsCreate
+inline constexpr napi_type_tag kSession = {0x72617267656e5365ULL, 0x7373696f6e000005ULL};      // sessionCreate
 }  // namespace tags
 
 // A new handle owning (a reference to) `st`.
@@ -430,6 +431,9 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
     exec_progress_ = &progress;
     try {
       work_(*this);
+    } catch (const rargen::Cancelled& e) {
+      cancelled_ = true;  // an AbortError, by type (OnError)
+      SetError(e.what());
     } catch (const std::exception& e) {
       SetError(e.what());
     } catch (...) {
@@ -459,7 +463,7 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
     Napi::Env env = Env();
     std::string msg = e.Message();
     Napi::Error err = Napi::Error::New(env, msg);
-    if (msg.find("generation cancelled") != std::string::npos) {
+    if (cancelled_) {
       err.Set("name", Napi::String::New(env, "AbortError"));
       err.Set("code", Napi::String::New(env, "ABORT_ERR"));
     }
@@ -490,6 +494,7 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
   std::shared_ptr<std::atomic<bool>> cancel_;
   AddonData* data_ = nullptr;
   double job_id_ = 0;
+  std::atomic<bool> cancelled_{false};
 };
 
 // Makes a Job (new: it deletes itself when done); chain hold/keep/progress/cancellable,

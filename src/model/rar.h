@@ -9,15 +9,25 @@
 // per step), which takes the adaLN weights (a third of the model) out of the
 // per-step weight stream.
 //
-// On backends with CUDA graphs (Backend::graph_capture_begin), the decode step t >= 1
-// is recorded once and replayed: everything that changes per step (ids, row maps, the
-// cache position) lives in backend memory uploaded before each replay. With F16/BF16
-// weights and a backend that supports it, the KV cache is stored in F16.
+// The KV-cached decoder (RarDecoder, rar.cc) has a pool of cache slots; every row of a
+// call names its slot, condition, step and input token, so rows at different positions
+// share one batch (RarSession admits and retires sequences between steps). Modulation
+// rows live in a small pool of (condition, block of `chunk` positions) entries, each
+// computed on demand by the same call (so bit for bit the same wherever it is used)
+// and evicted least-recently-used.
+//
+// On backends with CUDA graphs (Backend::graph_capture_begin), a decode call (Tn = 1)
+// of R rows is recorded once and replayed while R stays the same (re-recorded when it
+// changes): everything that changes per step (ids, row maps, positions, slots) lives
+// in backend memory uploaded before each replay. With F16/BF16 weights and a backend
+// that supports it, the KV cache is stored in F16.
 #pragma once
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "backend.h"
@@ -60,6 +70,85 @@ struct RarWeights {
   const float* lm_head_b = nullptr;               // (V)
 };
 
+// ---- one transformer block in three modes (prefill, decode, training forward) ----
+
+// Activations of one block's training forward that the backward reads (rows = R*Tn;
+// lse (R, H, Tn)), all backend memory.
+struct RarBlockSaved {
+  float *h1 = nullptr, *qkv = nullptr, *att = nullptr, *lse = nullptr, *proj = nullptr, *x_mid = nullptr,
+        *h2 = nullptr, *fc1 = nullptr, *act = nullptr, *fc2 = nullptr;
+};
+
+// How rar_block runs. Rows: R samples x Tn positions; modulation rows (6C each) at
+// mod + row_map[r] * 6C.
+// - Inference (train false): attention through the KV cache: row r's positions start at
+//   pos[r], its keys/values in slot slot[r] of kcache/vcache (slots, H, Tcache, D) of
+//   cache_dtype values; intermediates in `scratch`.
+// - Training (train true): no cache; causal attention over the Tn positions of each row
+//   with dropout (attn_dropout on the probabilities, dropout after attn.proj, the GELU
+//   and fc2; masks from (seed, rar_dropout_site(layer, .))); activations kept in *saved.
+struct RarBlockContext {
+  int R = 0, Tn = 0;
+  const float* mod = nullptr;
+  const int32_t* row_map = nullptr;
+  void* kcache = nullptr;
+  void* vcache = nullptr;
+  DType cache_dtype = DType::F32;
+  const int32_t* pos = nullptr;
+  const int32_t* slot = nullptr;
+  int slots = 0, Tcache = 0;
+  bool train = false;
+  float dropout = 0.f, attn_dropout = 0.f;
+  uint64_t seed = 0;
+  int layer = 0;
+  const RarBlockSaved* saved = nullptr;
+  const std::function<void(const char*)>* mark = nullptr;  // training profile marks, or null
+};
+
+// Inference intermediates of rar_block for up to `rows` rows.
+struct RarBlockScratch {
+  DeviceBuffer<float> h, qkv, att, y, mlp;
+  RarBlockScratch(Backend* be, int64_t rows, const RarConfig& c)
+      : h(be, rows * c.hidden), qkv(be, rows * 3 * c.hidden), att(be, rows * c.hidden), y(be, rows * c.hidden),
+        mlp(be, rows * c.mlp) {}
+};
+
+// x_out = block(x_in) (MODEL.md forward step 5). Inference may run in place (x_out ==
+// x_in); training keeps x_in (the next block's input is x_out).
+void rar_block(Backend* be, const RarConfig& c, const RarBlockWeights& w, const float* x_in, float* x_out,
+               const RarBlockContext& ctx, RarBlockScratch* scratch);
+
+// Dropout sites: 4 per block (the training forward and backward share them).
+enum : uint64_t { kRarSiteAttn = 0, kRarSiteProj = 1, kRarSiteAct = 2, kRarSiteFc2 = 3 };
+inline uint64_t rar_dropout_site(int layer, uint64_t which) { return static_cast<uint64_t>(layer) * 4 + which; }
+
+// ---- the inputs of a fed position, for every mode ----
+
+// Gather ids per fed row (host arrays, indexed by row q): tok into embeddings (-1: none),
+// cls into cls_token, pos into pos_embed, ta into target_aware_pos_embed (-1: none), map
+// the modulation row.
+struct RarInputArrays {
+  int32_t *tok, *cls, *pos, *ta, *map;
+};
+// Sequence position j (0 cls, 1 class, 2+k the image token of order index k) of a sample
+// of condition `cond` (MODEL.md forward steps 1-3): order[k] is the image position of
+// order index k (null: raster), token the image token fed at j >= 2 (ids[order[j-2]];
+// the sampled token in a decode), mod_row its modulation row.
+inline void rar_put_input(const RarInputArrays& a, int64_t q, int N, int j, int32_t cond, const int32_t* order,
+                          int32_t token, int32_t mod_row) {
+  auto at = [&](int k) { return order ? order[k] : k; };
+  a.tok[q] = j == 0 ? -1 : j == 1 ? cond : token;
+  a.cls[q] = j == 0 ? 0 : -1;
+  a.pos[q] = j < 2 ? j : 2 + at(j - 2);
+  a.ta[q] = (j == 0 || j == N + 1) ? -1 : 2 + at(j - 1);  // the position of the token row j predicts
+  a.map[q] = mod_row;
+}
+// x (rows, C) = embeddings[tok] + cls_token[cls] + pos_embed[pos] + target_aware_pos_embed[ta]
+// (ids in backend memory).
+void rar_embed_inputs(Backend* be, float* x, const float* embeddings, const float* cls_token, const float* pos_embed,
+                      const float* target_aware_pos_embed, const int32_t* tok, const int32_t* cls, const int32_t* pos,
+                      const int32_t* ta, int64_t rows, int C);
+
 struct RarGenerateOptions {
   std::vector<int32_t> class_ids;  // B, each 0..K-1
   float guidance_scale = 0.f;      // 0 = no guidance
@@ -70,6 +159,11 @@ struct RarGenerateOptions {
   bool greedy = false;
   uint64_t seed = 0;
   int64_t index_offset = 0;        // global index of image 0 (per-image random streams)
+};
+
+// A cancelled generate() (the binding maps this type to an AbortError).
+struct Cancelled : Error {
+  Cancelled() : Error("rargen: generation cancelled") {}
 };
 
 // s_t = (g - 1) * (1 - cos(pi * (t/N)^p)) / 2 + 1, in float32 as the official code does.
@@ -98,19 +192,14 @@ class Rar {
   std::vector<float> decode_steps(const int32_t* ids, const int32_t* condition, int B);
 
   using Progress = std::function<void(int64_t done, int64_t total)>;
-  // Raster-order sampling with CFG. Returns tokens (B, N). Throws
-  // Error("rargen: generation cancelled") when *cancel becomes true.
+  // Raster-order sampling with CFG. Returns tokens (B, N). Throws Cancelled when
+  // *cancel becomes true.
   std::vector<int32_t> generate(const RarGenerateOptions& opts, const Progress& progress,
                                 const std::atomic<bool>* cancel);
 
  private:
   friend struct RarDecoder;
-  struct Scratch;
-  // One transformer block on rows = R * Tn positions (x updated in place). The KV
-  // cache holds cache_dtype values (F32, or F16 where the backend supports it);
-  // pos0_device, when not null, holds pos0 in backend memory (for CUDA graphs).
-  void block(const RarBlockWeights& w, float* x, int R, int Tn, int pos0, const int32_t* pos0_device, int Tcache,
-             void* kcache, void* vcache, DType cache_dtype, const float* mod, const int32_t* row_map, Scratch& s);
+  friend class RarSession;
   // cond (P, C) <- SiLU(embeddings[cond_ids[p]] + timesteps_embeddings[pos_ids[p]]).
   void silu_conditions(float* cond, const int32_t* cond_ids, const int32_t* pos_ids, int64_t P);
 
@@ -118,6 +207,75 @@ class Rar {
   RarConfig cfg_;
   RarWeights w_;
   ParamTable params_;
+};
+
+struct RarDecoder;
+
+// Options of one sequence of a RarSession (as RarGenerateOptions, for one image).
+struct RarSequenceOptions {
+  int32_t class_id = 0;            // 0..K-1
+  float guidance_scale = 0.f;      // 0 = no guidance (1 row), else 2 rows (cond + null)
+  float guidance_scale_pow = 1.f;
+  float temperature = 1.f;         // > 0
+  int top_k = 0;                   // 0..V
+  float top_p = 1.f;               // (0, 1]
+  bool greedy = false;
+  uint64_t seed = 0;
+  int64_t index = 0;               // image index in the seed's stream (generate's index_offset + i)
+};
+
+// Thrown by RarSession::add when the sequence's rows do not fit.
+struct SessionFull : Error {
+  using Error::Error;
+};
+
+// Continuous batching over one decoder: sequences are added and cancelled at any time
+// (from any thread); step() runs one iteration over the active ones: the prefill
+// (positions 0 and 1) of those added since the last step, then one decode step of the
+// others, each sampled with its own options. A sequence's tokens equal
+// generate({class_id}, seed, index_offset = index, same options) whatever else runs
+// beside it, since every op's per-row result is independent of the other rows.
+class RarSession {
+ public:
+  // max_rows <= 0: as many KV rows as the memory budget allows.
+  RarSession(Rar& model, int max_rows);
+  ~RarSession();
+  RarSession(const RarSession&) = delete;
+  RarSession& operator=(const RarSession&) = delete;
+
+  int max_rows() const { return max_rows_; }
+  int free_rows() const;
+  int active() const;  // sequences in flight (added, not finished or cancelled)
+  static int rows_for(const RarSequenceOptions& o) { return o.guidance_scale != 0.f ? 2 : 1; }
+  // Validates o (Error naming the field) and returns the new sequence's id; throws
+  // SessionFull when its rows are not free.
+  int64_t add(const RarSequenceOptions& o);
+  // Frees the sequence's rows: now, or at the end of a running step. False for an
+  // unknown (or finished) id.
+  bool cancel(int64_t id);
+
+  struct Finished {
+    int64_t id;
+    std::vector<int32_t> tokens;  // N
+  };
+  struct StepResult {
+    std::vector<std::pair<int64_t, int>> progressed;  // (id, tokens now) of every sequence that sampled
+    std::vector<Finished> finished;                   // their rows are free again
+  };
+  // One iteration (one thread at a time); empty when nothing is active.
+  StepResult step();
+
+ private:
+  struct Seq;
+  void release(Seq& s);  // mu_ held
+  Rar& m_;
+  int max_rows_;
+  std::unique_ptr<RarDecoder> dec_;
+  mutable std::mutex mu_;
+  std::map<int64_t, std::unique_ptr<Seq>> seqs_;
+  std::vector<int> free_slots_;
+  int64_t next_id_ = 1;
+  bool in_step_ = false;
 };
 
 }  // namespace rargen

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 
 #include "model/params.h"
@@ -17,9 +18,9 @@ namespace rargen {
 
 namespace {
 constexpr float kEps = 1e-6f;
-// Dropout sites: 4 per block.
-enum : uint64_t { kSiteAttn = 0, kSiteProj = 1, kSiteAct = 2, kSiteFc2 = 3 };
-uint64_t site(int layer, uint64_t which) { return static_cast<uint64_t>(layer) * 4 + which; }
+// Dropout sites: 4 per block (model/rar.h, shared with rar_block's training forward).
+constexpr uint64_t kSiteAttn = kRarSiteAttn, kSiteProj = kRarSiteProj, kSiteAct = kRarSiteAct, kSiteFc2 = kRarSiteFc2;
+uint64_t site(int layer, uint64_t which) { return rar_dropout_site(layer, which); }
 
 // RARGEN_TRAIN_PROFILE=1: per-phase wall times of each forward_backward on stderr.
 struct PhaseTimer {
@@ -235,18 +236,14 @@ RarTrainStats RarTrainer::forward_backward(const RarTrainBatch& bt) {
   Acts& a = *acts_;
 
   std::vector<int32_t> idx(6 * R + 2 * P);
-  int32_t *tok = idx.data(), *cls = tok + R, *pos = cls + R, *ta = pos + R, *map = ta + R, *tgt = map + R;
-  int32_t *pc = tgt + R, *pp = pc + P;
+  const RarInputArrays in{idx.data(), idx.data() + R, idx.data() + 2 * R, idx.data() + 3 * R, idx.data() + 4 * R};
+  int32_t *tgt = idx.data() + 5 * R, *pc = tgt + R, *pp = pc + P;
   for (int b = 0; b < B; b++) {
     const int32_t* o = bt.orders + static_cast<int64_t>(b) * N;
     const int32_t* ids = bt.ids + static_cast<int64_t>(b) * N;
     for (int j = 0; j < T; j++) {
       int64_t r = static_cast<int64_t>(b) * T + j;
-      tok[r] = j == 0 ? -1 : j == 1 ? bt.condition[b] : ids[o[j - 2]];
-      cls[r] = j == 0 ? 0 : -1;
-      pos[r] = j < 2 ? j : 2 + o[j - 2];
-      ta[r] = (j == 0 || j == N + 1) ? -1 : 2 + o[j - 1];
-      map[r] = slot[bt.condition[b]] * T + j;
+      rar_put_input(in, r, N, j, bt.condition[b], o, j >= 2 ? ids[o[j - 2]] : 0, slot[bt.condition[b]] * T + j);
       tgt[r] = (j >= 1 && j <= N) ? ids[o[j - 1]] : -1;  // output j predicts token order[j-1]
     }
   }
@@ -274,44 +271,38 @@ RarTrainStats RarTrainer::forward_backward(const RarTrainBatch& bt) {
   // ================= forward =================
   // x0 (R, C): token/class embedding + cls + pos_embed + target-aware pos embed.
   float* x = a.blocks.empty() ? a.x_fin.get() : a.blocks[0].x_in.get();
-  be_->embedding(x, p_.embeddings, d_tok, R, C, false);
-  be_->embedding(x, p_.cls_token, d_cls, R, C, true);
-  be_->embedding(x, p_.pos_embed, d_pos, R, C, true);
-  be_->embedding(x, p_.target_aware_pos_embed, d_ta, R, C, true);
+  rar_embed_inputs(be_, x, p_.embeddings, p_.cls_token, p_.pos_embed, p_.target_aware_pos_embed, d_tok, d_cls, d_pos,
+                   d_ta, R, C);
   // cond (P, C) = embeddings[c_u] + timesteps_embeddings[j]; SiLU'ed copy drives adaLN.
   be_->embedding(a.cond_pre.get(), p_.embeddings, d_pc, P, C, false);
   be_->embedding(a.cond_pre.get(), p_.timesteps_embeddings, d_pp, P, C, true);
   be_->silu(a.cond_silu.get(), a.cond_pre.get(), P * C);
 
+  const std::function<void(const char*)> mark = [&timer](const char* what) { timer.mark(what); };
+  RarBlockContext k;
+  k.R = B;
+  k.Tn = T;
+  k.row_map = d_map;
+  k.train = true;
+  k.dropout = pd;
+  k.attn_dropout = pa;
+  k.seed = seed;
+  k.mark = &mark;
   for (int l = 0; l < cfg_.depth; l++) {
     const BlockP& w = p_.blocks[l];
     Acts::Block& s = a.blocks[l];
     float* mod = s.mod.get();  // (P, 6C): shift1, scale1, gate1, shift2, scale2, gate2
-    const int64_t st = 6 * C;
     be_->linear(mod, a.cond_silu.get(), W(w.ada_w), w.ada_b, P, 6 * C, C);
-    // attention half
-    be_->layernorm_modulate(s.h1.get(), s.x_in.get(), w.norm1_w, w.norm1_b, mod, mod + C, st, d_map, R, C, kEps);
-    be_->linear(s.qkv.get(), s.h1.get(), W(w.qkv_w), w.qkv_b, R, 3 * C, C);
-    timer.mark("pre_attn");
-    be_->attention_train_forward(s.att.get(), s.lse.get(), s.qkv.get(), w.q_norm_w, w.q_norm_b, w.k_norm_w,
-                                 w.k_norm_b, B, T, H, D, kEps, pa, seed, site(l, kSiteAttn));
-    timer.mark("attn_fwd");
-    be_->linear(s.proj.get(), s.att.get(), W(w.proj_w), w.proj_b, R, C, C);
-    be_->dropout(s.proj.get(), R * C, pd, seed, site(l, kSiteProj));
-    be_->copy(s.x_mid.get(), s.x_in.get(), R * C * 4);
-    be_->gated_residual(s.x_mid.get(), s.proj.get(), mod + 2 * C, st, d_map, R, C);
-    // MLP half
-    be_->layernorm_modulate(s.h2.get(), s.x_mid.get(), w.norm2_w, w.norm2_b, mod + 3 * C, mod + 4 * C, st, d_map, R,
-                            C, kEps);
-    be_->linear(s.fc1.get(), s.h2.get(), W(w.fc1_w), w.fc1_b, R, I, C);
-    be_->gelu(s.act.get(), s.fc1.get(), R * I);
-    be_->dropout(s.act.get(), R * I, pd, seed, site(l, kSiteAct));
-    be_->linear(s.fc2.get(), s.act.get(), W(w.fc2_w), w.fc2_b, R, C, I);
-    be_->dropout(s.fc2.get(), R * C, pd, seed, site(l, kSiteFc2));
-    timer.mark("post_attn_fwd");
+    const RarBlockWeights bw{w.norm1_w, w.norm1_b, W(w.qkv_w), w.qkv_b, w.q_norm_w, w.q_norm_b, w.k_norm_w,
+                             w.k_norm_b, W(w.proj_w),  w.proj_b,  w.norm2_w, w.norm2_b, W(w.fc1_w), w.fc1_b,
+                             W(w.fc2_w), w.fc2_b, W(w.ada_w), w.ada_b};
+    const RarBlockSaved saved{s.h1.get(), s.qkv.get(), s.att.get(), s.lse.get(), s.proj.get(),
+                              s.x_mid.get(), s.h2.get(), s.fc1.get(), s.act.get(), s.fc2.get()};
+    k.mod = mod;
+    k.layer = l;
+    k.saved = &saved;
     float* x_out = l + 1 < cfg_.depth ? a.blocks[l + 1].x_in.get() : a.x_fin.get();
-    be_->copy(x_out, s.x_mid.get(), R * C * 4);
-    be_->gated_residual(x_out, s.fc2.get(), mod + 5 * C, st, d_map, R, C);
+    rar_block(be_, cfg_, bw, s.x_in.get(), x_out, k, nullptr);
   }
   timer.mark("blocks_fwd");
   // Final layer (scale first), every row; row j predicts token order[j-1] for j = 1..N.

@@ -1,4 +1,4 @@
-// cuda_ext_test: what only the CUDA backend has, on a GPU: attention_ext (device-side
+// cuda_ext_test: what only the CUDA backend has, on a GPU: attention with cache slots (device-side
 // position, F16/BF16 KV cache), CUDA-graph capture and replay of a decode-like step,
 // split-K convolutions, and linear() through whichever GEMM path this process uses
 // (run it again with RARGEN_CUBLASLT=0 for the built-in kernels). The ops common to
@@ -77,32 +77,32 @@ struct Dev {
 };
 
 // A decode-like sequence: prefill Tn=2 at 0, then single steps at 2..T-1 (position 1
-// is part of the prefill), through attention() (F32) or attention_ext (dtype, device
-// position); returns every step's output concatenated.
-Vec run_steps(Backend* be, DType cache, bool device_pos, int B, int H, int D, int T) {
+// is part of the prefill), with the KV cache in `cache` dtype; rows in slots 0..B-1, or
+// (permuted) in slots 2B-1-2b of a cache of 2B slots. Returns every step's output.
+Vec run_steps(Backend* be, DType cache, bool permuted, int B, int H, int D, int T) {
   Dev d{be};
   const int C = H * D;
   std::mt19937_64 keep = g_rng;
   g_rng.seed(99);
   Vec qw = randn(D, 0.5f), qb = randn(D, 0.2f), kw = randn(D, 0.5f), kb = randn(D, 0.2f);
   float *dqw = d.up(qw), *dqb = d.up(qb), *dkw = d.up(kw), *dkb = d.up(kb);
-  const size_t es = cache == DType::F32 ? 4 : 2, cn = static_cast<size_t>(B) * H * T * D;
+  const int slots = permuted ? 2 * B : B;
+  const size_t es = cache == DType::F32 ? 4 : 2, cn = static_cast<size_t>(slots) * H * T * D;
   void* kc = d.raw(cn * es);
   void* vc = d.raw(cn * es);
-  int32_t* dpos = d.up(std::vector<int32_t>{0});
+  std::vector<int32_t> slot(B), posv(B);
+  for (int b = 0; b < B; b++) slot[b] = permuted ? 2 * B - 1 - 2 * b : b;
+  int32_t* dpos = d.up(posv);
+  int32_t* dslot = d.up(slot);
   Vec all;
   for (int pos = 0; pos < T;) {
     const int Tn = pos == 0 ? 2 : 1;
     Vec qkv = randn(static_cast<size_t>(B) * Tn * 3 * C);
     float* dq = d.up(qkv);
     float* o = d.zeros(static_cast<size_t>(B) * Tn * C);
-    if (device_pos) be->upload(dpos, &pos, 4);
-    if (cache == DType::F32 && !device_pos)
-      be->attention(o, static_cast<float*>(kc), static_cast<float*>(vc), dq, dqw, dqb, dkw, dkb, B, Tn, pos, T, H, D,
-                    1e-6f);
-    else
-      be->attention_ext(o, kc, vc, cache, dq, dqw, dqb, dkw, dkb, B, Tn, device_pos ? -1 : pos,
-                        device_pos ? dpos : nullptr, T, H, D, 1e-6f);
+    std::fill(posv.begin(), posv.end(), pos);
+    be->upload(dpos, posv.data(), posv.size() * 4);
+    be->attention(o, kc, vc, cache, dq, dqw, dqb, dkw, dkb, B, Tn, dpos, dslot, slots, T, H, D, 1e-6f);
     Vec r = d.down(o, static_cast<size_t>(B) * Tn * C);
     all.insert(all.end(), r.begin(), r.end());
     pos += Tn;
@@ -112,15 +112,17 @@ Vec run_steps(Backend* be, DType cache, bool device_pos, int B, int H, int D, in
 }
 
 void test_attention_ext(Backend* be) {
-  std::printf("[attention_ext]\n");
+  std::printf("[attention: slots, KV cache dtypes]\n");
   for (int D : {16, 48, 64, 88, 128}) {
     const int B = 3, H = 4, T = 40;
     Vec ref = run_steps(be, DType::F32, false, B, H, D, T);
     Vec dev = run_steps(be, DType::F32, true, B, H, D, T);
-    check("device-side position == host position, D=" + std::to_string(D), dev, ref, 0);
+    check("rows in permuted cache slots == in slots 0..B-1, D=" + std::to_string(D), dev, ref, 0);
     // bf16 keys/values: 8 significant bits -> ~4e-3 relative per element
     check("bf16 KV cache vs f32, D=" + std::to_string(D), run_steps(be, DType::BF16, true, B, H, D, T), ref, 2e-2);
     check("f16 KV cache vs f32, D=" + std::to_string(D), run_steps(be, DType::F16, false, B, H, D, T), ref, 3e-3);
+    // rows at different positions in one call: each equals its own single-row call
+    // (checked on the CPU by rargen_optest; here the device kernels)
   }
 }
 
@@ -138,7 +140,7 @@ void test_graph(Backend* be) {
   float *dnw = d.up(nw), *dnb = d.up(nb);
   Weight W = be->upload_weight(w.data(), static_cast<int64_t>(w.size()), DType::BF16);
   d.live.push_back(const_cast<void*>(W.data));
-  std::vector<int32_t> ids(R + 1, 0);  // R ids, then the position
+  std::vector<int32_t> ids(3 * R, 0);  // R ids, then R positions, then R slots
   int32_t* dids = d.up(ids);
   float *x = d.zeros(R * C), *h = d.zeros(R * C), *qkv = d.zeros(R * 3 * C), *att = d.zeros(R * C);
   const size_t cn = static_cast<size_t>(R) * H * T * D;
@@ -148,13 +150,16 @@ void test_graph(Backend* be) {
     be->layernorm_modulate(h, x, dlw, dlb, dmod, dmod + C, 0, nullptr, R, C, 1e-6f);
     be->linear(qkv, h, W, dbias, R, 3 * C, C);  // R = 4: the GEMV path
     be->gelu(qkv, qkv, static_cast<int64_t>(R) * 3 * C);
-    be->attention_ext(att, k, v, DType::F32, qkv, dnw, dnb, dnw, dnb, R, 1, -1, dids + R, T, H, D, 1e-6f);
+    be->attention(att, k, v, DType::F32, qkv, dnw, dnb, dnw, dnb, R, 1, dids + R, dids + 2 * R, R, T, H, D, 1e-6f);
   };
   bool captured = false;
   Vec direct, replayed;
   for (int pos = 0; pos < T; pos++) {
     for (int r = 0; r < R; r++) ids[r] = (pos * 7 + r * 13) % V;
-    ids[R] = pos;
+    for (int r = 0; r < R; r++) {
+      ids[R + r] = pos;
+      ids[2 * R + r] = R - 1 - r;
+    }
     // direct
     be->upload(dids, ids.data(), ids.size() * 4);
     body(kc2, vc2);
@@ -208,11 +213,14 @@ void test_graph(Backend* be) {
     float* a2 = d.zeros(static_cast<size_t>(R2) * C);
     const size_t c2 = static_cast<size_t>(R2) * H * T * D;
     float *k2 = d.zeros(c2), *v2 = d.zeros(c2);
+    std::vector<int32_t> ps(2 * R2, 0);  // positions 0, slots r
+    for (int r = 0; r < R2; r++) ps[R2 + r] = r;
+    int32_t* dps = d.up(ps);
     if (strict) setenv("RARGEN_CUDA_GRAPHS", "strict", 1);
     bool began = be->graph_capture_begin(), ended = true, threw_strict = false;
     std::string why;
     try {
-      be->attention_ext(a2, k2, v2, DType::F32, q2, dnw, dnb, dnw, dnb, R2, 1, -1, dids + R, T, H, D, 1e-6f);
+      be->attention(a2, k2, v2, DType::F32, q2, dnw, dnb, dnw, dnb, R2, 1, dps, dps + R2, R2, T, H, D, 1e-6f);
       ended = be->graph_capture_end();
     } catch (const Error& e) {
       threw_strict = true;
