@@ -1,4 +1,4 @@
-// The native trainer on the CUDA backend (cuda/backward.cu) against the CPU backend
+// The native trainer on the CUDA backend (the training kernels of cuda/, cuda/README.md "Training") against the CPU backend
 // (the reference, itself checked against the official PyTorch code in
 // test/train/native.test.ts): same weights (rar-tiny model.bin), same batch
 // (forward.npz), through lib/train/native.ts. Skipped, saying why, where no usable GPU
