@@ -26,6 +26,7 @@
 #include "cpu/kernels.h"
 #include "cuda_api.h"
 #include "model/rar.h"
+#include "test/random.h"
 
 using namespace rargen;
 using Vec = std::vector<float>;
@@ -37,12 +38,7 @@ int g_failures = 0, g_checks = 0;
 const char* g_filter = nullptr;
 std::mt19937_64 g_rng(1234);
 
-Vec randn(size_t n, float scale = 1.f) {
-  std::normal_distribution<float> d(0.f, scale);
-  Vec v(n);
-  for (auto& x : v) x = d(g_rng);
-  return v;
-}
+Vec randn(size_t n, float scale = 1.f) { return test::randn(g_rng, n, scale); }
 Vec randu(size_t n, float lo, float hi) {
   std::uniform_real_distribution<float> d(lo, hi);
   Vec v(n);
