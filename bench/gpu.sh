@@ -24,9 +24,11 @@
 #                reference, forward and backward, every dtype (src/test/optest.cc)
 #   ext     20   (1) test/gpu/cuda_ext_test.cc: graphs, F16/BF16 KV cache, split-K, linear(),
 #                again with RARGEN_CUBLASLT=0 (built-in GEMM kernels)
-#   rar 45, vqgan 25, inception 20, train 30   (2) test/gpu/*.test.ts (vitest): RAR decode vs
-#                CPU, KV cache vs full forward, graph path vs direct, VQGAN, Inception,
-#                training gradients and 3 AdamW steps
+#   rar 45, vqgan 25, inception 20, train 30   (2) vitest: the device-parameterised model
+#                suites test/native/rar.test.ts, test/native/vqgan.test.ts,
+#                test/train/native.test.ts (their cpu and cuda variants) and
+#                test/gpu/inception.test.ts: RAR decode vs CPU, KV cache vs full forward,
+#                graph path vs direct, VQGAN, Inception, training gradients and 3 AdamW steps
 #   bench   50+  (3) RAR-B generation + VQ decode at batch 128, f32 and bf16, rargen and the
 #                PyTorch peer bench/peers/torch_gpu.py on the same GPU
 # Return codes: 0 all ran stages passed; 1 some stage failed or was killed.
@@ -299,13 +301,15 @@ fi
 
 # ---------------------------------------------------------------- (2) end-to-end tests
 VITEST=(node node_modules/vitest/vitest.mjs run)
-# name:budget:reserve (the time later stages keep); without the benchmark its 50 s is free
+# budget:reserve (the time later stages keep); without the benchmark its 50 s is free
 R=50
 [ $TESTS_ONLY = 1 ] && R=0
-for t in rar:45:$((R + 75)) vqgan:25:$((R + 50)) inception:20:$((R + 30)) train:30:$R; do
-  IFS=: read -r name def res <<< "$t"
+# name:budget:reserve:test file
+for t in rar:45:$((R + 75)):test/native/rar.test.ts vqgan:25:$((R + 50)):test/native/vqgan.test.ts \
+         inception:20:$((R + 30)):test/gpu/inception.test.ts train:30:$R:test/train/native.test.ts; do
+  IFS=: read -r name def res file <<< "$t"
   if [ $ADDON_OK = 1 ]; then
-    RARGEN_CUDA_VERBOSE=1 run_stage "$name" vitest "$def" "$res" "${VITEST[@]}" "test/gpu/$name.test.ts"
+    RARGEN_CUDA_VERBOSE=1 run_stage "$name" vitest "$def" "$res" "${VITEST[@]}" "$file"
   else
     skip_stage "$name" "no addon (build rc $BUILD_RC, node $HAVE_NODE)"
   fi

@@ -375,7 +375,7 @@ class CudaBackend final : public Backend, public ScratchProvider {
     codebook_lookup_forward(out, tokens, codebook, B, Cz, HW, stream_);
   }
 
-  // ---------------- training (backward): cuda/backward.cu ----------------
+  // ---------------- training (backward): kernels beside their forwards (cuda/README.md) ----------------
   void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                        const float* weight, int64_t M, int N, int K, bool accumulate_dinp) override {
     auto lk = guard();

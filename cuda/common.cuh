@@ -101,7 +101,10 @@ __device__ __forceinline__ void load8_aligned(const __half* p, float v[8]) {
   }
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
+// float and double (the training ops keep LayerNorm statistics, softmax denominators and
+// parameter-gradient reductions in double, as the CPU reference).
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -112,15 +115,17 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// Sum over the whole block (blockDim.x a multiple of 32, <= 1024). `scratch` holds 32
-// floats of shared memory. Every thread gets the result. Contains __syncthreads().
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
+// Sum over the whole block (blockDim.x a multiple of 32, <= 1024), T float or double.
+// `scratch` holds 32 T of shared memory. Every thread gets the result. Contains
+// __syncthreads().
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* scratch) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   v = warp_sum(v);
   __syncthreads();  // scratch may still be read by a previous call
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
-  float t = lane < nw ? scratch[lane] : 0.f;
+  T t = lane < nw ? scratch[lane] : T(0);
   return warp_sum(t);
 }
 __device__ __forceinline__ float block_max(float v, float* scratch) {
@@ -134,6 +139,16 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 }
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
+
+// src/backend.h dropout_bits(), verbatim (the host version is not __device__): used by
+// the dropout op (activations.cu) and the training attention (attention_backward.cu).
+__device__ __forceinline__ uint32_t dropout_bits_dev(uint64_t seed, uint64_t site, uint64_t index) {
+  uint64_t z = (seed ^ (site * 0x9E3779B97F4A7C15ull)) + index * 0xD1B54A32D192ED03ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<uint32_t>(z >> 32);
+}
 
 }  // namespace cuda
 }  // namespace rargen

@@ -24,20 +24,12 @@ namespace cuda {
 namespace {
 
 template <typename TW>
-struct ConvProb {
-  const float* inp;
-  const TW* w;
-  const float* bias;
-  float* out;
-  int64_t M;  // B * Ho * Wo
-  int N;      // Cout
-  int K;      // Cin * kh * kw
+struct ConvProb : WeightRowsProb<TW> {  // M = B * Ho * Wo, N = Cout, K = Cin * kh * kw
   int Cin, H, W, kh, kw, sh, sw, ph, pw, Wo;
   int64_t HWo;
-  bool vecB;
-  int kps = kNoSplit;
-  static constexpr bool kAMFast = true;
-  static constexpr bool kOutMFast = true;
+  using Base = WeightRowsProb<TW>;
+  using Base::bias, Base::inp, Base::K, Base::M, Base::N, Base::out;
+  static constexpr bool kAMFast = true, kOutMFast = true;
 
   __device__ __forceinline__ void load_a8(int64_t m, int k0, float v[8]) const {
     if (m >= M) {
@@ -71,14 +63,6 @@ struct ConvProb {
         }
       }
     }
-  }
-  __device__ __forceinline__ void load_b8(int n, int k0, float v[8]) const {
-    if (n >= N) {
-#pragma unroll
-      for (int e = 0; e < 8; e++) v[e] = 0.f;
-      return;
-    }
-    load8_row(w + static_cast<int64_t>(n) * K, k0, K, vecB, v);
   }
   __device__ __forceinline__ void store(int64_t m, int n, float acc) const {
     const int64_t b = m / HWo;

@@ -26,12 +26,33 @@ __global__ void embedding_kernel(float* __restrict__ out, const float* __restric
   }
 }
 
+// ---------------- backward (training) ----------------
+
+// dtable[ids[r]][c] += dout[r][c]: one thread per column c, rows in order.
+__global__ void embedding_bwd_kernel(float* __restrict__ dtable, const float* __restrict__ dout,
+                                     const int32_t* __restrict__ ids, int64_t rows, int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  for (int64_t r = 0; r < rows; r++) {
+    const int32_t id = ids[r];
+    if (id < 0) continue;
+    dtable[static_cast<int64_t>(id) * C + c] += dout[r * C + c];
+  }
+}
+
 }  // namespace
 
 void embedding_forward(float* out, const float* table, const int32_t* ids, int64_t rows, int C, bool accumulate,
                        cudaStream_t stream) {
   if (rows <= 0) return;
   embedding_kernel<<<grid_for(rows * C, kThreads), kThreads, 0, stream>>>(out, table, ids, rows, C, accumulate);
+  CUDA_LAUNCH_CHECK();
+}
+
+void train_embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows, int C,
+                              cudaStream_t stream) {
+  if (rows <= 0) return;
+  embedding_bwd_kernel<<<static_cast<unsigned>(ceil_div(C, 128)), 128, 0, stream>>>(dtable, dout, ids, rows, C);
   CUDA_LAUNCH_CHECK();
 }
 

@@ -7,13 +7,17 @@
 //   store(m, n, acc)                   epilogue (bias, accumulate, NCHW scatter...)
 //   kAMFast / kOutMFast                whether consecutive m are contiguous in memory
 //                                      for A loads / for output stores (coalescing)
+//   kBNFast                            whether consecutive n are contiguous for B loads
+//                                      (false: B(k, n) = w[n*K + k], a linear weight)
 //   kps                                k-tiles per split (split-K, see k_range)
 // Two kernels:
 // - tc_gemm_kernel<TC>: tensor cores through WMMA (bf16 or f16 16x16x16 fragments,
 //   fp32 accumulation), 128x128x32 block tile, 8 warps of 64x32, the next k-tile
 //   loaded into registers while the current one is multiplied. Operands are
 //   converted to TC when stored to shared memory, so fp32 activations work as-is.
-// - simt_gemm_kernel: exact fp32 (F32 weights), 64x64x32 tile, 4x4 per thread.
+// - simt_gemm_kernel: exact fp32 (F32 weights; the training linear_backward's dinp
+//   and dW products), 64x64x32 tile, 4x4 per thread, each output summed by one thread
+//   in k order (deterministic).
 // WMMA is chosen over hand-written mma.sync/wgmma for being simple to get right; it
 // is the fallback path for linear (cuBLASLt is the fast one) and the conv path.
 #pragma once
@@ -59,81 +63,29 @@ __device__ __forceinline__ void store8(TC* dst, const float v[8]) {
   *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(t);
 }
 
-template <typename TC, class Prob>
-__global__ void __launch_bounds__(kTcThreads) tc_gemm_kernel(const Prob p) {
-  using namespace nvcuda;
-  constexpr int BM = kTcBM, BN = kTcBN, BK = kTcBK, LDS = BK + 8;  // 40 elements = 80 bytes per row
-  static_assert(BM * BK / 8 == 2 * kTcThreads && BN * BK / 8 == 2 * kTcThreads, "2 units per thread");
-  // As [BM][LDS] holds A(m, k); Bs [BN][LDS] holds B(k, n) at [n][k] (col-major B for WMMA).
-  __shared__ __align__(128) unsigned char smem[2 * BM * LDS * sizeof(TC)];
-  TC* As = reinterpret_cast<TC*>(smem);
-  TC* Bs = As + BM * LDS;
-
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int wm = warp >> 2;  // 2 warps along m, 64 rows each
-  const int wn = warp & 3;   // 4 warps along n, 32 columns each
-  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * BM;
-  const int n0 = blockIdx.y * BN;
-
-  float ra[2][8], rb[2][8];
-  auto load_tile = [&](int k0) {
+// The WMMA kernels' shared pieces (128x128 block tile, 8 warps of 64x32, 256 threads):
+// tc_load_tile reads the k-tile at k0 into registers (2 units of A and of B per thread);
+// tc_store_acc hands a warp's 4x2 accumulator fragments to p.store, staging one 16x16
+// fragment at a time in the warp's 256 floats of shared memory so the stores go out
+// in coalesced order.
+template <class Prob>
+__device__ __forceinline__ void tc_load_tile(const Prob& p, int64_t m0, int n0, int k0, float ra[2][8],
+                                             float rb[2][8]) {
+  const int tid = threadIdx.x;
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
-      int row, kg;
-      unit_coords<Prob::kAMFast, BM>(tid + i * kTcThreads, row, kg);
-      p.load_a8(m0 + row, k0 + kg * 8, ra[i]);
-      unit_coords<false, BN>(tid + i * kTcThreads, row, kg);
-      p.load_b8(n0 + row, k0 + kg * 8, rb[i]);
-    }
-  };
-  auto store_tile = [&]() {
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-      int row, kg;
-      unit_coords<Prob::kAMFast, BM>(tid + i * kTcThreads, row, kg);
-      store8<TC>(As + row * LDS + kg * 8, ra[i]);
-      unit_coords<false, BN>(tid + i * kTcThreads, row, kg);
-      store8<TC>(Bs + row * LDS + kg * 8, rb[i]);
-    }
-  };
-
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4][2];
-#pragma unroll
-  for (int i = 0; i < 4; i++)
-#pragma unroll
-    for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
-
-  int kt_begin, ktiles;
-  k_range(p, BK, kt_begin, ktiles);
-  load_tile(kt_begin * BK);
-  store_tile();
-  __syncthreads();
-  for (int kt = kt_begin; kt < ktiles; kt++) {
-    if (kt + 1 < ktiles) load_tile((kt + 1) * BK);  // global loads in flight during the MMAs
-#pragma unroll
-    for (int kk = 0; kk < BK; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, TC, wmma::row_major> fa[4];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, TC, wmma::col_major> fb[2];
-#pragma unroll
-      for (int i = 0; i < 4; i++) wmma::load_matrix_sync(fa[i], As + (wm * 64 + i * 16) * LDS + kk, LDS);
-#pragma unroll
-      for (int j = 0; j < 2; j++) wmma::load_matrix_sync(fb[j], Bs + (wn * 32 + j * 16) * LDS + kk, LDS);
-#pragma unroll
-      for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
-    }
-    __syncthreads();  // everyone is done reading this tile
-    if (kt + 1 < ktiles) {
-      store_tile();
-      __syncthreads();
-    }
+  for (int i = 0; i < 2; i++) {
+    int row, kg;
+    unit_coords<Prob::kAMFast, kTcBM>(tid + i * kTcThreads, row, kg);
+    p.load_a8(m0 + row, k0 + kg * 8, ra[i]);
+    unit_coords<Prob::kBNFast, kTcBN>(tid + i * kTcThreads, row, kg);
+    p.load_b8(n0 + row, k0 + kg * 8, rb[i]);
   }
+}
 
-  // Epilogue: each warp stages one 16x16 fragment at a time in its own 1 KiB of the
-  // (now free) shared memory and hands the elements to p.store with coalesced order.
-  float* stage = reinterpret_cast<float*>(smem) + warp * 256;
-  static_assert(8 * 256 * sizeof(float) <= sizeof(smem), "staging fits");
+template <class Prob, class Frag>
+__device__ __forceinline__ void tc_store_acc(const Prob& p, Frag (&acc)[4][2], float* stage, int64_t m0, int n0,
+                                             int wm, int wn, int lane) {
+  using namespace nvcuda;
 #pragma unroll
   for (int i = 0; i < 4; i++) {
 #pragma unroll
@@ -152,6 +104,87 @@ __global__ void __launch_bounds__(kTcThreads) tc_gemm_kernel(const Prob p) {
       __syncwarp();
     }
   }
+}
+
+template <class Frag>
+__device__ __forceinline__ void tc_zero_acc(Frag (&acc)[4][2]) {
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++) nvcuda::wmma::fill_fragment(acc[i][j], 0.f);
+}
+
+// The k loop of the WMMA kernels over this block's k-tiles (k_range): the next tile is
+// loaded into registers (load_tile) while the current one in shared memory is
+// multiplied (mma_tile), then stored (store_tile) once every warp is done reading.
+template <class Prob, class Load, class Store, class Mma>
+__device__ __forceinline__ void tc_k_loop(const Prob& p, Load& load_tile, Store& store_tile, Mma mma_tile) {
+  int kt_begin, ktiles;
+  k_range(p, kTcBK, kt_begin, ktiles);
+  load_tile(kt_begin * kTcBK);
+  store_tile();
+  __syncthreads();
+  for (int kt = kt_begin; kt < ktiles; kt++) {
+    if (kt + 1 < ktiles) load_tile((kt + 1) * kTcBK);  // global loads in flight during the MMAs
+    mma_tile();
+    __syncthreads();  // everyone is done reading this tile
+    if (kt + 1 < ktiles) {
+      store_tile();
+      __syncthreads();
+    }
+  }
+}
+
+template <typename TC, class Prob>
+__global__ void __launch_bounds__(kTcThreads) tc_gemm_kernel(const Prob p) {
+  using namespace nvcuda;
+  constexpr int BM = kTcBM, BN = kTcBN, BK = kTcBK, LDS = BK + 8;  // 40 elements = 80 bytes per row
+  static_assert(BM * BK / 8 == 2 * kTcThreads && BN * BK / 8 == 2 * kTcThreads, "2 units per thread");
+  // As [BM][LDS] holds A(m, k); Bs [BN][LDS] holds B(k, n) at [n][k] (col-major B for WMMA).
+  __shared__ __align__(128) unsigned char smem[2 * BM * LDS * sizeof(TC)];
+  TC* As = reinterpret_cast<TC*>(smem);
+  TC* Bs = As + BM * LDS;
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wm = warp >> 2;  // 2 warps along m, 64 rows each
+  const int wn = warp & 3;   // 4 warps along n, 32 columns each
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * BM;
+  const int n0 = blockIdx.y * BN;
+
+  float ra[2][8], rb[2][8];
+  auto load_tile = [&](int k0) { tc_load_tile(p, m0, n0, k0, ra, rb); };
+  auto store_tile = [&]() {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      int row, kg;
+      unit_coords<Prob::kAMFast, BM>(tid + i * kTcThreads, row, kg);
+      store8<TC>(As + row * LDS + kg * 8, ra[i]);
+      unit_coords<Prob::kBNFast, BN>(tid + i * kTcThreads, row, kg);
+      store8<TC>(Bs + row * LDS + kg * 8, rb[i]);
+    }
+  };
+
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4][2];
+  tc_zero_acc(acc);
+  tc_k_loop(p, load_tile, store_tile, [&]() {
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, TC, wmma::row_major> fa[4];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, TC, wmma::col_major> fb[2];
+#pragma unroll
+      for (int i = 0; i < 4; i++) wmma::load_matrix_sync(fa[i], As + (wm * 64 + i * 16) * LDS + kk, LDS);
+#pragma unroll
+      for (int j = 0; j < 2; j++) wmma::load_matrix_sync(fb[j], Bs + (wn * 32 + j * 16) * LDS + kk, LDS);
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+  });
+
+  // Epilogue: each warp stages its fragments in its own 1 KiB of the (now free) shared memory.
+  static_assert(8 * 256 * sizeof(float) <= sizeof(smem), "staging fits");
+  tc_store_acc(p, acc, reinterpret_cast<float*>(smem) + warp * 256, m0, n0, wm, wn, lane);
 }
 
 // fp32 GEMM on TF32 tensor cores with the 3xTF32 split: x = hi + lo with hi = tf32(x),
@@ -174,16 +207,7 @@ __global__ void __launch_bounds__(kTcThreads) tf32x3_gemm_kernel(const Prob p) {
   const int n0 = blockIdx.y * BN;
 
   float ra[2][8], rb[2][8];
-  auto load_tile = [&](int k0) {
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-      int row, kg;
-      unit_coords<Prob::kAMFast, BM>(tid + i * kTcThreads, row, kg);
-      p.load_a8(m0 + row, k0 + kg * 8, ra[i]);
-      unit_coords<false, BN>(tid + i * kTcThreads, row, kg);
-      p.load_b8(n0 + row, k0 + kg * 8, rb[i]);
-    }
-  };
+  auto load_tile = [&](int k0) { tc_load_tile(p, m0, n0, k0, ra, rb); };
   auto store_tile = [&]() {
 #pragma unroll
     for (int i = 0; i < 2; i++) {
@@ -192,7 +216,7 @@ __global__ void __launch_bounds__(kTcThreads) tf32x3_gemm_kernel(const Prob p) {
       float4* da = reinterpret_cast<float4*>(As + row * LDS + kg * 8);
       da[0] = make_float4(ra[i][0], ra[i][1], ra[i][2], ra[i][3]);
       da[1] = make_float4(ra[i][4], ra[i][5], ra[i][6], ra[i][7]);
-      unit_coords<false, BN>(tid + i * kTcThreads, row, kg);
+      unit_coords<Prob::kBNFast, BN>(tid + i * kTcThreads, row, kg);
       float4* db = reinterpret_cast<float4*>(Bs + row * LDS + kg * 8);
       db[0] = make_float4(rb[i][0], rb[i][1], rb[i][2], rb[i][3]);
       db[1] = make_float4(rb[i][4], rb[i][5], rb[i][6], rb[i][7]);
@@ -200,18 +224,8 @@ __global__ void __launch_bounds__(kTcThreads) tf32x3_gemm_kernel(const Prob p) {
   };
 
   wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[4][2];
-#pragma unroll
-  for (int i = 0; i < 4; i++)
-#pragma unroll
-    for (int j = 0; j < 2; j++) wmma::fill_fragment(acc[i][j], 0.f);
-
-  int kt_begin, ktiles;
-  k_range(p, BK, kt_begin, ktiles);
-  load_tile(kt_begin * BK);
-  store_tile();
-  __syncthreads();
-  for (int kt = kt_begin; kt < ktiles; kt++) {
-    if (kt + 1 < ktiles) load_tile((kt + 1) * BK);
+  tc_zero_acc(acc);
+  tc_k_loop(p, load_tile, store_tile, [&]() {
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 8) {
       wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> ahi[4], alo[4];
@@ -247,32 +261,9 @@ __global__ void __launch_bounds__(kTcThreads) tf32x3_gemm_kernel(const Prob p) {
           wmma::mma_sync(acc[i][j], ahi[i], bhi[j], acc[i][j]);
         }
     }
-    __syncthreads();
-    if (kt + 1 < ktiles) {
-      store_tile();
-      __syncthreads();
-    }
-  }
+  });
 
-  float* stage = smem + warp * 256;
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-#pragma unroll
-    for (int j = 0; j < 2; j++) {
-      wmma::store_matrix_sync(stage, acc[i][j], 16, Prob::kOutMFast ? wmma::mem_col_major : wmma::mem_row_major);
-      __syncwarp();
-#pragma unroll
-      for (int e = 0; e < 8; e++) {
-        int idx = lane + 32 * e;
-        int mm = Prob::kOutMFast ? (idx & 15) : (idx >> 4);
-        int nn = Prob::kOutMFast ? (idx >> 4) : (idx & 15);
-        int64_t m = m0 + wm * 64 + i * 16 + mm;
-        int n = n0 + wn * 32 + j * 16 + nn;
-        if (m < p.M && n < p.N) p.store(m, n, stage[idx]);
-      }
-      __syncwarp();
-    }
-  }
+  tc_store_acc(p, acc, smem + warp * 256, m0, n0, wm, wn, lane);
 }
 
 template <class Prob>
@@ -291,7 +282,7 @@ __global__ void __launch_bounds__(kSimtThreads) simt_gemm_kernel(const Prob p) {
 
   int arow, akg, brow, bkg;
   unit_coords<Prob::kAMFast, BM>(tid, arow, akg);
-  unit_coords<false, BN>(tid, brow, bkg);
+  unit_coords<Prob::kBNFast, BN>(tid, brow, bkg);
   float ra[8], rb[8];
   float acc[4][4];
 #pragma unroll
@@ -349,6 +340,35 @@ __device__ __forceinline__ void load8_row(const T* row, int64_t k0, int64_t K, b
 #pragma unroll
   for (int e = 0; e < 8; e++) v[e] = (k0 + e < K) ? to_float(row[k0 + e]) : 0.f;
 }
+
+// Row `row` of a row-major (rows, K) matrix: 8 elements from k0 as floats, zero outside
+// (row >= rows or k >= K). The load_a8/load_b8 of a linear weight or activation.
+template <typename T>
+__device__ __forceinline__ void load8_rowmajor(const T* base, int64_t row, int64_t rows, int64_t k0, int64_t K,
+                                               bool vec, float v[8]) {
+  if (row >= rows) {
+#pragma unroll
+    for (int e = 0; e < 8; e++) v[e] = 0.f;
+    return;
+  }
+  load8_row(base + row * K, k0, K, vec, v);
+}
+
+// The GEMM of a layer with a PyTorch-layout weight (linear, conv as implicit GEMM):
+// B(k, n) = w[n*K + k], the weight row n; the derived problem adds load_a8 / store.
+template <typename TW>
+struct WeightRowsProb {
+  const float* inp;
+  const TW* w;
+  const float* bias;
+  float* out;
+  int64_t M;
+  int N, K;
+  bool vecB;  // 16-byte weight loads (K % 8 == 0, aligned rows)
+  int kps = kNoSplit;
+  static constexpr bool kBNFast = false;
+  __device__ __forceinline__ void load_b8(int n, int k0, float v[8]) const { load8_rowmajor(w, n, N, k0, K, vecB, v); }
+};
 
 }  // namespace cuda
 }  // namespace rargen

@@ -14,6 +14,8 @@
 //   streaming the weight row once with 16-byte loads;
 // - F16/BF16: the WMMA tensor-core tile kernel of gemm_tile.cuh;
 // - F32: the exact SIMT tile kernel.
+// Training: linear_backward's dinp and dW products run on the same SIMT tile kernel
+// (strided fp32 operands), the bias gradient as one thread per column.
 //
 // The column-major cuBLASLt view of our row-major problem: out^T (N x M, ld N) =
 // W (stored K x N col-major, ld K, op T) * inp^T (K x M col-major, ld K, op N).
@@ -38,34 +40,13 @@ namespace cuda {
 namespace {
 
 template <typename TW>
-struct LinearProb {
-  const float* inp;
-  const TW* w;
-  const float* bias;
-  float* out;
-  int64_t M;
-  int N, K;
-  bool accumulate, vecA, vecB;
-  int kps = kNoSplit;
-  static constexpr bool kAMFast = false;
-  static constexpr bool kOutMFast = false;
+struct LinearProb : WeightRowsProb<TW> {
+  using Base = WeightRowsProb<TW>;
+  using Base::bias, Base::inp, Base::K, Base::M, Base::N, Base::out;
+  bool accumulate, vecA;
+  static constexpr bool kAMFast = false, kOutMFast = false;
 
-  __device__ __forceinline__ void load_a8(int64_t m, int k0, float v[8]) const {
-    if (m >= M) {
-#pragma unroll
-      for (int e = 0; e < 8; e++) v[e] = 0.f;
-      return;
-    }
-    load8_row(inp + m * K, k0, K, vecA, v);
-  }
-  __device__ __forceinline__ void load_b8(int n, int k0, float v[8]) const {
-    if (n >= N) {
-#pragma unroll
-      for (int e = 0; e < 8; e++) v[e] = 0.f;
-      return;
-    }
-    load8_row(w + static_cast<int64_t>(n) * K, k0, K, vecB, v);
-  }
+  __device__ __forceinline__ void load_a8(int64_t m, int k0, float v[8]) const { load8_rowmajor(inp, m, M, k0, K, vecA, v); }
   __device__ __forceinline__ void store(int64_t m, int n, float acc) const {
     float r = acc + (bias ? bias[n] : 0.f);
     float* o = out + m * N + n;
@@ -156,7 +137,76 @@ void launch_builtin(float* out, const float* inp, const void* w, const float* bi
   CUDA_LAUNCH_CHECK();
 }
 
+// ---- training: linear_backward ----
+//
+// The two products of linear_backward on simt_gemm_kernel (the exact fp32 path of
+// linear): C (M,N) (+)= A (M,K) B (K,N) with A(m,k) = a[m*sam + k*sak], B(k,n) =
+// b[k*sbk + n*sbn], scalar loads; AMFast / BNFast say which index is the contiguous one
+// (for coalesced tile loads). Every output is summed by one thread in k order, fp32
+// fmaf from zero: the same arithmetic as the CPU-mirroring kernel this replaces.
+template <bool AMFast, bool BNFast>
+struct StridedProb {
+  const float* a;
+  const float* b;
+  float* c;
+  int64_t sam, sak, sbk, sbn, ldc;
+  int64_t M;
+  int N;
+  int64_t K;
+  bool accumulate;
+  int kps = kNoSplit;
+  static constexpr bool kAMFast = AMFast, kBNFast = BNFast, kOutMFast = false;
+
+  __device__ __forceinline__ void load_a8(int64_t m, int k0, float v[8]) const {
+#pragma unroll
+    for (int e = 0; e < 8; e++) v[e] = (m < M && k0 + e < K) ? a[m * sam + (k0 + e) * sak] : 0.f;
+  }
+  __device__ __forceinline__ void load_b8(int n, int k0, float v[8]) const {
+#pragma unroll
+    for (int e = 0; e < 8; e++) v[e] = (n < N && k0 + e < K) ? b[(k0 + e) * sbk + n * sbn] : 0.f;
+  }
+  __device__ __forceinline__ void store(int64_t m, int n, float acc) const {
+    float* o = c + m * ldc + n;
+    *o = accumulate ? *o + acc : acc;
+  }
+};
+
+template <bool AMFast, bool BNFast>
+void gemm_strided(float* c, int64_t ldc, const float* a, int64_t sam, int64_t sak, const float* b, int64_t sbk,
+                  int64_t sbn, int64_t M, int N, int64_t K, bool accumulate, cudaStream_t stream) {
+  StridedProb<AMFast, BNFast> p{a, b, c, sam, sak, sbk, sbn, ldc, M, N, K, accumulate};
+  if (ceil_div(M, kSimtBM) > 0x7fffffffLL || ceil_div(N, kSimtBN) > 65535) fail("linear_backward", "shape too large");
+  if (K > 0x7fffffffLL - kSimtBK) fail("linear_backward", "K too large");
+  dim3 grid(static_cast<unsigned>(ceil_div(M, kSimtBM)), static_cast<unsigned>(ceil_div(N, kSimtBN)));
+  simt_gemm_kernel<<<grid, kSimtThreads, 0, stream>>>(p);
+  CUDA_LAUNCH_CHECK();
+}
+
+constexpr int kBiasThreads = 256;
+
+// dbias[n] += sum_m dout[m][n], in double, one thread per column (rows in order).
+__global__ void bias_grad_kernel(float* __restrict__ dbias, const float* __restrict__ dout, int64_t M, int N) {
+  int n = blockIdx.x * blockDim.x + threadIdx.x;
+  if (n >= N) return;
+  double s = 0;
+  for (int64_t m = 0; m < M; m++) s += dout[m * N + n];
+  dbias[n] += static_cast<float>(s);
+}
+
 }  // namespace
+
+void train_linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                           const float* weight, int64_t M, int N, int K, bool accumulate_dinp, cudaStream_t stream) {
+  if (M <= 0) return;
+  // dinp (M,K) (+)= dout (M,N) @ W (N,K): A(m,n) = dout[m*N + n], B(n,k) = W[n*K + k]
+  if (dinp) gemm_strided<false, true>(dinp, K, dout, N, 1, weight, K, 1, M, K, N, accumulate_dinp, stream);
+  // dW (N,K) += dout^T (N,M) @ inp (M,K): A(n,m) = dout[m*N + n], B(m,k) = inp[m*K + k]
+  if (dweight) gemm_strided<true, true>(dweight, K, dout, 1, N, inp, K, 1, N, K, M, true, stream);
+  if (dbias) {
+    bias_grad_kernel<<<static_cast<unsigned>(ceil_div(N, kBiasThreads)), kBiasThreads, 0, stream>>>(dbias, dout, M, N);
+    CUDA_LAUNCH_CHECK();
+  }
+}
 
 void linear_builtin(float* out, const float* inp, Weight w, const float* bias, int64_t M, int N, int K, bool accumulate,
                     cudaStream_t stream) {

@@ -21,7 +21,7 @@ enum ScratchSlot : int {
   kScratchSample,         // sampling: uniforms in, tokens out
   kScratchConvert,        // upload_weight staging (fp32 before conversion)
   kScratchSplitK,         // conv2d split-K partial products
-  kScratchTrain,          // training ops (backward.cu): row statistics, attention copies, partial sums
+  kScratchTrain,          // training ops: LayerNorm row statistics, attention copies, partial sums
   kScratchCount
 };
 class ScratchProvider {
@@ -41,6 +41,10 @@ void silu_forward(float* out, const float* inp, int64_t n, cudaStream_t stream);
 void add_forward(float* out, const float* a, const float* b, int64_t n, cudaStream_t stream);
 // dst (n elements of dtype F16 or BF16) = round-to-nearest-even(src).
 void convert_from_f32(void* dst, DType dtype, const float* src, int64_t n, cudaStream_t stream);
+// training (the contracts are src/backend.h's "training" block, as every train_* below)
+void train_gelu_backward(float* dinp, const float* dout, const float* inp, int64_t n, cudaStream_t stream);
+void train_silu_backward(float* dinp, const float* dout, const float* inp, int64_t n, cudaStream_t stream);
+void train_dropout(float* x, int64_t n, float p, uint64_t seed, uint64_t site, cudaStream_t stream);
 
 // ---- layernorm.cu ----
 void layernorm_modulate_forward(float* out, const float* inp, const float* ln_weight,
@@ -49,10 +53,19 @@ void layernorm_modulate_forward(float* out, const float* inp, const float* ln_we
                                 float eps, cudaStream_t stream);
 void gated_residual_forward(float* x, const float* y, const float* gate, int64_t mod_stride,
                             const int32_t* row_map, int64_t rows, int C, cudaStream_t stream);
+void train_layernorm_modulate_backward(float* dinp, float* dln_w, float* dln_b, float* dshift, float* dscale,
+                                       const float* dout, const float* inp, const float* ln_w, const float* ln_b,
+                                       const float* scale, int64_t mod_stride, const int32_t* row_map, int64_t rows,
+                                       int C, float eps, ScratchProvider& sp, cudaStream_t stream);
+void train_gated_residual_backward(float* dy, float* dgate, const float* dx, const float* y, const float* gate,
+                                   int64_t mod_stride, const int32_t* row_map, int64_t rows, int C,
+                                   cudaStream_t stream);
 
 // ---- embedding.cu ----
 void embedding_forward(float* out, const float* table, const int32_t* ids, int64_t rows, int C,
                        bool accumulate, cudaStream_t stream);
+void train_embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows, int C,
+                              cudaStream_t stream);
 
 // ---- attention.cu ----
 void attention_init();  // raises the dynamic shared-memory limits of the kernels
@@ -118,20 +131,11 @@ class Matmul {
 // The built-in path alone (also used by Matmul when cuBLASLt declines a shape).
 void linear_builtin(float* out, const float* inp, Weight w, const float* bias, int64_t M, int N,
                     int K, bool accumulate, cudaStream_t stream);
-
-// ---- backward.cu (training; the contracts are src/backend.h's "training" block) ----
+// training: dinp (+)= dout W, dW += dout^T inp (the SIMT tile GEMM of gemm_tile.cuh), dbias += column sums
 void train_linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                            const float* weight, int64_t M, int N, int K, bool accumulate_dinp, cudaStream_t stream);
-void train_layernorm_modulate_backward(float* dinp, float* dln_w, float* dln_b, float* dshift, float* dscale,
-                                       const float* dout, const float* inp, const float* ln_w, const float* ln_b,
-                                       const float* scale, int64_t mod_stride, const int32_t* row_map, int64_t rows,
-                                       int C, float eps, ScratchProvider& sp, cudaStream_t stream);
-void train_gated_residual_backward(float* dy, float* dgate, const float* dx, const float* y, const float* gate,
-                                   int64_t mod_stride, const int32_t* row_map, int64_t rows, int C,
-                                   cudaStream_t stream);
-void train_gelu_backward(float* dinp, const float* dout, const float* inp, int64_t n, cudaStream_t stream);
-void train_silu_backward(float* dinp, const float* dout, const float* inp, int64_t n, cudaStream_t stream);
-void train_dropout(float* x, int64_t n, float p, uint64_t seed, uint64_t site, cudaStream_t stream);
+
+// ---- attention_backward.cu (training attention; to merge with attention.cu's forward) ----
 // D <= 128; T * 4 bytes of dynamic shared memory in the forward (T <= 12000).
 void train_attention_forward(float* out, float* lse, const float* qkv, const float* q_norm_w, const float* q_norm_b,
                              const float* k_norm_w, const float* k_norm_b, int B, int T, int H, int D, float eps,
@@ -141,10 +145,12 @@ void train_attention_backward(float* dqkv, float* dq_norm_w, float* dq_norm_b, f
                               const float* q_norm_w, const float* q_norm_b, const float* k_norm_w,
                               const float* k_norm_b, int B, int T, int H, int D, float eps, float p_drop,
                               uint64_t seed, uint64_t site, ScratchProvider& sp, cudaStream_t stream);
-void train_embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows, int C,
-                              cudaStream_t stream);
+
+// ---- loss.cu ----
 void train_cross_entropy(float* dlogits, float* losses, int32_t* correct, const float* logits, const int32_t* targets,
                          int64_t rows, int V, float grad_scale, cudaStream_t stream);
+
+// ---- optimizer.cu ----
 // Synchronises the stream (the result goes to the host).
 double train_sum_squares(const float* x, int64_t n, ScratchProvider& sp, cudaStream_t stream);
 void train_adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2,

@@ -1,16 +1,20 @@
-// rargen_optest: every op of src/backend.h on random inputs, checked against a naive
-// scalar reference written here (double accumulation, no tricks): the CPU backend's
-// optimised path (AVX2 when the CPU has it), its portable path, and, when built with
-// RARGEN_CUDA and a GPU is present, the CUDA backend against the CPU backend.
+// rargen_optest: every op of src/backend.h (the op table below), forward and backward,
+// on random inputs, checked against a naive scalar reference written here (double
+// accumulation, no tricks) or the CPU backend: the CPU backend's optimised path (AVX2
+// when the CPU has it), its portable path, and, when built with RARGEN_CUDA and a GPU
+// is present, the CUDA backend, also against the CPU backend. The backward ops are also
+// checked against finite differences of their forwards (group "fd").
 // Build: cmake --build build --target rargen_optest; run: build/rargen_optest [filter]
 // (no Node needed). Exit status 0 when every check passes.
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <random>
 #include <set>
@@ -22,6 +26,7 @@
 #include "cpu/kernels.h"
 #include "cuda_api.h"
 #include "model/rar.h"
+#include "test/random.h"
 
 using namespace rargen;
 using Vec = std::vector<float>;
@@ -33,12 +38,7 @@ int g_failures = 0, g_checks = 0;
 const char* g_filter = nullptr;
 std::mt19937_64 g_rng(1234);
 
-Vec randn(size_t n, float scale = 1.f) {
-  std::normal_distribution<float> d(0.f, scale);
-  Vec v(n);
-  for (auto& x : v) x = d(g_rng);
-  return v;
-}
+Vec randn(size_t n, float scale = 1.f) { return test::randn(g_rng, n, scale); }
 Vec randu(size_t n, float lo, float hi) {
   std::uniform_real_distribution<float> d(lo, hi);
   Vec v(n);
@@ -83,10 +83,131 @@ double act_unit(DType dt) {
     if (t.dt == dt) return t.act_unit;
   return 0.0;
 }
+// Finite differences (group "fd", the backward ops' gradients): dL/dx_i of L(x) = sum_j
+// g_j f(x)_j (double sums of the backend's float outputs) by the fourth-order central
+// difference (-L(x+2h) + 8L(x+h) - 8L(x-h) + L(x-2h)) / 12h, h = kFdStep times the power
+// of two at or below max(1, |x_i|), on small problems; normalised as check() does. The
+// error is the O(h^4) truncation plus the forward's float rounding over h: measured at
+// most 3.6e-5 on the CPU (the training attention; <= 6e-6 for the other ops), so kTolFd
+// is ~3x that. A wrong term of a gradient is O(|dL/dx|); the fd group also shows the
+// tanh-approximate GELU's derivative (off by up to 7.6e-4 from the erf one there) rejected.
+constexpr double kFdStep = 1.0 / 32;
+constexpr double kTolFd = 1e-4;
+
+// ---------------- the op table: every op of src/backend.h ----------------
+// Each Backend op, forward or backward, with the group of this file that checks it on
+// every target (src/backend.h's CPU backend with its optimised and portable kernels,
+// and the CUDA backend when built and a GPU is present): against a naive reference
+// where one is written here, else against the CPU backend on the same inputs (the CPU
+// then only against itself: the "fd" group's finite differences are its check), and
+// the GPU also against the CPU. `token` is a word of its checks' names (null: the op's
+// name). `every_target` false: a model-level check that runs on the CPU only. `fd`: a
+// finite-difference check of the gradient (group "fd", every target). The "op-table"
+// group (full runs) fails for an op of this table that no check exercised. Queries
+// that compute nothing (name, is_gpu, free_memory, supports_kv_cache) are not listed.
+enum class OpKind { Memory, Forward, Backward, Optimizer };
+struct OpEntry {
+  const char* op;
+  OpKind kind;
+  const char* group;
+  const char* token;
+  bool every_target;
+  bool fd;
+};
+constexpr OpEntry kOps[] = {
+    // memory: every check allocates, uploads and downloads through Target ("*": any check)
+    {"alloc", OpKind::Memory, "every group (Target)", "*", true, false},
+    {"free", OpKind::Memory, "every group (Target)", "*", true, false},
+    {"upload", OpKind::Memory, "every group (Target)", "*", true, false},
+    {"download", OpKind::Memory, "every group (Target)", "*", true, false},
+    {"synchronize", OpKind::Memory, "every group (Target)", "*", true, false},
+    {"copy", OpKind::Memory, "elementwise", nullptr, true, false},
+    {"fill", OpKind::Memory, "elementwise", nullptr, true, false},
+    {"upload_weight", OpKind::Memory, "weights", nullptr, true, false},
+    // forward
+    {"linear", OpKind::Forward, "linear", nullptr, true, false},
+    {"layernorm", OpKind::Forward, "norms", nullptr, true, false},
+    {"layernorm_modulate", OpKind::Forward, "norms", nullptr, true, false},
+    {"gated_residual", OpKind::Forward, "norms", nullptr, true, false},
+    {"groupnorm", OpKind::Forward, "norms", nullptr, true, false},
+    {"gelu", OpKind::Forward, "elementwise", nullptr, true, false},
+    {"silu", OpKind::Forward, "elementwise", nullptr, true, false},
+    {"add", OpKind::Forward, "elementwise", nullptr, true, false},
+    {"embedding", OpKind::Forward, "elementwise", nullptr, true, false},
+    {"conv2d", OpKind::Forward, "conv", nullptr, true, false},
+    {"upsample_nearest2x", OpKind::Forward, "conv", nullptr, true, false},
+    {"avgpool2x2", OpKind::Forward, "conv", nullptr, true, false},
+    {"conv3x3_fused", OpKind::Forward, "conv_fused", nullptr, true, false},
+    {"codebook_nearest", OpKind::Forward, "codebook", nullptr, true, false},
+    {"codebook_lookup", OpKind::Forward, "codebook", nullptr, true, false},
+    {"graph_capture_begin", OpKind::Forward, "model-graph", "recorded+replayed", false, false},
+    {"graph_capture_end", OpKind::Forward, "model-graph", "recorded+replayed", false, false},
+    {"graph_replay", OpKind::Forward, "model-graph", "recorded+replayed", false, false},
+    {"graph_reset", OpKind::Forward, "model-graph", "recorded+replayed", false, false},
+    // ---- attention / sampling forward (the decode path): one block, re-merged as a whole ----
+    {"attention", OpKind::Forward, "attention, attention-cache", nullptr, true, false},
+    {"attention_ext", OpKind::Forward, "model-graph (device-side pos0; CUDA caches: test/gpu/cuda_ext_test.cc)",
+     "recorded+replayed", false, false},
+    {"sample", OpKind::Forward, "sample", nullptr, true, false},
+    // ---- end of the attention / sampling forward block ----
+    // training
+    {"linear_backward", OpKind::Backward, "backward, fd", nullptr, true, true},
+    {"layernorm_modulate_backward", OpKind::Backward, "backward (vs cpu), fd", nullptr, true, true},
+    {"gated_residual_backward", OpKind::Backward, "backward, fd", nullptr, true, true},
+    {"gelu_backward", OpKind::Backward, "backward, fd", nullptr, true, true},
+    {"silu_backward", OpKind::Backward, "backward, fd", nullptr, true, true},
+    {"dropout", OpKind::Backward, "backward, fd (its own backward)", nullptr, true, true},
+    {"attention_train_forward", OpKind::Forward, "backward, fd (the forward attention_backward differentiates)",
+     nullptr, true, true},
+    {"attention_backward", OpKind::Backward, "backward (vs cpu), fd", nullptr, true, true},
+    {"embedding_backward", OpKind::Backward, "backward, fd", nullptr, true, true},
+    {"cross_entropy", OpKind::Backward, "backward, fd (dlogits of the loss)", nullptr, true, true},
+    {"sum_squares", OpKind::Optimizer, "backward", nullptr, true, false},
+    {"adamw", OpKind::Optimizer, "backward", nullptr, true, false},
+};
+const char* kind_name(OpKind k) {
+  return k == OpKind::Memory ? "memory" : k == OpKind::Forward ? "forward" : k == OpKind::Backward ? "backward"
+                                                                                                   : "optimizer";
+}
+
+// Which ops each target's checks exercised (words of the check names), and which of them
+// had a finite-difference check ("fd" names).
+std::map<std::string, std::set<std::string>> g_checked, g_fd_checked;  // op -> target labels
+std::set<std::string> g_labels_checked;
+bool is_target_label(const std::string& s);
+void note_checked(const std::string& name) {
+  std::string label = "cpu", rest = name;
+  size_t colon = name.find(": ");
+  if (colon != std::string::npos) {
+    std::string pre = name.substr(0, colon);
+    size_t vs = pre.find(" vs ");
+    if (vs != std::string::npos) pre = pre.substr(0, vs);
+    if (is_target_label(pre)) {
+      label = pre;
+      rest = name.substr(colon + 2);
+    }
+  }
+  g_labels_checked.insert(label);
+  bool fd = rest.rfind("fd ", 0) == 0;
+  std::string word;
+  for (size_t i = 0; i <= rest.size(); i++) {
+    char c = i < rest.size() ? rest[i] : ' ';
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '+') {
+      word += c;
+      continue;
+    }
+    if (!word.empty()) {
+      g_checked[word].insert(label);
+      if (fd) g_fd_checked[word].insert(label);
+    }
+    word.clear();
+  }
+}
 
 // Max abs error, normalised by max(1, max |ref|).
 bool check(const std::string& name, const Vec& got, const Vec& ref, double tol) {
   g_checks++;
+  note_checked(name);
   double maxerr = 0, maxref = 0;
   bool bad_size = got.size() != ref.size();
   for (size_t i = 0; i < std::min(got.size(), ref.size()); i++) {
@@ -104,6 +225,7 @@ bool check(const std::string& name, const Vec& got, const Vec& ref, double tol) 
 }
 bool check_ints(const std::string& name, const IVec& got, const IVec& ref) {
   g_checks++;
+  note_checked(name);
   size_t diff = got.size() == ref.size() ? 0 : std::max(got.size(), ref.size());
   for (size_t i = 0; i < std::min(got.size(), ref.size()); i++) diff += got[i] != ref[i];
   bool ok = diff == 0;
@@ -157,6 +279,9 @@ struct Target {
 };
 
 std::vector<std::unique_ptr<Target>> g_targets;
+bool is_target_label(const std::string& s) {
+  return std::any_of(g_targets.begin(), g_targets.end(), [&](const std::unique_ptr<Target>& t) { return t->label == s; });
+}
 
 // Runs `run` on target t with its CPU kernel settings (portable kernels; Winograd off
 // where the target says and `winograd_flag`), then resets them and releases t's scratch.
@@ -205,6 +330,7 @@ double bound_used(const Vec& got, const Vec& ref, const Vec& bound, DType dt, do
 }
 bool check_bound(const std::string& name, const Vec& got, const Vec& ref, const Vec& bound, DType dt) {
   g_checks++;
+  note_checked(name);
   double maxerr = 0, maxref = 1;
   double used = bound_used(got, ref, bound, dt, &maxerr, &maxref);
   bool ok = used <= 1.0;
@@ -863,6 +989,7 @@ void compare_to_cpu(const std::string& name, double tol, const std::function<Vec
     if (t->label == "cpu") {
       cpu_out = out;
       g_checks++;
+      note_checked("cpu: " + name);
       bool finite = std::all_of(out.begin(), out.end(), [](float v) { return std::isfinite(v); });
       std::printf("  %-4s cpu: %-53s (the reference: %zu finite values)\n", finite ? "ok" : "FAIL", name.c_str(), out.size());
       if (!finite) g_failures++;
@@ -1052,6 +1179,17 @@ void test_backward() {
     Vec qkv = randn(static_cast<size_t>(B) * T * 3 * C), qw = randn(D, 0.5f), qb = randn(D, 0.2f), kw = randn(D, 0.5f),
         kb = randn(D, 0.2f), dout = randn(static_cast<size_t>(B) * T * C);
     Vec zD(D, 0.f);
+    if (pd == 0.f) {  // without dropout the output is attention()'s over an empty cache: the naive reference
+      const size_t cache_n = static_cast<size_t>(B) * H * T * D;
+      Vec ref(static_cast<size_t>(B) * T * C), kc(cache_n), vc(cache_n);
+      ref_attention(ref, kc, vc, qkv, qw, qb, kw, kb, B, T, 0, T, H, D);
+      compare("attention_train_forward B=2 T=33 H=3 D=32 p_drop=0 (out)", ref, 2e-5, [&](Target& t) {
+        float *out = t.zeros(ref.size()), *lse = t.zeros(static_cast<size_t>(B) * H * T);
+        t.be->attention_train_forward(out, lse, t.up(qkv), t.up(qw), t.up(qb), t.up(kw), t.up(kb), B, T, H, D, 1e-6f, 0.f,
+                                      9, 3);
+        return t.down(out, ref.size());
+      });
+    }
     char name[120];
     std::snprintf(name, sizeof name, "attention_train_forward + backward B=2 T=33 H=3 D=32 p_drop=%.1f", pd);
     compare_to_cpu(name, 2e-5, [&](Target& t) {
@@ -1066,6 +1204,256 @@ void test_backward() {
       return cat({t.down(out, static_cast<size_t>(B) * T * C), t.down(lse, static_cast<size_t>(B) * H * T),
                   t.down(dqkv, qkv.size()), t.down(dqw, D), t.down(dqb, D), t.down(dkw, D)});
     });
+  }
+}
+
+// ---------------- finite differences of the backward ops ----------------
+double dot(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); i++) s += static_cast<double>(a[i]) * b[i];
+  return s;
+}
+// Central differences of `loss` (which runs the forward on t, reading the host vectors
+// of `inputs`) for every element of every input, checked against the backward op's
+// gradients `grads` (one per input, same order) with kTolFd. Returns the largest
+// normalised error (for the rejection check).
+struct FdInput {
+  const char* name;
+  Vec* x;
+};
+double fd_check(Target& t, const std::string& what, const std::vector<FdInput>& inputs, const std::vector<Vec>& grads,
+                const std::function<double(Target&)>& loss, bool expect_fail = false) {
+  double worst = 0;
+  for (size_t k = 0; k < inputs.size(); k++) {
+    Vec& x = *inputs[k].x;
+    Vec num(x.size());
+    for (size_t i = 0; i < x.size(); i++) {
+      const float v = x[i];
+      // a power-of-two step (x +- h, x +- 2h exact in float when the step is not below x's ulps)
+      const int e = std::fabs(v) >= 1.f ? std::ilogb(v) : 0;
+      const double h = std::ldexp(kFdStep, e);
+      double l[4];
+      const int steps[4] = {2, 1, -1, -2};
+      for (int j = 0; j < 4; j++) {
+        x[i] = static_cast<float>(v + steps[j] * h);
+        l[j] = loss(t);
+        t.release();
+      }
+      x[i] = v;
+      num[i] = static_cast<float>((-l[0] + 8 * l[1] - 8 * l[2] + l[3]) / (12 * h));
+    }
+    double maxerr = 0, maxref = 1;
+    for (size_t i = 0; i < num.size(); i++) {
+      maxerr = std::max(maxerr, std::fabs(static_cast<double>(grads[k][i]) - num[i]));
+      maxref = std::max(maxref, std::fabs(static_cast<double>(num[i])));
+    }
+    worst = std::max(worst, maxerr / maxref);
+    std::string name = t.label + ": fd " + what + " d" + inputs[k].name + " (" + std::to_string(x.size()) + " elements)";
+    if (!expect_fail) {
+      check(name, grads[k], num, kTolFd);
+    }
+  }
+  return worst;
+}
+
+// Every backward op of src/backend.h against central differences of its forward, on
+// every target: linear, adaLN LayerNorm (with and without a row map), gated residual,
+// GELU, SiLU, dropout, embedding, cross-entropy, the training attention (with and
+// without dropout). Then the same check must reject a plausible wrong gradient (the
+// tanh-approximate GELU's derivative).
+void test_finite_differences() {
+  if (!selected("fd")) return;
+  for (auto& tp : g_targets) {
+    Target& t = *tp;
+    cpu::force_portable(t.portable);
+    cpu::disable_winograd(t.no_winograd);
+    {  // linear
+      const int64_t M = 3;
+      const int N = 4, K = 5;
+      Vec x = randn(M * K), w = randn(static_cast<size_t>(N) * K, 0.5f), b = randn(N), g = randn(M * N);
+      float *di = t.zeros(M * K), *dw = t.zeros(static_cast<size_t>(N) * K), *db = t.zeros(N);
+      t.be->linear_backward(di, dw, db, t.up(g), t.up(x), t.up(w), M, N, K, false);
+      std::vector<Vec> grads = {t.down(di, M * K), t.down(dw, static_cast<size_t>(N) * K), t.down(db, N)};
+      t.release();
+      fd_check(t, "linear_backward M=3 N=4 K=5", {{"inp", &x}, {"weight", &w}, {"bias", &b}}, grads, [&](Target& u) {
+        float* o = u.zeros(M * N);
+        u.be->linear(o, u.up(x), u.weight(w, DType::F32), u.up(b), M, N, K, false);
+        return dot(g, u.down(o, M * N));
+      });
+    }
+    for (int mapped = 0; mapped < 2; mapped++) {  // adaLN LayerNorm: out = LN(x) * (1 + scale[m]) + shift[m]
+      const int64_t rows = 5;
+      const int C = 8, P = mapped ? 3 : static_cast<int>(rows);
+      const int64_t stride = 2 * C;  // shift at 0, scale at C
+      Vec x = randn(rows * C), lw = randn(C, 0.3f), lb = randn(C, 0.3f), mod = randn(P * stride, 0.5f), g = randn(rows * C);
+      for (auto& v : lw) v += 1.f;
+      for (auto& v : x) v += 0.5f;
+      IVec map(rows);
+      for (int64_t r = 0; r < rows; r++) map[r] = static_cast<int32_t>(r % P);
+      auto mp = [&](Target& u) { return mapped ? u.upi(map) : static_cast<int32_t*>(nullptr); };
+      float *di = t.zeros(rows * C), *dlw = t.zeros(C), *dlb = t.zeros(C), *dm = t.zeros(P * stride);
+      float* md = t.up(mod);
+      t.be->layernorm_modulate_backward(di, dlw, dlb, dm, dm + C, t.up(g), t.up(x), t.up(lw), t.up(lb), md + C, stride,
+                                        mp(t), rows, C, 1e-6f);
+      std::vector<Vec> grads = {t.down(di, rows * C), t.down(dlw, C), t.down(dlb, C), t.down(dm, P * stride)};
+      t.release();
+      fd_check(t, std::string("layernorm_modulate_backward rows=5 C=8") + (mapped ? " row_map" : ""),
+               {{"inp", &x}, {"ln_w", &lw}, {"ln_b", &lb}, {"shift|scale", &mod}}, grads, [&](Target& u) {
+                 float *o = u.zeros(rows * C), *m = u.up(mod);
+                 u.be->layernorm_modulate(o, u.up(x), u.up(lw), u.up(lb), m, m + C, stride, mp(u), rows, C, 1e-6f);
+                 return dot(g, u.down(o, rows * C));
+               });
+    }
+    for (int mapped = 0; mapped < 2; mapped++) {  // gated residual: x += gate[m] * y
+      const int64_t rows = 5;
+      const int C = 6, P = mapped ? 2 : static_cast<int>(rows);
+      const int64_t stride = 2 * C;  // gate at C
+      Vec x0 = randn(rows * C), y = randn(rows * C), mod = randn(P * stride), g = randn(rows * C);
+      IVec map(rows);
+      for (int64_t r = 0; r < rows; r++) map[r] = static_cast<int32_t>((r * 3) % P);
+      auto mp = [&](Target& u) { return mapped ? u.upi(map) : static_cast<int32_t*>(nullptr); };
+      float *dy = t.zeros(rows * C), *dm = t.zeros(P * stride);
+      t.be->gated_residual_backward(dy, dm + C, t.up(g), t.up(y), t.up(mod) + C, stride, mp(t), rows, C);
+      std::vector<Vec> grads = {t.down(dy, rows * C), t.down(dm, P * stride)};
+      t.release();
+      fd_check(t, std::string("gated_residual_backward rows=5 C=6") + (mapped ? " row_map" : ""),
+               {{"y", &y}, {"gate", &mod}}, grads, [&](Target& u) {
+                 float* xx = u.up(x0);
+                 u.be->gated_residual(xx, u.up(y), u.up(mod) + C, stride, mp(u), rows, C);
+                 return dot(g, u.down(xx, rows * C));
+               });
+    }
+    {  // GELU, SiLU, dropout (its own backward: the same call on the gradient)
+      const int64_t n = 24;
+      Vec x(n), g(n, 1.f);  // x over [-3, 3], where the erf and tanh GELUs differ most
+      for (int64_t i = 0; i < n; i++) x[i] = static_cast<float>(-3.0 + 6.0 * static_cast<double>(i) / (n - 1));
+      for (int which = 0; which < 3; which++) {
+        float *d = which == 2 ? t.up(g) : t.zeros(n);
+        if (which == 0) t.be->gelu_backward(d, t.up(g), t.up(x), n);
+        if (which == 1) t.be->silu_backward(d, t.up(g), t.up(x), n);
+        if (which == 2) t.be->dropout(d, n, 0.3f, 5, 7);
+        std::vector<Vec> grads = {t.down(d, n)};
+        t.release();
+        const char* what = which == 0 ? "gelu_backward (erf) n=24" : which == 1 ? "silu_backward n=24"
+                                                                                : "dropout p=0.3 n=24";
+        auto loss = [&](Target& u) {
+          float* o = which == 2 ? u.up(x) : u.zeros(n);
+          if (which == 0) u.be->gelu(o, u.up(x), n);
+          if (which == 1) u.be->silu(o, u.up(x), n);
+          if (which == 2) u.be->dropout(o, n, 0.3f, 5, 7);
+          return dot(g, u.down(o, n));
+        };
+        fd_check(t, what, {{"inp", &x}}, grads, loss);
+        if (which == 0) {
+          // A plausible wrong gradient: the tanh-approximate GELU's derivative (off by ~1e-3).
+          Vec wrong(n);
+          for (int64_t i = 0; i < n; i++) {
+            const double v = x[i], k = std::sqrt(2 / M_PI), u = k * (v + 0.044715 * v * v * v), th = std::tanh(u);
+            wrong[i] = static_cast<float>(g[i] * (0.5 * (1 + th) + 0.5 * v * (1 - th * th) * k * (1 + 3 * 0.044715 * v * v)));
+          }
+          const double err = fd_check(t, what, {{"inp", &x}}, {wrong}, loss, true);
+          g_checks++;
+          note_checked(t.label + ": fd gelu_backward rejection");
+          const bool rejected = err > kTolFd;
+          std::printf("  %-4s %s: fd rejects the tanh-GELU derivative as gelu_backward: normalised err %.3g (tol %.1g)\n",
+                      rejected ? "ok" : "FAIL", t.label.c_str(), err, kTolFd);
+          if (!rejected) g_failures++;
+        }
+      }
+    }
+    {  // embedding (ids -1 skipped, repeated ids add up)
+      const int64_t rows = 7;
+      const int C = 4, trows = 4;
+      Vec table = randn(trows * C), g = randn(rows * C);
+      IVec ids = {2, -1, 0, 2, 3, 2, -1};
+      float* dt = t.zeros(trows * C);
+      t.be->embedding_backward(dt, t.up(g), t.upi(ids), rows, C);
+      std::vector<Vec> grads = {t.down(dt, trows * C)};
+      t.release();
+      fd_check(t, "embedding_backward rows=7 C=4", {{"table", &table}}, grads, [&](Target& u) {
+        float* o = u.zeros(rows * C);
+        u.be->embedding(o, u.up(table), u.upi(ids), rows, C, false);
+        return dot(g, u.down(o, rows * C));
+      });
+    }
+    {  // cross-entropy: dlogits is the gradient of grad_scale * sum of the losses
+      const int64_t rows = 4;
+      const int V = 7;
+      const float gs = 0.5f;
+      Vec logits = randn(rows * V, 2.f);
+      IVec tgt = {2, -1, 0, 6};
+      float *dl = t.zeros(rows * V), *ls = t.zeros(rows);
+      int32_t* cr = t.upi(IVec(rows, 0));
+      t.be->cross_entropy(dl, ls, cr, t.up(logits), t.upi(tgt), rows, V, gs);
+      std::vector<Vec> grads = {t.down(dl, rows * V)};
+      t.release();
+      fd_check(t, "cross_entropy rows=4 V=7 (dlogits)", {{"logits", &logits}}, grads, [&](Target& u) {
+        float *d = u.zeros(rows * V), *l = u.zeros(rows);
+        int32_t* c = u.upi(IVec(rows, 0));
+        u.be->cross_entropy(d, l, c, u.up(logits), u.upi(tgt), rows, V, gs);
+        return gs * dot(Vec(rows, 1.f), u.down(l, rows));
+      });
+    }
+    for (float pd : {0.f, 0.3f}) {  // training attention (q/k LayerNorm, causal softmax, dropout masks)
+      const int B = 2, T = 5, H = 2, D = 4, C = H * D;
+      Vec qkv = randn(static_cast<size_t>(B) * T * 3 * C), qw = randn(D, 0.3f), qb = randn(D, 0.3f), kw = randn(D, 0.3f),
+          kb = randn(D, 0.3f), g = randn(static_cast<size_t>(B) * T * C);
+      for (auto& v : qw) v += 1.f;
+      for (auto& v : kw) v += 1.f;
+      // a spread in every q and k head vector: no 4-element LayerNorm of tiny variance,
+      // whose curvature would make the differences (not the gradient) inexact
+      for (size_t r = 0; r < static_cast<size_t>(B) * T; r++)
+        for (int e = 0; e < 2 * C; e++) qkv[r * 3 * C + e] += static_cast<float>((e % D) - (D - 1) / 2.0);
+      const size_t no = static_cast<size_t>(B) * T * C, nl = static_cast<size_t>(B) * H * T;
+      float *out = t.zeros(no), *lse = t.zeros(nl);
+      float *pqkv = t.up(qkv), *pqw = t.up(qw), *pqb = t.up(qb), *pkw = t.up(kw), *pkb = t.up(kb);
+      t.be->attention_train_forward(out, lse, pqkv, pqw, pqb, pkw, pkb, B, T, H, D, 1e-6f, pd, 9, 3);
+      float *dqkv = t.zeros(qkv.size()), *dqw = t.zeros(D), *dqb = t.zeros(D), *dkw = t.zeros(D), *dkb = t.zeros(D);
+      t.be->attention_backward(dqkv, dqw, dqb, dkw, dkb, t.up(g), out, lse, pqkv, pqw, pqb, pkw, pkb, B, T, H, D, 1e-6f,
+                               pd, 9, 3);
+      std::vector<Vec> grads = {t.down(dqkv, qkv.size()), t.down(dqw, D), t.down(dqb, D), t.down(dkw, D),
+                                t.down(dkb, D)};
+      t.release();
+      char what[120];
+      std::snprintf(what, sizeof what, "attention_backward of attention_train_forward B=2 T=5 H=2 D=4 p_drop=%.1f", pd);
+      fd_check(t, what, {{"qkv", &qkv}, {"q_norm_w", &qw}, {"q_norm_b", &qb}, {"k_norm_w", &kw}, {"k_norm_b", &kb}},
+               grads, [&](Target& u) {
+                 float *o = u.zeros(no), *l = u.zeros(nl);
+                 u.be->attention_train_forward(o, l, u.up(qkv), u.up(qw), u.up(qb), u.up(kw), u.up(kb), B, T, H, D,
+                                               1e-6f, pd, 9, 3);
+                 return dot(g, u.down(o, no));
+               });
+    }
+    cpu::force_portable(false);
+    cpu::disable_winograd(false);
+    t.release();
+  }
+}
+
+// The op table against what ran: every op was exercised by a check on every target (or,
+// model-level, on the CPU) and, where the table says so, by a finite-difference check.
+void test_op_table() {
+  if (g_filter && !std::strstr("op-table", g_filter)) return;
+  std::printf("[op-table]\n");
+  for (const OpEntry& e : kOps) {
+    const std::string token = e.token ? e.token : e.op;
+    std::set<std::string> want;
+    if (e.every_target)
+      for (auto& t : g_targets) want.insert(t->label);
+    else
+      want.insert("cpu");
+    const std::set<std::string>& got = token == "*" ? g_labels_checked : g_checked[token];
+    std::string missing, fd_missing;
+    for (const std::string& l : want) {
+      if (!got.count(l)) missing += " " + l;
+      if (e.fd && !g_fd_checked[e.op].count(l)) fd_missing += " " + l;
+    }
+    const bool ok = missing.empty() && fd_missing.empty();
+    g_checks++;
+    std::printf("  %-4s op %-28s %-9s %s%s%s%s%s\n", ok ? "ok" : "FAIL", e.op, kind_name(e.kind), e.group,
+                e.fd ? " (+ finite differences)" : "", missing.empty() ? "" : "; no check on:", missing.c_str(),
+                fd_missing.empty() ? "" : "; no fd check on:", fd_missing.c_str());
+    if (!ok) g_failures++;
   }
 }
 
@@ -1418,8 +1806,10 @@ int main(int argc, char** argv) {
     test_codebook();
     test_weight_roundtrip();
     test_backward();
+    test_finite_differences();
     test_model_graph();
     test_cfg_schedule();
+    test_op_table();  // last: what every group above exercised
   } catch (const std::exception& e) {
     std::printf("FAIL: exception: %s\n", e.what());
     g_failures++;

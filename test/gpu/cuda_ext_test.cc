@@ -17,6 +17,7 @@
 
 #include "backend.h"
 #include "cuda_api.h"
+#include "test/random.h"
 
 using namespace rargen;
 using Vec = std::vector<float>;
@@ -26,12 +27,7 @@ namespace {
 int g_fail = 0, g_checks = 0;
 std::mt19937_64 g_rng(7);
 
-Vec randn(size_t n, float s = 1.f) {
-  std::normal_distribution<float> d(0.f, s);
-  Vec v(n);
-  for (auto& x : v) x = d(g_rng);
-  return v;
-}
+Vec randn(size_t n, float s = 1.f) { return test::randn(g_rng, n, s); }
 
 bool check(const std::string& name, const Vec& got, const Vec& ref, double tol) {
   g_checks++;

@@ -1,6 +1,9 @@
-// Helpers for the GPU tests: whether CUDA can be used here (and why not), models with
+// Helpers for the device-parameterised model suites (test/native/rar.test.ts,
+// test/native/vqgan.test.ts, test/train/native.test.ts) and the GPU-only tests: the
+// devices to run on (the CPU always, CUDA when usable, and why not), models with
 // identical weights on several devices, and error metrics relative to a scale.
 import { join } from 'node:path';
+import { describe } from 'vitest';
 import type { NativeModel, NativeRarConfig, NativeVqConfig } from '../../lib/native.js';
 import { openCheckpoint } from '../../lib/io/index.js';
 import { MASKGIT_VQGAN, PRESETS, toNativeRarConfig, toNativeVqConfig } from '../../lib/config.js';
@@ -30,13 +33,43 @@ export const STANDIN = process.env.RARGEN_GPU_STANDIN === 'cpu';
 export const GPU: 'cuda' | 'cpu' = STANDIN ? 'cpu' : 'cuda';
 export const skipReason = STANDIN ? undefined : cudaSkipReason();
 export const hasCuda = skipReason === undefined;
-if (!hasCuda) console.log(`test/gpu: skipped, no usable GPU: ${skipReason}`);
+if (!hasCuda) console.log(`cuda variants and test/gpu: skipped, no usable GPU: ${skipReason}`);
 // bench/gpu.sh on the device sets RARGEN_GPU_REQUIRE: there a skip is a failure.
-if (!hasCuda && process.env.RARGEN_GPU_REQUIRE) throw new Error(`test/gpu: RARGEN_GPU_REQUIRE is set but CUDA is not usable: ${skipReason}`);
-if (STANDIN) console.log('test/gpu: RARGEN_GPU_STANDIN=cpu: the CPU backend stands in for CUDA (small shapes)');
+if (!hasCuda && process.env.RARGEN_GPU_REQUIRE) throw new Error(`RARGEN_GPU_REQUIRE is set but CUDA is not usable: ${skipReason}`);
+if (STANDIN) console.log('RARGEN_GPU_STANDIN=cpu: the CPU backend stands in for CUDA (small shapes)');
 // A capture that falls back to direct calls throws (cuda/backend.cu), so the graph
 // path cannot pass untested; RARGEN_CUDA_GRAPHS=0 turns graphs off (the direct path).
 if (!STANDIN && process.env.RARGEN_CUDA_GRAPHS === undefined) process.env.RARGEN_CUDA_GRAPHS = 'strict';
+
+/** A device the model suites run on. */
+export interface Device {
+  /** Its name in test titles ("... on cpu", "... on cuda"). */
+  name: 'cpu' | 'cuda';
+  /** What the addon is given: 'cuda', or the CPU standing in for it (RARGEN_GPU_STANDIN=cpu). */
+  device: 'cpu' | 'cuda';
+  /** Why this device's suites are skipped here; undefined: they run. */
+  skip?: string;
+}
+/** The CPU always (the reference the other devices are compared with); CUDA when usable. */
+export const DEVICES: readonly Device[] = [
+  { name: 'cpu', device: 'cpu' },
+  { name: 'cuda', device: GPU, skip: skipReason === undefined ? undefined : `no usable GPU: ${skipReason}` },
+];
+
+/**
+ * describe.each over DEVICES: `${title} on ${device}`, each device's suite skipped where it
+ * cannot run, the reason in its title. `onlyIf(d)` returning a string also skips a device
+ * (the string says why; e.g. "the CPU is this comparison's reference").
+ */
+export function describeDevices(title: string, fn: (d: Device) => void, onlyIf?: (d: Device) => string | undefined): void {
+  for (const d of DEVICES) {
+    const why = d.skip ?? onlyIf?.(d);
+    describe.skipIf(why !== undefined)(`${title} on ${d.name}${why === undefined ? '' : ` (skipped: ${why})`}`, () => fn(d));
+  }
+}
+/** For describeDevices: the comparisons against the CPU run on the other devices only. */
+export const notTheReference = (d: Device): string | undefined =>
+  d.name === 'cpu' ? 'the CPU is the reference of this comparison' : undefined;
 
 /** Weights as (name, data, shape), produced once and handed to every model. */
 export type WeightSource = AsyncIterable<[string, Float32Array, number[]]> | Iterable<[string, Float32Array, number[]]>;

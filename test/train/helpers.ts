@@ -1,5 +1,5 @@
-// Shared by the trainer tests on the CPU (test/train/native.test.ts) and on CUDA
-// (test/gpu/train.test.ts): the rar-tiny config, npy conversions, and the relative error.
+// Shared by the trainer tests (test/train/native.test.ts, on every device) and others
+// in test/train: the rar-tiny config, npy conversions, and the relative error.
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
