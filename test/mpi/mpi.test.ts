@@ -1,4 +1,4 @@
-// Data-parallel CPU training over MPI (issue 15, lib/train/dist.ts, src/binding_dist.cc):
+// Data-parallel CPU training over MPI (issue 15, lib/dist.ts, src/binding_dist.cc):
 // `mpirun -np 2 rargen train` against single-process runs of the same global batch.
 // The TypeScript is compiled into a private folder (build-dist-test/, ignored by git)
 // and every rank is a real `node cli.js train` process under Open MPI's mpirun.

@@ -1,9 +1,9 @@
 // The pieces of data-parallel training that need no MPI: the per-rank slice of a
 // step's randomness (lib/train/data.ts shardRandomness), the launcher's environment,
-// the config comparison across ranks (lib/train/dist.ts), and the errors without MPI.
+// the config comparison across ranks (lib/dist.ts), and the errors without MPI.
 import { describe, expect, it } from 'vitest';
 import { shardRandomness, stepRandomness } from '../../lib/train/data.js';
-import { Dist, firstDifference, worldFromEnv } from '../../lib/train/dist.js';
+import { Dist, firstDifference, worldFromEnv } from '../../lib/dist.js';
 import { native } from '../../lib/native.js';
 
 const o = { seed: 5, seqLen: 8, codebookSize: 16, numClasses: 10, randomRatio: 0.5, classLabelDropout: 0.3 };
