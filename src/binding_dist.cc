@@ -513,7 +513,8 @@ Napi::Value DistHeartbeat(const Napi::CallbackInfo& info) {
 
 Napi::Value DistFinalize(const Napi::CallbackInfo& info) {
   if (g.up) {
-    barrier(false, "final barrier");
+    // patient: ranks end at different times (fid's rank 0 computes the metrics alone)
+    barrier(true, "final barrier (waiting for every rank to finish)");
     rargen::dist::nccl::finalize();
     // Every rank announced the final barrier before entering it: rank 0 collects those
     // announcements (briefly) so that few messages are left unmatched, then the

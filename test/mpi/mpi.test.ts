@@ -1,29 +1,17 @@
 // Data-parallel CPU training over MPI (issue 15, lib/dist.ts, src/binding_dist.cc):
 // `mpirun -np 2 rargen train` against single-process runs of the same global batch.
-// The TypeScript is compiled into a private folder (build-dist-test/, ignored by git)
-// and every rank is a real `node cli.js train` process under Open MPI's mpirun.
-// Skipped, saying so, where mpirun is absent (CI installs Open MPI in .ci/run).
+// Every rank is a real `node cli.js train` process under Open MPI's mpirun
+// (test/mpi/helpers.ts). Skipped, saying so, where mpirun is absent.
 import { beforeAll, afterAll, describe, expect, it } from 'vitest';
-import { spawnSync, execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { native } from '../../lib/native.js';
 import { loadCheckpoint } from '../../lib/train/checkpoint.js';
 import { writeDemoDataset } from '../../lib/demo/index.js';
+import { canRun as run, CLI, compileCli, ENV, MPIRUN, ROOT } from './helpers.js';
 
-const ROOT = join(import.meta.dirname, '..', '..');
-const OUT = join(ROOT, 'build-dist-test');
-const CLI = join(OUT, 'lib', 'cli.js');
-const hasMpirun = spawnSync('mpirun', ['--version'], { encoding: 'utf8' }).status === 0;
-const hasDist = typeof (native() as unknown as { distInit?: unknown }).distInit === 'function';
-if (!hasMpirun) console.warn('test/mpi: mpirun not found (install Open MPI: apt-get install openmpi-bin libopenmpi-dev); skipping the MPI tests');
-const run = hasMpirun && hasDist;
-
-// Open MPI refuses root without these; 2 ranks on a 2-core (or smaller) machine need --oversubscribe.
-const ENV = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', RARGEN_DEBUG: '' };
-const MPIRUN = ['--oversubscribe', '--bind-to', 'none'];
 let tmp = '';
 let cfg = '';
 
@@ -75,12 +63,7 @@ async function paramError(dirA: string, dirB: string): Promise<{ rel: number; ab
 
 beforeAll(async () => {
   if (!run) return;
-  try {
-    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json'), '--outDir', OUT], { cwd: ROOT, stdio: 'pipe' });
-  } catch {
-    /* type errors still emit; the CLI must exist */
-  }
-  if (!existsSync(CLI)) throw new Error('tsc did not produce build-dist-test/lib/cli.js');
+  await compileCli();
   tmp = await mkdtemp(join(tmpdir(), 'rargen-mpi-'));
   const data = join(tmp, 'data.jsonl');
   await writeDemoDataset(data, 64, 1);
