@@ -273,16 +273,20 @@ void watch(double t0, bool patient) {
   const double waited = t - t0;
   const std::string head = "the " + w.what + " (collective #" + std::to_string(w.seq) + ") ";
   if (g.rank == 0) {
+    // silent: no message for 3 heartbeat intervals (stopped, wherever it is); late: alive
+    // but not at this collective yet
     std::vector<int> late, silent;
+    bool dead = false;  // silent for the whole timeout: ends even a patient wait
     for (int r = 1; r < g.size; r++) {
-      if (t - w.heard[r] > w.timeout) silent.push_back(r);
+      if (t - w.heard[r] > 3 * w.beat) silent.push_back(r);
       else if (w.seen[r] < w.seq) late.push_back(r);
+      dead = dead || t - w.heard[r] > w.timeout;
     }
-    if (!silent.empty() || (!patient && waited > w.timeout)) {
+    if (dead || (!patient && waited > w.timeout)) {
       std::string m = head + "did not complete within RARGEN_DIST_TIMEOUT=" + fmt_s(w.timeout) + " s: ";
       if (!silent.empty()) {
-        m += ranks_list(silent) + (silent.size() == 1 ? " has" : " have") + " sent nothing for more than " +
-             fmt_s(w.timeout) + " s (";
+        m += ranks_list(silent) + (silent.size() == 1 ? " has" : " have") + " sent nothing for " + fmt_s(3 * w.beat) +
+             " s or more (heartbeats are every " + fmt_s(w.beat) + " s; ";
         for (size_t i = 0; i < silent.size(); i++)
           m += (i ? "; " : "") + std::string("rank ") + std::to_string(silent[i]) + ": last heard " +
                fmt_s(t - w.heard[silent[i]]) + " s ago, at collective #" + std::to_string(w.seen[silent[i]]);

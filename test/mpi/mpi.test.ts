@@ -4,7 +4,7 @@
 // (test/mpi/helpers.ts). Skipped, saying so, where mpirun is absent.
 import { beforeAll, afterAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -177,4 +177,46 @@ describe.skipIf(!run)('mpirun -np 2 rargen train (CPU)', () => {
     expect(out).toMatch(/steps 0 -> 1000000/); // rank 0 was training when rank 1 died
     expect(out).toMatch(/Process name: \[\[\d+,1\],1\]\s+Exit code:\s+137/);
   }, 120_000);
+
+  // (c) for a rank that hangs instead of dying: Open MPI has no collective timeout, so
+  // without the hang watch (src/dist/mpi.h) the other rank would wait forever.
+  for (const stopped of [1, 0])
+    it(`(c) a rank stopped with SIGSTOP (rank ${stopped}) ends the job within RARGEN_DIST_TIMEOUT, named, the last checkpoint intact`, async () => {
+      const out = dir(`hang${stopped}`);
+      const pidFile = join(tmp, `hang${stopped}.pid`);
+      const stopFile = join(tmp, `hang${stopped}.stopped`);
+      const args = [`experiment.output_dir=${out}`, 'training.max_train_steps=1000000', 'experiment.save_every=2'];
+      const cmd = train(args).map((a) => `'${a}'`).join(' ');
+      // the stopped rank: started by bash, which stops it once checkpoint-4 exists and then waits while it lives
+      const wrapper = ['bash', '-c', `${cmd} & p=$!; echo $p > ${pidFile}; until [ -d ${join(out, 'checkpoint-4')} ]; do sleep 0.05; done; kill -STOP $p; date +%s.%N > ${stopFile}; while kill -0 $p 2>/dev/null; do sleep 0.2; done`];
+      const apps = [0, 1].map((r) => ['-np', '1', ...(r === stopped ? wrapper : train(args))]);
+      const env = { ...ENV, RARGEN_DIST_TIMEOUT: '3' };
+      try {
+        const r = spawnSync('mpirun', [...MPIRUN, '-x', 'RARGEN_DIST_TIMEOUT', ...apps[0]!, ':', ...apps[1]!], { cwd: ROOT, encoding: 'utf8', env, timeout: 90_000 });
+        const end = Date.now() / 1000;
+        const log = r.stdout + r.stderr;
+        expect(r.error, 'mpirun still running after 90 s: ' + log).toBeUndefined();
+        expect(r.status, log).not.toBe(0);
+        const after = end - Number(readFileSync(stopFile, 'utf8'));
+        if (stopped === 1) {
+          // rank 0 names it: 3 s of silence, then MPI_Abort
+          expect(log).toMatch(/rank 0 of 2: the [a-z -]+(\([a-z ]+\) )?\(collective #\d+\) did not complete within RARGEN_DIST_TIMEOUT=3\.0 s: rank 1 has sent nothing for 1\.8 s or more \(heartbeats are every 0\.6 s; rank 1: last heard [\d.]+ s ago, at collective #\d+\): hung or stopped/);
+          expect(after).toBeLessThan(3 + 5); // measured 3.1 to 4.1 s
+        } else {
+          // rank 1 hears nothing from rank 0 for the timeout + 3 s of grace (rank 0 names the culprit when it is alive)
+          expect(log).toMatch(/rank 1 of 2: the .* did not complete: rank 0 has sent nothing for [\d.]+ s \(RARGEN_DIST_TIMEOUT=3\.0 s \+ 3\.0 s\): rank 0 is hung or stopped/);
+          expect(after).toBeLessThan(3 + 3 + 5); // measured 5.7 to 6.9 s
+        }
+        expect(log).toMatch(/Checkpoints already written are intact/);
+        // the newest complete checkpoint loads
+        const cks = readdirSync(out).filter((n) => /^checkpoint-\d+$/.test(n)).sort((a, b) => Number(a.slice(11)) - Number(b.slice(11)));
+        expect(cks.length).toBeGreaterThan(0);
+        const ck = await loadCheckpoint(join(out, cks.at(-1)!));
+        expect(ck.state.step).toBeGreaterThanOrEqual(4);
+        expect(ck.params.size).toBeGreaterThan(0);
+      } finally {
+        // the stopped process may outlive its killed bash parent
+        if (existsSync(pidFile)) spawnSync('kill', ['-9', readFileSync(pidFile, 'utf8').trim()]);
+      }
+    }, 120_000);
 });
