@@ -91,7 +91,9 @@ export function ncclProbe(): { built: boolean; version: number } {
 /** Rank and world size from mpirun's environment, or null when not launched by an MPI launcher. */
 export function worldFromEnv(env: NodeJS.ProcessEnv = process.env): { rank: number; size: number; launcher: string } | null {
   const num = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : null);
-  const size = num(env.OMPI_COMM_WORLD_SIZE) ?? num(env.PMIX_SIZE) ?? num(env.PMI_SIZE);
+  // srun --mpi=pmix sets PMIX_RANK but no size variable of PMIx: Slurm's task count is the size
+  const slurm = env.PMIX_RANK !== undefined ? num(env.SLURM_NTASKS) : null;
+  const size = num(env.OMPI_COMM_WORLD_SIZE) ?? num(env.PMIX_SIZE) ?? num(env.PMI_SIZE) ?? slurm;
   const rank = num(env.OMPI_COMM_WORLD_RANK) ?? num(env.PMIX_RANK) ?? num(env.PMI_RANK);
   if (size === null || rank === null) return null;
   return { rank, size, launcher: env.OMPI_COMM_WORLD_SIZE !== undefined ? 'Open MPI' : env.PMI_SIZE !== undefined ? 'PMI (MPICH?)' : 'PMIx' };

@@ -43,6 +43,9 @@ describe('dist', () => {
     expect(worldFromEnv({})).toBeNull();
     expect(worldFromEnv({ OMPI_COMM_WORLD_SIZE: '4', OMPI_COMM_WORLD_RANK: '2' })).toEqual({ rank: 2, size: 4, launcher: 'Open MPI' });
     expect(worldFromEnv({ PMIX_SIZE: '2', PMIX_RANK: '1' })?.rank).toBe(1);
+    // srun --mpi=pmix: PMIX_RANK, and the size from Slurm
+    expect(worldFromEnv({ PMIX_RANK: '5', SLURM_NTASKS: '32', SLURM_PROCID: '5' })).toEqual({ rank: 5, size: 32, launcher: 'PMIx' });
+    expect(worldFromEnv({ SLURM_NTASKS: '32', SLURM_PROCID: '5' })).toBeNull(); // a batch script's own shell: no MPI job
     const d = Dist.fromEnv({});
     expect([d.rank, d.size, d.isRoot]).toEqual([0, 1, true]);
     expect(d.allgather('x')).toEqual(['x']);
