@@ -15,7 +15,7 @@
     {
       "target_name": "rargen",
       "dependencies": ["rargen_avx2"],
-      "sources": ["<!@(node -e \"const fs=require('fs');const l=[];for(const d of ['src','src/cpu','src/model','src/eval'])for(const f of (fs.existsSync(d)?fs.readdirSync(d):[]))if(f.endsWith('.cc')&&!f.endsWith('_avx2.cc'))l.push(d+'/'+f);console.log(l.join(' '))\")"],
+      "sources": ["<!@(node -e \"const fs=require('fs');const l=[];for(const d of ['src','src/cpu','src/model','src/eval','src/dist'])for(const f of (fs.existsSync(d)?fs.readdirSync(d):[]))if(f.endsWith('.cc')&&!f.endsWith('_avx2.cc'))l.push(d+'/'+f);console.log(l.join(' '))\")"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "src", "third_party/eigen3"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

@@ -19,6 +19,7 @@ import { findInceptionWeights, loadInception, InceptionV3, LOGITS_DIM, POOL3_DIM
 import { native, type NativeFeatureStats } from './native.js';
 import type { DeviceSpec } from './device.js';
 import { shapeToString } from './tensor.js';
+import type { Dist } from './dist.js';
 
 /** A Gaussian fit of features: mu (D) and sigma (D x D, row-major), float64. */
 export interface FeatureGaussian {
@@ -222,12 +223,14 @@ interface Activations {
 }
 
 /** Runs Inception over every image of `src` in batches (the next batch is read while one runs). */
-async function activations(net: InceptionV3, src: ImageNpz, batchSize: number, wantLogits: boolean, wantStats: boolean, threads: number, stage: EvaluateProgress['stage'], onProgress?: (p: EvaluateProgress) => void): Promise<Activations> {
+async function activations(net: InceptionV3, src: ImageNpz, batchSize: number, wantLogits: boolean, wantStats: boolean, threads: number, stage: EvaluateProgress['stage'], onProgress?: (p: EvaluateProgress) => void, dist?: Dist): Promise<Activations> {
   const n = src.count;
-  const out: Activations = { pool3: new Float32Array(n * POOL3_DIM) };
-  if (wantLogits) out.logits = new Float32Array(n * LOGITS_DIM);
-  if (wantStats) out.stats = { pool: new FeatureStatistics(POOL3_DIM, threads), spatial: new FeatureStatistics(SPATIAL_DIM, threads) };
+  const kept = !dist || dist.isRoot ? n : 0; // under mpirun rank 0 alone keeps the features
+  const out: Activations = { pool3: new Float32Array(kept * POOL3_DIM) };
+  if (wantLogits) out.logits = new Float32Array(kept * LOGITS_DIM);
+  if (wantStats && kept) out.stats = { pool: new FeatureStatistics(POOL3_DIM, threads), spatial: new FeatureStatistics(SPATIAL_DIM, threads) };
   onProgress?.({ stage, done: 0, total: n });
+  if (dist && dist.size > 1) return activationsOnRanks(net, src, batchSize, out, { logits: wantLogits, spatial: wantStats }, stage, onProgress, dist);
   let next: Promise<Uint8Array> | undefined = src.read(0, Math.min(batchSize, n));
   for (let start = 0; start < n; start += batchSize) {
     const end = Math.min(n, start + batchSize);
@@ -235,10 +238,61 @@ async function activations(net: InceptionV3, src: ImageNpz, batchSize: number, w
     next = end < n ? src.read(end, Math.min(n, end + batchSize)) : undefined;
     next?.catch(() => undefined); // surfaced when awaited
     const f = await net.features(images, end - start, src.height, src.width);
-    out.pool3.set(f.pool3, start * POOL3_DIM);
-    out.logits?.set(f.logits, start * LOGITS_DIM);
-    if (out.stats) await Promise.all([out.stats.pool.add(f.pool3, end - start), out.stats.spatial.add(f.spatial, end - start)]);
+    await keep(out, start, end - start, f.pool3, f.logits, f.spatial);
     onProgress?.({ stage, done: end, total: n });
+  }
+  return out;
+}
+
+/** One batch's features into `out`: pool3 and logits at their rows, the statistics in batch order. */
+async function keep(out: Activations, start: number, rows: number, pool3: Float32Array, logits: Float32Array, spatial: Float32Array): Promise<void> {
+  out.pool3.set(pool3, start * POOL3_DIM);
+  out.logits?.set(logits, start * LOGITS_DIM);
+  if (out.stats) await Promise.all([out.stats.pool.add(pool3, rows), out.stats.spatial.add(spatial, rows)]);
+}
+
+/**
+ * Under mpirun: batch b is rank b % N's; in round t every rank runs batch t*N + rank
+ * and the features are gathered to rank 0, which so receives batches t*N..t*N+N-1 in
+ * order and keeps them exactly as one process would (the same batches, added to the
+ * statistics in the same order: the same numbers). The other ranks keep nothing.
+ */
+async function activationsOnRanks(net: InceptionV3, src: ImageNpz, batchSize: number, out: Activations, want: { logits: boolean; spatial: boolean }, stage: EvaluateProgress['stage'], onProgress: ((p: EvaluateProgress) => void) | undefined, dist: Dist): Promise<Activations> {
+  const n = src.count;
+  const N = dist.size;
+  const batches = Math.ceil(n / batchSize);
+  const rowsOf = (b: number) => (b < batches ? Math.min(n, (b + 1) * batchSize) - b * batchSize : 0);
+  const width = POOL3_DIM + (want.logits ? LOGITS_DIM : 0) + (want.spatial ? SPATIAL_DIM : 0);
+  const read = (b: number) => (b < batches ? src.read(b * batchSize, b * batchSize + rowsOf(b)) : Promise.resolve(new Uint8Array(0)));
+  let next = read(dist.rank);
+  for (let t = 0; t * N < batches; t++) {
+    const b = t * N + dist.rank;
+    const rows = rowsOf(b);
+    const images = await next;
+    next = read(b + N);
+    next.catch(() => undefined); // surfaced when awaited
+    // this rank's rows: [pool3 | logits | spatial] per row block
+    const packed = new Float32Array(rows * width);
+    if (rows > 0) {
+      const f = await net.features(images, rows, src.height, src.width);
+      packed.set(f.pool3, 0);
+      let o = rows * POOL3_DIM;
+      if (want.logits) packed.set(f.logits, o), (o += rows * LOGITS_DIM);
+      if (want.spatial) packed.set(f.spatial, o);
+    }
+    const all = dist.gather(packed);
+    if (!all) continue;
+    let o = 0;
+    for (let r = 0; r < N && t * N + r < batches; r++) {
+      const bb = t * N + r;
+      const m = rowsOf(bb);
+      const take = (d: number) => all.subarray(o, (o += m * d));
+      const pool3 = take(POOL3_DIM);
+      const logits = want.logits ? take(LOGITS_DIM) : new Float32Array(0);
+      const spatial = want.spatial ? take(SPATIAL_DIM) : new Float32Array(0);
+      await keep(out, bb * batchSize, m, pool3, logits, spatial);
+    }
+    onProgress?.({ stage, done: Math.min(n, (t + 1) * N * batchSize), total: n });
   }
   return out;
 }
@@ -249,6 +303,21 @@ async function activations(net: InceptionV3, src: ImageNpz, batchSize: number, w
  * VIRTUAL_imagenet256_labeled.npz), `samplePath` the generated images.
  */
 export async function evaluateNpz(refPath: string, samplePath: string, options: EvaluateOptions = {}): Promise<EvaluateResult> {
+  return (await evaluate(refPath, samplePath, options))!;
+}
+
+/**
+ * evaluateNpz under mpirun (`mpirun -np N rargen fid ...`): the Inception passes are
+ * split over the ranks (batch b on rank b % N) and the features gathered to rank 0,
+ * which computes the metrics: the same numbers as one process with the same batch
+ * size. Resolves to the result on rank 0 and to null on the other ranks. Every rank
+ * must call it with the same files and options.
+ */
+export async function evaluateNpzOnRanks(refPath: string, samplePath: string, options: EvaluateOptions, dist: Dist): Promise<EvaluateResult | null> {
+  return evaluate(refPath, samplePath, options, dist);
+}
+
+async function evaluate(refPath: string, samplePath: string, options: EvaluateOptions, dist?: Dist): Promise<EvaluateResult | null> {
   const opts0 = parseOptions(EvaluateOptionsSchema, options, 'evaluateNpz');
   const signal = opts0.signal;
   signal?.throwIfAborted();
@@ -275,8 +344,9 @@ export async function evaluateNpz(refPath: string, samplePath: string, options: 
     const samStored = await sam.storedStatistics();
     net = opts.inception instanceof InceptionV3 ? opts.inception : await loadInception(findInceptionWeights(opts.inception), { device: opts.device as DeviceSpec | undefined, threads });
 
-    const refActs = await activations(net, ref, batchSize, false, !refStored, threads, 'reference', opts.onProgress);
-    const samActs = await activations(net, sam, batchSize, true, !samStored, threads, 'sample', opts.onProgress);
+    const refActs = await activations(net, ref, batchSize, false, !refStored, threads, 'reference', opts.onProgress, dist);
+    const samActs = await activations(net, sam, batchSize, true, !samStored, threads, 'sample', opts.onProgress, dist);
+    if (dist && !dist.isRoot) return null; // rank 0 has every feature and computes the metrics
 
     opts.onProgress?.({ stage: 'statistics', done: 0, total: 3 });
     const refPool = refStored?.pool ?? (await refActs.stats!.pool.result());

@@ -1,33 +1,49 @@
 // Multi-process (data-parallel) support over MPI: the N-API functions distInit,
-// distAllreduce, distAllgather, distFinalize (lib/train/dist.ts wraps
-// them) and the float all-reduce that binding_train.cc's trainAllreduceGrads uses.
+// distAllreduce, distAllgather, distGatherF32, distBarrier, distHeartbeat,
+// distFinalize and distNcclProbe (lib/dist.ts wraps them), and the collectives that
+// binding_train.cc's trainAllreduceGrads and src/dist/nccl.cc use (src/dist/mpi.h).
 //
 // MPI is opened with dlopen at run time, never linked: the addon must load on a
 // machine without MPI. We include no mpi.h either (so the build needs no MPI headers)
 // and declare the handful of prototypes by hand. That ties us to one ABI: Open MPI's,
-// whose handles (MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM, ...) are the addresses of global
-// objects (ompi_mpi_comm_world, ompi_mpi_float, ompi_mpi_op_sum, ...) found with dlsym.
-// MPICH and its derivatives use integer handles instead; they are detected (no
-// ompi_mpi_comm_world symbol) and refused with a message. Open MPI loads its
-// components as plugins that resolve symbols of libmpi itself, so it must be opened
-// RTLD_GLOBAL.
+// whose handles (MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM, MPI_Request...) are pointers, the
+// predefined ones the addresses of global objects (ompi_mpi_comm_world, ompi_mpi_float,
+// ompi_mpi_op_sum, ...) found with dlsym; MPI_IN_PLACE is (void*)1 and
+// MPI_STATUS_IGNORE a null pointer. MPICH and its derivatives use integer handles
+// instead; they are detected (no ompi_mpi_comm_world symbol) and refused with a
+// message. Open MPI loads its components as plugins that resolve symbols of libmpi
+// itself, so it must be opened RTLD_GLOBAL.
 //
+// Every collective is non-blocking and polled against a deadline (the hang watch of
+// src/dist/mpi.h): Open MPI has no collective timeout, and a rank stopped by SIGSTOP,
+// a deadlocked rank or a dead node would otherwise hang every other rank forever.
 // All MPI calls happen on the JS main thread (MPI_THREAD_FUNNELED).
 #include <dlfcn.h>
 #include <napi.h>
+#include <sched.h>
 
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "backend.h"
 #include "dist/mpi.h"
+#include "dist/nccl.h"
 #include "napi_util.h"
 
 namespace {
 
-using Handle = void*;  // MPI_Comm, MPI_Datatype, MPI_Op: pointers in Open MPI
+using Handle = void*;  // MPI_Comm, MPI_Datatype, MPI_Op, MPI_Request: pointers in Open MPI
+void* const kInPlace = reinterpret_cast<void*>(1);  // Open MPI's MPI_IN_PLACE
 
 struct Mpi {
   void* lib = nullptr;
@@ -36,11 +52,23 @@ struct Mpi {
   int (*Finalized)(int*) = nullptr;
   int (*Comm_rank)(Handle, int*) = nullptr;
   int (*Comm_size)(Handle, int*) = nullptr;
-  int (*Allreduce)(const void*, void*, int, Handle, Handle, Handle) = nullptr;
-  int (*Allgather)(const void*, int, Handle, void*, int, Handle, Handle) = nullptr;
+  int (*Comm_idup)(Handle, Handle*, Handle*) = nullptr;
+  int (*Comm_free)(Handle*) = nullptr;
+  int (*Iallreduce)(const void*, void*, int, Handle, Handle, Handle, Handle*) = nullptr;
+  int (*Iallgather)(const void*, int, Handle, void*, int, Handle, Handle, Handle*) = nullptr;
+  int (*Igatherv)(const void*, int, Handle, void*, const int*, const int*, Handle, int, Handle, Handle*) = nullptr;
+  int (*Ibcast)(void*, int, Handle, int, Handle, Handle*) = nullptr;
+  int (*Ibarrier)(Handle, Handle*) = nullptr;
+  int (*Isend)(const void*, int, Handle, int, int, Handle, Handle*) = nullptr;
+  int (*Irecv)(void*, int, Handle, int, int, Handle, Handle*) = nullptr;
+  int (*Test)(Handle*, int*, void*) = nullptr;
+  int (*Wait)(Handle*, void*) = nullptr;
+  int (*Cancel)(Handle*) = nullptr;
+  int (*Request_free)(Handle*) = nullptr;
+  int (*Abort)(Handle, int) = nullptr;
   int (*Finalize)() = nullptr;
-  Handle comm_world = nullptr, t_float = nullptr, t_double = nullptr, t_byte = nullptr, op_sum = nullptr,
-         op_max = nullptr;
+  Handle comm_world = nullptr, t_float = nullptr, t_double = nullptr, t_byte = nullptr, t_int64 = nullptr,
+         op_sum = nullptr, op_max = nullptr;
   bool up = false;
   int rank = 0, size = 1;
 };
@@ -97,13 +125,26 @@ void open_mpi() {
   sym(g.Finalized, "MPI_Finalized");
   sym(g.Comm_rank, "MPI_Comm_rank");
   sym(g.Comm_size, "MPI_Comm_size");
-  sym(g.Allreduce, "MPI_Allreduce");
-  sym(g.Allgather, "MPI_Allgather");
+  sym(g.Comm_idup, "MPI_Comm_idup");
+  sym(g.Comm_free, "MPI_Comm_free");
+  sym(g.Iallreduce, "MPI_Iallreduce");
+  sym(g.Iallgather, "MPI_Iallgather");
+  sym(g.Igatherv, "MPI_Igatherv");
+  sym(g.Ibcast, "MPI_Ibcast");
+  sym(g.Ibarrier, "MPI_Ibarrier");
+  sym(g.Isend, "MPI_Isend");
+  sym(g.Irecv, "MPI_Irecv");
+  sym(g.Test, "MPI_Test");
+  sym(g.Wait, "MPI_Wait");
+  sym(g.Cancel, "MPI_Cancel");
+  sym(g.Request_free, "MPI_Request_free");
+  sym(g.Abort, "MPI_Abort");
   sym(g.Finalize, "MPI_Finalize");
   g.comm_world = obj("ompi_mpi_comm_world");
   g.t_float = obj("ompi_mpi_float");
   g.t_double = obj("ompi_mpi_double");
   g.t_byte = obj("ompi_mpi_byte");
+  g.t_int64 = obj("ompi_mpi_int64_t");
   g.op_sum = obj("ompi_mpi_op_sum");
   g.op_max = obj("ompi_mpi_op_max");
 }
@@ -112,24 +153,238 @@ void require_up(const char* fn) {
   if (!g.up) throw std::runtime_error(std::string("rargen: ") + fn + ": MPI is not initialised (call distInit first)");
 }
 
-// Buckets of at most 1<<24 elements: MPI counts are int, and smaller messages let
-// the library pipeline.
-constexpr int64_t kBucket = int64_t(1) << 24;
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-template <class T>
-void allreduce_inplace(T* data, int64_t n, Handle type, Handle op, const char* what) {
-  std::vector<T> tmp(static_cast<size_t>(n < kBucket ? n : kBucket));
-  for (int64_t off = 0; off < n; off += kBucket) {
-    const int c = static_cast<int>(n - off < kBucket ? n - off : kBucket);
-    check(g.Allreduce(data + off, tmp.data(), c, type, op, g.comm_world), what);
-    std::memcpy(data + off, tmp.data(), sizeof(T) * static_cast<size_t>(c));
+std::string fmt_s(double s) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f", s);
+  return b;
+}
+
+// ---------------------------------------------------------------------------------
+// The hang watch (src/dist/mpi.h). Messages go over a duplicate of MPI_COMM_WORLD so
+// that they never match anything else: one int64 each, the sender's collective count.
+
+constexpr int kTagToRoot = 1, kTagFromRoot = 2;
+
+struct Watch {
+  double timeout = 300;   // RARGEN_DIST_TIMEOUT
+  double beat = 10;       // heartbeat interval: timeout / 5, between 0.1 and 10 s
+  double grace = 60;      // extra wait of ranks != 0, so that rank 0 (which can name the culprit) ends the job
+  Handle comm = nullptr;  // MPI_Comm_idup(MPI_COMM_WORLD)
+  int64_t seq = 0;        // collectives entered by this rank
+  std::string what;       // the one being waited for
+  double last_sent = 0;
+  // rank 0: per rank, the last collective count it announced and when it was last heard from
+  std::vector<int64_t> seen, rbuf;
+  std::vector<double> heard;
+  std::vector<Handle> rreq;
+  // ranks != 0: rank 0's heartbeats
+  int64_t root_buf = 0;
+  Handle root_req = nullptr;
+  double root_heard = 0;
+  struct Send {
+    std::unique_ptr<int64_t> buf;
+    Handle req;
+  };
+  std::deque<Send> sends;
+};
+Watch w;
+
+void post_recv(int from) {
+  if (g.rank == 0)
+    check(g.Irecv(&w.rbuf[from], 1, g.t_int64, from, kTagToRoot, w.comm, &w.rreq[from]), "MPI_Irecv (hang watch)");
+  else
+    check(g.Irecv(&w.root_buf, 1, g.t_int64, 0, kTagFromRoot, w.comm, &w.root_req), "MPI_Irecv (hang watch)");
+}
+
+void send_seq(int to, int tag) {
+  Watch::Send s{std::make_unique<int64_t>(w.seq), nullptr};
+  check(g.Isend(s.buf.get(), 1, g.t_int64, to, tag, w.comm, &s.req), "MPI_Isend (hang watch)");
+  w.sends.push_back(std::move(s));
+}
+
+// Completed sends are dropped; received messages update seen/heard.
+void drain() {
+  while (!w.sends.empty()) {
+    int flag = 0;
+    check(g.Test(&w.sends.front().req, &flag, nullptr), "MPI_Test (hang watch)");
+    if (!flag) break;
+    w.sends.pop_front();
   }
+  const double t = now_s();
+  if (g.rank == 0) {
+    for (int r = 1; r < g.size; r++)
+      for (;;) {
+        int flag = 0;
+        check(g.Test(&w.rreq[r], &flag, nullptr), "MPI_Test (hang watch)");
+        if (!flag) break;
+        w.seen[r] = std::max(w.seen[r], w.rbuf[r]);
+        w.heard[r] = t;
+        post_recv(r);
+      }
+  } else {
+    for (;;) {
+      int flag = 0;
+      check(g.Test(&w.root_req, &flag, nullptr), "MPI_Test (hang watch)");
+      if (!flag) break;
+      w.root_heard = t;
+      post_recv(0);
+    }
+  }
+}
+
+// A heartbeat when one is due (force: now), then drain.
+void beat(bool force) {
+  const double t = now_s();
+  if (force || t - w.last_sent >= w.beat) {
+    w.last_sent = t;
+    if (g.rank == 0)
+      for (int r = 1; r < g.size; r++) send_seq(r, kTagFromRoot);
+    else
+      send_seq(0, kTagToRoot);
+  }
+  drain();
+}
+
+[[noreturn]] void fail(const std::string& msg) {
+  std::fprintf(stderr, "\nrargen: rank %d of %d: %s\n", g.rank, g.size, msg.c_str());
+  std::fflush(stderr);
+  g.Abort(g.comm_world, 3);
+  std::_Exit(3);  // MPI_Abort does not return
+}
+
+std::string ranks_list(const std::vector<int>& v) {
+  std::string s = v.size() == 1 ? "rank " : "ranks ";
+  for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s;
+}
+
+const char* kAfter =
+    "stopping every rank. Checkpoints already written are intact (they are written to a temp folder and renamed); "
+    "fix or replace the rank's node and run the same command to resume";
+
+// Called while waiting for collective w.seq that started at t0; aborts the job when
+// its rules say so. patient: ranks may legitimately arrive late (a barrier after
+// work of different lengths): only silence (no heartbeat for the timeout) counts.
+void watch(double t0, bool patient) {
+  beat(false);
+  const double t = now_s();
+  const double waited = t - t0;
+  const std::string head = "the " + w.what + " (collective #" + std::to_string(w.seq) + ") ";
+  if (g.rank == 0) {
+    // silent: no message for 3 heartbeat intervals (stopped, wherever it is); late: alive
+    // but not at this collective yet
+    std::vector<int> late, silent;
+    bool dead = false;  // silent for the whole timeout: ends even a patient wait
+    for (int r = 1; r < g.size; r++) {
+      if (t - w.heard[r] > 3 * w.beat) silent.push_back(r);
+      else if (w.seen[r] < w.seq) late.push_back(r);
+      dead = dead || t - w.heard[r] > w.timeout;
+    }
+    if (dead || (!patient && waited > w.timeout)) {
+      std::string m = head + "did not complete within RARGEN_DIST_TIMEOUT=" + fmt_s(w.timeout) + " s: ";
+      if (!silent.empty()) {
+        m += ranks_list(silent) + (silent.size() == 1 ? " has" : " have") + " sent nothing for " + fmt_s(3 * w.beat) +
+             " s or more (heartbeats are every " + fmt_s(w.beat) + " s; ";
+        for (size_t i = 0; i < silent.size(); i++)
+          m += (i ? "; " : "") + std::string("rank ") + std::to_string(silent[i]) + ": last heard " +
+               fmt_s(t - w.heard[silent[i]]) + " s ago, at collective #" + std::to_string(w.seen[silent[i]]);
+        m += "): hung or stopped (SIGSTOP, a deadlock, a dead node)";
+        if (!late.empty()) m += "; " + ranks_list(late) + " also had not reached it";
+      } else if (!late.empty()) {
+        m += ranks_list(late) + (late.size() == 1 ? " has" : " have") + " not reached it (";
+        for (size_t i = 0; i < late.size(); i++)
+          m += (i ? "; " : "") + std::string("rank ") + std::to_string(late[i]) + " is at collective #" +
+               std::to_string(w.seen[late[i]]);
+        m += ", still alive: stuck outside the collectives, e.g. in a GPU kernel or a slow filesystem)";
+      } else {
+        m += "every rank reached it and is alive, but it did not complete (the network or the MPI library is stuck)";
+      }
+      fail(m + "; " + kAfter);
+    }
+  } else {
+    const double limit = w.timeout + w.grace;
+    if (t - w.root_heard > limit)
+      fail(head + "did not complete: rank 0 has sent nothing for " + fmt_s(t - w.root_heard) +
+           " s (RARGEN_DIST_TIMEOUT=" + fmt_s(w.timeout) + " s + " + fmt_s(w.grace) +
+           " s): rank 0 is hung or stopped (SIGSTOP, a deadlock, a dead node); " + kAfter);
+    if (!patient && waited > limit)
+      fail(head + "did not complete within " + fmt_s(limit) + " s (RARGEN_DIST_TIMEOUT=" + fmt_s(w.timeout) + " s + " +
+           fmt_s(w.grace) + " s) and rank 0, which names the missing ranks, has not ended the job: rank 0 has not " +
+           "reached it (stuck outside the collectives, e.g. in a GPU kernel or a slow filesystem); " + kAfter);
+  }
+}
+
+double begin(const char* what) {
+  require_up(what);
+  w.seq++;
+  w.what = what;
+  if (g.rank != 0) beat(true);  // the arrival: rank 0 learns who reached which collective
+  return now_s();
+}
+
+constexpr long kSpin = 2000;  // MPI_Test calls before each further one yields the core (oversubscribed nodes)
+// Waits for the requests of the collective begun at t0, spinning on MPI_Test (which
+// also drives Open MPI's progress), yielding the core after a while.
+void wait_all(std::vector<Handle>& reqs, double t0, bool patient = false) {
+  size_t done = 0;  // reqs[0..done) have completed
+  for (long it = 0; done < reqs.size(); ++it) {
+    int flag = 0;
+    check(g.Test(&reqs[done], &flag, nullptr), w.what.c_str());
+    if (flag) {
+      done++;
+      continue;
+    }
+    if ((it & 255) == 255) watch(t0, patient);
+    if (it > kSpin) sched_yield();
+  }
+}
+void wait(Handle* req, double t0, bool patient = false) {
+  std::vector<Handle> one{*req};
+  wait_all(one, t0, patient);
+  *req = one[0];
+}
+
+// Buckets of at most 1<<20 elements (4 MiB of floats), all in flight at once: MPI
+// counts are int, and Open MPI's non-blocking all-reduce (libnbc) pipelines several
+// mid-sized requests better than one large one (measured on 2 ranks, shared memory,
+// 64 MB: 120 ms in 4 MB buckets, 229 ms as one request, 153-230 ms blocking).
+constexpr int64_t kBucket = int64_t(1) << 20;
+
+void allreduce_inplace(void* data, int64_t n, size_t elsize, Handle type, Handle op, const char* what) {
+  const double t0 = begin(what);
+  std::vector<Handle> reqs;
+  for (int64_t off = 0; off < n; off += kBucket) {
+    const int c = static_cast<int>(std::min(kBucket, n - off));
+    reqs.emplace_back();
+    check(g.Iallreduce(kInPlace, static_cast<char*>(data) + off * elsize, c, type, op, g.comm_world, &reqs.back()), what);
+  }
+  wait_all(reqs, t0);
+}
+
+void barrier(bool patient, const char* what) {
+  const double t0 = begin(what);
+  Handle req = nullptr;
+  check(g.Ibarrier(g.comm_world, &req), what);
+  wait(&req, t0, patient);
 }
 
 using namespace rargen::napi;
 
+// distInit({timeout, bucketMB}): joins the MPI job (only inside one an MPI launcher
+// started) and starts the hang watch. lib/dist.ts parses the RARGEN_DIST_* variables.
 Napi::Value DistInit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  double timeout = 300, bucket_mb = 25;
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsObject()) type_error(env, "distInit: options must be an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    if (o.Has("timeout")) timeout = get_number(env, o, "timeout", "distInit options");
+    if (o.Has("bucketMB")) bucket_mb = get_number(env, o, "bucketMB", "distInit options");
+    if (!(timeout > 0 && timeout <= 1e7)) range_error(env, "distInit: timeout must be between 0 and 1e7 seconds");
+    if (!(bucket_mb >= 1 && bucket_mb <= 4096)) range_error(env, "distInit: bucketMB must be between 1 and 4096");
+  }
   if (!g.up) {
     // Only inside a job that an MPI launcher started: MPI_Init in a plain process would
     // start an Open MPI "singleton" (and a stray call from user code must not do that).
@@ -149,16 +404,48 @@ Napi::Value DistInit(const Napi::CallbackInfo& info) {
     }
     check(g.Comm_rank(g.comm_world, &g.rank), "MPI_Comm_rank");
     check(g.Comm_size(g.comm_world, &g.size), "MPI_Comm_size");
+    w.timeout = timeout;
+    w.beat = std::min(10.0, std::max(0.1, timeout / 5));
+    w.grace = std::min(60.0, std::max(3.0, timeout / 4));
+    // The watch's communicator; a rank that never gets here is caught by the deadline.
+    Handle req = nullptr;
+    check(g.Comm_idup(g.comm_world, &w.comm, &req), "MPI_Comm_idup");
+    const double t0 = now_s();
+    for (long it = 0;; ++it) {
+      int flag = 0;
+      check(g.Test(&req, &flag, nullptr), "MPI_Comm_idup");
+      if (flag) break;
+      if ((it & 255) == 255 && now_s() - t0 > timeout) {
+        g.up = true;  // for fail()
+        fail("not every rank joined the job within RARGEN_DIST_TIMEOUT=" + fmt_s(timeout) + " s (MPI_Comm_idup); " + kAfter);
+      }
+      if (it > 2000) sched_yield();
+    }
+    const double t = now_s();
+    if (g.rank == 0) {
+      w.seen.assign(g.size, 0);
+      w.rbuf.assign(g.size, 0);
+      w.heard.assign(g.size, t);
+      w.rreq.assign(g.size, nullptr);
+      for (int r = 1; r < g.size; r++) post_recv(r);
+    } else {
+      w.root_heard = t;
+      post_recv(0);
+    }
+    w.last_sent = t;
+    rargen::dist::nccl::set_bucket_bytes(static_cast<int64_t>(bucket_mb * 1024 * 1024));
     g.up = true;
   }
   Napi::Object o = Napi::Object::New(env);
   o.Set("rank", g.rank);
   o.Set("size", g.size);
   o.Set("library", "Open MPI");
+  o.Set("timeout", w.timeout);
+  o.Set("heartbeat", w.beat);
   return o;
 }
 
-// distAllreduceSum(Float64Array, op?: 'sum' | 'max'): in place.
+// distAllreduce(Float64Array, op?: 'sum' | 'max'): in place.
 Napi::Value DistAllreduce(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   require_up("distAllreduce");
@@ -166,8 +453,8 @@ Napi::Value DistAllreduce(const Napi::CallbackInfo& info) {
   std::string op = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "sum";
   if (op != "sum" && op != "max") range_error(env, "distAllreduce: op must be 'sum' or 'max' but received '" + op + "'");
   Napi::Float64Array a = info[0].As<Napi::Float64Array>();
-  allreduce_inplace(a.Data(), static_cast<int64_t>(a.ElementLength()), g.t_double, op == "sum" ? g.op_sum : g.op_max,
-                    "MPI_Allreduce");
+  allreduce_inplace(a.Data(), static_cast<int64_t>(a.ElementLength()), 8, g.t_double, op == "sum" ? g.op_sum : g.op_max,
+                    "all-reduce");
   return env.Undefined();
 }
 
@@ -178,21 +465,117 @@ Napi::Value DistAllgather(const Napi::CallbackInfo& info) {
   if (!is_typed_array(info[0], napi_uint8_array)) type_error(env, "distAllgather: data must be a Uint8Array");
   Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
   const size_t L = a.ElementLength();
-  if (L > (size_t(1) << 30)) range_error(env, "distAllgather: at most 1 GiB per rank");
+  if (L > (size_t(1) << 30) / static_cast<size_t>(g.size)) range_error(env, "distAllgather: at most 1 GiB in all");
   Napi::Uint8Array out = Napi::Uint8Array::New(env, L * static_cast<size_t>(g.size));
-  check(g.Allgather(a.Data(), static_cast<int>(L), g.t_byte, out.Data(), static_cast<int>(L), g.t_byte, g.comm_world),
-        "MPI_Allgather");
+  const double t0 = begin("all-gather");
+  Handle req = nullptr;
+  check(g.Iallgather(a.Data(), static_cast<int>(L), g.t_byte, out.Data(), static_cast<int>(L), g.t_byte, g.comm_world, &req),
+        "MPI_Iallgather");
+  wait(&req, t0);
   return out;
+}
+
+// distGatherF32(Float32Array of any length) -> on rank 0 every rank's array, joined in
+// rank order; undefined on the other ranks.
+Napi::Value DistGatherF32(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  require_up("distGatherF32");
+  if (!is_typed_array(info[0], napi_float32_array)) type_error(env, "distGatherF32: data must be a Float32Array");
+  Napi::Float32Array a = info[0].As<Napi::Float32Array>();
+  std::vector<int64_t> counts(static_cast<size_t>(g.size));
+  int64_t mine = static_cast<int64_t>(a.ElementLength());
+  {
+    const double t0 = begin("gather (sizes)");
+    Handle req = nullptr;
+    check(g.Iallgather(&mine, 1, g.t_int64, counts.data(), 1, g.t_int64, g.comm_world, &req), "MPI_Iallgather");
+    wait(&req, t0);
+  }
+  int64_t total = 0;
+  std::vector<int> c(counts.size()), d(counts.size());
+  for (size_t r = 0; r < counts.size(); r++) {
+    d[r] = static_cast<int>(total);
+    c[r] = static_cast<int>(counts[r]);
+    total += counts[r];
+  }
+  // every rank takes the same decision (they all know the counts)
+  if (total > INT_MAX) range_error(env, "distGatherF32: at most 2^31-1 floats in all (gather in several calls)");
+  Napi::Float32Array out;
+  if (g.rank == 0) out = Napi::Float32Array::New(env, static_cast<size_t>(total));
+  const double t0 = begin("gather");
+  Handle req = nullptr;
+  check(g.Igatherv(a.Data(), static_cast<int>(mine), g.t_float, g.rank == 0 ? out.Data() : nullptr, c.data(), d.data(),
+                   g.t_float, 0, g.comm_world, &req),
+        "MPI_Igatherv");
+  wait(&req, t0);
+  if (g.rank == 0) return out;
+  return env.Undefined();
+}
+
+// distBarrier(patient?: boolean): patient waits as long as every rank keeps sending
+// heartbeats (ranks that finish their share of work at different times).
+Napi::Value DistBarrier(const Napi::CallbackInfo& info) {
+  require_up("distBarrier");
+  const bool patient = info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value();
+  barrier(patient, patient ? "barrier (waiting for every rank to finish its share)" : "barrier");
+  return info.Env().Undefined();
+}
+
+// distHeartbeat(): lib/dist.ts calls it on a timer, so that a rank busy between
+// collectives (a training step on a worker thread, a sampling batch) counts as alive.
+Napi::Value DistHeartbeat(const Napi::CallbackInfo& info) {
+  if (g.up) beat(false);
+  return info.Env().Undefined();
 }
 
 Napi::Value DistFinalize(const Napi::CallbackInfo& info) {
   if (g.up) {
+    // patient: ranks end at different times (fid's rank 0 computes the metrics alone)
+    barrier(true, "final barrier (waiting for every rank to finish)");
+    rargen::dist::nccl::finalize();
+    // Every rank announced the final barrier before entering it: rank 0 collects those
+    // announcements (briefly) so that few messages are left unmatched, then the
+    // watch's receives are cancelled and its sends completed.
+    const double t0 = now_s();
+    if (g.rank == 0)
+      while (now_s() - t0 < 2) {
+        drain();
+        bool all = true;
+        for (int r = 1; r < g.size; r++) all = all && w.seen[r] >= w.seq;
+        if (all) break;
+        sched_yield();
+      }
+    auto cancel = [](Handle* r) {
+      if (*r) {
+        g.Cancel(r);
+        g.Wait(r, nullptr);
+      }
+    };
+    if (g.rank == 0)
+      for (int r = 1; r < g.size; r++) cancel(&w.rreq[r]);
+    else
+      cancel(&w.root_req);
+    while (!w.sends.empty() && now_s() - t0 < 5) {
+      drain();
+      sched_yield();
+    }
+    for (auto& s : w.sends) g.Request_free(&s.req);
+    w.sends.clear();
+    g.Comm_free(&w.comm);
     int fin = 0;
     g.Finalized(&fin);
     if (!fin) check(g.Finalize(), "MPI_Finalize");
     g.up = false;
   }
   return info.Env().Undefined();
+}
+
+// distNcclProbe() -> NCCL's version (e.g. 22304), or throws saying how to install it.
+// Opens the library only: no GPU, no MPI.
+Napi::Value DistNcclProbe(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("built", rargen::dist::nccl::built());
+  o.Set("version", rargen::dist::nccl::probe());
+  return o;
 }
 
 }  // namespace
@@ -202,10 +585,48 @@ namespace rargen::dist {
 bool active() { return g.up; }
 int rank() { return g.rank; }
 int size() { return g.size; }
+double timeout_seconds() { return w.timeout; }
+
 void allreduce_sum_f32(float* data, int64_t n) {
   require_up("allreduce");
-  allreduce_inplace(data, n, g.t_float, g.op_sum, "MPI_Allreduce (gradients)");
+  allreduce_inplace(data, n, 4, g.t_float, g.op_sum, "all-reduce (gradients)");
 }
+
+void bcast_bytes(void* data, int64_t n, int root, const char* what) {
+  if (n > INT_MAX) throw std::runtime_error(std::string("rargen: ") + what + ": at most 2^31-1 bytes");
+  const double t0 = begin(what);
+  Handle req = nullptr;
+  check(g.Ibcast(data, static_cast<int>(n), g.t_byte, root, g.comm_world, &req), what);
+  wait(&req, t0);
+}
+
+void allreduce_mean_grads(Backend& be, float* grads, int64_t n) {
+  require_up("trainAllreduceGrads");
+  const char* b = std::getenv("RARGEN_DIST_BACKEND");
+  const std::string backend = b && *b ? b : "auto";
+  if (backend != "auto" && backend != "nccl" && backend != "mpi")
+    throw std::runtime_error("rargen: RARGEN_DIST_BACKEND must be auto, nccl or mpi but is '" + backend + "'");
+  if (be.is_gpu() && backend != "mpi") {
+    nccl::mean_grads(be, grads, n);
+    return;
+  }
+  if (backend == "nccl" && !be.is_gpu())
+    throw std::runtime_error("rargen: RARGEN_DIST_BACKEND=nccl needs --device cuda (this rank trains on the CPU)");
+  // Host memory and MPI: CPU ranks (no copy needed there would be nicer, but the CPU
+  // backend's buffers are host memory already: download/upload are memcpys).
+  std::vector<float> host(static_cast<size_t>(n));
+  be.synchronize();
+  be.download(host.data(), grads, static_cast<size_t>(n) * 4);
+  allreduce_sum_f32(host.data(), n);
+  const float inv = 1.f / static_cast<float>(g.size);
+  for (float& x : host) x *= inv;
+  be.upload(grads, host.data(), static_cast<size_t>(n) * 4);
+  be.synchronize();
+}
+
+double begin_collective(const char* what) { return begin(what); }
+void poll_watch(double t0) { watch(t0, false); }
+void abort_job(const char* msg) { fail(msg); }
 
 }  // namespace rargen::dist
 
@@ -216,7 +637,11 @@ void register_dist(Napi::Env env, Napi::Object exports) {
   exports.Set("distInit", Napi::Function::New(env, napi::guarded<DistInit>));
   exports.Set("distAllreduce", Napi::Function::New(env, napi::guarded<DistAllreduce>));
   exports.Set("distAllgather", Napi::Function::New(env, napi::guarded<DistAllgather>));
+  exports.Set("distGatherF32", Napi::Function::New(env, napi::guarded<DistGatherF32>));
+  exports.Set("distBarrier", Napi::Function::New(env, napi::guarded<DistBarrier>));
+  exports.Set("distHeartbeat", Napi::Function::New(env, napi::guarded<DistHeartbeat>));
   exports.Set("distFinalize", Napi::Function::New(env, napi::guarded<DistFinalize>));
+  exports.Set("distNcclProbe", Napi::Function::New(env, napi::guarded<DistNcclProbe>));
 }
 
 }  // namespace rargen

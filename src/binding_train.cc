@@ -207,23 +207,15 @@ Napi::Value TrainOptimizerStep(const Napi::CallbackInfo& info) {
 }
 
 // trainAllreduceGrads(trainer): replaces this rank's gradients by their mean over all
-// MPI ranks (one flat buffer, all-reduced in buckets by src/binding_dist.cc). Runs on
-// the main thread, between the last forward+backward of a step and optimizerStep.
+// ranks (src/dist/mpi.h: NCCL on device memory for CUDA trainers, else MPI through
+// host memory). Runs on the main thread, between the last forward+backward of a step
+// and optimizerStep.
 Napi::Value TrainAllreduceGrads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   StatePtr st = state_arg(env, info[0], "trainAllreduceGrads");
   if (!rargen::dist::active()) throw Napi::Error::New(env, "rargen: trainAllreduceGrads: MPI is not initialised (distInit)");
   rargen::RarTrainer& t = *st->trainer;
-  const int64_t n = t.num_params();
-  std::vector<float> host(static_cast<size_t>(n));
-  Backend* be = t.backend();
-  be->synchronize();
-  be->download(host.data(), t.flat(rargen::TrainTensor::Grad), n * 4);
-  rargen::dist::allreduce_sum_f32(host.data(), n);
-  const float inv = 1.f / static_cast<float>(rargen::dist::size());
-  for (float& x : host) x *= inv;
-  be->upload(t.flat(rargen::TrainTensor::Grad), host.data(), n * 4);
-  be->synchronize();
+  rargen::dist::allreduce_mean_grads(*t.backend(), t.flat(rargen::TrainTensor::Grad), t.num_params());
   return env.Undefined();
 }
 

@@ -1,6 +1,7 @@
 // rargen fid REF.npz SAMPLE.npz: OpenAI's ADM evaluator (FID, sFID, Inception Score,
 // precision, recall), natively. See lib/fid.ts.
-import { evaluateNpz, type EvaluateProgress, type EvaluateResult } from '../fid.js';
+import { evaluateNpzOnRanks, type EvaluateProgress, type EvaluateResult } from '../fid.js';
+import { Dist } from '../dist.js';
 import { findInceptionWeights } from '../inception.js';
 import { resolveModelPath } from '../releases.js';
 import type { DeviceSpec } from '../device.js';
@@ -18,6 +19,11 @@ InceptionV3. Each .npz holds arr_0 = uint8 images (N, H, W, 3) of any size; a
 reference batch may also hold mu, sigma, mu_s, sigma_s (ADM's
 VIRTUAL_imagenet256_labeled.npz does), which are then used for FID and sFID.
 Images are read in batches, so 50,000-image files are fine.
+
+Under mpirun (mpirun -np N rargen fid REF.npz SAMPLE.npz ...) the Inception
+passes are split over the ranks (batch b on rank b % N, cuda:LOCAL_RANK for
+--device auto or cuda) and rank 0 gathers the features and prints the result:
+the same numbers as one process with the same --batch-size.
 
 Options:
   --inception FILE   Inception weights (default: the cache folder, filled by
@@ -59,9 +65,17 @@ export async function run(argv: string[]): Promise<number> {
     }
     bar!.update(p.done, p.total);
   };
-  const r = await evaluateNpz(refPath, samplePath, { inception, device: device as DeviceSpec, batchSize, threads, splitSize, onProgress });
+  const dist = Dist.fromEnv(); // N ranks under mpirun, else one process
+  const r = await evaluateNpzOnRanks(
+    refPath,
+    samplePath,
+    { inception, device: dist.device(device as DeviceSpec), batchSize, threads, splitSize, onProgress: dist.isRoot ? onProgress : undefined },
+    dist,
+  );
   bar?.finish();
-  note(`rargen fid: ${r.referenceImages} reference and ${r.sampleImages} sample images on ${r.device}${r.referenceStatsFromFile ? ' (reference statistics from the file)' : ''}`);
+  dist.finalize(); // after a clean end only: a rank that throws exits, and mpirun stops the others
+  if (!r) return 0; // ranks other than 0: their features went to rank 0
+  note(`rargen fid: ${r.referenceImages} reference and ${r.sampleImages} sample images on ${r.device}${dist.size > 1 ? ` and ${dist.size - 1} more rank${dist.size > 2 ? 's' : ''}` : ''}${r.referenceStatsFromFile ? ' (reference statistics from the file)' : ''}`);
   process.stdout.write(formatResult(r, values.json === true));
   return 0;
 }

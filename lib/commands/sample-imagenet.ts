@@ -5,7 +5,8 @@ import { loadGenerator, loadTokenizer, type Generator, type Tokenizer } from '..
 import { PRESET_NAMES, type PresetName } from '../config.js';
 import { formatProgress, ProgressBar } from '../progress.js';
 import { parseShard, sampleImageNet, sampleLayout, type SampleProgress } from '../sample.js';
-import { intOption, note, numberOption, parseClassList, parseCommandArgs, requireOption, seedOption, UsageError, deviceOption } from './_shared.js';
+import { Dist } from '../dist.js';
+import { intOption, note as noteAll, numberOption, parseClassList, parseCommandArgs, requireOption, seedOption, UsageError, deviceOption } from './_shared.js';
 
 export const summary = 'sample the FID image set (50 per class) to PNGs and one .npz; resumable, shardable';
 
@@ -46,7 +47,10 @@ Options:
   --shard I/N           generate only shard I of N (contiguous blocks of images);
                         run one process per GPU (--device cuda:I) or machine. The
                         last shard to finish writes the .npz; shards run in other
-                        folders are joined with rargen merge-samples.
+                        folders are joined with rargen merge-samples. Under mpirun
+                        (mpirun -np N rargen sample-imagenet ...) each rank takes
+                        shard RANK/N by itself (and cuda:LOCAL_RANK for --device
+                        cuda), and rank 0 writes the .npz once every rank is done.
   --no-merge            do not write the .npz at the end
   -h, --help            show this help`;
 
@@ -87,13 +91,21 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError(`--preset expects one of ${PRESET_NAMES.join(', ')} but received ${JSON.stringify(values.preset)}`);
   if (values.precision !== undefined && !['f32', 'f16', 'bf16'].includes(values.precision))
     throw new UsageError(`--precision expects one of f32, f16, bf16 but received ${JSON.stringify(values.precision)}`);
-  const device = deviceOption(values.device);
   let shard;
   try {
     shard = values.shard === undefined ? undefined : parseShard(values.shard);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+  const dist = Dist.fromEnv(); // N ranks under mpirun, else one process
+  const ranked = dist.size > 1;
+  if (ranked && shard)
+    throw new UsageError(`--shard is set by mpirun (this is rank ${dist.rank} of ${dist.size}, so shard ${dist.rank}/${dist.size}): drop --shard, or run without mpirun`);
+  if (ranked) shard = { index: dist.rank, count: dist.size };
+  const device = ranked ? dist.device(deviceOption(values.device) ?? 'auto') : deviceOption(values.device);
+  // under mpirun rank 0 alone reports progress; every rank prints its summary line
+  const note = dist.isRoot ? noteAll : () => {};
+  const tag = ranked ? ` (rank ${dist.rank} of ${dist.size})` : '';
   const opts = {
     numPerClass: intOption(values['num-per-class'], '--num-per-class', 1),
     classes: values.classes === undefined ? undefined : parseClassList(values.classes),
@@ -106,7 +118,8 @@ export async function run(argv: string[]): Promise<number> {
     batchSize: intOption(values['batch-size'], '--batch-size', 1),
     shard,
     npz: values.npz,
-    merge: values['no-merge'] ? false : undefined,
+    // under mpirun the .npz is written by rank 0 after every rank is done (below)
+    merge: values['no-merge'] || ranked ? false : undefined,
   };
 
   let generator: Generator | undefined;
@@ -121,7 +134,7 @@ export async function run(argv: string[]): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const loadBar = new ProgressBar(0, { label: 'loading generator', unit: 'tensors' });
+    const loadBar = new ProgressBar(0, { label: 'loading generator', unit: 'tensors', enabled: dist.isRoot ? undefined : false });
     generator = await loadGenerator(generatorPath, {
       preset: values.preset as PresetName | undefined,
       device,
@@ -129,7 +142,7 @@ export async function run(argv: string[]): Promise<number> {
       onProgress: (p) => loadBar.update(p.tensorsDone, p.tensorsTotal),
     });
     loadBar.finish();
-    const tokBar = new ProgressBar(0, { label: 'loading tokenizer', unit: 'tensors' });
+    const tokBar = new ProgressBar(0, { label: 'loading tokenizer', unit: 'tensors', enabled: dist.isRoot ? undefined : false });
     tokenizer = await loadTokenizer(tokenizerPath, { device, onProgress: (p) => tokBar.update(p.tensorsDone, p.tensorsTotal) });
     tokBar.finish();
     note(`rargen: ${generator.device.reason}`);
@@ -145,19 +158,26 @@ export async function run(argv: string[]): Promise<number> {
     let lastLine = 0;
     const onProgress = (p: SampleProgress) => {
       if (!bar) {
-        bar = new ProgressBar(p.toDo, { label: p.alreadyDone ? `sampling (${p.alreadyDone} done before)` : 'sampling', unit: 'img' });
+        bar = new ProgressBar(p.toDo, { label: p.alreadyDone ? `sampling (${p.alreadyDone} done before)` : 'sampling', unit: 'img', enabled: dist.isRoot ? undefined : false });
         t0 = performance.now();
       }
       bar.update(Math.min(p.sampled, p.toDo), p.toDo);
       const t = performance.now();
-      if (!process.stderr.isTTY && t - lastLine > 30_000) {
+      if (!process.stderr.isTTY && t - lastLine > 30_000 && dist.isRoot) {
         lastLine = t;
         note(formatProgress(p.written, p.toDo, (t - t0) / 1000, { label: 'sampling', unit: 'img' }));
       }
     };
     let mergeBar: ProgressBar | undefined;
+    const onMergeProgress = (d: number, t: number) => {
+      if (!mergeBar) {
+        bar?.finish();
+        mergeBar = new ProgressBar(t, { label: 'writing .npz', unit: 'img' });
+      }
+      mergeBar.update(d, t);
+    };
     const started = performance.now();
-    const r = await sampleImageNet({
+    let r = await sampleImageNet({
       generator,
       tokenizer,
       out,
@@ -168,24 +188,35 @@ export async function run(argv: string[]): Promise<number> {
         bar?.finish();
         note(`rargen sample-imagenet: ${m}`);
       },
-      onMergeProgress: (d, t) => {
-        if (!mergeBar) {
-          bar?.finish();
-          mergeBar = new ProgressBar(t, { label: 'writing .npz', unit: 'img' });
-        }
-        mergeBar.update(d, t);
-      },
+      onMergeProgress,
     });
     bar?.finish();
-    mergeBar?.finish();
     const seconds = (performance.now() - started) / 1000;
     const [a, b] = r.range;
-    note(
-      `rargen sample-imagenet: images ${a}..${b - 1}${r.shard.count > 1 ? ` (shard ${r.shard.index}/${r.shard.count})` : ''}: ` +
+    noteAll(
+      `rargen sample-imagenet${tag}: images ${a}..${b - 1}${r.shard.count > 1 ? ` (shard ${r.shard.index}/${r.shard.count})` : ''}: ` +
         `${r.alreadyDone} were there, ${r.generated} generated in ${seconds.toFixed(1)} s${r.generated ? ` (${(r.generated / seconds).toFixed(2)} img/s)` : ''}`,
     );
+    if (ranked) {
+      // Every rank's shard is on disk once all are here (a rank that failed has ended the
+      // job); rank 0 then writes the .npz once, with sampleImageNet's own merge step (its
+      // shard is complete, so this call generates nothing).
+      dist.barrier({ patient: true });
+      if (dist.isRoot && !values['no-merge'])
+        r = await sampleImageNet({
+          generator,
+          tokenizer,
+          out,
+          ...Object.fromEntries(Object.entries({ ...opts, merge: undefined }).filter(([, v]) => v !== undefined)),
+          signal: controller.signal,
+          onNote: (m) => (m.startsWith('resuming:') ? undefined : note(`rargen sample-imagenet: ${m}`)),
+          onMergeProgress,
+        });
+    }
+    mergeBar?.finish();
     if (r.npzComplete) note(`rargen sample-imagenet: ${r.layout.npz} holds all ${r.settings.numImages} images (arr_0 ${r.settings.numImages}x${r.settings.tokenizer.resolution}x${r.settings.tokenizer.resolution}x3 uint8)`);
     else if (r.missing === 0 && values['no-merge']) note(`rargen sample-imagenet: every image exists; write the .npz with rargen merge-samples ${sampleLayout(out).dir}`);
+    dist.finalize(); // only after a clean end: a rank that throws exits, and mpirun stops the others
     return 0;
   } catch (e) {
     if ((e as Error).name === 'AbortError') note(`rargen sample-imagenet: stopped; run the same command again to continue`);

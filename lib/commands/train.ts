@@ -5,7 +5,7 @@
 import { resolveDevice, type DeviceSpec } from '../device.js';
 import { loadTrainConfig, splitConfigArgs, TrainConfigError } from '../train/config.js';
 import { runTraining, type TrainRunResult } from '../train/loop.js';
-import { worldFromEnv } from '../train/dist.js';
+import { worldFromEnv } from '../dist.js';
 import { trainDemo } from '../demo/recipe.js';
 import { demoPaths } from '../demo/index.js';
 import { editDistance } from '../classes.js';

@@ -6,7 +6,7 @@
 // (orders with probability r(s), label drops, the dropout seed) is this rank's slice
 // of the randomness of step s's whole global batch (shardRandomness in data.ts);
 // forward+backward accumulate the gradient of the mean loss; under mpirun the
-// gradients are averaged over the ranks (lib/train/dist.ts); then the global grad
+// gradients are averaged over the ranks (lib/dist.ts); then the global grad
 // norm is clipped and AdamW runs with lr(s). Everything a step depends on is
 // (weights, moments, every rank's data position, seed, s), all of which a checkpoint
 // holds, so a resumed run continues bit for bit.
@@ -16,7 +16,7 @@ import { ProgressBar, formatDuration } from '../progress.js';
 import { checkpointDirName, latestCheckpoint, loadCheckpoint, saveCheckpoint, writeTextAtomic, type NamedTensor } from './checkpoint.js';
 import { generatorConfigOf, toYaml, type TrainConfig } from './config.js';
 import { TokenDataset, shardRandomness } from './data.js';
-import { Dist, tensorChecksum } from './dist.js';
+import { Dist, tensorChecksum } from '../dist.js';
 import { readFileSync, statSync } from 'node:fs';
 import { packageRoot } from '../native.js';
 import { initGeneratorWeights } from './init.js';
@@ -126,7 +126,8 @@ async function trainOn(o: TrainRunOptions, dist: Dist): Promise<TrainRunResult> 
   const dataPath = c.dataset.params.pretokenization;
   if (!dataPath) throw new Error('dataset.params.pretokenization must name the pretokenized JSON-lines file to train on');
 
-  const trainer = new Trainer(gcfg, resolveDevice(o.device).device, { dropout: g.dropout, attnDropout: g.attn_drop });
+  // one GPU per rank: cuda:$LOCAL_RANK (lib/dist.ts rankDevice)
+  const trainer = new Trainer(gcfg, resolveDevice(dist.device(o.device)).device, { dropout: g.dropout, attnDropout: g.attn_drop });
   try {
     await mkdir(outDir, { recursive: true });
     const data = new TokenDataset(dataPath, {
@@ -147,6 +148,7 @@ async function trainOn(o: TrainRunOptions, dist: Dist): Promise<TrainRunResult> 
       dataBytes: statSync(dataPath).size,
       shuffle: String(o.shuffle ?? true),
       init: String(o.init ?? c.experiment.init_weight ?? ''),
+      device: trainer.info.device.startsWith('cuda') ? 'cuda' : 'cpu', // NCCL on GPUs, MPI on CPUs: all ranks alike
     }, 'the training run');
 
     // Start: resume, or initial weights.

@@ -124,7 +124,7 @@ export class Trainer {
     return this.addon.trainOptimizerStep(this.h, { ...o, maxGradNorm: o.maxGradNorm ?? 0 });
   }
 
-  /** Data-parallel: replaces the gradients by their mean over the MPI ranks (lib/train/dist.ts; main thread). */
+  /** Data-parallel: replaces the gradients by their mean over the MPI ranks (lib/dist.ts; main thread). */
   allreduceGrads(): void {
     const f = (this.addon as unknown as { trainAllreduceGrads?: (t: NativeTrainer) => void }).trainAllreduceGrads;
     if (typeof f !== 'function') throw new Error('rargen: this build of the native addon has no trainAllreduceGrads; rebuild with `npm run build:native`');

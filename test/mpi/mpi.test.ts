@@ -1,29 +1,17 @@
-// Data-parallel CPU training over MPI (issue 15, lib/train/dist.ts, src/binding_dist.cc):
+// Data-parallel CPU training over MPI (issue 15, lib/dist.ts, src/binding_dist.cc):
 // `mpirun -np 2 rargen train` against single-process runs of the same global batch.
-// The TypeScript is compiled into a private folder (build-dist-test/, ignored by git)
-// and every rank is a real `node cli.js train` process under Open MPI's mpirun.
-// Skipped, saying so, where mpirun is absent (CI installs Open MPI in .ci/run).
+// Every rank is a real `node cli.js train` process under Open MPI's mpirun
+// (test/mpi/helpers.ts). Skipped, saying so, where mpirun is absent.
 import { beforeAll, afterAll, describe, expect, it } from 'vitest';
-import { spawnSync, execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { native } from '../../lib/native.js';
 import { loadCheckpoint } from '../../lib/train/checkpoint.js';
 import { writeDemoDataset } from '../../lib/demo/index.js';
+import { canRun as run, CLI, compileCli, ENV, MPIRUN, ROOT } from './helpers.js';
 
-const ROOT = join(import.meta.dirname, '..', '..');
-const OUT = join(ROOT, 'build-dist-test');
-const CLI = join(OUT, 'lib', 'cli.js');
-const hasMpirun = spawnSync('mpirun', ['--version'], { encoding: 'utf8' }).status === 0;
-const hasDist = typeof (native() as unknown as { distInit?: unknown }).distInit === 'function';
-if (!hasMpirun) console.warn('test/mpi: mpirun not found (install Open MPI: apt-get install openmpi-bin libopenmpi-dev); skipping the MPI tests');
-const run = hasMpirun && hasDist;
-
-// Open MPI refuses root without these; 2 ranks on a 2-core (or smaller) machine need --oversubscribe.
-const ENV = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', RARGEN_DEBUG: '' };
-const MPIRUN = ['--oversubscribe', '--bind-to', 'none'];
 let tmp = '';
 let cfg = '';
 
@@ -75,12 +63,7 @@ async function paramError(dirA: string, dirB: string): Promise<{ rel: number; ab
 
 beforeAll(async () => {
   if (!run) return;
-  try {
-    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json'), '--outDir', OUT], { cwd: ROOT, stdio: 'pipe' });
-  } catch {
-    /* type errors still emit; the CLI must exist */
-  }
-  if (!existsSync(CLI)) throw new Error('tsc did not produce build-dist-test/lib/cli.js');
+  await compileCli();
   tmp = await mkdtemp(join(tmpdir(), 'rargen-mpi-'));
   const data = join(tmp, 'data.jsonl');
   await writeDemoDataset(data, 64, 1);
@@ -194,4 +177,46 @@ describe.skipIf(!run)('mpirun -np 2 rargen train (CPU)', () => {
     expect(out).toMatch(/steps 0 -> 1000000/); // rank 0 was training when rank 1 died
     expect(out).toMatch(/Process name: \[\[\d+,1\],1\]\s+Exit code:\s+137/);
   }, 120_000);
+
+  // (c) for a rank that hangs instead of dying: Open MPI has no collective timeout, so
+  // without the hang watch (src/dist/mpi.h) the other rank would wait forever.
+  for (const stopped of [1, 0])
+    it(`(c) a rank stopped with SIGSTOP (rank ${stopped}) ends the job within RARGEN_DIST_TIMEOUT, named, the last checkpoint intact`, async () => {
+      const out = dir(`hang${stopped}`);
+      const pidFile = join(tmp, `hang${stopped}.pid`);
+      const stopFile = join(tmp, `hang${stopped}.stopped`);
+      const args = [`experiment.output_dir=${out}`, 'training.max_train_steps=1000000', 'experiment.save_every=2'];
+      const cmd = train(args).map((a) => `'${a}'`).join(' ');
+      // the stopped rank: started by bash, which stops it once checkpoint-4 exists and then waits while it lives
+      const wrapper = ['bash', '-c', `${cmd} & p=$!; echo $p > ${pidFile}; until [ -d ${join(out, 'checkpoint-4')} ]; do sleep 0.05; done; kill -STOP $p; date +%s.%N > ${stopFile}; while kill -0 $p 2>/dev/null; do sleep 0.2; done`];
+      const apps = [0, 1].map((r) => ['-np', '1', ...(r === stopped ? wrapper : train(args))]);
+      const env = { ...ENV, RARGEN_DIST_TIMEOUT: '3' };
+      try {
+        const r = spawnSync('mpirun', [...MPIRUN, '-x', 'RARGEN_DIST_TIMEOUT', ...apps[0]!, ':', ...apps[1]!], { cwd: ROOT, encoding: 'utf8', env, timeout: 90_000 });
+        const end = Date.now() / 1000;
+        const log = r.stdout + r.stderr;
+        expect(r.error, 'mpirun still running after 90 s: ' + log).toBeUndefined();
+        expect(r.status, log).not.toBe(0);
+        const after = end - Number(readFileSync(stopFile, 'utf8'));
+        if (stopped === 1) {
+          // rank 0 names it: 3 s of silence, then MPI_Abort
+          expect(log).toMatch(/rank 0 of 2: the [a-z -]+(\([a-z ]+\) )?\(collective #\d+\) did not complete within RARGEN_DIST_TIMEOUT=3\.0 s: rank 1 has sent nothing for 1\.8 s or more \(heartbeats are every 0\.6 s; rank 1: last heard [\d.]+ s ago, at collective #\d+\): hung or stopped/);
+          expect(after).toBeLessThan(3 + 5); // measured 3.1 to 4.1 s
+        } else {
+          // rank 1 hears nothing from rank 0 for the timeout + 3 s of grace (rank 0 names the culprit when it is alive)
+          expect(log).toMatch(/rank 1 of 2: the .* did not complete: rank 0 has sent nothing for [\d.]+ s \(RARGEN_DIST_TIMEOUT=3\.0 s \+ 3\.0 s\): rank 0 is hung or stopped/);
+          expect(after).toBeLessThan(3 + 3 + 5); // measured 5.7 to 6.9 s
+        }
+        expect(log).toMatch(/Checkpoints already written are intact/);
+        // the newest complete checkpoint loads
+        const cks = readdirSync(out).filter((n) => /^checkpoint-\d+$/.test(n)).sort((a, b) => Number(a.slice(11)) - Number(b.slice(11)));
+        expect(cks.length).toBeGreaterThan(0);
+        const ck = await loadCheckpoint(join(out, cks.at(-1)!));
+        expect(ck.state.step).toBeGreaterThanOrEqual(4);
+        expect(ck.params.size).toBeGreaterThan(0);
+      } finally {
+        // the stopped process may outlive its killed bash parent
+        if (existsSync(pidFile)) spawnSync('kill', ['-9', readFileSync(pidFile, 'utf8').trim()]);
+      }
+    }, 120_000);
 });
