@@ -262,8 +262,15 @@ export class Scheduler {
         topP: r.topP,
         greedy: r.greedy,
       };
-      if (s.freeRows < s.rowsFor(spec)) return;
-      const id = s.add(spec);
+      let id: number;
+      try {
+        if (s.freeRows < s.rowsFor(spec)) return;
+        id = s.add(spec);
+      } catch (e) {
+        // a spec the session refuses (the schema should have caught it): this request fails alone
+        this.#cancel(job, new ApiError(400, 'invalid_field', (e as Error).message));
+        continue;
+      }
       this.#seqs.set(id, { job, k });
       job.ids.add(id);
       job.nextK++;

@@ -36,6 +36,8 @@ export interface ModelInfo {
   classNames?: readonly string[];
   /** Tokens per image. */
   seqLen: number;
+  /** Token vocabulary (the bound of topK). */
+  codebookSize: number;
   /** Defaults for guidanceScale, guidanceScalePow, temperature. */
   sampling: SamplingDefaults;
 }
@@ -89,7 +91,13 @@ export function imageRequestSchema(model: ModelInfo, maxImages: number) {
       guidanceScale: nonNeg.optional().describe(`Classifier-free guidance scale (0 = none; default ${model.sampling.guidanceScale}).`),
       guidanceScalePow: nonNeg.optional().describe(`Power of the guidance schedule (default ${model.sampling.guidanceScalePow}).`),
       temperature: num('a finite number > 0').gt(0, { error: 'a finite number > 0' }).optional().describe(`Softmax temperature (default ${model.sampling.temperature}).`),
-      topK: z.number({ error: 'an integer >= 0' }).int({ error: 'an integer >= 0' }).min(0, { error: 'an integer >= 0' }).optional().describe('Keep the k most likely tokens (0 = off, the default).'),
+      topK: z
+        .number({ error: `an integer between 0 and ${model.codebookSize}` })
+        .int({ error: `an integer between 0 and ${model.codebookSize}` })
+        .min(0, { error: `an integer between 0 and ${model.codebookSize}` })
+        .max(model.codebookSize, { error: `an integer between 0 and ${model.codebookSize}` })
+        .optional()
+        .describe('Keep the k most likely tokens (0 = off, the default).'),
       topP: num('a number greater than 0 and at most 1').gt(0, { error: 'a number greater than 0 and at most 1' }).max(1, { error: 'a number greater than 0 and at most 1' }).optional().describe('Nucleus sampling (1 = off, the default).'),
       greedy: z.boolean({ error: 'a boolean' }).optional().describe('Argmax instead of sampling.'),
       response_format: z.enum(RESPONSE_FORMATS, { error: `one of ${RESPONSE_FORMATS.join(', ')}` }).optional().describe('b64_json (default): {"images": [{"class", "index", "png": base64}]}; png: the PNG file itself (one-image requests); tokens: the token ids instead of pictures.'),

@@ -161,7 +161,7 @@ export function createImageServer(engine: Engine, limits: ServerLimits = {}): Im
     numClasses: engine.model.numClasses,
     hasClassNames: engine.model.classNames !== undefined,
     tokensPerImage: engine.model.seqLen,
-    codebookSize: engine.generator.config.codebookSize,
+    codebookSize: engine.model.codebookSize,
     resolution: engine.resolution,
     sampling: engine.model.sampling,
     maxImagesPerRequest: L.maxImages,

@@ -28,10 +28,10 @@ export async function startFakeServer(o: { maxRows?: number; stepMs?: number; li
   const session = new FakeSession(o.maxRows ?? 8, FAKE_SEQ_LEN, FAKE_V, o.stepMs ?? 1);
   const renders: number[] = [];
   const engine: Engine = {
-    generator: { config: { codebookSize: FAKE_V } } as unknown as Generator,
+    generator: {} as Generator,
     demo: false,
     modelId: 'fake',
-    model: { numClasses: 1000, classNames: IMAGENET_CLASSES, seqLen: FAKE_SEQ_LEN, sampling: { guidanceScale: 2, guidanceScalePow: 1, temperature: 1 } },
+    model: { numClasses: 1000, classNames: IMAGENET_CLASSES, seqLen: FAKE_SEQ_LEN, codebookSize: FAKE_V, sampling: { guidanceScale: 2, guidanceScalePow: 1, temperature: 1 } },
     session,
     render: async (tokens) => {
       renders.push(tokens.length);

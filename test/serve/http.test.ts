@@ -72,6 +72,7 @@ describe('rargen serve HTTP layer (fake session)', () => {
     [{ classes: [1], guidanceScale: -1 }, 'invalid_field', 'guidanceScale'],
     [{ classes: [1], topP: 1.5 }, 'invalid_field', 'topP'],
     [{ classes: [1], topK: 2.5 }, 'invalid_field', 'topK'],
+    [{ classes: [1], topK: 65 }, 'invalid_field', 'topK'],
     [{ classes: [1], greedy: 'yes' }, 'invalid_field', 'greedy'],
     [{ classes: [1], response_format: 'jpeg' }, 'invalid_field', 'response_format'],
     [{ classes: [1, 2], response_format: 'png' }, 'invalid_field', 'response_format'],
