@@ -1,8 +1,10 @@
 // Causal self-attention with q/k LayerNorm over the head dim and a KV cache
 // (B, H, Tcache, D), for any D in 1..128 (48, 80, 88 included), in three kernels:
 //
+// Row b (of B) has its own first position pos[b] and cache slot slot[b] (device int32
+// arrays read when the kernels run); kcache/vcache are (slots, H, Tcache, D).
 // 1. prologue: one warp per (b, new position i, head h) normalises q (to a scratch
-//    buffer (B, H, Tn, D)) and k (into kcache at pos0+i), and copies v into vcache.
+//    buffer (B, H, Tn, D)) and k (into slot[b]'s cache at pos[b]+i), and copies v.
 //    The q/k LayerNorm is thereby fused into the attention's first pass over qkv.
 // 2a. Tn > 1 (training, prefill): flash-style tiled attention in fp32: a block owns 32
 //    queries of one (b, h), walks 32-key tiles of the cache up to the causal limit with
@@ -14,12 +16,11 @@
 //    softmaxes it locally and writes (max, sum, unnormalised output); a combine kernel
 //    merges the S partials. With S == 1 the block writes the output directly.
 //
-// Arithmetic is fp32. The cache is fp32 (attention()) or, through attention_ext(),
-// bf16/f16 (template parameter KV): values are rounded when the prologue stores them
-// and widened when loaded, halving the decode step's dominant memory traffic. The
-// position of the first new token can come from device memory (pos0_dev), read by the
-// kernels when they run, so the same launches serve every step of a captured CUDA
-// graph; grid sizes depend only on B, Tn, H, D and Tcache.
+// Arithmetic is fp32. The cache is fp32 or bf16/f16 (template parameter KV): values are
+// rounded when the prologue stores them and widened when loaded, halving the decode
+// step's dominant memory traffic. Positions and slots come from device memory, so the
+// same launches serve every step of a captured CUDA graph; grid sizes depend only on
+// B, Tn, H, D and Tcache.
 #include <algorithm>
 
 #include "ops.cuh"
@@ -63,8 +64,9 @@ __device__ __forceinline__ void head_layernorm(T* dst, const float* src, const f
 
 template <typename KV>
 __global__ void attn_prologue_kernel(float* qn, KV* kcache, KV* vcache, const float* qkv, const float* qw,
-                                     const float* qb, const float* kw, const float* kb, int B, int Tn, int pos0,
-                                     const int32_t* pos0_dev, int Tcache, int H, int D, float eps) {
+                                     const float* qb, const float* kw, const float* kb, int B, int Tn,
+                                     const int32_t* pos_dev, const int32_t* slot_dev, int slots, int Tcache, int H,
+                                     int D, float eps) {
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (row >= static_cast<int64_t>(B) * Tn * H) return;  // warp-uniform
@@ -72,14 +74,14 @@ __global__ void attn_prologue_kernel(float* qn, KV* kcache, KV* vcache, const fl
   const int64_t bt = row / H;  // b * Tn + i
   const int i = static_cast<int>(bt % Tn);
   const int b = static_cast<int>(bt / Tn);
-  const int p0 = pos0_dev ? *pos0_dev : pos0;
+  const int p0 = pos_dev[b], sl = slot_dev[b];
   const int C = H * D;
   const float* src = qkv + bt * 3 * C + h * D;
   const int64_t bh = static_cast<int64_t>(b) * H + h;
   head_layernorm(qn + (bh * Tn + i) * D, src, qw, qb, D, eps, lane);
   const int pos = p0 + i;
-  if (pos < 0 || pos >= Tcache) return;  // only reachable with a bad device-side pos0
-  const int64_t dst = (bh * Tcache + pos) * D;
+  if (pos < 0 || pos >= Tcache || sl < 0 || sl >= slots) return;  // a bad device-side position or slot
+  const int64_t dst = ((static_cast<int64_t>(sl) * H + h) * Tcache + pos) * D;
   head_layernorm(kcache + dst, src + C, kw, kb, D, eps, lane);
   for (int d = lane; d < D; d += 32) vcache[dst + d] = from_float<KV>(src[2 * C + d]);
 }
@@ -95,8 +97,9 @@ __host__ __device__ inline size_t prefill_smem_floats(int D) {
 
 template <typename KV>
 __global__ void __launch_bounds__(kFaThreads)
-    attn_prefill_kernel(float* out, const float* qn, const KV* kcache, const KV* vcache, int B, int Tn, int pos0,
-                        const int32_t* pos0_dev, int Tcache, int H, int D, float scale) {
+    attn_prefill_kernel(float* out, const float* qn, const KV* kcache, const KV* vcache, int B, int Tn,
+                        const int32_t* pos_dev, const int32_t* slot_dev, int slots, int Tcache, int H, int D,
+                        float scale) {
   extern __shared__ float sm[];
   const int ldk = D + 1;
   float* Qs = sm;                  // [BQ][D+1]
@@ -106,11 +109,12 @@ __global__ void __launch_bounds__(kFaThreads)
   const int bh = blockIdx.x;
   const int b = bh / H, h = bh % H;
   const int q0 = blockIdx.y * kFaBQ;
-  const int p0 = pos0_dev ? *pos0_dev : pos0;
+  const int p0 = pos_dev[b];
+  const int sl = min(max(slot_dev[b], 0), slots - 1);  // a bad slot reads a wrong row, never out of bounds
   const int tid = threadIdx.x, qi = tid >> 3, l8 = tid & 7;
   const float* qsrc = qn + static_cast<int64_t>(bh) * Tn * D;
-  const KV* kb = kcache + static_cast<int64_t>(bh) * Tcache * D;
-  const KV* vb = vcache + static_cast<int64_t>(bh) * Tcache * D;
+  const KV* kb = kcache + (static_cast<int64_t>(sl) * H + h) * Tcache * D;
+  const KV* vb = vcache + (static_cast<int64_t>(sl) * H + h) * Tcache * D;
 
   for (int idx = tid; idx < kFaBQ * D; idx += kFaThreads) {
     int r = idx / D, d = idx - r * D;
@@ -231,7 +235,8 @@ __device__ __forceinline__ float partial_dot(const float* qs, const KV* kr, int 
 template <typename KV, bool VEC>
 __global__ void __launch_bounds__(kDecThreads)
     attn_decode_kernel(float* out, float* part, const float* qn, const KV* kcache, const KV* vcache, int H, int D,
-                       int Tcache, int pos0, const int32_t* pos0_dev, int S, int chunk, float scale) {
+                       int Tcache, const int32_t* pos_dev, const int32_t* slot_dev, int slots, int S, int chunk,
+                       float scale) {
   extern __shared__ float sm[];
   float* qs = sm;                 // [kMaxD]
   float* red = qs + kMaxD;        // [32]     block reductions
@@ -239,13 +244,15 @@ __global__ void __launch_bounds__(kDecThreads)
   float* sc = acc_s + kDecWarps * kMaxD;  // [chunk] scores, then probabilities
   const int bh = blockIdx.x, split = blockIdx.y;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int p0 = pos0_dev ? *pos0_dev : pos0;
+  const int bq = bh / H, hq = bh % H;
+  const int p0 = pos_dev[bq];
+  const int sl = min(max(slot_dev[bq], 0), slots - 1);  // a bad slot reads a wrong row, never out of bounds
   const int len = min(p0 + 1, Tcache);  // keys 0..p0
   const int lo = split * chunk;
   const int hi = min(lo + chunk, len);
   const int n = max(hi - lo, 0);
-  const KV* kb = kcache + static_cast<int64_t>(bh) * Tcache * D;
-  const KV* vb = vcache + static_cast<int64_t>(bh) * Tcache * D;
+  const KV* kb = kcache + (static_cast<int64_t>(sl) * H + hq) * Tcache * D;
+  const KV* vb = vcache + (static_cast<int64_t>(sl) * H + hq) * Tcache * D;
 
   for (int d = tid; d < D; d += kDecThreads) qs[d] = qn[static_cast<int64_t>(bh) * D + d];
   __syncthreads();
@@ -340,8 +347,8 @@ void init_for() {
 
 template <typename KV>
 void launch(float* out, KV* kcache, KV* vcache, const float* qkv, const float* q_norm_w, const float* q_norm_b,
-            const float* k_norm_w, const float* k_norm_b, int B, int Tn, int pos0, const int32_t* pos0_dev, int Tcache,
-            int H, int D, float eps, int num_sms, ScratchProvider& sp, cudaStream_t stream) {
+            const float* k_norm_w, const float* k_norm_b, int B, int Tn, const int32_t* pos, const int32_t* slot,
+            int slots, int Tcache, int H, int D, float eps, int num_sms, ScratchProvider& sp, cudaStream_t stream) {
   const int64_t BH = static_cast<int64_t>(B) * H;
   const int64_t rows = BH * Tn;
   float* qn = static_cast<float*>(sp.scratch(kScratchAttnQ, static_cast<size_t>(rows) * D * sizeof(float)));
@@ -350,21 +357,21 @@ void launch(float* out, KV* kcache, KV* vcache, const float* qkv, const float* q
   {
     const int threads = 256, per_block = threads / 32;
     attn_prologue_kernel<KV><<<static_cast<unsigned>(ceil_div(rows, per_block)), threads, 0, stream>>>(
-        qn, kcache, vcache, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, Tn, pos0, pos0_dev, Tcache, H, D, eps);
+        qn, kcache, vcache, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, Tn, pos, slot, slots, Tcache, H, D, eps);
     CUDA_LAUNCH_CHECK();
   }
 
   if (Tn > 1) {
     dim3 grid(static_cast<unsigned>(BH), static_cast<unsigned>(ceil_div(Tn, kFaBQ)));
     size_t smem = prefill_smem_floats(D) * sizeof(float);
-    attn_prefill_kernel<KV><<<grid, kFaThreads, smem, stream>>>(out, qn, kcache, vcache, B, Tn, pos0, pos0_dev, Tcache,
-                                                                H, D, scale);
+    attn_prefill_kernel<KV><<<grid, kFaThreads, smem, stream>>>(out, qn, kcache, vcache, B, Tn, pos, slot, slots,
+                                                                Tcache, H, D, scale);
     CUDA_LAUNCH_CHECK();
     return;
   }
 
   // Split the cache so that about two blocks per SM run, but keep chunks >= 32 keys;
-  // chunks never exceed kDecMaxChunk (shared memory). Depends on Tcache only, not pos0.
+  // chunks never exceed kDecMaxChunk (shared memory). Depends on Tcache only, not pos.
   int64_t S = 1;
   const int64_t want = 2LL * (num_sms > 0 ? num_sms : 108);
   if (BH < want) S = ceil_div(want, BH);
@@ -380,11 +387,12 @@ void launch(float* out, KV* kcache, KV* vcache, const float* qkv, const float* q
   // 16-byte loads of key rows: 4 floats or 8 half-size values per load
   const bool vec = D % (16 / static_cast<int>(sizeof(KV))) == 0 && aligned16(kcache) && aligned16(vcache);
   if (vec) {
-    attn_decode_kernel<KV, true><<<grid, kDecThreads, smem, stream>>>(out, part, qn, kcache, vcache, H, D, Tcache, pos0,
-                                                                      pos0_dev, static_cast<int>(S), chunk, scale);
+    attn_decode_kernel<KV, true><<<grid, kDecThreads, smem, stream>>>(out, part, qn, kcache, vcache, H, D, Tcache, pos,
+                                                                      slot, slots, static_cast<int>(S), chunk, scale);
   } else {
-    attn_decode_kernel<KV, false><<<grid, kDecThreads, smem, stream>>>(out, part, qn, kcache, vcache, H, D, Tcache, pos0,
-                                                                       pos0_dev, static_cast<int>(S), chunk, scale);
+    attn_decode_kernel<KV, false><<<grid, kDecThreads, smem, stream>>>(out, part, qn, kcache, vcache, H, D, Tcache,
+                                                                       pos, slot, slots, static_cast<int>(S), chunk,
+                                                                       scale);
   }
   CUDA_LAUNCH_CHECK();
   if (S > 1) {
@@ -403,20 +411,20 @@ void attention_init() {
 
 void attention_forward(float* out, void* kcache, void* vcache, DType cache_dtype, const float* qkv,
                        const float* q_norm_w, const float* q_norm_b, const float* k_norm_w, const float* k_norm_b,
-                       int B, int Tn, int pos0, const int32_t* pos0_dev, int Tcache, int H, int D, float eps,
-                       int num_sms, ScratchProvider& sp, cudaStream_t stream) {
+                       int B, int Tn, const int32_t* pos, const int32_t* slot, int slots, int Tcache, int H, int D,
+                       float eps, int num_sms, ScratchProvider& sp, cudaStream_t stream) {
   switch (cache_dtype) {
     case DType::F32:
       launch(out, static_cast<float*>(kcache), static_cast<float*>(vcache), qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b,
-             B, Tn, pos0, pos0_dev, Tcache, H, D, eps, num_sms, sp, stream);
+             B, Tn, pos, slot, slots, Tcache, H, D, eps, num_sms, sp, stream);
       break;
     case DType::F16:
       launch(out, static_cast<__half*>(kcache), static_cast<__half*>(vcache), qkv, q_norm_w, q_norm_b, k_norm_w,
-             k_norm_b, B, Tn, pos0, pos0_dev, Tcache, H, D, eps, num_sms, sp, stream);
+             k_norm_b, B, Tn, pos, slot, slots, Tcache, H, D, eps, num_sms, sp, stream);
       break;
     case DType::BF16:
       launch(out, static_cast<__nv_bfloat16*>(kcache), static_cast<__nv_bfloat16*>(vcache), qkv, q_norm_w, q_norm_b,
-             k_norm_w, k_norm_b, B, Tn, pos0, pos0_dev, Tcache, H, D, eps, num_sms, sp, stream);
+             k_norm_w, k_norm_b, B, Tn, pos, slot, slots, Tcache, H, D, eps, num_sms, sp, stream);
       break;
     default:
       fail("attention", "KV cache dtype must be F32, F16 or BF16");

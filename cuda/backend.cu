@@ -275,35 +275,28 @@ class CudaBackend final : public Backend, public ScratchProvider {
   }
 
   // ---------------- attention ----------------
-  void attention(float* out, float* kcache, float* vcache, const float* qkv, const float* q_norm_w,
-                 const float* q_norm_b, const float* k_norm_w, const float* k_norm_b, int B, int Tn, int pos0,
-                 int Tcache, int H, int D, float eps) override {
-    attention_ext(out, kcache, vcache, DType::F32, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, Tn, pos0, nullptr,
-                  Tcache, H, D, eps);
-  }
-
   bool supports_kv_cache(DType dtype) const override {
     return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16;
   }
 
-  void attention_ext(float* out, void* kcache, void* vcache, DType cache_dtype, const float* qkv,
-                     const float* q_norm_w, const float* q_norm_b, const float* k_norm_w, const float* k_norm_b, int B,
-                     int Tn, int pos0, const int32_t* pos0_device, int Tcache, int H, int D, float eps) override {
+  void attention(float* out, void* kcache, void* vcache, DType cache_dtype, const float* qkv, const float* q_norm_w,
+                 const float* q_norm_b, const float* k_norm_w, const float* k_norm_b, int R, int Tn, const int32_t* pos,
+                 const int32_t* slot, int slots, int Tcache, int H, int D, float eps) override {
     auto lk = guard();
-    check_dim("attention", "B", B);
+    check_dim("attention", "R", R, 0);
     check_dim("attention", "Tn", Tn);
     check_dim("attention", "H", H);
     check_dim("attention", "Tcache", Tcache);
+    check_dim("attention", "slots", slots);
+    if (R == 0) return;
     if (D < 1 || D > 128) fail("attention", "head dim D must be in 1..128, got " + std::to_string(D));
     if (Tn > Tcache) fail("attention", "Tn=" + std::to_string(Tn) + " exceeds Tcache=" + std::to_string(Tcache));
     if (!supports_kv_cache(cache_dtype)) fail("attention", "KV cache dtype must be F32, F16 or BF16");
-    // A device-side position cannot be checked here; the kernels skip cache writes
-    // outside 0..Tcache-1 rather than corrupt memory.
-    if (!pos0_device && (pos0 < 0 || static_cast<int64_t>(pos0) + Tn > Tcache))
-      fail("attention", "positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + Tn - 1) +
-                            " do not fit the cache of " + std::to_string(Tcache));
-    attention_forward(out, kcache, vcache, cache_dtype, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, Tn, pos0,
-                      pos0_device, Tcache, H, D, eps, num_sms_, *this, stream_);
+    if (!pos || !slot) fail("attention", "pos and slot must be device arrays of R int32");
+    // Device-side positions and slots cannot be checked here; the kernels skip cache
+    // writes outside the cache rather than corrupt memory.
+    attention_forward(out, kcache, vcache, cache_dtype, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, R, Tn, pos, slot,
+                      slots, Tcache, H, D, eps, num_sms_, *this, stream_);
   }
 
   // ---------------- sampling ----------------

@@ -56,13 +56,12 @@ void embedding_forward(float* out, const float* table, const int32_t* ids, int64
 
 // ---- attention.cu ----
 void attention_init();  // raises the dynamic shared-memory limits of the kernels
-// kcache/vcache hold cache_dtype values (F32, F16 or BF16). pos0_dev: when non-null the
-// first new position is read from device memory (int32) when the kernels run (CUDA-graph
-// replay); pos0 is then ignored.
+// Backend::attention: kcache/vcache (slots, H, Tcache, D) hold cache_dtype values (F32,
+// F16 or BF16); pos/slot (B each) are device int32 arrays, read when the kernels run.
 void attention_forward(float* out, void* kcache, void* vcache, DType cache_dtype, const float* qkv,
                        const float* q_norm_w, const float* q_norm_b, const float* k_norm_w,
-                       const float* k_norm_b, int B, int Tn, int pos0, const int32_t* pos0_dev,
-                       int Tcache, int H, int D, float eps, int num_sms, ScratchProvider& sp,
+                       const float* k_norm_b, int B, int Tn, const int32_t* pos, const int32_t* slot,
+                       int slots, int Tcache, int H, int D, float eps, int num_sms, ScratchProvider& sp,
                        cudaStream_t stream);
 
 // ---- sampling.cu ----

@@ -57,6 +57,8 @@ export {
   type ParamSpec,
 } from './config.js';
 
+export { DecodeSession, SessionFullError, type SequenceSpec, type SessionStep, type DecodeSessionOptions } from './session.js';
+
 export { resolveDevice, DeviceError, type DeviceSpec, type ResolvedDevice } from './device.js';
 
 export {

@@ -102,6 +102,26 @@ export interface NativeGenerateOptions {
   jobId?: number;
 }
 
+/** Opaque handle to a native decode session (continuous batching on one generator). */
+export interface NativeSession {
+  readonly __nativeSession: unique symbol;
+}
+
+/** One sequence of a decode session, every field given (lib/session.ts fills the defaults). */
+export interface NativeSequenceSpec {
+  classId: number;
+  guidanceScale: number;
+  guidanceScalePow: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  greedy: boolean;
+  /** Decimal string (64-bit). */
+  seed: string;
+  /** Image index in the seed's stream. */
+  index: number;
+}
+
 /**
  * The raw addon. Its functions re-check their arguments; call them through lib/
  * wrappers, which validate first. Long calls return promises and run off the main
@@ -136,6 +156,18 @@ export interface NativeAddon {
   vqEncode(model: NativeModel, pixels: Float32Array, batch: number): Promise<{ latents: Float32Array; tokens: Int32Array }>;
   /** Requests cancellation of a running job; its promise rejects with an AbortError-like message. */
   cancel(jobId: number): void;
+
+  // ---- decode session (src/binding_session.cc; wrapped by lib/session.ts) ----
+  /** maxRows 0: as many KV rows as the memory budget allows. */
+  sessionCreate(model: NativeModel, maxRows: number): NativeSession;
+  sessionInfo(session: NativeSession): { maxRows: number; freeRows: number; active: number };
+  /** Throws an Error with code 'ERR_SESSION_FULL' when the rows are not free. */
+  sessionAdd(session: NativeSession, spec: NativeSequenceSpec): number;
+  /** False for an unknown (or finished) id. */
+  sessionCancel(session: NativeSession, id: number): boolean;
+  /** progressed: [id, tokens] pairs. */
+  sessionStep(session: NativeSession): Promise<{ progressed: Float64Array; finished: { id: number; tokens: Int32Array }[] }>;
+  sessionDispose(session: NativeSession): void;
 
   // ---- evaluator (src/binding_eval.cc; wrapped by lib/inception.ts and lib/fid.ts) ----
   /** Every state-dict key of pt_inception-2015-12-05-6726825d.pth the model takes, with shapes. */

@@ -17,6 +17,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -89,15 +90,22 @@ class Backend {
 
   // ---- attention ----
   // Causal self-attention with q/k LayerNorm over the head dim (affine, eps), for
-  // training (pos0 = 0, Tn = T = Tcache), prefill and the KV-cached decode step alike.
-  // qkv (B, Tn, 3C) is the qkv linear output for the Tn new positions pos0..pos0+Tn-1.
-  // The op normalises k, writes k and v into kcache/vcache (B, H, Tcache, D) at those
-  // positions, normalises q, and writes out (B, Tn, C) = softmax(q k^T / sqrt(D) +
-  // causal) v over cache positions 0..pos0+i for query i. C = H * D, D in 16..128.
-  virtual void attention(float* out, float* kcache, float* vcache, const float* qkv,
+  // training, prefill and the KV-cached decode step alike, on R rows (sequences) of Tn
+  // new positions each. Row r's new positions are pos[r]..pos[r]+Tn-1 and its keys and
+  // values live in cache slot slot[r]: kcache/vcache are (slots, H, Tcache, D) of
+  // cache_dtype values (F32; F16/BF16 where supports_kv_cache(dtype): k is rounded
+  // after its LayerNorm, v as it comes). qkv (R, Tn, 3C) is the qkv linear output. The
+  // op normalises k, writes k and v into the row's slot at its positions, normalises q,
+  // and writes out (R, Tn, C) = softmax(q k^T / sqrt(D) + causal) v over the slot's
+  // cache positions 0..pos[r]+i for query i. C = H * D, D in 1..128.
+  // pos and slot are int32 arrays (R each) in backend memory, read when the op runs (so
+  // one captured decode step serves every position and row layout); rows of one call
+  // must name distinct slots. Training is pos = 0, slot = r, Tn = Tcache.
+  virtual bool supports_kv_cache(DType dtype) const { return dtype == DType::F32; }
+  virtual void attention(float* out, void* kcache, void* vcache, DType cache_dtype, const float* qkv,
                          const float* q_norm_w, const float* q_norm_b, const float* k_norm_w,
-                         const float* k_norm_b, int B, int Tn, int pos0, int Tcache, int H, int D,
-                         float eps) = 0;
+                         const float* k_norm_b, int R, int Tn, const int32_t* pos, const int32_t* slot,
+                         int slots, int Tcache, int H, int D, float eps) = 0;
 
   // ---- sampling (only token ids leave the device) ----
   // logits (R, V). With cfg, R = 2B: rows 0..B-1 conditional, B..2B-1 unconditional,
@@ -177,32 +185,27 @@ class Backend {
   // - graph_replay() runs the recording again, asynchronously, on the backend's stream.
   // - Kernel arguments are frozen at capture, so everything that changes per step must
   //   live in backend memory that the caller updates (upload) before each replay:
-  //   embedding ids and row maps already do; for the cache position use attention_ext().
+  //   embedding ids, row maps and attention's positions and slots already do.
   // - Memory freed while capturing stays reserved for the graph; buffers the graph uses
   //   must stay allocated until graph_reset() (which frees the graph).
   virtual bool graph_capture_begin() { return false; }
   virtual bool graph_capture_end() { return false; }
   virtual bool graph_replay() { return false; }
   virtual void graph_reset() {}
-
-  // attention() generalised, for backends that can do more (the CUDA backend does both):
-  // - pos0_device non-null: the first new position is read from backend memory (int32)
-  //   when the op runs, so one captured decode step serves every position (pos0 is then
-  //   ignored; null: pos0 is used).
-  // - cache_dtype F16/BF16 (where supports_kv_cache(dtype)): kcache/vcache hold 2-byte
-  //   values, (B, H, Tcache, D) as always: half the cache memory and half the decode
-  //   step's reads; k is rounded after its LayerNorm, v as it comes. F32: as attention().
-  // Defaults: F32 only; a device-side position is downloaded first.
-  virtual bool supports_kv_cache(DType dtype) const { return dtype == DType::F32; }
-  virtual void attention_ext(float* out, void* kcache, void* vcache, DType cache_dtype,
-                             const float* qkv, const float* q_norm_w, const float* q_norm_b,
-                             const float* k_norm_w, const float* k_norm_b, int B, int Tn, int pos0,
-                             const int32_t* pos0_device, int Tcache, int H, int D, float eps) {
-    if (cache_dtype != DType::F32)
-      throw Error(std::string(name()) + " attention_ext: KV cache dtype must be F32 on this backend");
-    if (pos0_device) download(&pos0, pos0_device, sizeof pos0);
-    attention(out, static_cast<float*>(kcache), static_cast<float*>(vcache), qkv, q_norm_w, q_norm_b,
-              k_norm_w, k_norm_b, B, Tn, pos0, Tcache, H, D, eps);
+  // The one graph slot is used by one decoder at a time: graph_claim(user) is true when
+  // the slot was free (it is then user's) or is already user's; graph_release(user)
+  // resets the graph and frees the slot (a no-op for another user).
+  bool graph_claim(const void* user) {
+    std::lock_guard<std::mutex> lk(graph_mu_);
+    if (graph_user_ && graph_user_ != user) return false;
+    graph_user_ = user;
+    return true;
+  }
+  void graph_release(const void* user) {
+    std::lock_guard<std::mutex> lk(graph_mu_);
+    if (graph_user_ != user) return;
+    graph_user_ = nullptr;
+    graph_reset();
   }
 
   // ---- training (backward) ----
@@ -295,6 +298,8 @@ class Backend {
   }
 
  private:
+  std::mutex graph_mu_;
+  const void* graph_user_ = nullptr;
   [[noreturn]] void unsupported(const char* op) const {
     throw Error(std::string(name()) + " backend: " + op + " (training) is not implemented");
   }

@@ -27,6 +27,7 @@
 #include "model/vqgan.h"
 #include "model/vqgan_params.h"
 #include "napi_util.h"
+#include "session_ref.h"
 
 namespace {
 
@@ -104,6 +105,23 @@ std::shared_ptr<ModelState> model_arg(Napi::Env env, const Napi::Value& v, const
                                     ": the model is not finalized: set every weight, then call finalize()");
   return st;
 }
+
+}  // namespace
+
+namespace rargen {
+// For src/binding_session.cc: the generator of a model handle, checked as model_arg
+// does (a finalized generator, idle), with its state kept alive while held.
+RarModelRef rar_model_ref(Napi::Env env, const Napi::Value& v, const char* fn) {
+  auto st = model_arg(env, v, fn, Want::Rar, true);
+  RarModelRef r;
+  r.keep = st;
+  r.rar = [st]() -> Rar* { return st->freed ? nullptr : st->rar.get(); };
+  r.busy = &st->busy;
+  return r;
+}
+}  // namespace rargen
+
+namespace {
 
 Napi::Value CreateRar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -274,7 +292,16 @@ class Job : public PromiseWorkerBase<Napi::AsyncProgressWorker<ProgressMsg>> {
  protected:
   void Execute(const ExecutionProgress& progress) override {
     progress_ = &progress;
-    run([this] { work_(*this); }, "rargen: unknown native error");
+    run(
+        [this] {
+          try {
+            work_(*this);
+          } catch (const rargen::Cancelled&) {
+            cancelled_ = true;  // mapped to an AbortError by type (OnError)
+            throw;
+          }
+        },
+        "rargen: unknown native error");
     progress_ = nullptr;
   }
   void OnProgress(const ProgressMsg* data, size_t count) override {
@@ -295,7 +322,7 @@ class Job : public PromiseWorkerBase<Napi::AsyncProgressWorker<ProgressMsg>> {
     Napi::Env env = Env();
     std::string msg = e.Message();
     Napi::Error err = Napi::Error::New(env, msg);
-    if (msg.find("generation cancelled") != std::string::npos) {
+    if (cancelled_) {
       err.Set("name", Napi::String::New(env, "AbortError"));
       err.Set("code", Napi::String::New(env, "ABORT_ERR"));
     }
@@ -320,6 +347,7 @@ class Job : public PromiseWorkerBase<Napi::AsyncProgressWorker<ProgressMsg>> {
   const ExecutionProgress* progress_ = nullptr;
   std::shared_ptr<std::atomic<bool>> cancel_;
   double job_id_ = 0;
+  std::atomic<bool> cancelled_{false};
 };
 
 // Checks ids (B*N tokens) and condition (B embedding indices) of a generator.
@@ -568,6 +596,7 @@ Napi::Value CudaStatus(const Napi::CallbackInfo& info) {
 namespace rargen {
 void register_eval(Napi::Env env, Napi::Object exports) __attribute__((weak));   // src/binding_eval.cc
 void register_train(Napi::Env env, Napi::Object exports) __attribute__((weak));  // src/binding_train.cc
+void register_session(Napi::Env env, Napi::Object exports) __attribute__((weak));  // src/binding_session.cc
 }  // namespace rargen
 
 namespace {
@@ -613,6 +642,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RargenModel::Define(env);
   if (rargen::register_eval) rargen::register_eval(env, exports);
   if (rargen::register_train) rargen::register_train(env, exports);
+  if (rargen::register_session) rargen::register_session(env, exports);
   exports.Set("buildInfo", Napi::Function::New(env, guarded<BuildInfo>));
   exports.Set("cudaStatus", Napi::Function::New(env, guarded<CudaStatus>));
   exports.Set("createRar", Napi::Function::New(env, guarded<CreateRar>));

@@ -266,13 +266,26 @@ class CpuBackend final : public Backend {
   }
 
   // ---------------- attention ----------------
-  void attention(float* out, float* kcache, float* vcache, const float* qkv, const float* q_norm_w,
-                 const float* q_norm_b, const float* k_norm_w, const float* k_norm_b, int B, int Tn,
-                 int pos0, int Tcache, int H, int D, float eps) override {
+  void attention(float* out, void* kcache_v, void* vcache_v, DType cache_dtype, const float* qkv,
+                 const float* q_norm_w, const float* q_norm_b, const float* k_norm_w, const float* k_norm_b, int R,
+                 int Tn, const int32_t* pos, const int32_t* slot, int slots, int Tcache, int H, int D,
+                 float eps) override {
+    if (cache_dtype != DType::F32) fail("attention", "KV cache dtype must be F32 on the CPU backend");
     if (D < 1 || D > 128) fail("attention", "head dim D must be in 1..128, got " + std::to_string(D));
-    if (pos0 < 0 || pos0 + Tn > Tcache)
-      fail("attention", "positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + Tn - 1) +
-                            " do not fit the cache of " + std::to_string(Tcache));
+    if (R < 0 || Tn < 1 || H < 1 || Tcache < 1 || slots < 1)
+      fail("attention", "R, Tn, H, Tcache and slots must be positive");
+    for (int r = 0; r < R; r++) {
+      if (pos[r] < 0 || static_cast<int64_t>(pos[r]) + Tn > Tcache)
+        fail("attention", "row " + std::to_string(r) + ": positions " + std::to_string(pos[r]) + ".." +
+                              std::to_string(static_cast<int64_t>(pos[r]) + Tn - 1) + " do not fit the cache of " +
+                              std::to_string(Tcache));
+      if (slot[r] < 0 || slot[r] >= slots)
+        fail("attention", "row " + std::to_string(r) + ": cache slot " + std::to_string(slot[r]) + " not in 0.." +
+                              std::to_string(slots - 1));
+    }
+    float* kcache = static_cast<float*>(kcache_v);
+    float* vcache = static_cast<float*>(vcache_v);
+    const int B = R;
     const int C = H * D;
     const int64_t C3 = 3 * static_cast<int64_t>(C);
     // 1) normalised k and raw v of the new positions into the caches.
@@ -282,7 +295,7 @@ class CpuBackend final : public Backend {
         int64_t bt = idx / H;
         int i = static_cast<int>(bt % Tn), b = static_cast<int>(bt / Tn);
         const float* row = qkv + bt * C3;
-        int64_t dst = ((static_cast<int64_t>(b) * H + h) * Tcache + pos0 + i) * D;
+        int64_t dst = ((static_cast<int64_t>(slot[b]) * H + h) * Tcache + pos[b] + i) * D;
         const float* k = row + C + h * D;
         float mean, rstd;
         row_stats(k, D, eps, mean, rstd);
@@ -301,14 +314,14 @@ class CpuBackend final : public Backend {
       thread_local std::vector<float> scores;
       scores.resize(Tcache);
       float q[128], acc[128];
-      const float* kc = kcache + (static_cast<int64_t>(b) * H + h) * Tcache * D;
-      const float* vc = vcache + (static_cast<int64_t>(b) * H + h) * Tcache * D;
+      const float* kc = kcache + (static_cast<int64_t>(slot[b]) * H + h) * Tcache * D;
+      const float* vc = vcache + (static_cast<int64_t>(slot[b]) * H + h) * Tcache * D;
       for (int i = qb * qblock; i < std::min(Tn, (qb + 1) * qblock); i++) {
         const float* qr = qkv + (static_cast<int64_t>(b) * Tn + i) * C3 + h * D;
         float mean, rstd;
         row_stats(qr, D, eps, mean, rstd);
         for (int d = 0; d < D; d++) q[d] = (qr[d] - mean) * rstd * q_norm_w[d] + q_norm_b[d];
-        const int L = pos0 + i + 1;  // causal: keys 0..pos0+i
+        const int L = pos[b] + i + 1;  // causal: keys 0..pos[b]+i
         cpu::attn_scores(scores.data(), q, kc, L, D, scale);
         float mx = -std::numeric_limits<float>::infinity();
         for (int j = 0; j < L; j++) mx = std::max(mx, scores[j]);

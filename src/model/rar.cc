@@ -5,6 +5,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <tuple>
 
 namespace rargen {
 
@@ -103,19 +104,16 @@ void Rar::silu_conditions(float* cond, const int32_t* cond_ids, const int32_t* p
   be_->silu(cond, cond, P * cfg_.hidden);
 }
 
-void Rar::block(const RarBlockWeights& w, float* x, int R, int Tn, int pos0, const int32_t* pos0_device, int Tcache,
-                void* kcache, void* vcache, DType cache_dtype, const float* mod, const int32_t* row_map, Scratch& s) {
+void Rar::block(const RarBlockWeights& w, float* x, int R, int Tn, const int32_t* pos, const int32_t* slot, int slots,
+                int Tcache, void* kcache, void* vcache, DType cache_dtype, const float* mod, const int32_t* row_map,
+                Scratch& s) {
   const int C = cfg_.hidden, I = cfg_.mlp;
   const int64_t rows = static_cast<int64_t>(R) * Tn, st = 6 * static_cast<int64_t>(C);
   // x += gate1 * Attn(LN(x) * (1 + scale1) + shift1)
   be_->layernorm_modulate(s.h.get(), x, w.norm1_w, w.norm1_b, mod, mod + C, st, row_map, rows, C, kEps);
   be_->linear(s.qkv.get(), s.h.get(), w.qkv_w, w.qkv_b, rows, 3 * C, C);                     // (rows, 3C)
-  if (cache_dtype == DType::F32 && !pos0_device)
-    be_->attention(s.att.get(), static_cast<float*>(kcache), static_cast<float*>(vcache), s.qkv.get(), w.q_norm_w,
-                   w.q_norm_b, w.k_norm_w, w.k_norm_b, R, Tn, pos0, Tcache, cfg_.heads, cfg_.head_dim(), kEps);
-  else
-    be_->attention_ext(s.att.get(), kcache, vcache, cache_dtype, s.qkv.get(), w.q_norm_w, w.q_norm_b, w.k_norm_w,
-                       w.k_norm_b, R, Tn, pos0, pos0_device, Tcache, cfg_.heads, cfg_.head_dim(), kEps);  // (rows, C)
+  be_->attention(s.att.get(), kcache, vcache, cache_dtype, s.qkv.get(), w.q_norm_w, w.q_norm_b, w.k_norm_w, w.k_norm_b,
+                 R, Tn, pos, slot, slots, Tcache, cfg_.heads, cfg_.head_dim(), kEps);         // (rows, C)
   be_->linear(s.y.get(), s.att.get(), w.proj_w, w.proj_b, rows, C, C);
   be_->gated_residual(x, s.y.get(), mod + 2 * C, st, row_map, rows, C);
   // x += gate2 * MLP(LN(x) * (1 + scale2) + shift2)
@@ -138,10 +136,15 @@ std::vector<float> Rar::forward(const int32_t* ids, const int32_t* condition, co
     if (slot.emplace(condition[b], static_cast<int>(uniq.size())).second) uniq.push_back(condition[b]);
   const int64_t P = static_cast<int64_t>(uniq.size()) * T;
 
-  // Host index arrays, uploaded at once: tok, cls, pos, ta, row_map (rows each), pair cond/pos (P each).
-  std::vector<int32_t> idx(5 * rows + 2 * P);
+  // Host index arrays, uploaded at once: tok, cls, pos, ta, row_map (rows each), pair
+  // cond/pos (P each), attention first positions (0) and cache slots (b) (B each).
+  std::vector<int32_t> idx(5 * rows + 2 * P + 2 * B);
   int32_t *tok = idx.data(), *cls = tok + rows, *pos = cls + rows, *ta = pos + rows, *map = ta + rows;
-  int32_t *pc = map + rows, *pp = pc + P;
+  int32_t *pc = map + rows, *pp = pc + P, *apos = pp + P, *aslot = apos + B;
+  for (int b = 0; b < B; b++) {
+    apos[b] = 0;
+    aslot[b] = b;
+  }
   for (int b = 0; b < B; b++) {
     const int32_t* o = orders + static_cast<int64_t>(b) * N;
     for (int j = 0; j < T; j++) {
@@ -161,7 +164,7 @@ std::vector<float> Rar::forward(const int32_t* ids, const int32_t* condition, co
   be_->upload(didx.get(), idx.data(), idx.size() * 4);
   const int32_t* d_tok = didx.get();
   const int32_t *d_cls = d_tok + rows, *d_pos = d_cls + rows, *d_ta = d_pos + rows, *d_map = d_ta + rows;
-  const int32_t *d_pc = d_map + rows, *d_pp = d_pc + P;
+  const int32_t *d_pc = d_map + rows, *d_pp = d_pc + P, *d_apos = d_pp + P, *d_aslot = d_apos + B;
 
   DeviceBuffer<float> x(be_, rows * C), cond(be_, P * C), mod(be_, P * 6 * C), logits(be_, rows * V);
   be_->embedding(x.get(), w_.embeddings, d_tok, rows, C, false);
@@ -175,7 +178,7 @@ std::vector<float> Rar::forward(const int32_t* ids, const int32_t* condition, co
   Scratch s(be_, rows, cfg_);
   for (const RarBlockWeights& w : w_.blocks) {
     be_->linear(mod.get(), cond.get(), w.ada_w, w.ada_b, P, 6 * C, C);  // (P, 6C)
-    block(w, x.get(), B, T, 0, nullptr, T, kc.get(), vc.get(), DType::F32, mod.get(), d_map, s);
+    block(w, x.get(), B, T, d_apos, d_aslot, B, T, kc.get(), vc.get(), DType::F32, mod.get(), d_map, s);
   }
   // Final layer (scale first), on every row; position 0 is dropped on the way out.
   be_->linear(mod.get(), cond.get(), w_.head_ada_w, w_.head_ada_b, P, 2 * C, C);  // (P, 2C)
@@ -192,173 +195,234 @@ std::vector<float> Rar::forward(const int32_t* ids, const int32_t* condition, co
 // ---------------- KV-cached decode ----------------
 
 namespace {
-// A backend has one CUDA-graph slot; the first decoder to claim it uses it.
-std::mutex g_graph_mutex;
-std::map<Backend*, const void*> g_graph_owner;
+// Positions per modulation entry: a function of the config only, so that every decoder
+// computes an entry by the same call (same rows, same M) and gets the same bits.
+int mod_chunk(const RarConfig& c) { return std::min(32, c.seq_len + 1); }
+// Bytes of one modulation entry: chunk positions x (depth blocks x 6C + head 2C + cond C).
+double mod_entry_bytes(const RarConfig& c) {
+  return static_cast<double>(mod_chunk(c)) * (6.0 * c.hidden * c.depth + 3.0 * c.hidden) * 4.0;
+}
 }  // namespace
 
+// A pool of `capacity` KV-cache slots and `entries` modulation entries. Each call runs
+// rows that all have the same Tn (all prefill, or all decode), each with its own slot,
+// condition and step; it leaves the logits of each row's last fed position in `logits`
+// (row order). Callers read them (sample / download, which synchronize) before the next
+// call, since the index buffer and the logits are reused.
 struct RarDecoder {
+  struct Row {
+    int slot;       // KV-cache slot, 0..capacity-1
+    int32_t cond;   // embedding index of the condition (class or null)
+    int step;       // t: 0 feeds positions 0 and 1; t >= 1 feeds position t + 1 holding `token`
+    int32_t token;  // the token sampled at step t - 1 (ignored at t = 0)
+  };
+
   Rar& m;
   Backend* be;
   const RarConfig& c;
-  int R, U, Tc, chunk;
-  int chunk_start = -1, chunk_len = 0;
-  std::vector<int32_t> uniq, row_slot;
+  const int cap, E, chunk, Tc;
   DType cache_dt = DType::F32;
-  bool graph_owner = false, graph_ready = false, graph_failed = false;
   std::vector<DeviceBuffer<char>> kc, vc;
   DeviceBuffer<float> x, xl, cond, mod, modh, logits;
-  DeviceBuffer<int32_t> idx;
+  DeviceBuffer<int32_t> idx, pairs;
   Rar::Scratch s;
+  // Modulation entries: (condition, block of positions [blk*chunk, (blk+1)*chunk)).
+  struct Entry {
+    int32_t cond = 0;
+    int blk = -1;  // -1: empty
+    uint64_t used = 0;
+  };
+  std::vector<Entry> pool;
+  std::map<std::pair<int32_t, int>, int> where;
+  uint64_t clock = 0;
+  // CUDA graph of the decode call of graph_rows rows; direct_rows: the row count of the
+  // last decode call run directly (its shapes exist, so it may be recorded).
+  bool graph_ready = false, graph_failed = false;
+  int graph_rows = -1, direct_rows = -1;
+  int64_t computed_entries = 0;
 
-  RarDecoder(Rar& model, const std::vector<int32_t>& row_cond)
-      : m(model), be(model.be_), c(model.cfg_), R(static_cast<int>(row_cond.size())), Tc(c.seq_len + 1),
-        s(model.be_, 2 * static_cast<int64_t>(row_cond.size()), model.cfg_) {
-    std::map<int32_t, int> slot;
-    for (int32_t v : row_cond) {
-      auto it = slot.emplace(v, static_cast<int>(uniq.size()));
-      if (it.second) uniq.push_back(v);
-      row_slot.push_back(it.first->second);
-    }
-    U = static_cast<int>(uniq.size());
+  RarDecoder(Rar& model, int capacity, int entries)
+      : m(model), be(model.be_), c(model.cfg_), cap(capacity), E(std::max(1, entries)), chunk(mod_chunk(model.cfg_)),
+        Tc(model.cfg_.seq_len + 1), s(model.be_, 2 * static_cast<int64_t>(capacity), model.cfg_) {
+    if (cap < 1) throw Error("rargen: internal: decoder capacity must be positive");
     const int C = c.hidden;
-    // Positions per modulation chunk: bounded to ~256 MiB of modulation rows.
-    double per_pos = static_cast<double>(U) * (6.0 * C * c.depth + 3.0 * C) * 4.0;
-    chunk = static_cast<int>(std::clamp(256.0 * (1 << 20) / per_pos, 2.0, 32.0));
-    chunk = std::min(chunk, c.seq_len + 1);
     // F16 KV cache with F16/BF16 weights where the backend has it (half the reads).
     if (m.params_.matrix_dtype() != DType::F32 && be->supports_kv_cache(DType::F16)) cache_dt = DType::F16;
-    const int64_t cache_bytes = static_cast<int64_t>(R) * c.heads * Tc * c.head_dim() * dtype_size(cache_dt);
+    const int64_t cache_bytes = static_cast<int64_t>(cap) * c.heads * Tc * c.head_dim() * dtype_size(cache_dt);
     for (int l = 0; l < c.depth; l++) {
       kc.emplace_back(be, cache_bytes);
       vc.emplace_back(be, cache_bytes);
     }
-    const int64_t P = static_cast<int64_t>(chunk) * U;
-    x = DeviceBuffer<float>(be, 2 * static_cast<int64_t>(R) * C);
-    xl = DeviceBuffer<float>(be, static_cast<int64_t>(R) * C);
-    cond = DeviceBuffer<float>(be, P * C);
+    const int64_t P = static_cast<int64_t>(E) * chunk;
+    x = DeviceBuffer<float>(be, 2 * static_cast<int64_t>(cap) * C);
+    xl = DeviceBuffer<float>(be, static_cast<int64_t>(cap) * C);
+    cond = DeviceBuffer<float>(be, static_cast<int64_t>(chunk) * C);
     mod = DeviceBuffer<float>(be, static_cast<int64_t>(c.depth) * P * 6 * C);
     modh = DeviceBuffer<float>(be, P * 2 * C);
-    logits = DeviceBuffer<float>(be, static_cast<int64_t>(R) * c.codebook);
-    idx = DeviceBuffer<int32_t>(be, std::max<int64_t>(11 * static_cast<int64_t>(R) + 1, 2 * P));
-    if (be->is_gpu()) {
-      std::lock_guard<std::mutex> lk(g_graph_mutex);
-      if (!g_graph_owner.count(be)) {
-        g_graph_owner[be] = this;
-        graph_owner = true;
-      }
-    }
+    logits = DeviceBuffer<float>(be, static_cast<int64_t>(cap) * c.codebook);
+    idx = DeviceBuffer<int32_t>(be, 5 * 2 * static_cast<int64_t>(cap) + 3 * static_cast<int64_t>(cap));
+    pairs = DeviceBuffer<int32_t>(be, 2 * static_cast<int64_t>(chunk));
+    pool.resize(E);
   }
 
   ~RarDecoder() {
-    if (!graph_owner) return;
     try {
-      be->graph_reset();
+      be->graph_release(this);
     } catch (...) {
     }
-    std::lock_guard<std::mutex> lk(g_graph_mutex);
-    g_graph_owner.erase(be);
   }
 
-  // Modulation rows for positions [lo, lo + chunk): pair (p - lo) * U + u.
-  void ensure_chunk(int lo, int hi) {
-    if (chunk_start >= 0 && lo >= chunk_start && hi < chunk_start + chunk_len) return;
-    chunk_start = lo;
-    chunk_len = std::min(chunk, c.seq_len + 1 - lo);
-    const int C = c.hidden;
-    const int64_t P = static_cast<int64_t>(chunk_len) * U, stride = static_cast<int64_t>(chunk) * U;
-    std::vector<int32_t> h(2 * P);
-    for (int64_t p = 0; p < P; p++) {
-      h[p] = uniq[p % U];
-      h[P + p] = static_cast<int32_t>(lo + p / U);
+  // The entry of (cond, blk), computed if missing: the rows of its chunk positions by one
+  // silu_conditions + one linear per block of chunk rows, whichever entry it lands in.
+  int entry(int32_t cnd, int blk) {
+    auto it = where.find({cnd, blk});
+    if (it != where.end()) {
+      pool[it->second].used = clock;
+      return it->second;
     }
-    DeviceBuffer<int32_t> d(be, h.size());
-    be->upload(d.get(), h.data(), h.size() * 4);
-    m.silu_conditions(cond.get(), d.get(), d.get() + P, P);
+    int e = -1;
+    for (int i = 0; i < E; i++) {  // an empty entry, else the least recently used one not used by this call
+      if (pool[i].blk < 0) {
+        e = i;
+        break;
+      }
+      if (pool[i].used != clock && (e < 0 || pool[i].used < pool[e].used)) e = i;
+    }
+    if (e < 0) throw Error("rargen: internal: modulation pool of " + std::to_string(E) + " entries is full");
+    if (pool[e].blk >= 0) where.erase({pool[e].cond, pool[e].blk});
+    pool[e] = Entry{cnd, blk, clock};
+    where[{cnd, blk}] = e;
+    const int C = c.hidden;
+    std::vector<int32_t> h(2 * static_cast<size_t>(chunk));
+    for (int q = 0; q < chunk; q++) {
+      h[q] = cnd;
+      h[chunk + q] = std::min(blk * chunk + q, c.seq_len);  // rows past the last position: unused
+    }
+    be->synchronize();  // the previous entry's ops may still read `pairs` and `cond`
+    be->upload(pairs.get(), h.data(), h.size() * 4);
+    m.silu_conditions(cond.get(), pairs.get(), pairs.get() + chunk, chunk);
+    const int64_t off = static_cast<int64_t>(e) * chunk;
     for (int l = 0; l < c.depth; l++) {
       const RarBlockWeights& w = m.w_.blocks[l];
-      be->linear(mod.get() + l * stride * 6 * C, cond.get(), w.ada_w, w.ada_b, P, 6 * C, C);
+      be->linear(mod.get() + (static_cast<int64_t>(l) * E * chunk + off) * 6 * C, cond.get(), w.ada_w, w.ada_b, chunk,
+                 6 * C, C);
     }
-    be->linear(modh.get(), cond.get(), m.w_.head_ada_w, m.w_.head_ada_b, P, 2 * C, C);
-    be->synchronize();  // `d` is freed on return
+    be->linear(modh.get() + off * 2 * C, cond.get(), m.w_.head_ada_w, m.w_.head_ada_b, chunk, 2 * C, C);
+    computed_entries++;
+    return e;
   }
 
-  // Feeds step t (t = 0: positions 0 and 1; t >= 1: position t + 1 holding token
-  // prev[r] sampled at step t - 1). Leaves the step-t logits (R, V) in `logits`.
-  void step(int t, const int32_t* prev) {
-    const int Tn = t == 0 ? 2 : 1, pos0 = t == 0 ? 0 : t + 1;
-    const int64_t rows = static_cast<int64_t>(R) * Tn;
-    ensure_chunk(pos0, pos0 + Tn - 1);
-    std::vector<int32_t> h(5 * rows + R + 1);
-    int32_t *tok = h.data(), *cls = tok + rows, *pos = cls + rows, *ta = pos + rows, *map = ta + rows, *last = map + rows;
-    last[R] = pos0;
-    for (int r = 0; r < R; r++) {
+  void run(const std::vector<Row>& rows) {
+    const int n = static_cast<int>(rows.size());
+    if (n < 1 || n > cap) throw Error("rargen: internal: decoder call of " + std::to_string(n) + " rows");
+    const int Tn = rows[0].step == 0 ? 2 : 1;
+    const int64_t nr = static_cast<int64_t>(n) * Tn;
+    clock++;
+    std::vector<int32_t> h(5 * nr + 3 * n);
+    int32_t *tok = h.data(), *cls = tok + nr, *pos = cls + nr, *ta = pos + nr, *map = ta + nr, *last = map + nr;
+    int32_t *apos = last + n, *aslot = apos + n;
+    // every entry this call needs is marked used before any is evicted
+    std::vector<int> ent(n);
+    for (int pass = 0; pass < 2; pass++)
+      for (int r = 0; r < n; r++) {
+        const Row& w = rows[r];
+        const int p0 = w.step == 0 ? 0 : w.step + 1;
+        auto it = where.find({w.cond, p0 / chunk});
+        if (pass == 0) {
+          if (it != where.end()) pool[it->second].used = clock;
+        } else {
+          ent[r] = entry(w.cond, p0 / chunk);
+        }
+      }
+    for (int r = 0; r < n; r++) {
+      const Row& w = rows[r];
+      if ((w.step == 0) != (Tn == 2) || w.step < 0 || w.step >= c.seq_len || w.slot < 0 || w.slot >= cap)
+        throw Error("rargen: internal: bad decoder row");
+      const int p0 = w.step == 0 ? 0 : w.step + 1;
+      const int base = ent[r] * chunk - (p0 / chunk) * chunk;  // pair row of position p: base + p
       for (int i = 0; i < Tn; i++) {
-        int64_t q = static_cast<int64_t>(r) * Tn + i;
-        int p = pos0 + i;  // raster order: pos_embed[p], target_aware_pos_embed[p + 1]
-        tok[q] = p == 0 ? -1 : p == 1 ? uniq[row_slot[r]] : prev[r];
+        const int64_t q = static_cast<int64_t>(r) * Tn + i;
+        const int p = p0 + i;  // raster order: pos_embed[p], target_aware_pos_embed[p + 1]
+        tok[q] = p == 0 ? -1 : p == 1 ? w.cond : w.token;
         cls[q] = p == 0 ? 0 : -1;
         pos[q] = p;
         ta[q] = p == 0 ? -1 : p + 1;
-        map[q] = (p - chunk_start) * U + row_slot[r];
+        map[q] = base + p;
       }
-      last[r] = (pos0 + Tn - 1 - chunk_start) * U + row_slot[r];
+      last[r] = base + p0 + Tn - 1;
+      apos[r] = p0;
+      aslot[r] = w.slot;
     }
     be->upload(idx.get(), h.data(), h.size() * 4);
-    // Steps t >= 1 all issue the same ops with the same pointers: record them once
-    // (CUDA graphs) and replay. Step 1 runs directly, so the backend's scratch buffers and
-    // GEMM plans for these shapes exist before step 2 is recorded (then replayed).
-    if (Tn == 1 && t >= 2 && graph_owner && !graph_failed) {
-      if (!graph_ready) {
+    // Decode calls of one row count issue the same ops with the same pointers: record
+    // one (CUDA graphs) and replay it. The first call of a row count runs directly, so the
+    // backend's scratch buffers and GEMM plans for its shapes exist before it is recorded.
+    if (Tn == 1 && be->is_gpu() && !graph_failed && be->graph_claim(this)) {
+      if (graph_ready && graph_rows == n) {
+        if (be->graph_replay()) return;
+        graph_failed = true;
+      } else if (direct_rows == n) {
+        graph_ready = false;
         if (be->graph_capture_begin()) {
           bool ok = false;
           try {
-            issue(t, rows, Tn, pos0, true);
+            issue(n, Tn);
             ok = true;
           } catch (...) {
           }
           graph_ready = be->graph_capture_end() && ok;
           if (!graph_ready) be->graph_reset();
         }
-        if (!graph_ready) graph_failed = true;
+        graph_rows = n;
+        if (graph_ready && be->graph_replay()) return;
+        graph_failed = true;
       }
-      if (graph_ready && be->graph_replay()) return;
-      graph_failed = true;
-      graph_ready = false;
+      graph_ready = graph_ready && !graph_failed;
     }
-    issue(t, rows, Tn, pos0, false);
+    issue(n, Tn);
+    if (Tn == 1) direct_rows = n;
   }
 
-  // The ops of one step (ids and maps already uploaded to idx).
-  void issue(int t, int64_t rows, int Tn, int pos0, bool device_pos) {
+  // The ops of one call (ids, maps, positions and slots already uploaded to idx).
+  void issue(int n, int Tn) {
     const int C = c.hidden;
-    const int32_t *d_tok = idx.get(), *d_cls = d_tok + rows, *d_pos = d_cls + rows, *d_ta = d_pos + rows;
-    const int32_t *d_map = d_ta + rows, *d_last = d_map + rows, *d_pos0 = d_last + R;
-    be->embedding(x.get(), m.w_.embeddings, d_tok, rows, C, false);
-    be->embedding(x.get(), m.w_.cls_token, d_cls, rows, C, true);
-    be->embedding(x.get(), m.w_.pos_embed, d_pos, rows, C, true);
-    be->embedding(x.get(), m.w_.target_aware_pos_embed, d_ta, rows, C, true);
-    const int64_t stride = static_cast<int64_t>(chunk) * U * 6 * C;
+    const int64_t nr = static_cast<int64_t>(n) * Tn;
+    const int32_t *d_tok = idx.get(), *d_cls = d_tok + nr, *d_pos = d_cls + nr, *d_ta = d_pos + nr;
+    const int32_t *d_map = d_ta + nr, *d_last = d_map + nr, *d_apos = d_last + n, *d_aslot = d_apos + n;
+    be->embedding(x.get(), m.w_.embeddings, d_tok, nr, C, false);
+    be->embedding(x.get(), m.w_.cls_token, d_cls, nr, C, true);
+    be->embedding(x.get(), m.w_.pos_embed, d_pos, nr, C, true);
+    be->embedding(x.get(), m.w_.target_aware_pos_embed, d_ta, nr, C, true);
+    const int64_t stride = static_cast<int64_t>(E) * chunk * 6 * C;
     for (int l = 0; l < c.depth; l++)
-      m.block(m.w_.blocks[l], x.get(), R, Tn, pos0, device_pos ? d_pos0 : nullptr, Tc, kc[l].get(), vc[l].get(), cache_dt,
+      m.block(m.w_.blocks[l], x.get(), n, Tn, d_apos, d_aslot, cap, Tc, kc[l].get(), vc[l].get(), cache_dt,
               mod.get() + l * stride, d_map, s);
-    // The last fed position of each row predicts token t.
+    // The last fed position of each row predicts the row's next token.
     float* xp = x.get();
     if (Tn == 2) {
-      for (int r = 0; r < R; r++) be->copy(xl.get() + static_cast<int64_t>(r) * C, x.get() + (2 * static_cast<int64_t>(r) + 1) * C, C * 4);
+      for (int r = 0; r < n; r++)
+        be->copy(xl.get() + static_cast<int64_t>(r) * C, x.get() + (2 * static_cast<int64_t>(r) + 1) * C, C * 4);
       xp = xl.get();
     }
-    be->layernorm_modulate(s.h.get(), xp, nullptr, nullptr, modh.get() + C, modh.get(), 2 * C, d_last, R, C, kEps);
-    be->linear(logits.get(), s.h.get(), m.w_.lm_head_w, m.w_.lm_head_b, R, c.codebook, C);
+    be->layernorm_modulate(s.h.get(), xp, nullptr, nullptr, modh.get() + C, modh.get(), 2 * C, d_last, n, C, kEps);
+    be->linear(logits.get(), s.h.get(), m.w_.lm_head_w, m.w_.lm_head_b, n, c.codebook, C);
   }
 };
 
 namespace {
-// Rows that fit the memory budget for the KV caches (and a little more).
+// Rows that fit the memory budget for the KV caches, a modulation entry each (and a
+// little more).
 int max_decode_rows(Backend* be, const RarConfig& c) {
-  double per_row = 2.0 * c.depth * c.hidden * (c.seq_len + 1) * 4.0 + 16.0 * c.hidden * 4 + (c.mlp + c.codebook) * 8.0;
+  double per_row = 2.0 * c.depth * c.hidden * (c.seq_len + 1) * 4.0 + 16.0 * c.hidden * 4 + (c.mlp + c.codebook) * 8.0 +
+                   mod_entry_bytes(c);
   double budget = be->is_gpu() ? be->free_memory() * 0.6 : std::min<double>(be->free_memory() * 0.5, 4.0 * (1 << 30));
   return static_cast<int>(std::clamp(budget / per_row, 1.0, 4096.0));
+}
+
+int distinct(const std::vector<int32_t>& v) {
+  std::vector<int32_t> u(v);
+  std::sort(u.begin(), u.end());
+  return static_cast<int>(std::unique(u.begin(), u.end()) - u.begin());
 }
 }  // namespace
 
@@ -368,11 +432,13 @@ std::vector<float> Rar::decode_steps(const int32_t* ids, const int32_t* conditio
   const int bs = max_decode_rows(be_, cfg_);
   for (int b0 = 0; b0 < B; b0 += bs) {
     int nb = std::min(bs, B - b0);
-    RarDecoder d(*this, std::vector<int32_t>(condition + b0, condition + b0 + nb));
-    std::vector<int32_t> prev(nb);
+    std::vector<int32_t> cond(condition + b0, condition + b0 + nb);
+    RarDecoder d(*this, nb, distinct(cond));
+    std::vector<RarDecoder::Row> rows(nb);
     for (int t = 0; t < N; t++) {
-      for (int r = 0; r < nb && t > 0; r++) prev[r] = ids[static_cast<int64_t>(b0 + r) * N + t - 1];
-      d.step(t, prev.data());
+      for (int r = 0; r < nb; r++)
+        rows[r] = {r, cond[r], t, t > 0 ? ids[static_cast<int64_t>(b0 + r) * N + t - 1] : 0};
+      d.run(rows);
       be_->synchronize();
       for (int r = 0; r < nb; r++)
         be_->download(out.data() + (static_cast<size_t>(b0 + r) * N + t) * V, d.logits.get() + static_cast<int64_t>(r) * V,
@@ -394,28 +460,206 @@ std::vector<int32_t> Rar::generate(const RarGenerateOptions& o, const Progress& 
   int64_t done = 0;
   for (int b0 = 0; b0 < B; b0 += bs) {
     const int nb = std::min(bs, B - b0);
+    // rows [cond 0..nb-1][null 0..nb-1], row r in cache slot r
     std::vector<int32_t> row_cond;
     for (int i = 0; i < nb; i++) row_cond.push_back(cfg_.class_condition(o.class_ids[b0 + i]));
     if (cfg)
       for (int i = 0; i < nb; i++) row_cond.push_back(cfg_.null_condition());
-    RarDecoder d(*this, row_cond);
-    std::vector<int32_t> prev(row_cond.size()), tok(nb);
+    const int R = static_cast<int>(row_cond.size());
+    RarDecoder d(*this, R, distinct(row_cond));
+    std::vector<RarDecoder::Row> rows(R);
+    std::vector<int32_t> tok(nb);
     std::vector<float> u(nb);
     for (int t = 0; t < N; t++) {
-      if (cancel && cancel->load()) throw Error("rargen: generation cancelled");
-      d.step(t, prev.data());
+      if (cancel && cancel->load()) throw Cancelled();
+      for (int r = 0; r < R; r++) rows[r] = {r, row_cond[r], t, t > 0 ? tok[r % nb] : 0};
+      d.run(rows);
       float s = cfg ? cfg_scale_at(t, N, o.guidance_scale, o.guidance_scale_pow) : 1.f;
       for (int i = 0; i < nb; i++) u[i] = sampling_uniform(o.seed, static_cast<uint64_t>(o.index_offset + b0 + i), t);
       be_->sample(tok.data(), d.logits.get(), nb, V, cfg, s, o.temperature, o.top_k, o.top_p, o.greedy, u.data());
-      for (int i = 0; i < nb; i++) {
-        tokens[static_cast<size_t>(b0 + i) * N + t] = tok[i];
-        prev[i] = tok[i];
-        if (cfg) prev[nb + i] = tok[i];
-      }
+      for (int i = 0; i < nb; i++) tokens[static_cast<size_t>(b0 + i) * N + t] = tok[i];
       if (progress) progress(++done, total);
     }
   }
   return tokens;
+}
+
+// ---------------- continuous-batching session ----------------
+
+struct RarSession::Seq {
+  int64_t id;
+  RarSequenceOptions o;
+  int slot[2] = {-1, -1};
+  std::vector<int32_t> tokens;
+  bool cancelled = false;
+};
+
+RarSession::RarSession(Rar& model, int max_rows)
+    : m_(model), max_rows_(max_rows > 0 ? max_rows : max_decode_rows(model.be_, model.cfg_)) {
+  // One modulation entry per row covers any mix of conditions and positions in a call.
+  dec_ = std::make_unique<RarDecoder>(m_, max_rows_, max_rows_);
+  for (int i = max_rows_ - 1; i >= 0; i--) free_slots_.push_back(i);
+}
+
+RarSession::~RarSession() = default;
+
+int RarSession::free_rows() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return static_cast<int>(free_slots_.size());
+}
+
+int RarSession::active() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  int n = 0;
+  for (const auto& kv : seqs_) n += !kv.second->cancelled;
+  return n;
+}
+
+int64_t RarSession::add(const RarSequenceOptions& o) {
+  const RarConfig& c = m_.cfg_;
+  if (o.class_id < 0 || o.class_id >= c.classes)
+    throw Error("rargen: session: classId must be an integer between 0 and " + std::to_string(c.classes - 1) +
+                " but received " + std::to_string(o.class_id));
+  if (!std::isfinite(o.guidance_scale) || !std::isfinite(o.guidance_scale_pow))
+    throw Error("rargen: session: guidanceScale and guidanceScalePow must be finite");
+  if (!(o.temperature > 0) || !std::isfinite(o.temperature))
+    throw Error("rargen: session: temperature must be a finite number > 0");
+  if (o.top_k < 0 || o.top_k > c.codebook)
+    throw Error("rargen: session: topK must be an integer between 0 and " + std::to_string(c.codebook));
+  if (!(o.top_p > 0 && o.top_p <= 1)) throw Error("rargen: session: topP must be in (0, 1]");
+  if (o.index < 0) throw Error("rargen: session: index must be >= 0");
+  const int need = rows_for(o);
+  std::lock_guard<std::mutex> lk(mu_);
+  if (static_cast<int>(free_slots_.size()) < need)
+    throw SessionFull("rargen: session: no room for a sequence of " + std::to_string(need) + " rows (" +
+                      std::to_string(free_slots_.size()) + " of " + std::to_string(max_rows_) +
+                      " rows free); step() until sequences finish, or cancel some");
+  auto s = std::make_unique<Seq>();
+  s->id = next_id_++;
+  s->o = o;
+  for (int k = 0; k < need; k++) {
+    s->slot[k] = free_slots_.back();
+    free_slots_.pop_back();
+  }
+  s->tokens.reserve(c.seq_len);
+  const int64_t id = s->id;
+  seqs_.emplace(id, std::move(s));
+  return id;
+}
+
+void RarSession::release(Seq& s) {
+  for (int k = 0; k < 2; k++)
+    if (s.slot[k] >= 0) free_slots_.push_back(s.slot[k]);
+  s.slot[0] = s.slot[1] = -1;
+}
+
+bool RarSession::cancel(int64_t id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = seqs_.find(id);
+  if (it == seqs_.end() || it->second->cancelled) return false;
+  it->second->cancelled = true;
+  if (!in_step_) {
+    release(*it->second);
+    seqs_.erase(it);
+  }
+  return true;
+}
+
+RarSession::StepResult RarSession::step() {
+  const RarConfig& c = m_.cfg_;
+  const int N = c.seq_len, V = c.codebook;
+  std::vector<Seq*> prefill, decode;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (in_step_) throw Error("rargen: session: step() is already running; await it first");
+    for (auto& kv : seqs_) {
+      if (kv.second->cancelled) continue;
+      (kv.second->tokens.empty() ? prefill : decode).push_back(kv.second.get());
+    }
+    in_step_ = true;
+  }
+  struct Done {
+    RarSession* self;
+    ~Done() {
+      std::lock_guard<std::mutex> lk(self->mu_);
+      self->in_step_ = false;
+    }
+  };
+  StepResult res;
+  {
+    Done done{this};
+    std::vector<std::pair<Seq*, int32_t>> sampled;
+    // One call per phase; within it, sequences with the same sampling options (and s_t)
+    // form a group laid out [cond rows][null rows], sampled by one sample() call.
+    for (std::vector<Seq*>* phase : {&prefill, &decode}) {
+      if (phase->empty()) continue;
+      struct Key {
+        bool cfg;
+        float s, temp, top_p;
+        int top_k;
+        bool greedy;
+        bool operator<(const Key& k) const {
+          return std::tie(cfg, s, temp, top_p, top_k, greedy) < std::tie(k.cfg, k.s, k.temp, k.top_p, k.top_k, k.greedy);
+        }
+      };
+      std::map<Key, std::vector<Seq*>> groups;
+      for (Seq* q : *phase) {
+        const int t = static_cast<int>(q->tokens.size());
+        const bool cfg = q->o.guidance_scale != 0.f;
+        const float sc = cfg ? cfg_scale_at(t, N, q->o.guidance_scale, q->o.guidance_scale_pow) : 1.f;
+        groups[{cfg, sc, q->o.temperature, q->o.top_p, q->o.top_k, q->o.greedy}].push_back(q);
+      }
+      std::vector<RarDecoder::Row> rows;
+      for (auto& g : groups) {
+        for (Seq* q : g.second) {
+          const int t = static_cast<int>(q->tokens.size());
+          rows.push_back({q->slot[0], c.class_condition(q->o.class_id), t, t > 0 ? q->tokens.back() : 0});
+        }
+        if (g.first.cfg)
+          for (Seq* q : g.second) {
+            const int t = static_cast<int>(q->tokens.size());
+            rows.push_back({q->slot[1], c.null_condition(), t, t > 0 ? q->tokens.back() : 0});
+          }
+      }
+      dec_->run(rows);
+      int64_t off = 0;
+      for (auto& g : groups) {
+        const Key& k = g.first;
+        const int nb = static_cast<int>(g.second.size());
+        std::vector<float> u(nb);
+        std::vector<int32_t> tok(nb);
+        for (int i = 0; i < nb; i++) {
+          const Seq* q = g.second[i];
+          u[i] = sampling_uniform(q->o.seed, static_cast<uint64_t>(q->o.index), q->tokens.size());
+        }
+        m_.be_->sample(tok.data(), dec_->logits.get() + off * V, nb, V, k.cfg, k.s, k.temp, k.top_k, k.top_p, k.greedy,
+                       u.data());
+        for (int i = 0; i < nb; i++) sampled.push_back({g.second[i], tok[i]});
+        off += k.cfg ? 2 * nb : nb;
+      }
+      // the tokens land after the phase's call: the decode phase reads tokens.back()
+      for (auto& st : sampled) st.first->tokens.push_back(st.second);
+      sampled.clear();
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    for (std::vector<Seq*>* phase : {&prefill, &decode})
+      for (Seq* q : *phase) {
+        if (q->cancelled) continue;
+        res.progressed.push_back({q->id, static_cast<int>(q->tokens.size())});
+      }
+    for (auto it = seqs_.begin(); it != seqs_.end();) {
+      Seq& q = *it->second;
+      // sequences added during this step have no tokens and are not cancelled: kept
+      if (q.cancelled || static_cast<int>(q.tokens.size()) == N) {
+        if (!q.cancelled) res.finished.push_back({q.id, std::move(q.tokens)});
+        release(q);
+        it = seqs_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  return res;
 }
 
 }  // namespace rargen

@@ -9,15 +9,25 @@
 // per step), which takes the adaLN weights (a third of the model) out of the
 // per-step weight stream.
 //
-// On backends with CUDA graphs (Backend::graph_capture_begin), the decode step t >= 1
-// is recorded once and replayed: everything that changes per step (ids, row maps, the
-// cache position) lives in backend memory uploaded before each replay. With F16/BF16
-// weights and a backend that supports it, the KV cache is stored in F16.
+// The KV-cached decoder (RarDecoder, rar.cc) has a pool of cache slots; every row of a
+// call names its slot, condition, step and input token, so rows at different positions
+// share one batch (RarSession admits and retires sequences between steps). Modulation
+// rows live in a small pool of (condition, block of `chunk` positions) entries, each
+// computed on demand by the same call (so bit for bit the same wherever it is used)
+// and evicted least-recently-used.
+//
+// On backends with CUDA graphs (Backend::graph_capture_begin), a decode call (Tn = 1)
+// of R rows is recorded once and replayed while R stays the same (re-recorded when it
+// changes): everything that changes per step (ids, row maps, positions, slots) lives
+// in backend memory uploaded before each replay. With F16/BF16 weights and a backend
+// that supports it, the KV cache is stored in F16.
 #pragma once
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "backend.h"
@@ -72,6 +82,11 @@ struct RarGenerateOptions {
   int64_t index_offset = 0;        // global index of image 0 (per-image random streams)
 };
 
+// A cancelled generate() (the binding maps this type to an AbortError).
+struct Cancelled : Error {
+  Cancelled() : Error("rargen: generation cancelled") {}
+};
+
 // s_t = (g - 1) * (1 - cos(pi * (t/N)^p)) / 2 + 1, in float32 as the official code does.
 float cfg_scale_at(int t, int N, float g, float p);
 // The uniform in [0,1) for image `image` at step `step`: a splitmix64 chain of
@@ -98,19 +113,21 @@ class Rar {
   std::vector<float> decode_steps(const int32_t* ids, const int32_t* condition, int B);
 
   using Progress = std::function<void(int64_t done, int64_t total)>;
-  // Raster-order sampling with CFG. Returns tokens (B, N). Throws
-  // Error("rargen: generation cancelled") when *cancel becomes true.
+  // Raster-order sampling with CFG. Returns tokens (B, N). Throws Cancelled when
+  // *cancel becomes true.
   std::vector<int32_t> generate(const RarGenerateOptions& opts, const Progress& progress,
                                 const std::atomic<bool>* cancel);
 
  private:
   friend struct RarDecoder;
+  friend class RarSession;
   struct Scratch;
-  // One transformer block on rows = R * Tn positions (x updated in place). The KV
-  // cache holds cache_dtype values (F32, or F16 where the backend supports it);
-  // pos0_device, when not null, holds pos0 in backend memory (for CUDA graphs).
-  void block(const RarBlockWeights& w, float* x, int R, int Tn, int pos0, const int32_t* pos0_device, int Tcache,
-             void* kcache, void* vcache, DType cache_dtype, const float* mod, const int32_t* row_map, Scratch& s);
+  // One transformer block on rows = R * Tn positions (x updated in place). Row r's
+  // positions start at pos[r] and its keys/values live in cache slot slot[r] of
+  // kcache/vcache (slots, H, Tcache, D) of cache_dtype values (backend memory).
+  void block(const RarBlockWeights& w, float* x, int R, int Tn, const int32_t* pos, const int32_t* slot, int slots,
+             int Tcache, void* kcache, void* vcache, DType cache_dtype, const float* mod, const int32_t* row_map,
+             Scratch& s);
   // cond (P, C) <- SiLU(embeddings[cond_ids[p]] + timesteps_embeddings[pos_ids[p]]).
   void silu_conditions(float* cond, const int32_t* cond_ids, const int32_t* pos_ids, int64_t P);
 
@@ -118,6 +135,75 @@ class Rar {
   RarConfig cfg_;
   RarWeights w_;
   ParamTable params_;
+};
+
+struct RarDecoder;
+
+// Options of one sequence of a RarSession (as RarGenerateOptions, for one image).
+struct RarSequenceOptions {
+  int32_t class_id = 0;            // 0..K-1
+  float guidance_scale = 0.f;      // 0 = no guidance (1 row), else 2 rows (cond + null)
+  float guidance_scale_pow = 1.f;
+  float temperature = 1.f;         // > 0
+  int top_k = 0;                   // 0..V
+  float top_p = 1.f;               // (0, 1]
+  bool greedy = false;
+  uint64_t seed = 0;
+  int64_t index = 0;               // image index in the seed's stream (generate's index_offset + i)
+};
+
+// Thrown by RarSession::add when the sequence's rows do not fit.
+struct SessionFull : Error {
+  using Error::Error;
+};
+
+// Continuous batching over one decoder: sequences are added and cancelled at any time
+// (from any thread); step() runs one iteration over the active ones: the prefill
+// (positions 0 and 1) of those added since the last step, then one decode step of the
+// others, each sampled with its own options. A sequence's tokens equal
+// generate({class_id}, seed, index_offset = index, same options) whatever else runs
+// beside it, since every op's per-row result is independent of the other rows.
+class RarSession {
+ public:
+  // max_rows <= 0: as many KV rows as the memory budget allows.
+  RarSession(Rar& model, int max_rows);
+  ~RarSession();
+  RarSession(const RarSession&) = delete;
+  RarSession& operator=(const RarSession&) = delete;
+
+  int max_rows() const { return max_rows_; }
+  int free_rows() const;
+  int active() const;  // sequences in flight (added, not finished or cancelled)
+  static int rows_for(const RarSequenceOptions& o) { return o.guidance_scale != 0.f ? 2 : 1; }
+  // Validates o (Error naming the field) and returns the new sequence's id; throws
+  // SessionFull when its rows are not free.
+  int64_t add(const RarSequenceOptions& o);
+  // Frees the sequence's rows: now, or at the end of a running step. False for an
+  // unknown (or finished) id.
+  bool cancel(int64_t id);
+
+  struct Finished {
+    int64_t id;
+    std::vector<int32_t> tokens;  // N
+  };
+  struct StepResult {
+    std::vector<std::pair<int64_t, int>> progressed;  // (id, tokens now) of every sequence that sampled
+    std::vector<Finished> finished;                   // their rows are free again
+  };
+  // One iteration (one thread at a time); empty when nothing is active.
+  StepResult step();
+
+ private:
+  struct Seq;
+  void release(Seq& s);  // mu_ held
+  Rar& m_;
+  int max_rows_;
+  std::unique_ptr<RarDecoder> dec_;
+  mutable std::mutex mu_;
+  std::map<int64_t, std::unique_ptr<Seq>> seqs_;
+  std::vector<int> free_slots_;
+  int64_t next_id_ = 1;
+  bool in_step_ = false;
 };
 
 }  // namespace rargen

@@ -456,15 +456,16 @@ void test_elementwise() {
           });
 }
 
-// Naive attention: full causal softmax over cache positions 0..pos0+i.
+// Naive attention: row b's new positions pos[b].. in cache slot slot[b] (caches
+// (slots, H, Tc, D)); full causal softmax over the slot's positions 0..pos[b]+i.
 void ref_attention(Vec& out, Vec& kc, Vec& vc, const Vec& qkv, const Vec& qw, const Vec& qb, const Vec& kw,
-                   const Vec& kb, int B, int Tn, int pos0, int Tc, int H, int D) {
+                   const Vec& kb, int B, int Tn, const IVec& pos, const IVec& slot, int Tc, int H, int D) {
   int C = H * D;
   for (int b = 0; b < B; b++)
     for (int i = 0; i < Tn; i++)
       for (int h = 0; h < H; h++) {
         const float* row = &qkv[(static_cast<int64_t>(b) * Tn + i) * 3 * C];
-        int64_t dst = ((static_cast<int64_t>(b) * H + h) * Tc + pos0 + i) * D;
+        int64_t dst = ((static_cast<int64_t>(slot[b]) * H + h) * Tc + pos[b] + i) * D;
         ref_layernorm_row(&kc[dst], row + C + h * D, D, kw.data(), kb.data(), 1e-6f);
         for (int d = 0; d < D; d++) vc[dst + d] = row[2 * C + h * D + d];
       }
@@ -474,11 +475,12 @@ void ref_attention(Vec& out, Vec& kc, Vec& vc, const Vec& qkv, const Vec& qw, co
     for (int i = 0; i < Tn; i++)
       for (int h = 0; h < H; h++) {
         ref_layernorm_row(q.data(), &qkv[(static_cast<int64_t>(b) * Tn + i) * 3 * C + h * D], D, qw.data(), qb.data(), 1e-6f);
-        int L = pos0 + i + 1;
+        const int64_t base = (static_cast<int64_t>(slot[b]) * H + h) * Tc;
+        int L = pos[b] + i + 1;
         double mx = -1e300;
         for (int j = 0; j < L; j++) {
           double d = 0;
-          for (int e = 0; e < D; e++) d += static_cast<double>(q[e]) * kc[((static_cast<int64_t>(b) * H + h) * Tc + j) * D + e];
+          for (int e = 0; e < D; e++) d += static_cast<double>(q[e]) * kc[(base + j) * D + e];
           s[j] = d / std::sqrt(static_cast<double>(D));
           mx = std::max(mx, s[j]);
         }
@@ -486,10 +488,51 @@ void ref_attention(Vec& out, Vec& kc, Vec& vc, const Vec& qkv, const Vec& qw, co
         for (int j = 0; j < L; j++) den += (s[j] = std::exp(s[j] - mx));
         for (int e = 0; e < D; e++) {
           double a = 0;
-          for (int j = 0; j < L; j++) a += s[j] * vc[((static_cast<int64_t>(b) * H + h) * Tc + j) * D + e];
+          for (int j = 0; j < L; j++) a += s[j] * vc[(base + j) * D + e];
           out[(static_cast<int64_t>(b) * Tn + i) * C + h * D + e] = static_cast<float>(a / den);
         }
       }
+}
+
+// One position per row, or all rows at pos0 in slot r (the training / generate layout).
+struct AttnCase {
+  int B, H, D, Tc, Tn, slots;
+  IVec pos, slot;
+};
+AttnCase uniform_case(int B, int H, int D, int Tc, int pos0, int Tn) {
+  AttnCase c{B, H, D, Tc, Tn, B, IVec(B, pos0), IVec(B)};
+  for (int b = 0; b < B; b++) c.slot[b] = b;
+  return c;
+}
+
+void run_attention_case(const AttnCase& c, const char* name, bool with_caches) {
+  int C = c.H * c.D;
+  Vec qkv = randn(static_cast<size_t>(c.B) * c.Tn * 3 * C);
+  Vec qw = randn(c.D, 0.5f), qb = randn(c.D, 0.2f), kw = randn(c.D, 0.5f), kb = randn(c.D, 0.2f);
+  size_t cache_n = static_cast<size_t>(c.slots) * c.H * c.Tc * c.D;
+  // Cache positions before pos hold earlier (already normalised) keys/values.
+  Vec kc0 = randn(cache_n), vc0 = randn(cache_n);
+  Vec out(static_cast<size_t>(c.B) * c.Tn * C), kc = kc0, vc = vc0;
+  ref_attention(out, kc, vc, qkv, qw, qb, kw, kb, c.B, c.Tn, c.pos, c.slot, c.Tc, c.H, c.D);
+  Vec ref = out;
+  if (with_caches) {
+    ref.insert(ref.end(), kc.begin(), kc.end());
+    ref.insert(ref.end(), vc.begin(), vc.end());
+  }
+  compare(name, ref, 2e-5, [&](Target& t) {
+    float* o = t.zeros(out.size());
+    float* k = t.up(kc0);
+    float* v = t.up(vc0);
+    t.be->attention(o, k, v, DType::F32, t.up(qkv), t.up(qw), t.up(qb), t.up(kw), t.up(kb), c.B, c.Tn, t.upi(c.pos),
+                    t.upi(c.slot), c.slots, c.Tc, c.H, c.D, 1e-6f);
+    Vec r = t.down(o, out.size());
+    if (with_caches) {
+      Vec kk = t.down(k, cache_n), vv = t.down(v, cache_n);
+      r.insert(r.end(), kk.begin(), kk.end());
+      r.insert(r.end(), vv.begin(), vv.end());
+    }
+    return r;
+  });
 }
 
 void test_attention() {
@@ -499,46 +542,31 @@ void test_attention() {
                         {2, 2, 128, 25, 0, 25}, {4, 4, 48, 33, 0, 2},  {4, 4, 48, 33, 17, 1}, {2, 2, 88, 19, 18, 1},
                         {2, 3, 64, 300, 0, 300}, {2, 2, 20, 15, 0, 15}, {1, 1, 33, 9, 3, 2}};
   for (const Case& c : cases) {
-    int C = c.H * c.D;
-    Vec qkv = randn(static_cast<size_t>(c.B) * c.Tn * 3 * C);
-    Vec qw = randn(c.D, 0.5f), qb = randn(c.D, 0.2f), kw = randn(c.D, 0.5f), kb = randn(c.D, 0.2f);
-    size_t cache_n = static_cast<size_t>(c.B) * c.H * c.Tc * c.D;
-    // Cache positions before pos0 hold earlier (already normalised) keys/values.
-    Vec kc0 = randn(cache_n), vc0 = randn(cache_n);
-    Vec out(static_cast<size_t>(c.B) * c.Tn * C), kc = kc0, vc = vc0;
-    ref_attention(out, kc, vc, qkv, qw, qb, kw, kb, c.B, c.Tn, c.pos0, c.Tc, c.H, c.D);
     char name[160];
     std::snprintf(name, sizeof name, "attention B=%d H=%d D=%d Tcache=%d pos0=%d Tn=%d", c.B, c.H, c.D, c.Tc, c.pos0, c.Tn);
-    compare(name, out, 2e-5, [&](Target& t) {
-      float* o = t.zeros(out.size());
-      t.be->attention(o, t.up(kc0), t.up(vc0), t.up(qkv), t.up(qw), t.up(qb), t.up(kw), t.up(kb), c.B, c.Tn, c.pos0,
-                      c.Tc, c.H, c.D, 1e-6f);
-      return t.down(o, out.size());
-    });
+    run_attention_case(uniform_case(c.B, c.H, c.D, c.Tc, c.pos0, c.Tn), name, false);
+  }
+  // A position and a cache slot per row (continuous batching): rows at different
+  // positions, slots permuted and with gaps (slots > rows), decode and prefill.
+  const AttnCase per_row[] = {
+      {5, 4, 48, 33, 1, 9, {0, 31, 7, 2, 17}, {8, 0, 3, 6, 1}},
+      {4, 2, 88, 19, 1, 4, {18, 1, 9, 4}, {3, 2, 1, 0}},
+      {3, 3, 64, 300, 1, 7, {299, 0, 150}, {6, 2, 4}},
+      {4, 4, 48, 33, 2, 6, {0, 10, 0, 31}, {5, 0, 2, 3}},
+      {2, 2, 20, 40, 5, 3, {0, 30}, {2, 0}},
+  };
+  for (const AttnCase& c : per_row) {
+    std::string name = "attention per-row pos/slot B=" + std::to_string(c.B) + " D=" + std::to_string(c.D) +
+                       " Tcache=" + std::to_string(c.Tc) + " Tn=" + std::to_string(c.Tn) + " slots=" +
+                       std::to_string(c.slots);
+    run_attention_case(c, name.c_str(), true);
   }
 }
 
 // The caches themselves: normalised k and raw v written at pos0.., the rest untouched.
 void test_attention_cache() {
   if (!selected("attention-cache")) return;
-  int B = 2, H = 3, D = 48, Tc = 12, pos0 = 5, Tn = 3, C = H * D;
-  Vec qkv = randn(static_cast<size_t>(B) * Tn * 3 * C), qw = randn(D), qb = randn(D), kw = randn(D), kb = randn(D);
-  size_t cn = static_cast<size_t>(B) * H * Tc * D;
-  Vec kc0 = randn(cn), vc0 = randn(cn), out(static_cast<size_t>(B) * Tn * C), kc = kc0, vc = vc0;
-  ref_attention(out, kc, vc, qkv, qw, qb, kw, kb, B, Tn, pos0, Tc, H, D);
-  Vec ref = out;
-  ref.insert(ref.end(), kc.begin(), kc.end());
-  ref.insert(ref.end(), vc.begin(), vc.end());
-  compare("attention out + k/v caches (pos0=5, Tn=3)", ref, 2e-5, [&](Target& t) {
-    float* o = t.zeros(out.size());
-    float* k = t.up(kc0);
-    float* v = t.up(vc0);
-    t.be->attention(o, k, v, t.up(qkv), t.up(qw), t.up(qb), t.up(kw), t.up(kb), B, Tn, pos0, Tc, H, D, 1e-6f);
-    Vec r = t.down(o, out.size()), kk = t.down(k, cn), vv = t.down(v, cn);
-    r.insert(r.end(), kk.begin(), kk.end());
-    r.insert(r.end(), vv.begin(), vv.end());
-    return r;
-  });
+  run_attention_case(uniform_case(2, 3, 48, 12, 5, 3), "attention out + k/v caches (pos0=5, Tn=3)", true);
 }
 
 // Reference sampler (same rules as backend.h: CFG, temperature, top-k, top-p by rank
@@ -1043,7 +1071,7 @@ void test_backward() {
 
 // A stand-in for a GPU backend with CUDA graphs, on the CPU backend: while capturing,
 // ops are recorded with their arguments frozen (not run) and graph_replay() runs the
-// recording, as cudaGraph does; attention_ext reads the device-side position when it
+// recording, as cudaGraph does; attention reads the positions and slots when it
 // runs. It lets the CPU-only machine check the model's graph path (src/model/rar.cc).
 // Like the CUDA backend (cuda/backend.cu) it fails a capture whose ops would create
 // backend state: an allocation, or a linear/attention shape never run outside a capture
@@ -1086,21 +1114,13 @@ class FakeGraphBackend final : public Backend {
   void embedding(float* o, const float* t, const int32_t* ids, int64_t r, int C, bool acc) override {
     rec([=] { in_->embedding(o, t, ids, r, C, acc); });
   }
-  void attention(float* o, float* k, float* v, const float* qkv, const float* a, const float* b, const float* c,
-                 const float* d, int B, int Tn, int p0, int Tc, int H, int D, float e) override {
-    first_use("attention", {B, Tn, Tc, H, D});
-    rec([=] { in_->attention(o, k, v, qkv, a, b, c, d, B, Tn, p0, Tc, H, D, e); });
-  }
-  void attention_ext(float* o, void* k, void* v, DType dt, const float* qkv, const float* a, const float* b,
-                     const float* c, const float* d, int B, int Tn, int p0, const int32_t* p0dev, int Tc, int H, int D,
-                     float e) override {
-    if (dt != DType::F32) throw Error("fake-graph: F32 cache only");
-    first_use("attention", {B, Tn, Tc, H, D});
-    ext_calls_++;
-    rec([=] {
-      int pos = p0dev ? *p0dev : p0;  // read when the op runs, like the device does
-      in_->attention(o, static_cast<float*>(k), static_cast<float*>(v), qkv, a, b, c, d, B, Tn, pos, Tc, H, D, e);
-    });
+  // pos and slot are read when the op runs (host memory here), like the device does
+  void attention(float* o, void* k, void* v, DType dt, const float* qkv, const float* a, const float* b, const float* c,
+                 const float* d, int R, int Tn, const int32_t* pos, const int32_t* slot, int slots, int Tc, int H, int D,
+                 float e) override {
+    first_use("attention", {R, Tn, slots, Tc, H, D});
+    if (capturing_) captured_attention_++;
+    rec([=] { in_->attention(o, k, v, dt, qkv, a, b, c, d, R, Tn, pos, slot, slots, Tc, H, D, e); });
   }
   void sample(int32_t* t, const float* l, int B, int V, bool cfg, float s, float T, int k, float p, bool g,
               const float* u) override {
@@ -1152,7 +1172,7 @@ class FakeGraphBackend final : public Backend {
     return true;
   }
   void graph_reset() override { graph_.clear(); }
-  int captures_ = 0, replays_ = 0, ext_calls_ = 0, failed_ = 0;
+  int captures_ = 0, replays_ = 0, captured_attention_ = 0, failed_ = 0;
 
  private:
   void first_use(const char* op, std::initializer_list<int64_t> dims) {
@@ -1206,7 +1226,7 @@ void test_model_graph() {
   check("decode_steps logits with a recorded+replayed step", lb, la, 0);
   g_checks++;
   // every capture succeeded (none fell back), and steps 2..N-1 of both calls replayed
-  bool used = fake.captures_ >= 2 && fake.failed_ == 0 && fake.replays_ >= 2 * (c.seq_len - 2) && fake.ext_calls_ > 0;
+  bool used = fake.captures_ >= 2 && fake.failed_ == 0 && fake.replays_ >= 2 * (c.seq_len - 2) && fake.captured_attention_ > 0;
   std::printf("  %-4s graph path used: %d captures (%d fell back), %d replays\n", used ? "ok" : "FAIL", fake.captures_,
               fake.failed_, fake.replays_);
   if (!used) g_failures++;
