@@ -26,6 +26,7 @@ function renderClassList() {
     }),
   );
   if (matches.length === 1 && state.chosen !== matches[0].id) choose(matches[0].id);
+  if (state.chosen !== undefined) list.value = String(state.chosen);
 }
 
 function choose(id) {
