@@ -6,13 +6,15 @@
 // of issue 16: >= 2.5x the sequential throughput at 16 clients, p50 at 4 clients within
 // 1.5x of a lone request. Models: the shipped demo (PNG answers) and a RAR-B-width
 // random checkpoint cut to 4 blocks (hidden 768, 12 heads, MLP 3072, CFG with RAR-B's
-// sampling; token answers: no tokenizer, the generator is what is measured).
+// sampling; token answers: no tokenizer, the generator is what is measured). The
+// machine may be shared: each of --rounds rounds runs all the cases of a model close
+// together, and each case reports its median round (all rounds are in the JSON).
 // Also the decode overlap (--sync-decode vs default) on a VQ-decoding model (a random
 // 256-token generator with the vqgan-tiny fixture). Prints one JSON object.
 //
-//   node dist/bench/serve.js [--models demo,rar-b4,vq-tiny] [--requests 48] [--clients 1,4,16]
+//   node dist/bench/serve.js [--models demo,rar-b4,vq-tiny] [--requests 8] [--sequential 8] [--rounds 2] [--clients 1,4,16]
 import { mkdtemp, rm } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'node:http';
@@ -27,14 +29,16 @@ import { createImageServer } from '../lib/serve/server.js';
 const { values } = parseArgs({
   options: {
     models: { type: 'string', default: 'demo,rar-b4,vq-tiny' },
-    requests: { type: 'string', default: '48' },
+    requests: { type: 'string', default: '8' },
     sequential: { type: 'string', default: '8' },
+    rounds: { type: 'string', default: '2' },
     clients: { type: 'string', default: '1,4,16' },
     'max-batch': { type: 'string', default: '16' },
   },
 });
 const REQUESTS = Number(values.requests);
 const SEQUENTIAL = Number(values.sequential);
+const ROUNDS = Number(values.rounds);
 const CLIENTS = values.clients!.split(',').map(Number);
 const MAX_BATCH = Number(values['max-batch']);
 
@@ -66,6 +70,7 @@ interface Case {
   p99: number;
 }
 
+/** One-image requests as sequential generate() calls, back to back. */
 async function sequential(gen: Generator, tok: Tokenizer | undefined, n: number, sampling: object): Promise<Case> {
   const lat: number[] = [];
   const t0 = performance.now();
@@ -75,41 +80,57 @@ async function sequential(gen: Generator, tok: Tokenizer | undefined, n: number,
     lat.push((performance.now() - t) / 1000);
   }
   const seconds = (performance.now() - t0) / 1000;
-  return { clients: 1, requests: n, seconds: r3(seconds), imagesPerSecond: r3(n / seconds), p50: r3(percentile(lat, 50)), p99: r3(percentile(lat, 99)) };
+  return { clients: 0, requests: n, seconds: r3(seconds), imagesPerSecond: r3(n / seconds), p50: r3(percentile(lat, 50)), p99: r3(percentile(lat, 99)) };
 }
 
-async function served(gen: Generator, tok: Tokenizer | undefined, demo: boolean, sampling: object, format: string, overlapDecode = true): Promise<Case[]> {
+/** `c` clients sending `total` one-image requests back to back to the server at `url`. */
+async function clients(url: string, gen: Generator, c: number, total: number, sampling: object, format: string): Promise<Case> {
+  let next = 0;
+  const lat: number[] = [];
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: c }, async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= total) return;
+        const t = performance.now();
+        const r = await postJson(url, { classes: [i % gen.config.numClasses], seed: 1, indexOffset: i, ...sampling, response_format: format });
+        if (r.status !== 200) throw new Error(`request ${i}: ${r.status} ${r.text.slice(0, 200)}`);
+        lat.push((performance.now() - t) / 1000);
+      }
+    }),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  return { clients: c, requests: total, seconds: r3(seconds), imagesPerSecond: r3(total / seconds), p50: r3(percentile(lat, 50)), p99: r3(percentile(lat, 99)) };
+}
+
+/**
+ * ROUNDS rounds, each: the sequential baseline, then the server at each client count.
+ * The machine is shared, so the cases of one round run close together, and the
+ * reported case is the median round (by throughput).
+ */
+async function measure(gen: Generator, tok: Tokenizer | undefined, demo: boolean, sampling: object, format: string, overlapDecode: boolean, withSequential: boolean) {
   const engine = createEngine({ generator: gen, tokenizer: tok, demo, maxRows: 2 * MAX_BATCH });
   const app = createImageServer(engine, { maxQueue: 1024, overlapDecode });
   const url = await app.listen(0, '127.0.0.1');
-  const out: Case[] = [];
+  const rounds: { sequential?: Case; served: Case[]; loadavg: number }[] = [];
   try {
-    // warm-up: one request
-    await postJson(url, { classes: [0], ...sampling, response_format: format });
-    for (const c of CLIENTS) {
-      const total = Math.max(REQUESTS, 2 * c);
-      let next = 0;
-      const lat: number[] = [];
-      const t0 = performance.now();
-      await Promise.all(
-        Array.from({ length: c }, async () => {
-          for (;;) {
-            const i = next++;
-            if (i >= total) return;
-            const t = performance.now();
-            const r = await postJson(url, { classes: [i % gen.config.numClasses], seed: 1, indexOffset: i, ...sampling, response_format: format });
-            if (r.status !== 200) throw new Error(`request ${i}: ${r.status} ${r.text.slice(0, 200)}`);
-            lat.push((performance.now() - t) / 1000);
-          }
-        }),
-      );
-      const seconds = (performance.now() - t0) / 1000;
-      out.push({ clients: c, requests: total, seconds: r3(seconds), imagesPerSecond: r3(total / seconds), p50: r3(percentile(lat, 50)), p99: r3(percentile(lat, 99)) });
+    await postJson(url, { classes: [0], ...sampling, response_format: format }); // warm-up
+    for (let r = 0; r < ROUNDS; r++) {
+      const seq = withSequential ? await sequential(gen, tok, SEQUENTIAL, sampling) : undefined;
+      const served: Case[] = [];
+      for (const c of CLIENTS) served.push(await clients(url, gen, c, Math.max(REQUESTS, 3 * c), sampling, format));
+      rounds.push({ ...(seq ? { sequential: seq } : {}), served, loadavg: r3(loadavg()[0]!) });
     }
   } finally {
     await app.close(1000);
   }
-  return out;
+  const med = (xs: Case[]) => [...xs].sort((a, b) => a.imagesPerSecond - b.imagesPerSecond)[(xs.length - 1) >> 1]!;
+  return {
+    sequential: withSequential ? med(rounds.map((x) => x.sequential!)) : undefined,
+    served: CLIENTS.map((_, i) => med(rounds.map((x) => x.served[i]!))),
+    rounds,
+  };
 }
 
 function goals(seq: Case, cases: Case[]) {
@@ -135,7 +156,9 @@ async function main() {
     cores: cpus().length,
     build: native().buildInfo(),
     maxBatch: MAX_BATCH,
-    requestsPerCase: REQUESTS,
+    requestsPerCase: `max(${REQUESTS}, 3 x clients)`,
+    rounds: ROUNDS,
+    loadavgAtStart: loadavg().map(r3),
     sequentialRequests: SEQUENTIAL,
   };
   try {
@@ -165,15 +188,15 @@ async function main() {
       } else throw new Error(`unknown model ${m} (demo, rar-b4, vq-tiny)`);
       try {
         const c = gen.config;
-        const seq = await sequential(gen, tok, SEQUENTIAL, sampling);
-        const cases = await served(gen, tok, demo, sampling, format);
+        const m1 = await measure(gen, tok, demo, sampling, format, true, true);
         const entry: Record<string, unknown> = {
           model: { hiddenSize: c.hiddenSize, depth: c.depth, numHeads: c.numHeads, mlpDim: c.mlpDim, seqLen: c.seqLen, sampling: { ...gen.sampling, ...sampling }, format, tokenizer: tok ? tok.path : null },
-          sequential: seq,
-          served: cases,
-          goals: goals(seq, cases),
+          sequential: m1.sequential,
+          served: m1.served,
+          goals: goals(m1.sequential!, m1.served),
+          rounds: m1.rounds,
         };
-        if (tok) entry.syncDecode = await served(gen, tok, demo, sampling, format, false);
+        if (tok) entry.syncDecode = (await measure(gen, tok, demo, sampling, format, false, false)).served;
         result[m] = entry;
         process.stderr.write(`bench serve: ${m}: ${JSON.stringify(entry.goals)}\n`);
       } finally {

@@ -13,7 +13,7 @@ import { createImageServer } from '../serve/server.js';
 
 export const summary = 'serve image generation over HTTP (JSON API, Server-Sent Events, a web page) with continuous batching';
 
-const USAGE = `Usage: rargen serve --generator FILE|NAME --tokenizer FILE|NAME [options]
+const USAGE = `Usage: rargen serve --generator FILE|NAME [--tokenizer FILE|NAME] [options]
        rargen serve --demo [options]
 
 Serves POST /v1/images ({"classes": [207, "tabby"], "seed": 0}), GET /v1/models,
@@ -23,7 +23,8 @@ the running decode batch at every step; image k of a request equals
 
 Options:
   --generator FILE|NAME   RAR checkpoint, or a downloaded name (rar-b, rar-l, rar-xl, rar-xxl)
-  --tokenizer FILE|NAME   MaskGIT-VQGAN checkpoint (default maskgit-vqgan with a downloaded generator)
+  --tokenizer FILE|NAME   MaskGIT-VQGAN checkpoint (default maskgit-vqgan with a downloaded
+                          generator; without one, only response_format tokens is answered)
   --demo                  the small demo model shipped with rargen (offline; palette pictures)
   --preset NAME           ${PRESET_NAMES.join(', ')}; must match the weights (default: inferred)
   --device D              auto, cpu, cuda or cuda:N (default auto)
@@ -104,10 +105,10 @@ export async function run(argv: string[]): Promise<number> {
   let tokenizerArg = values.tokenizer;
   if (!demo && tokenizerArg === undefined) {
     if (findReleasedFile(values.generator!)?.kind === 'generator') tokenizerArg = 'maskgit-vqgan';
-    else throw new UsageError('--tokenizer is required to decode the images');
   }
   const generatorPath = demo ? demoPaths().weights : modelFile(values.generator!, '--generator');
-  const tokenizerPath = demo ? undefined : modelFile(tokenizerArg!, '--tokenizer');
+  const tokenizerPath = demo || tokenizerArg === undefined ? undefined : modelFile(tokenizerArg, '--tokenizer');
+  if (!demo && !tokenizerPath) note('rargen serve: no --tokenizer: answering response_format tokens only');
   if (demo) loadDemoInfo(); // says how to create it when missing
 
   let generator: Generator | undefined;

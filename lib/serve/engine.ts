@@ -17,8 +17,8 @@ export const DEMO_PICTURE_SIZE = 128;
 export function createEngine(o: { generator: Generator; tokenizer?: Tokenizer; demo?: boolean; maxRows: number; decodeBatch?: number }): Engine {
   const gen = o.generator;
   const demo = o.demo ?? false;
-  if (!demo && !o.tokenizer) throw new ValidationError('a tokenizer is needed to decode the images (or pass demo: true for the demo model)');
   const tok = o.tokenizer;
+  if (demo && tok) throw new ValidationError('the demo model decodes by palette lookup: pass no tokenizer with demo: true');
   if (tok && tok.numTokens !== gen.config.seqLen) throw new ValidationError(`the tokenizer decodes ${tok.numTokens} tokens per image but the generator samples ${gen.config.seqLen}`);
   if (tok && tok.config.codebookSize !== gen.config.codebookSize)
     throw new ValidationError(`the tokenizer's codebook has ${tok.config.codebookSize} entries but the generator's has ${gen.config.codebookSize}`);
@@ -28,15 +28,19 @@ export function createEngine(o: { generator: Generator; tokenizer?: Tokenizer; d
         const images = await decode(tok, tokens, { batchSize: o.decodeBatch ?? 16 });
         return Promise.all(images.map((img) => encodePngAsync(img)));
       }
-    : async (tokens) => Promise.all(tokens.map((t) => encodePngAsync(decodeDemoTokens(t, DEMO_PICTURE_SIZE))));
+    : demo
+      ? async (tokens) => Promise.all(tokens.map((t) => encodePngAsync(decodeDemoTokens(t, DEMO_PICTURE_SIZE))))
+      : async () => {
+          throw new Error('no tokenizer: only response_format tokens can be answered');
+        };
   return {
     generator: gen,
     tokenizer: tok,
     demo,
     modelId: demo ? 'demo' : basename(gen.path).replace(/\.(bin|pt|pth|safetensors)$/, ''),
-    model: { numClasses: gen.config.numClasses, classNames: gen.classNames, seqLen: gen.config.seqLen, codebookSize: gen.config.codebookSize, sampling: gen.sampling },
+    model: { numClasses: gen.config.numClasses, classNames: gen.classNames, seqLen: gen.config.seqLen, codebookSize: gen.config.codebookSize, sampling: gen.sampling, images: demo || tok !== undefined },
     session,
     render,
-    resolution: tok ? tok.resolution : DEMO_PICTURE_SIZE,
+    resolution: tok ? tok.resolution : demo ? DEMO_PICTURE_SIZE : 0,
   };
 }

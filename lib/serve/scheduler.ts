@@ -313,7 +313,7 @@ export class Scheduler {
           if (seq.job.req.responseFormat === 'tokens') this.#deliver(seq, f.tokens, undefined);
           else this.#renderQueue.push({ seq, tokens: f.tokens });
         }
-        for (const job of touched) if (!job.closed) job.events.progress?.(this.#progress(job));
+        for (const job of touched) if (!job.closed && job.events.progress) job.events.progress(this.#progress(job));
         this.#kickRender();
         if (!this.overlapDecode && this.#rendering) await this.#rendering;
       }

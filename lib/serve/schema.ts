@@ -40,6 +40,8 @@ export interface ModelInfo {
   codebookSize: number;
   /** Defaults for guidanceScale, guidanceScalePow, temperature. */
   sampling: SamplingDefaults;
+  /** False when the server has no tokenizer: only response_format tokens is answered. */
+  images?: boolean;
 }
 
 /** The response formats: base64 PNG in JSON (default), the raw PNG of a one-image request, or the token ids. */
@@ -100,7 +102,7 @@ export function imageRequestSchema(model: ModelInfo, maxImages: number) {
         .describe('Keep the k most likely tokens (0 = off, the default).'),
       topP: num('a number greater than 0 and at most 1').gt(0, { error: 'a number greater than 0 and at most 1' }).max(1, { error: 'a number greater than 0 and at most 1' }).optional().describe('Nucleus sampling (1 = off, the default).'),
       greedy: z.boolean({ error: 'a boolean' }).optional().describe('Argmax instead of sampling.'),
-      response_format: z.enum(RESPONSE_FORMATS, { error: `one of ${RESPONSE_FORMATS.join(', ')}` }).optional().describe('b64_json (default): {"images": [{"class", "index", "png": base64}]}; png: the PNG file itself (one-image requests); tokens: the token ids instead of pictures.'),
+      response_format: z.enum(RESPONSE_FORMATS, { error: `one of ${RESPONSE_FORMATS.join(', ')}` }).optional().describe('b64_json (default; tokens on a server without a tokenizer): {"images": [{"class", "index", "png": base64}]}; png: the PNG file itself (one-image requests); tokens: the token ids instead of pictures.'),
       stream: z.boolean({ error: 'a boolean' }).optional().describe('Answer with Server-Sent Events (also chosen by Accept: text/event-stream): progress, each image as it completes, done.'),
     },
     { error: 'a JSON object' },
@@ -176,7 +178,9 @@ export function parseImageRequest(body: unknown, model: ModelInfo, maxImages: nu
   const seed = BigInt(o.seed ?? 0);
   if (seed > SEED_MAX) throw new ApiError(400, 'invalid_field', `Expected an integer >= 0, or a decimal string below 2^64 for seed but received ${describeValue(o.seed)}`, 'seed');
   const labels = ids.flatMap((id) => Array.from({ length: n }, () => id));
-  const responseFormat = o.response_format ?? 'b64_json';
+  const responseFormat = o.response_format ?? (model.images === false ? 'tokens' : 'b64_json');
+  if (model.images === false && responseFormat !== 'tokens')
+    throw new ApiError(400, 'invalid_field', `this server has no tokenizer to decode images (start it with --tokenizer): ask for response_format tokens`, 'response_format');
   const stream = o.stream ?? acceptsEventStream;
   if (responseFormat === 'png' && labels.length !== 1)
     throw new ApiError(400, 'invalid_field', `response_format png answers one PNG file but this request asks for ${labels.length} images: ask for one, or use b64_json`, 'response_format');

@@ -160,6 +160,7 @@ export function createImageServer(engine: Engine, limits: ServerLimits = {}): Im
     object: 'model',
     numClasses: engine.model.numClasses,
     hasClassNames: engine.model.classNames !== undefined,
+    images: engine.model.images !== false,
     tokensPerImage: engine.model.seqLen,
     codebookSize: engine.model.codebookSize,
     resolution: engine.resolution,

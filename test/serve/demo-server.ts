@@ -14,10 +14,11 @@ export interface RealServer {
   close(): Promise<void>;
 }
 
-export async function startRealServer(o: { generator?: Generator; tokenizer?: Tokenizer; maxRows?: number; limits?: ServerLimits } = {}): Promise<RealServer> {
+/** The demo model unless a generator is given; with `tokensOnly`, no renderer. */
+export async function startRealServer(o: { generator?: Generator; tokenizer?: Tokenizer; tokensOnly?: boolean; maxRows?: number; limits?: ServerLimits } = {}): Promise<RealServer> {
   const own = !o.generator;
   const generator = o.generator ?? (await loadGenerator('demo', { device: 'cpu' }));
-  const engine = createEngine({ generator, tokenizer: o.tokenizer, demo: !o.tokenizer, maxRows: o.maxRows ?? 32, decodeBatch: o.limits?.decodeBatch });
+  const engine = createEngine({ generator, tokenizer: o.tokenizer, demo: !o.tokenizer && !o.tokensOnly, maxRows: o.maxRows ?? 32, decodeBatch: o.limits?.decodeBatch });
   const app = createImageServer(engine, o.limits);
   const url = await app.listen(0, '127.0.0.1');
   return {

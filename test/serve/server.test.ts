@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadGenerator, loadTokenizer, type Generator, type Tokenizer } from '../../lib/generate.js';
+import { generate, loadGenerator, loadTokenizer, type Generator, type Tokenizer } from '../../lib/generate.js';
 import { FIX, hasModelAddon, randomGeneratorFor16x16 } from '../api/helpers.js';
 import { parseSse, post, postAndDisconnect, until } from './helpers.js';
 import { reference, startRealServer, type RealServer } from './demo-server.js';
@@ -93,6 +93,23 @@ describe.skipIf(!hasModelAddon())('rargen serve with the decode session', () => 
     expect(demo.app.scheduler.session.active).toBe(0);
     const r = await post(demo.url, { classes: [1], seed: 3 });
     expect(b64(r.json().images[0].png).equals((await reference(demo.generator, [1], { seed: 3 })).pngs[0]!)).toBe(true);
+  });
+
+  it('without a tokenizer: tokens only (the default), other formats 400 naming response_format', async () => {
+    const gen = await loadGenerator(join(FIX, 'rar-tiny', 'model.bin'), { device: 'cpu' });
+    const t = await startRealServer({ generator: gen, tokensOnly: true, maxRows: 4 });
+    try {
+      const r = await post(t.url, { classes: [1, 2, 1], seed: 4, guidanceScale: 2, guidanceScalePow: 1 });
+      expect(r.status).toBe(200);
+      const ref = await generate({ generator: gen, classLabels: [1, 2, 1], seed: 4, guidanceScale: 2, guidanceScalePow: 1 });
+      expect(r.json().images.map((i: { tokens: number[] }) => i.tokens)).toEqual(ref.tokens.map((x) => Array.from(x)));
+      const bad = await post(t.url, { classes: [1], response_format: 'b64_json' });
+      expect(bad.status).toBe(400);
+      expect(bad.json().error).toMatchObject({ code: 'invalid_field', field: 'response_format' });
+    } finally {
+      await t.close();
+      gen.dispose();
+    }
   });
 
   describe('with a tokenizer (VQ decode, batched across requests)', () => {
