@@ -161,7 +161,7 @@ export interface NativeAddon {
   /** maxRows 0: as many KV rows as the memory budget allows. */
   sessionCreate(model: NativeModel, maxRows: number): NativeSession;
   sessionInfo(session: NativeSession): { maxRows: number; freeRows: number; active: number };
-  /** Throws an Error with code 'ERR_SESSION_FULL' when the rows are not free. */
+  /** Throws an Error with code 'RARGEN_SESSION_FULL' when the rows are not free. */
   sessionAdd(session: NativeSession, spec: NativeSequenceSpec): number;
   /** False for an unknown (or finished) id. */
   sessionCancel(session: NativeSession, id: number): boolean;

@@ -44,7 +44,7 @@ export interface DecodeSessionOptions {
 /** add() found too few free rows; step() until sequences finish, or cancel some. */
 export class SessionFullError extends Error {
   override name = 'SessionFullError';
-  readonly code = 'ERR_SESSION_FULL';
+  readonly code = 'RARGEN_SESSION_FULL';
   constructor(
     message: string,
     /** Rows the sequence needs. */

@@ -114,7 +114,7 @@ Napi::Value SessionAdd(const Napi::CallbackInfo& info) {
     return Napi::Number::New(env, static_cast<double>(st->session->add(s)));
   } catch (const rargen::SessionFull& e) {
     Napi::Error err = Napi::Error::New(env, e.what());
-    err.Set("code", Napi::String::New(env, "ERR_SESSION_FULL"));
+    err.Set("code", Napi::String::New(env, "RARGEN_SESSION_FULL"));
     throw err;
   } catch (const std::exception& e) {
     throw Napi::RangeError::New(env, e.what());

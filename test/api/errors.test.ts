@@ -22,6 +22,7 @@ const CODES: Record<string, string> = {
   SamplesIncompleteError: 'RARGEN_SAMPLES_INCOMPLETE',
   RargenIOError: 'RARGEN_IO',
   PickleTruncatedError: 'RARGEN_PICKLE_TRUNCATED',
+  SessionFullError: 'RARGEN_SESSION_FULL',
 };
 
 describe('error classes', () => {

@@ -100,7 +100,7 @@ describe('DecodeSession (rar-tiny)', () => {
         err = e;
       }
       expect(err).toBeInstanceOf(SessionFullError);
-      expect((err as SessionFullError).code).toBe('ERR_SESSION_FULL');
+      expect((err as SessionFullError).code).toBe('RARGEN_SESSION_FULL');
       expect((err as Error).message).toMatch(/needs 2 rows but 1 of 3 are free/);
       session.add({ classId: 2, guidanceScale: 0 });
       expect(session.freeRows).toBe(0);

@@ -38,7 +38,7 @@ export class FakeSession implements SessionLike {
   }
   add(spec: SessionSpec): number {
     const rows = this.rowsFor(spec);
-    if (rows > this.freeRows) throw Object.assign(new Error('session full'), { code: 'ERR_SESSION_FULL' });
+    if (rows > this.freeRows) throw Object.assign(new Error('session full'), { code: 'RARGEN_SESSION_FULL' });
     const id = this.#next++;
     this.#seqs.set(id, { spec, rows, tokens: [] });
     this.#used += rows;
