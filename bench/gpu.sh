@@ -77,7 +77,7 @@ if [ "$MODE" = pack ]; then
   # What the device needs: vitest and its dependencies, node-addon-api, the runtime
   # dependencies of lib/. Not the compilers of the dev side (typescript, cmake-js, ...).
   tar -cf - --exclude=node_modules/typescript --exclude=node_modules/.cache --exclude=node_modules/@types \
-      --exclude=node_modules/cmake-js --exclude=node_modules/prebuildify --exclude='*.map' --exclude='*.md' \
+      --exclude=node_modules/cmake-js --exclude=node_modules/prebuildify --exclude=node_modules/playwright-core --exclude='*.map' --exclude='*.md' \
       node_modules | xz -T0 -6 > "$CARRY/node_modules.tar.xz"
   tree=$(git ls-files -co --exclude-standard -z | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')
   carry=$(du -cb "$CARRY"/node.xz "$CARRY"/node.version "$CARRY"/node-headers.tar.xz "$CARRY"/node_modules.tar.xz | tail -1 | cut -f1)
