@@ -1182,7 +1182,8 @@ void test_backward() {
     if (pd == 0.f) {  // without dropout the output is attention()'s over an empty cache: the naive reference
       const size_t cache_n = static_cast<size_t>(B) * H * T * D;
       Vec ref(static_cast<size_t>(B) * T * C), kc(cache_n), vc(cache_n);
-      ref_attention(ref, kc, vc, qkv, qw, qb, kw, kb, B, T, 0, T, H, D);
+      const IVec pos0(B, 0), slot_id = {0, 1};  // every row from position 0, row b in slot b
+      ref_attention(ref, kc, vc, qkv, qw, qb, kw, kb, B, T, pos0, slot_id, T, H, D);
       compare("attention_train_forward B=2 T=33 H=3 D=32 p_drop=0 (out)", ref, 2e-5, [&](Target& t) {
         float *out = t.zeros(ref.size()), *lse = t.zeros(static_cast<size_t>(B) * H * T);
         t.be->attention_train_forward(out, lse, t.up(qkv), t.up(qw), t.up(qb), t.up(kw), t.up(kb), B, T, H, D, 1e-6f, 0.f,
