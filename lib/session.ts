@@ -7,7 +7,9 @@
 //   generate({ generator, classLabels: [classId], seed, indexOffset: index, ...same options }).tokens[0]
 // whatever else shares the batch and whenever it was added (test/native/session.test.ts).
 import { z } from 'zod';
-import { Generator, parseOptions, ValidationError } from './generate.js';
+import { Generator } from './generate.js';
+import { ValidationError } from './errors.js';
+import { parseOptions } from './validate.js';
 import { native, type NativeSession } from './native.js';
 
 /** One image to sample. Unset options default to generator.sampling (as generate()). */

@@ -72,16 +72,6 @@ Napi::Value SessionInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
-bool parse_u64(const std::string& s, uint64_t& out) {
-  if (s.empty() || s.size() > 20 || s.find_first_not_of("0123456789") != std::string::npos) return false;
-  errno = 0;
-  char* end = nullptr;
-  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
-  if (errno == ERANGE || *end) return false;
-  out = v;
-  return true;
-}
-
 Napi::Value SessionAdd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   StatePtr st = session_arg(env, info[0], "sessionAdd");

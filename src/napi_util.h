@@ -13,6 +13,7 @@
 
 #include <napi.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -204,6 +205,17 @@ inline uint64_t checked_alloc_bytes(Napi::Env env, const std::string& fn, const 
 template <class T, class JsArray>
 std::shared_ptr<const std::vector<T>> owned_copy(const JsArray& a) {
   return std::make_shared<const std::vector<T>>(a.Data(), a.Data() + a.ElementLength());
+}
+
+// A decimal string of an unsigned 64-bit integer (seeds cross the boundary as strings).
+inline bool parse_u64(const std::string& s, uint64_t& out) {
+  if (s.empty() || s.size() > 20 || s.find_first_not_of("0123456789") != std::string::npos) return false;
+  errno = 0;
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (errno == ERANGE || *end) return false;
+  out = v;
+  return true;
 }
 
 // ---------------- instance data ----------------
@@ -501,35 +513,6 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
 // then start() it.
 inline Job* job(Napi::Env env, const char* name, Job::Work work, Job::Result result) {
   return new Job(env, name, std::move(work), std::move(result));
-}
-
-// ---------------- legacy (until src/binding_session.cc and src/binding_dist.cc are converted) ----------------
-
-// The old styles, kept only so that binding files written against them still build:
-// new code uses make_handle/handle_arg and Job (see docs/architecture.md).
-template <class T>
-Napi::External<T> new_handle(Napi::Env env, T* p, const napi_type_tag& tag) {
-  Napi::External<T> e = Napi::External<T>::New(env, p, [](Napi::Env, T* q) { delete q; });
-  e.TypeTag(&tag);
-  return e;
-}
-template <class T>
-T* handle_data(const Napi::Value& v, const napi_type_tag& tag) {
-  if (!v.IsExternal()) return nullptr;
-  Napi::External<T> e = v.As<Napi::External<T>>();
-  if (!e.CheckTypeTag(&tag)) return nullptr;
-  return e.Data();
-}
-// A Job without progress or cancellation, in the old constructor's shape.
-class PromiseWorker : public Job {
- public:
-  using Exec = std::function<void()>;
-  PromiseWorker(Napi::Env env, const char* name, Exec exec, Result done, const char* /*unknown_error*/ = nullptr)
-      : Job(env, name, [exec = std::move(exec)](Job&) { exec(); }, std::move(done)) {}
-};
-template <class Worker>
-Napi::Promise queue(Worker* w) {
-  return w->start();
 }
 
 // ---------------- exported functions ----------------

@@ -12,20 +12,11 @@
 // step loop goes on (`overlapDecode`; bench/serve.ts measures both ways). Image k of a
 // request is sequence index `indexOffset + k` of its seed, so it equals generate()'s
 // image k whatever else shares the batch (the session's contract).
+import type { SequenceSpec } from '../session.js';
 import { ApiError, type ImageRequest } from './schema.js';
 
-/** The part of lib/session.ts DecodeSession the scheduler uses. */
-export interface SessionSpec {
-  classId: number;
-  seed?: number | bigint;
-  index?: number;
-  guidanceScale?: number;
-  guidanceScalePow?: number;
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  greedy?: boolean;
-}
+/** A sequence as lib/session.ts DecodeSession takes it. */
+export type SessionSpec = SequenceSpec;
 export interface SessionLike {
   readonly maxRows: number;
   readonly freeRows: number;
