@@ -288,6 +288,8 @@ export interface ParamSpec {
   init: 'trunc_normal' | 'zeros' | 'ones';
   /** Whether AdamW decays it (1d-tokenizer's two parameter groups). */
   decayed: boolean;
+  /** The block index of a per-block tensor (RAR's transformer blocks), else -1. */
+  block: number;
 }
 
 /**
@@ -378,7 +380,8 @@ export type ModelKind = 'rar-generator' | 'maskgit-vqgan' | 'unknown';
 
 /** What a checkpoint holds, judged from its key names. */
 export function detectModelKind(tensors: ReadonlyMap<string, TensorInfo>): ModelKind {
-  if (tensors.has('cls_token') && tensors.has('lm_head.weight') && tensors.has('embeddings.weight')) return 'rar-generator';
+  const top = generatorLayout().topLevel;
+  if (top.filter((k) => tensors.has(k)).length * 2 > top.length) return 'rar-generator';
   if (tensors.has('quantize.embedding.weight') && (tensors.has('decoder.conv_in.weight') || tensors.has('encoder.conv_in.weight')))
     return 'maskgit-vqgan';
   return 'unknown';
@@ -401,28 +404,125 @@ function maxIndex(tensors: ReadonlyMap<string, TensorInfo>, re: RegExp): number 
   return max;
 }
 
+/** Where a checkpoint carries one size: tensor `key`, dimension `axis` of `rank`. */
+interface SizeAt {
+  key: string;
+  axis: number;
+  rank: number;
+}
+
 /**
- * Every generator size from the tensor index: C from cls_token, depth from the largest
- * block index, D from q_norm, H = C / D, I from fc1, N = timesteps rows - 100, V from
- * lm_head, K = embedding rows - V - 2. Checks the result is self-consistent, not that
- * every tensor fits (validateGeneratorWeights does that).
+ * Where each generator size sits in a checkpoint, derived from the parameter table
+ * (no key written here): the table is computed for a probe config whose sizes are
+ * pairwise distinct and unlike every size derived from them (3C, 6C, V + K + 2, ...), so
+ * the first tensor dimension equal to a probe size is the one that carries it. The
+ * embedding table's rows are V + K + an offset that a second probe (K + 1) measures.
+ */
+export interface GeneratorLayout {
+  hidden: SizeAt;
+  headDim: SizeAt;
+  mlp: SizeAt;
+  codebook: SizeAt;
+  posRows: SizeAt;
+  tsRows: SizeAt;
+  embeddingRows: SizeAt;
+  /** embedding rows = codebook + classes + this. */
+  embeddingExtra: number;
+  /** The non-block tensors (what identifies a RAR generator). */
+  topLevel: string[];
+  /** What every per-block key starts with before its block index ("blocks."). */
+  blockPrefix: string;
+  /** Matches a per-block key; group 1 is the block index. */
+  blockKey: RegExp;
+}
+
+let layoutCache: GeneratorLayout | undefined;
+
+export function generatorLayout(): GeneratorLayout {
+  if (layoutCache) return layoutCache;
+  const probe: NativeRarConfig = {
+    hiddenSize: 143, // = 11 heads x head dim 13
+    depth: 1,
+    numHeads: 11,
+    mlpDim: 1009,
+    seqLen: 17,
+    codebookSize: 2003,
+    numClasses: 3001,
+    posEmbedRows: 4001,
+    timestepRows: 4999,
+  };
+  const table = generatorParamTable(probe);
+  const at = (value: number, what: string): SizeAt => {
+    for (const p of table) {
+      const axis = p.shape.indexOf(value);
+      if (axis >= 0) return { key: p.name, axis, rank: p.shape.length };
+    }
+    throw new Error(`internal: no generator tensor carries the ${what} (the parameter table changed?)`);
+  };
+  const plusOne = generatorParamTable({ ...probe, numClasses: probe.numClasses + 1 });
+  let embeddingRows: SizeAt | undefined;
+  let extra = 0;
+  for (let i = 0; i < table.length && !embeddingRows; i++) {
+    const a = table[i]!.shape, b = plusOne[i]!.shape;
+    const axis = a.findIndex((d, k) => b[k] === d + 1);
+    if (axis >= 0) {
+      embeddingRows = { key: table[i]!.name, axis, rank: a.length };
+      extra = a[axis]! - probe.codebookSize - probe.numClasses;
+    }
+  }
+  if (!embeddingRows) throw new Error('internal: no generator tensor carries the class count (the parameter table changed?)');
+  const blockNames = table.filter((p) => p.block === 0).map((p) => p.name);
+  let prefix = blockNames[0] ?? '';
+  for (const n of blockNames) while (!n.startsWith(prefix)) prefix = prefix.slice(0, -1);
+  const m = /^(.*?)0\.$/.exec(prefix); // "blocks.0." -> "blocks."
+  if (!m) throw new Error(`internal: the generator's block tensors share no "<name>.0." prefix (${prefix})`);
+  layoutCache = {
+    hidden: at(probe.hiddenSize, 'hidden size'),
+    headDim: at(probe.hiddenSize / probe.numHeads, 'head dim'),
+    mlp: at(probe.mlpDim, 'MLP size'),
+    codebook: at(probe.codebookSize, 'codebook size'),
+    posRows: at(probe.posEmbedRows, 'position rows'),
+    tsRows: at(probe.timestepRows, 'timestep rows'),
+    embeddingRows,
+    embeddingExtra: extra,
+    topLevel: table.filter((p) => p.block < 0).map((p) => p.name),
+    blockPrefix: m[1]!,
+    blockKey: new RegExp(`^${m[1]!.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\d+)\\.`),
+  };
+  return layoutCache;
+}
+
+/** The generator's keys as a reader would look for them: "cls_token, pos_embed, ..., blocks.*". */
+export function generatorKeysHint(): string {
+  const L = generatorLayout();
+  return [...L.topLevel, `${L.blockPrefix}*`].join(', ');
+}
+
+/**
+ * Every generator size from the tensor index, at the places generatorLayout() derives
+ * from the parameter table: C, head dim D (H = C / D), MLP I, codebook V, the position
+ * and timestep rows (N = timestep rows - 100), K from the embedding rows, depth from
+ * the largest block index. Checks the result is self-consistent, not that every tensor
+ * fits (validateGeneratorWeights does that).
  */
 export function inferGeneratorConfig(tensors: ReadonlyMap<string, TensorInfo>): GeneratorConfig {
   const M = 'RAR generator';
-  const C = need(M, tensors, 'cls_token', 3)[2]!;
-  const depth = maxIndex(tensors, /^blocks\.(\d+)\./) + 1;
-  if (depth === 0) throw new ConfigError(`cannot infer the ${M} config: no blocks.<i>.* tensors`);
-  const D = need(M, tensors, 'blocks.0.attn.q_norm.weight', 1)[0]!;
-  if (C % D !== 0) throw new ConfigError(`cannot infer the ${M} config: hidden size ${C} (cls_token) is not a multiple of head dim ${D} (blocks.0.attn.q_norm.weight)`);
-  const I = need(M, tensors, 'blocks.0.mlp.fc1.weight', 2)[0]!;
-  const timestepRows = need(M, tensors, 'timesteps_embeddings', 3)[1]!;
-  const posEmbedRows = need(M, tensors, 'pos_embed', 3)[1]!;
+  const L = generatorLayout();
+  const size = (s: SizeAt) => need(M, tensors, s.key, s.rank)[s.axis]!;
+  const C = size(L.hidden);
+  const depth = maxIndex(tensors, L.blockKey) + 1;
+  if (depth === 0) throw new ConfigError(`cannot infer the ${M} config: no ${L.blockPrefix}<i>.* tensors`);
+  const D = size(L.headDim);
+  if (C % D !== 0) throw new ConfigError(`cannot infer the ${M} config: hidden size ${C} (${L.hidden.key}) is not a multiple of head dim ${D} (${L.headDim.key})`);
+  const I = size(L.mlp);
+  const timestepRows = size(L.tsRows);
+  const posEmbedRows = size(L.posRows);
   const N = timestepRows - TIMESTEP_EXTRA_ROWS;
-  if (N < 1) throw new ConfigError(`cannot infer the ${M} config: timesteps_embeddings has ${timestepRows} rows, expected N + ${TIMESTEP_EXTRA_ROWS}`);
-  const V = need(M, tensors, 'lm_head.weight', 2)[0]!;
-  const E = need(M, tensors, 'embeddings.weight', 2)[0]!;
-  const K = E - V - 2;
-  if (K < 1) throw new ConfigError(`cannot infer the ${M} config: embeddings.weight has ${E} rows, expected V + 1 + K + 1 with V = ${V}`);
+  if (N < 1) throw new ConfigError(`cannot infer the ${M} config: ${L.tsRows.key} has ${timestepRows} rows, expected N + ${TIMESTEP_EXTRA_ROWS}`);
+  const V = size(L.codebook);
+  const E = size(L.embeddingRows);
+  const K = E - V - L.embeddingExtra;
+  if (K < 1) throw new ConfigError(`cannot infer the ${M} config: ${L.embeddingRows.key} has ${E} rows, expected V + K + ${L.embeddingExtra} with V = ${V}`);
   const parsed = GeneratorConfigSchema.safeParse({
     hiddenSize: C,
     depth,

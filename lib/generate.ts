@@ -10,6 +10,7 @@ import type { Checkpoint } from './tensor.js';
 import { native, type NativeModel } from './native.js';
 import {
   detectModelKind,
+  generatorKeysHint,
   inferGeneratorConfig,
   inferTokenizerConfig,
   NEUTRAL_SAMPLING,
@@ -254,7 +255,7 @@ export async function loadGenerator(path: string, options: LoadGeneratorOptions 
   try {
     const kind = detectModelKind(ckpt.tensors);
     if (kind === 'maskgit-vqgan') throw wrongKind(p, 'a MaskGIT-VQGAN tokenizer', 'a RAR generator', ' (pass it as the tokenizer)');
-    if (kind !== 'rar-generator') throw wrongKind(p, `${ckpt.tensors.size} tensors of an unknown model`, 'a RAR generator', ' (expected cls_token, embeddings.weight, blocks.*, lm_head.*)');
+    if (kind !== 'rar-generator') throw wrongKind(p, `${ckpt.tensors.size} tensors of an unknown model`, 'a RAR generator', ` (expected ${generatorKeysHint()})`);
     const config = inferGeneratorConfig(ckpt.tensors);
     const preset = resolvePreset(o.preset, config, p);
     validateGeneratorWeights(ckpt.tensors, config);

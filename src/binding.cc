@@ -444,7 +444,8 @@ void register_session(Napi::Env env, Napi::Object exports) __attribute__((weak))
 
 namespace {
 
-// A parameter table as [{name, shape, kind, init, decayed}].
+// A parameter table as [{name, shape, kind, init, decayed, block}] (block: the block
+// index of a per-block tensor, else -1).
 Napi::Array param_table_js(Napi::Env env, const std::vector<rargen::ParamSpec>& table) {
   Napi::Array out = Napi::Array::New(env, table.size());
   for (size_t i = 0; i < table.size(); i++) {
@@ -457,6 +458,7 @@ Napi::Array param_table_js(Napi::Env env, const std::vector<rargen::ParamSpec>& 
     o.Set("kind", Napi::String::New(env, rargen::param_kind_name(p.kind)));
     o.Set("init", Napi::String::New(env, rargen::param_init_name(p.init)));
     o.Set("decayed", Napi::Boolean::New(env, p.decayed));
+    o.Set("block", Napi::Number::New(env, p.block));
     out.Set(i, o);
   }
   return out;

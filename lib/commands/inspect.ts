@@ -4,6 +4,7 @@
 import { openCheckpoint } from '../io/index.js';
 import {
   detectModelKind,
+  generatorKeysHint,
   inferGeneratorConfig,
   inferTokenizerConfig,
   matchPreset,
@@ -69,7 +70,7 @@ export async function inspectFile(file: string): Promise<InspectReport> {
         validateTokenizerWeights(ckpt.tensors, c);
         valid = true;
       } else {
-        problems = 'not a RAR generator (cls_token, embeddings.weight, lm_head.weight) nor a MaskGIT-VQGAN (quantize.embedding.weight, decoder.*)';
+        problems = `not a RAR generator (${generatorKeysHint()}) nor a MaskGIT-VQGAN (quantize.embedding.weight, decoder.*)`;
       }
     } catch (e) {
       problems = (e as Error).message;

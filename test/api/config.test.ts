@@ -9,6 +9,7 @@ import {
   PRESET_NAMES,
   MASKGIT_VQGAN,
   detectModelKind,
+  generatorLayout,
   ConfigError,
   expectedGeneratorTensors,
   expectedTokenizerTensors,
@@ -259,6 +260,31 @@ describe('presets against weights', () => {
   it('refuses a tokenizer as generator and the reverse', async () => {
     await expect(loadGenerator(join(FIX, 'vqgan-tiny', 'model.bin'), { device: 'cpu' })).rejects.toThrow(/holds a MaskGIT-VQGAN tokenizer, not a RAR generator/);
     await expect(loadTokenizer(join(FIX, 'rar-tiny', 'model.bin'), { device: 'cpu' })).rejects.toThrow(/holds a RAR generator, not a MaskGIT-VQGAN tokenizer/);
+  });
+
+  it('derives where each size sits from the parameter table (no key list of its own)', () => {
+    const L = generatorLayout();
+    const at = (s: { key: string; axis: number; rank: number }) => `${s.key}[${s.axis}/${s.rank}]`;
+    expect([L.hidden, L.headDim, L.mlp, L.codebook, L.posRows, L.tsRows, L.embeddingRows].map(at)).toEqual([
+      'cls_token[2/3]',
+      'blocks.0.attn.q_norm.weight[0/1]',
+      'blocks.0.mlp.fc1.weight[0/2]',
+      'lm_head.weight[0/2]',
+      'pos_embed[1/3]',
+      'timesteps_embeddings[1/3]',
+      'embeddings.weight[0/2]',
+    ]);
+    expect(L.embeddingExtra).toBe(2); // V tokens, 1 unused, K classes, 1 null (MODEL.md)
+    expect(L.blockPrefix).toBe('blocks.');
+    expect(L.topLevel).toEqual(generatorParamTable(toNativeRarConfig(rarB)).filter((p) => !p.name.startsWith('blocks.')).map((p) => p.name));
+    expect(L.topLevel.length).toBe(9);
+  });
+
+  it('still names a generator with a top-level key missing as one (the mismatch error then lists it)', () => {
+    const t = new Map(expectedGeneratorTensors(rarB));
+    t.delete('lm_head.weight');
+    expect(detectModelKind(indexOf(t))).toBe('rar-generator');
+    expect(() => inferGeneratorConfig(indexOf(t))).toThrow('cannot infer the RAR generator config: tensor lm_head.weight is missing');
   });
 
   it('detects unknown checkpoints', () => {
