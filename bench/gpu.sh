@@ -103,7 +103,8 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 if [ "$MODE" = dry ]; then
   [ -f $CARRY/node.xz ] || { echo "bench/gpu.sh --dry-run: no $CARRY/node.xz: run 'bash bench/gpu.sh pack' first" >&2; exit 1; }
-  DRY_ROOT=${DRY_ROOT:-/tmp/rargen-gpu-dry}
+  # per checkout, so that dry runs of several worktrees at once do not share a copy
+  DRY_ROOT=${DRY_ROOT:-/tmp/rargen-gpu-dry-$(echo "$ROOT" | md5sum | cut -c1-8)}
   mkdir -p "$DRY_ROOT"
   find "$DRY_ROOT" -mindepth 1 -maxdepth 1 ! -name build-gpu-dry ! -name node_modules -exec rm -rf {} +
   git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$DRY_ROOT"
@@ -138,7 +139,9 @@ BUDGET_TOTAL=${GPU_SH_BUDGET:-420}
 DEADLINE=$((T_START + BUDGET_TOTAL))
 DRY=0
 [ "$MODE" = standin ] && DRY=1
-if [ $DRY = 1 ] && command -v node >/dev/null && [ "$(command -v node)" != /tmp/rargen-node/bin/node ]; then
+# Node from .carry/ is unpacked inside the tree (ignored: build-*/), one per checkout.
+NODE_DIR=$ROOT/build-gpu-node
+if [ $DRY = 1 ] && command -v node >/dev/null && [ "$(command -v node)" != "$NODE_DIR/bin/node" ]; then
   echo "bench/gpu.sh --stand-in: node is on PATH ($(command -v node)); run 'bench/gpu.sh --dry-run'" >&2; exit 1
 fi
 BUILD_DIR=${BUILD_DIR:-$([ $DRY = 1 ] && echo build-gpu-dry || echo build-gpu)}
@@ -153,7 +156,7 @@ if [ -z "$PY" ]; then
 fi
 SUMMARIZE() { if [ -n "$PY" ]; then "$PY" bench/gpu/summarize.py "$@"; else echo "{\"stage\": \"$2\", \"error\": \"no python3 to summarise\"}"; fi; }
 
-export CARRY DRY PY ROOT BUILD_DIR OUT
+export CARRY DRY PY ROOT BUILD_DIR OUT NODE_DIR
 [ $DRY = 0 ] && export RARGEN_GPU_REQUIRE=1  # on the device a skipped CUDA check is a failure
 STAGE_RC_ALL=0
 # Budget of a stage: BUDGET_<NAME> or its default, cut to the time left minus what the
@@ -213,7 +216,7 @@ trap restore_addon EXIT
 # ---------------------------------------------------------------- setup
 setup() {
   set -e
-  local nd=/tmp/rargen-node
+  local nd=$NODE_DIR
   mkdir -p "$nd/bin" "$nd/include/node"
   if ! command -v node >/dev/null; then
     [ -f $CARRY/node.xz ] || { echo "no node on PATH and no $CARRY/node.xz: run 'bash bench/gpu.sh pack' here and carry $CARRY"; exit 3; }
@@ -248,14 +251,14 @@ EOF
 }
 run_stage setup setup 20 400 setup
 SETUP_RC=$?
-export PATH=/tmp/rargen-node/bin:$PATH
-NODE_INC=/tmp/rargen-node/include/node
+export PATH=$NODE_DIR/bin:$PATH
+NODE_INC=$NODE_DIR/include/node
 [ -f "$NODE_INC/node_api.h" ] || NODE_INC=$(dirname "$(readlink -f "$(command -v node 2>/dev/null || echo /x/x)")")/../include/node
 CUBLAS_DIR=$(sed -n 's/^cublaslt_dir: \(\/.*\)/\1/p' "$OUT/setup.log")
 [ -n "$CUBLAS_DIR" ] && export LD_LIBRARY_PATH=$CUBLAS_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 HAVE_NODE=0
 command -v node >/dev/null && HAVE_NODE=1
-if [ $DRY = 1 ] && [ "$(command -v node)" != /tmp/rargen-node/bin/node ]; then
+if [ $DRY = 1 ] && [ "$(command -v node)" != "$NODE_DIR/bin/node" ]; then
   say "dry run: node is $(command -v node), not the carried one"; exit 1
 fi
 
