@@ -141,6 +141,20 @@ export class Generator extends NativeModelHolder {
   ) {
     super(handle);
   }
+
+  readonly #dependents = new Set<{ dispose(reason?: string): void }>();
+  /** @internal A DecodeSession on this generator: disposed with it (its KV memory freed then, not leaked). */
+  attach(dependent: { dispose(reason?: string): void }): () => void {
+    this.#dependents.add(dependent);
+    return () => this.#dependents.delete(dependent);
+  }
+
+  /** Frees the native model (after any running job) and disposes the DecodeSessions on it. Idempotent. */
+  override dispose(): void {
+    for (const d of [...this.#dependents]) d.dispose('its generator was disposed');
+    this.#dependents.clear();
+    super.dispose();
+  }
 }
 
 /** A loaded MaskGIT-VQGAN tokenizer. Create with loadTokenizer(); free with dispose(). */

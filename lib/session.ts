@@ -98,9 +98,13 @@ export class DecodeSession {
   /** KV rows; a sequence with guidanceScale != 0 takes 2 rows, else 1. */
   readonly maxRows: number;
 
+  #detach: () => void;
+  #disposedWhy = '';
+
   private constructor(gen: Generator, h: NativeSession) {
     this.#gen = gen;
     this.#h = h;
+    this.#detach = gen.attach(this);
     this.#schema = specSchema(gen.config.numClasses, gen.config.codebookSize);
     this.maxRows = native().sessionInfo(h).maxRows;
   }
@@ -117,7 +121,7 @@ export class DecodeSession {
   }
 
   #handle(what: string): NativeSession {
-    if (!this.#h) throw new ValidationError(`DecodeSession.${what}: the session was disposed`);
+    if (!this.#h) throw new ValidationError(`DecodeSession.${what}: the session was disposed${this.#disposedWhy}`);
     return this.#h;
   }
 
@@ -167,17 +171,20 @@ export class DecodeSession {
 
   /** One iteration over the active sequences; resolves empty when none is active. */
   async step(): Promise<SessionStep> {
-    const h = this.#handle('step');
-    const r = await this.#gen.exclusive(() => native().sessionStep(h), 'DecodeSession.step');
+    this.#handle('step');
+    // the handle is taken again when the step's turn comes: a session disposed while it waited is refused, not used
+    const r = await this.#gen.exclusive(() => native().sessionStep(this.#handle('step')), 'DecodeSession.step');
     const progressed: SessionStep['progressed'] = [];
     for (let i = 0; i + 1 < r.progressed.length; i += 2) progressed.push({ id: r.progressed[i]!, tokens: r.progressed[i + 1]! });
     return { progressed, finished: r.finished };
   }
 
-  /** Frees the KV rows (after a running step). Idempotent. */
-  dispose(): void {
+  /** Frees the KV rows (after a running step). Idempotent. Disposing the generator disposes its sessions. */
+  dispose(reason?: string): void {
     if (!this.#h) return;
     native().sessionDispose(this.#h);
     this.#h = undefined;
+    if (reason) this.#disposedWhy = ` (${reason})`;
+    this.#detach();
   }
 }

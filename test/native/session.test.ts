@@ -203,4 +203,19 @@ describe('DecodeSession (rar-tiny)', () => {
     expect(big.maxRows).toBeGreaterThan(16);
     big.dispose();
   });
+
+  it('disposing the generator disposes its sessions (KV memory freed), and later calls say why', async () => {
+    const own = await loadGenerator(join(FIXTURES, 'rar-tiny', 'model.bin'), { device: 'cpu' });
+    const a = DecodeSession.create(own, { maxRows: 2 });
+    const b = DecodeSession.create(own, { maxRows: 2 });
+    a.add({ classId: 1 });
+    const queued = a.step(); // waits for its turn on the generator; disposed meanwhile: refused, not run on freed memory
+    b.dispose(); // a session disposed first is not disposed again
+    own.dispose();
+    await expect(queued).rejects.toThrow('DecodeSession.step: the session was disposed (its generator was disposed)');
+    expect(() => a.add({ classId: 2 })).toThrow('DecodeSession.add: the session was disposed (its generator was disposed)');
+    await expect(a.step()).rejects.toThrow('DecodeSession.step: the session was disposed (its generator was disposed)');
+    expect(() => b.freeRows).toThrow(/^DecodeSession.freeRows: the session was disposed$/);
+    expect(() => DecodeSession.create(own)).toThrow(/generator was disposed/);
+  });
 });
