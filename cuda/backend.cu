@@ -341,8 +341,9 @@ class CudaBackend final : public Backend, public ScratchProvider {
                        const float* weight, int64_t M, int N, int K, bool accumulate_dinp) override {
     auto lk = guard();
     const int64_t max_rows = 65535LL * 64;  // GEMM grid rows (64 per block): this kernel's limit
-    if (M > max_rows) fail_arg(Op::linear_backward, "an integer <= " + std::to_string(max_rows) + " on CUDA", "M", std::to_string(M));
-    if (N > max_rows) fail_arg(Op::linear_backward, "an integer <= " + std::to_string(max_rows) + " on CUDA", "N", std::to_string(N));
+    const std::string limit = "an integer <= " + std::to_string(max_rows) + " on CUDA";
+    if (M > max_rows) fail_arg(Op::linear_backward, limit, "M", std::to_string(M));
+    if (N > max_rows) fail_arg(Op::linear_backward, limit, "N", std::to_string(N));
     train_linear_backward(dinp, dweight, dbias, dout, inp, weight, M, N, K, accumulate_dinp, stream_);
   }
   void layernorm_modulate_backward_impl(float* dinp, float* dln_w, float* dln_b, float* dshift, float* dscale,
