@@ -341,6 +341,8 @@ export interface NativeTrainBatch {
   zeroGrad: boolean;
   /** Return the logits (B, N+1, V) too (tests). */
   returnLogits?: boolean;
+  /** Data-parallel, the step's last micro-batch: begin each gradient bucket's all-reduce as soon as backward has made it final (trainAllreduceGrads finishes; src/dist/mpi.h). */
+  reduceGrads?: boolean;
 }
 
 export interface NativeTrainResult {

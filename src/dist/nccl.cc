@@ -63,7 +63,7 @@ Lib L;
 Comm comm = nullptr;
 [[maybe_unused]] void* stream = nullptr;  // cudaStream_t
 [[maybe_unused]] int device = -1;
-int64_t bucket_bytes = int64_t(25) << 20;
+int64_t g_bucket_bytes = int64_t(25) << 20;
 // The buckets begun and not yet finished: their events (destroyed by finish) and the
 // start of the first (the hang watch's t0).
 struct Pending {
@@ -172,7 +172,8 @@ bool built() {
 #endif
 }
 
-void set_bucket_bytes(int64_t bytes) { bucket_bytes = bytes; }
+void set_bucket_bytes(int64_t bytes) { g_bucket_bytes = bytes; }
+int64_t bucket_bytes() { return g_bucket_bytes; }
 bool active() { return comm != nullptr; }
 
 void begin_bucket(Backend& be, float* data, int64_t n) {
@@ -196,7 +197,7 @@ void begin_bucket(Backend& be, float* data, int64_t n) {
   if (pending.events.empty()) pending.t0 = rargen::dist::begin_collective("NCCL all-reduce (gradients)");
   pending.be = &be;
   pending.events.push_back(ev);
-  const int64_t per = std::max<int64_t>(1, bucket_bytes / 4);  // NCCL counts are size_t; RARGEN_DIST_BUCKET_MB caps
+  const int64_t per = std::max<int64_t>(1, g_bucket_bytes / 4);  // NCCL counts are size_t; RARGEN_DIST_BUCKET_MB caps
   check(L.GroupStart(), "ncclGroupStart");
   for (int64_t off = 0; off < n; off += per)
     check(L.AllReduce(data + off, data + off, static_cast<size_t>(std::min(per, n - off)), kFloat32, kAvg, comm, stream),
@@ -249,7 +250,7 @@ void finish(Backend& be) {
 }
 
 void mean_grads(Backend& be, float* grads, int64_t n) {
-  const int64_t per = std::max<int64_t>(1, bucket_bytes / 4);
+  const int64_t per = std::max<int64_t>(1, g_bucket_bytes / 4);
   for (int64_t off = 0; off < n; off += per) begin_bucket(be, grads + off, std::min(per, n - off));
   finish(be);
 }

@@ -20,6 +20,7 @@ int probe();
 bool built();
 // Bucket size in bytes of the gradient all-reduce (RARGEN_DIST_BUCKET_MB, set by distInit).
 void set_bucket_bytes(int64_t bytes);
+int64_t bucket_bytes();
 // The bucketed all-reduce: begin_bucket(be, data, n) once the n floats at data (device
 // memory of `be`) are final on be's compute stream (issued, not necessarily run): NCCL's
 // stream waits on an event recorded there (Backend::event_record; no host sync) and
