@@ -1,6 +1,7 @@
 // The CUDA backend: class CudaBackend implements src/backend.h on one device with one
-// non-blocking stream. Ops validate their arguments (errors name the op and the
-// argument, like the CPU backend), then call the launchers of cuda/*.cu.
+// non-blocking stream. The public ops of src/backend.cc have checked the arguments
+// (the same checks and messages as on the CPU); each <op>_impl here checks only this
+// backend's own limits (fail_arg, the same wording), then calls the launchers of cuda/*.cu.
 //
 // Memory: a caching allocator. Sizes are rounded (512 B under 1 MiB, 2 MiB above) and
 // freed blocks wait in per-size free lists for the next request of that size; the
@@ -97,9 +98,17 @@ class CudaBackend final : public Backend, public ScratchProvider {
 
   const char* name() const override { return name_.c_str(); }
   bool is_gpu() const override { return true; }
+  // The CPU's set (src/backend.cc: reference_supports) plus F16/BF16 KV caches and CUDA
+  // graphs. Argument checks: the public ops (src/backend.cc); the limits of these kernels
+  // stay below, worded the same (fail_arg).
+  bool supports(Op op, DType dtype) const override {
+    if (op == Op::attention) return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16;
+    if (op_kind(op) == OpKind::Graph) return true;
+    return reference_supports(op, dtype);
+  }
 
   // ---------------- memory ----------------
-  void* alloc(size_t bytes) override {
+  void* alloc_impl(size_t bytes) override {
     use();
     const size_t r = round_size(bytes);
     std::lock_guard<std::mutex> lk(mu_);
@@ -132,7 +141,7 @@ class CudaBackend final : public Backend, public ScratchProvider {
     return p;
   }
 
-  void free(void* ptr) override {
+  void free_impl(void* ptr) override {
     if (!ptr) return;
     std::lock_guard<std::mutex> lk(mu_);
     auto it = live_.find(ptr);
@@ -147,30 +156,30 @@ class CudaBackend final : public Backend, public ScratchProvider {
     }
   }
 
-  void upload(void* dst, const void* host_src, size_t bytes) override {
+  void upload_impl(void* dst, const void* host_src, size_t bytes) override {
     auto lk = guard();  // waits for another thread's capture; then capturing_ means this thread's
     no_capture("upload");
     if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
   }
 
-  void download(void* host_dst, const void* src, size_t bytes) override {
+  void download_impl(void* host_dst, const void* src, size_t bytes) override {
     auto lk = guard();  // waits for another thread's capture; then capturing_ means this thread's
     no_capture("download");
     if (bytes) CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
-  void copy(void* dst, const void* src, size_t bytes) override {
+  void copy_impl(void* dst, const void* src, size_t bytes) override {
     auto lk = guard();
     if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
   }
 
-  void fill(float* dst, float value, int64_t n) override {
+  void fill_impl(float* dst, float value, int64_t n) override {
     auto lk = guard();
     fill_forward(dst, value, n, stream_);
   }
 
-  void synchronize() override {
+  void synchronize_impl() override {
     auto lk = guard();  // waits for another thread's capture; then capturing_ means this thread's
     no_capture("synchronize");
     CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -187,10 +196,9 @@ class CudaBackend final : public Backend, public ScratchProvider {
     return fr + cached_bytes_;
   }
 
-  Weight upload_weight(const float* host, int64_t n, DType dtype) override {
+  Weight upload_weight_impl(const float* host, int64_t n, DType dtype) override {
     auto lk = guard();  // waits for another thread's capture; then capturing_ means this thread's
     no_capture("upload_weight");
-    check_dim("upload_weight", "n", n, 0);
     Weight w;
     w.dtype = dtype;
     if (dtype == DType::F32) {
@@ -199,7 +207,6 @@ class CudaBackend final : public Backend, public ScratchProvider {
       w.data = p;
       return w;
     }
-    if (dtype != DType::F16 && dtype != DType::BF16) fail("upload_weight", "dtype must be F32, F16 or BF16");
     char* dst = static_cast<char*>(alloc(static_cast<size_t>(n) * 2));
     // fp32 goes up in chunks through a staging buffer and is rounded on the device
     const int64_t chunk = std::min<int64_t>(n, int64_t(16) << 20);
@@ -214,85 +221,58 @@ class CudaBackend final : public Backend, public ScratchProvider {
   }
 
   // ---------------- dense ----------------
-  void linear(float* out, const float* inp, Weight w, const float* bias, int64_t M, int N, int K,
+  void linear_impl(float* out, const float* inp, Weight w, const float* bias, int64_t M, int N, int K,
               bool accumulate) override {
     auto lk = guard();
-    check_dim("linear", "M", M, 0);
-    check_dim("linear", "N", N);
-    check_dim("linear", "K", K);
-    if (!w.data) fail("linear", "weight is null");
-    if (w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16)
-      fail("linear", "weight dtype must be F32, F16 or BF16");
     if (M == 0) return;
     mm_->linear(out, inp, w, bias, M, N, K, accumulate, stream_);
   }
 
   // ---------------- elementwise / normalisation ----------------
-  void layernorm(float* out, const float* inp, const float* weight, const float* bias, int64_t rows, int C,
+  void layernorm_impl(float* out, const float* inp, const float* weight, const float* bias, int64_t rows, int C,
                  float eps) override {
     auto lk = guard();
-    check_dim("layernorm", "C", C);
-    check_dim("layernorm", "rows", rows, 0);
     layernorm_modulate_forward(out, inp, weight, bias, nullptr, nullptr, 0, nullptr, rows, C, eps, stream_);
   }
 
-  void layernorm_modulate(float* out, const float* inp, const float* ln_weight, const float* ln_bias,
+  void layernorm_modulate_impl(float* out, const float* inp, const float* ln_weight, const float* ln_bias,
                           const float* shift, const float* scale, int64_t mod_stride, const int32_t* row_map,
                           int64_t rows, int C, float eps) override {
     auto lk = guard();
-    check_dim("layernorm_modulate", "C", C);
-    check_dim("layernorm_modulate", "rows", rows, 0);
     layernorm_modulate_forward(out, inp, ln_weight, ln_bias, shift, scale, mod_stride, row_map, rows, C, eps, stream_);
   }
 
-  void gated_residual(float* x, const float* y, const float* gate, int64_t mod_stride, const int32_t* row_map,
+  void gated_residual_impl(float* x, const float* y, const float* gate, int64_t mod_stride, const int32_t* row_map,
                       int64_t rows, int C) override {
     auto lk = guard();
-    check_dim("gated_residual", "C", C);
-    check_dim("gated_residual", "rows", rows, 0);
     gated_residual_forward(x, y, gate, mod_stride, row_map, rows, C, stream_);
   }
 
-  void gelu(float* out, const float* inp, int64_t n) override {
+  void gelu_impl(float* out, const float* inp, int64_t n) override {
     auto lk = guard();
     gelu_forward(out, inp, n, stream_);
   }
-  void silu(float* out, const float* inp, int64_t n) override {
+  void silu_impl(float* out, const float* inp, int64_t n) override {
     auto lk = guard();
     silu_forward(out, inp, n, stream_);
   }
-  void add(float* out, const float* a, const float* b, int64_t n) override {
+  void add_impl(float* out, const float* a, const float* b, int64_t n) override {
     auto lk = guard();
     add_forward(out, a, b, n, stream_);
   }
 
   // ---------------- gathers ----------------
-  void embedding(float* out, const float* table, const int32_t* ids, int64_t rows, int C, bool accumulate) override {
+  void embedding_impl(float* out, const float* table, const int32_t* ids, int64_t rows, int C, bool accumulate) override {
     auto lk = guard();
-    check_dim("embedding", "C", C);
-    check_dim("embedding", "rows", rows, 0);
     embedding_forward(out, table, ids, rows, C, accumulate, stream_);
   }
 
   // ---------------- attention ----------------
-  bool supports_kv_cache(DType dtype) const override {
-    return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16;
-  }
-
-  void attention(float* out, void* kcache, void* vcache, DType cache_dtype, const float* qkv, const float* q_norm_w,
+  void attention_impl(float* out, void* kcache, void* vcache, DType cache_dtype, const float* qkv, const float* q_norm_w,
                  const float* q_norm_b, const float* k_norm_w, const float* k_norm_b, int R, int Tn, const int32_t* pos,
                  const int32_t* slot, int slots, int Tcache, int H, int D, float eps) override {
     auto lk = guard();
-    check_dim("attention", "R", R, 0);
-    check_dim("attention", "Tn", Tn);
-    check_dim("attention", "H", H);
-    check_dim("attention", "Tcache", Tcache);
-    check_dim("attention", "slots", slots);
     if (R == 0) return;
-    if (D < 1 || D > 128) fail("attention", "head dim D must be in 1..128, got " + std::to_string(D));
-    if (Tn > Tcache) fail("attention", "Tn=" + std::to_string(Tn) + " exceeds Tcache=" + std::to_string(Tcache));
-    if (!supports_kv_cache(cache_dtype)) fail("attention", "KV cache dtype must be F32, F16 or BF16");
-    if (!pos || !slot) fail("attention", "pos and slot must be device arrays of R int32");
     // Device-side positions and slots cannot be checked here; the kernels skip cache
     // writes outside the cache rather than corrupt memory.
     attention_forward(out, kcache, vcache, cache_dtype, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, R, Tn, pos, slot,
@@ -300,14 +280,11 @@ class CudaBackend final : public Backend, public ScratchProvider {
   }
 
   // ---------------- sampling ----------------
-  void sample(int32_t* tokens_out, const float* logits, int B, int V, bool cfg, float cfg_scale, float temperature,
+  void sample_impl(int32_t* tokens_out, const float* logits, int B, int V, bool cfg, float cfg_scale, float temperature,
               int top_k, float top_p, bool greedy, const float* uniforms) override {
     auto lk = guard();  // waits for another thread's capture; then capturing_ means this thread's
     no_capture("sample");
-    check_dim("sample", "B", B, 0);
-    check_dim("sample", "V", V);
     if (B == 0) return;
-    if (!greedy && !uniforms) fail("sample", "uniforms are required unless greedy");
     ensure_pinned(B);
     char* dev = static_cast<char*>(scratch(kScratchSample, static_cast<size_t>(B) * 8));
     float* d_uniforms = reinterpret_cast<float*>(dev);
@@ -324,148 +301,119 @@ class CudaBackend final : public Backend, public ScratchProvider {
   }
 
   // ---------------- convolution ----------------
-  void conv2d(float* out, const float* inp, Weight w, const float* bias, int B, int Cin, int H, int W, int Cout, int kh,
+  void conv2d_impl(float* out, const float* inp, Weight w, const float* bias, int B, int Cin, int H, int W, int Cout, int kh,
               int kw, int stride_h, int stride_w, int pad_h, int pad_w) override {
     auto lk = guard();
-    check_dim("conv2d", "B", B);
-    check_dim("conv2d", "Cin", Cin);
-    check_dim("conv2d", "Cout", Cout);
-    check_dim("conv2d", "kh", kh);
-    check_dim("conv2d", "kw", kw);
-    check_dim("conv2d", "stride", std::min(stride_h, stride_w));
-    check_dim("conv2d", "padding", std::min(pad_h, pad_w), 0);
-    if (!w.data) fail("conv2d", "weight is null");
-    const int Ho = (H + 2 * pad_h - kh) / stride_h + 1, Wo = (W + 2 * pad_w - kw) / stride_w + 1;
-    if (H <= 0 || W <= 0 || Ho <= 0 || Wo <= 0)
-      fail("conv2d", "empty output for input " + std::to_string(H) + "x" + std::to_string(W));
+    const int Ho = (H + 2 * pad_h - kh) / stride_h + 1, Wo = (W + 2 * pad_w - kw) / stride_w + 1;  // >= 1: checked
     conv2d_forward(out, inp, w, bias, B, Cin, H, W, Cout, kh, kw, stride_h, stride_w, pad_h, pad_w, Ho, Wo, num_sms_, *this,
                    stream_);
   }
 
-  void groupnorm(float* out, const float* inp, const float* weight, const float* bias, int B, int C, int64_t HW, int G,
+  void groupnorm_impl(float* out, const float* inp, const float* weight, const float* bias, int B, int C, int64_t HW, int G,
                  float eps, bool silu_after) override {
     auto lk = guard();
-    if (G < 1 || C % G) fail("groupnorm", "C=" + std::to_string(C) + " is not divisible by G=" + std::to_string(G));
-    check_dim("groupnorm", "B", B, 0);
-    check_dim("groupnorm", "HW", HW);
     groupnorm_forward(out, inp, weight, bias, B, C, HW, G, eps, silu_after, stream_);
   }
 
-  void upsample_nearest2x(float* out, const float* inp, int B, int C, int H, int W) override {
+  void upsample_nearest2x_impl(float* out, const float* inp, int B, int C, int H, int W) override {
     auto lk = guard();
     upsample_nearest2x_forward(out, inp, B, C, H, W, stream_);
   }
 
-  void avgpool2x2(float* out, const float* inp, int B, int C, int H, int W) override {
+  void avgpool2x2_impl(float* out, const float* inp, int B, int C, int H, int W) override {
     auto lk = guard();
     avgpool2x2_forward(out, inp, B, C, H, W, stream_);
   }
 
-  void codebook_nearest(int32_t* tokens, const float* z, const float* codebook, int B, int Cz, int64_t HW,
+  void codebook_nearest_impl(int32_t* tokens, const float* z, const float* codebook, int B, int Cz, int64_t HW,
                         int K) override {
     auto lk = guard();
-    check_dim("codebook_nearest", "Cz", Cz);
-    check_dim("codebook_nearest", "K", K);
     codebook_nearest_forward(tokens, z, codebook, B, Cz, HW, K, stream_);
   }
 
-  void codebook_lookup(float* out, const int32_t* tokens, const float* codebook, int B, int Cz, int64_t HW) override {
+  void codebook_lookup_impl(float* out, const int32_t* tokens, const float* codebook, int B, int Cz, int64_t HW) override {
     auto lk = guard();
-    check_dim("codebook_lookup", "Cz", Cz);
     codebook_lookup_forward(out, tokens, codebook, B, Cz, HW, stream_);
   }
 
   // ---------------- training (backward): kernels beside their forwards (cuda/README.md) ----------------
-  void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+  void linear_backward_impl(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                        const float* weight, int64_t M, int N, int K, bool accumulate_dinp) override {
     auto lk = guard();
-    check_dim("linear_backward", "M", M, 0);
-    check_dim("linear_backward", "N", N);
-    check_dim("linear_backward", "K", K);
-    const int64_t max_rows = 65535LL * 64;  // GEMM grid rows (64 per block)
-    if (M > max_rows || N > max_rows)
-      fail("linear_backward", "M and N must be <= " + std::to_string(max_rows));
-    if ((dinp || dweight) && !(dinp ? weight : inp)) fail("linear_backward", "weight / inp is null");
+    const int64_t max_rows = 65535LL * 64;  // GEMM grid rows (64 per block): this kernel's limit
+    const std::string limit = "an integer <= " + std::to_string(max_rows) + " on CUDA";
+    if (M > max_rows) fail_arg(Op::linear_backward, limit, "M", std::to_string(M));
+    if (N > max_rows) fail_arg(Op::linear_backward, limit, "N", std::to_string(N));
     train_linear_backward(dinp, dweight, dbias, dout, inp, weight, M, N, K, accumulate_dinp, stream_);
   }
-  void layernorm_modulate_backward(float* dinp, float* dln_w, float* dln_b, float* dshift, float* dscale,
+  void layernorm_modulate_backward_impl(float* dinp, float* dln_w, float* dln_b, float* dshift, float* dscale,
                                    const float* dout, const float* inp, const float* ln_w, const float* ln_b,
                                    const float* scale, int64_t mod_stride, const int32_t* row_map, int64_t rows, int C,
                                    float eps) override {
     auto lk = guard();
-    check_dim("layernorm_modulate_backward", "C", C);
-    check_dim("layernorm_modulate_backward", "rows", rows, 0);
-    if (C > 12000) fail("layernorm_modulate_backward", "C must be <= 12000, got " + std::to_string(C));
-    if (rows > 0x7fffffffLL) fail("layernorm_modulate_backward", "too many rows");
+    if (C > 12000) fail_arg(Op::layernorm_modulate_backward, "an integer <= 12000 on CUDA", "C", std::to_string(C));
+    if (rows > 0x7fffffffLL)
+      fail_arg(Op::layernorm_modulate_backward, "an integer < 2^31 on CUDA", "rows", std::to_string(rows));
     train_layernorm_modulate_backward(dinp, dln_w, dln_b, dshift, dscale, dout, inp, ln_w, ln_b, scale, mod_stride,
                                       row_map, rows, C, eps, *this, stream_);
   }
-  void gated_residual_backward(float* dy, float* dgate, const float* dx, const float* y, const float* gate,
+  void gated_residual_backward_impl(float* dy, float* dgate, const float* dx, const float* y, const float* gate,
                                int64_t mod_stride, const int32_t* row_map, int64_t rows, int C) override {
     auto lk = guard();
-    check_dim("gated_residual_backward", "C", C);
-    check_dim("gated_residual_backward", "rows", rows, 0);
     train_gated_residual_backward(dy, dgate, dx, y, gate, mod_stride, row_map, rows, C, stream_);
   }
-  void gelu_backward(float* dinp, const float* dout, const float* inp, int64_t n) override {
+  void gelu_backward_impl(float* dinp, const float* dout, const float* inp, int64_t n) override {
     auto lk = guard();
     train_gelu_backward(dinp, dout, inp, n, stream_);
   }
-  void silu_backward(float* dinp, const float* dout, const float* inp, int64_t n) override {
+  void silu_backward_impl(float* dinp, const float* dout, const float* inp, int64_t n) override {
     auto lk = guard();
     train_silu_backward(dinp, dout, inp, n, stream_);
   }
-  void dropout(float* x, int64_t n, float p, uint64_t seed, uint64_t site) override {
+  void dropout_impl(float* x, int64_t n, float p, uint64_t seed, uint64_t site) override {
     auto lk = guard();
-    if (!(p >= 0.f && p < 1.f)) fail("dropout", "p must be in [0, 1), got " + std::to_string(p));
     train_dropout(x, n, p, seed, site, stream_);
   }
-  void attention_train_forward(float* out, float* lse, const float* qkv, const float* q_norm_w, const float* q_norm_b,
+  void attention_train_forward_impl(float* out, float* lse, const float* qkv, const float* q_norm_w, const float* q_norm_b,
                                const float* k_norm_w, const float* k_norm_b, int B, int T, int H, int D, float eps,
                                float p_drop, uint64_t seed, uint64_t site) override {
     auto lk = guard();
-    check_train_attention("attention_train_forward", B, T, H, D, p_drop);
+    check_train_attention(Op::attention_train_forward, B, T, H);
     train_attention_forward(out, lse, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, T, H, D, eps, p_drop, seed, site,
                             *this, stream_);
   }
-  void attention_backward(float* dqkv, float* dq_norm_w, float* dq_norm_b, float* dk_norm_w, float* dk_norm_b,
+  void attention_backward_impl(float* dqkv, float* dq_norm_w, float* dq_norm_b, float* dk_norm_w, float* dk_norm_b,
                           const float* dout, const float* out, const float* lse, const float* qkv,
                           const float* q_norm_w, const float* q_norm_b, const float* k_norm_w, const float* k_norm_b,
                           int B, int T, int H, int D, float eps, float p_drop, uint64_t seed, uint64_t site) override {
     auto lk = guard();
-    check_train_attention("attention_backward", B, T, H, D, p_drop);
+    check_train_attention(Op::attention_backward, B, T, H);
     train_attention_backward(dqkv, dq_norm_w, dq_norm_b, dk_norm_w, dk_norm_b, dout, out, lse, qkv, q_norm_w, q_norm_b,
                              k_norm_w, k_norm_b, B, T, H, D, eps, p_drop, seed, site, *this, stream_);
   }
-  void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows, int C) override {
+  void embedding_backward_impl(float* dtable, const float* dout, const int32_t* ids, int64_t rows, int C) override {
     auto lk = guard();
-    check_dim("embedding_backward", "C", C);
-    check_dim("embedding_backward", "rows", rows, 0);
     train_embedding_backward(dtable, dout, ids, rows, C, stream_);
   }
-  void cross_entropy(float* dlogits, float* losses, int32_t* correct, const float* logits, const int32_t* targets,
+  void cross_entropy_impl(float* dlogits, float* losses, int32_t* correct, const float* logits, const int32_t* targets,
                      int64_t rows, int V, float grad_scale) override {
     auto lk = guard();
-    check_dim("cross_entropy", "V", V);
-    check_dim("cross_entropy", "rows", rows, 0);
-    if (rows > 0x7fffffffLL) fail("cross_entropy", "too many rows");
+    if (rows > 0x7fffffffLL) fail_arg(Op::cross_entropy, "an integer < 2^31 on CUDA", "rows", std::to_string(rows));
     train_cross_entropy(dlogits, losses, correct, logits, targets, rows, V, grad_scale, stream_);
   }
-  double sum_squares(const float* x, int64_t n) override {
+  double sum_squares_impl(const float* x, int64_t n) override {
     auto lk = guard();  // waits for another thread's capture; then capturing_ means this thread's
     no_capture("sum_squares");
-    check_dim("sum_squares", "n", n, 0);
     return train_sum_squares(x, n, *this, stream_);
   }
-  void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
+  void adamw_impl(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
              float eps, float weight_decay, float grad_scale, int64_t step) override {
     auto lk = guard();
-    check_dim("adamw", "step", step);
     train_adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, grad_scale, step, stream_);
   }
 
   // ---------------- CUDA graphs ----------------
-  bool graph_capture_begin() override {
+  bool graph_capture_begin_impl() override {
     // op_mu_ is held from here to graph_capture_end (recursive: this thread's ops still
     // run); RAII until the capture has begun, so a throw (use(), graph_reset()) unlocks.
     std::unique_lock<std::recursive_mutex> lk(op_mu_);
@@ -486,7 +434,7 @@ class CudaBackend final : public Backend, public ScratchProvider {
     return true;
   }
 
-  bool graph_capture_end() override {
+  bool graph_capture_end_impl() override {
     std::unique_lock<std::recursive_mutex> mine(op_mu_, std::try_to_lock);
     if (!mine.owns_lock()) return false;  // another thread is capturing
     if (!capturing_) return false;
@@ -521,14 +469,14 @@ class CudaBackend final : public Backend, public ScratchProvider {
     return true;
   }
 
-  bool graph_replay() override {
+  bool graph_replay_impl() override {
     auto lk = guard();
     if (!exec_ || capturing_) return false;
     CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
     return true;
   }
 
-  void graph_reset() override {
+  void graph_reset_impl() override {
     auto lk = guard();
     if (capturing_) return;  // graph_capture_end() first
     if (exec_ || graph_) CUDA_CHECK(cudaStreamSynchronize(stream_));  // a replay may still run
@@ -543,6 +491,28 @@ class CudaBackend final : public Backend, public ScratchProvider {
     }
     held_.clear();
   }
+
+  // ---------------- streams and events ----------------
+  // Event* is a cudaEvent_t (timing off: the cheapest kind to record and wait on).
+  Event* event_create_impl() override {
+    auto lk = guard();
+    cudaEvent_t e = nullptr;
+    CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return reinterpret_cast<Event*>(e);
+  }
+  void event_record_impl(Event* e) override {
+    auto lk = guard();
+    CUDA_CHECK(cudaEventRecord(reinterpret_cast<cudaEvent_t>(e), stream_));
+  }
+  void event_synchronize_impl(Event* e) override {
+    use();
+    CUDA_CHECK(cudaEventSynchronize(reinterpret_cast<cudaEvent_t>(e)));
+  }
+  void event_destroy_impl(Event* e) override {
+    use();
+    CUDA_CHECK(cudaEventDestroy(reinterpret_cast<cudaEvent_t>(e)));
+  }
+  void* native_stream_impl() override { return stream_; }
 
   // ---------------- ScratchProvider ----------------
   void first_use(const char* what) override {
@@ -595,14 +565,12 @@ class CudaBackend final : public Backend, public ScratchProvider {
     return lk;
   }
 
-  static void check_train_attention(const char* op, int B, int T, int H, int D, float p_drop) {
-    check_dim(op, "B", B);
-    check_dim(op, "T", T);
-    check_dim(op, "H", H);
-    if (D < 1 || D > 128) fail(op, "head dim D must be in 1..128, got " + std::to_string(D));
-    if (T > 12000) fail(op, "T must be <= 12000 (shared-memory scores), got " + std::to_string(T));
-    if (static_cast<int64_t>(B) * H * T > 0x7fffffffLL) fail(op, "B*H*T is too large");
-    if (!(p_drop >= 0.f && p_drop < 1.f)) fail(op, "p_drop must be in [0, 1), got " + std::to_string(p_drop));
+  // The training attention kernels' own limits (the contract's checks ran before).
+  void check_train_attention(Op op, int B, int T, int H) const {
+    if (T > 12000) fail_arg(op, "an integer <= 12000 on CUDA (shared-memory scores)", "T", std::to_string(T));
+    if (static_cast<int64_t>(B) * H * T > 0x7fffffffLL)
+      fail_arg(op, "sizes whose product is < 2^31 on CUDA", "B*H*T",
+               std::to_string(B) + "*" + std::to_string(H) + "*" + std::to_string(T));
   }
 
   enum class GraphMode { Off, Fallback, Strict };

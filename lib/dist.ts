@@ -35,6 +35,8 @@ export interface DistSettings {
   bucketMB: number;
   /** RARGEN_DIST_BACKEND: how gradients are reduced: auto (NCCL on GPUs, MPI on CPUs), nccl or mpi. */
   backend: 'auto' | 'nccl' | 'mpi';
+  /** RARGEN_DIST_OVERLAP: 1 (default) starts each gradient bucket's all-reduce as soon as backward has made it final; 0 after backward (the same buckets in the same order: bit-identical). */
+  overlap: boolean;
   /** The rank within its node: OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID or LOCAL_RANK (null when none is set). */
   localRank: number | null;
 }
@@ -51,6 +53,8 @@ export function distSettings(env: NodeJS.ProcessEnv = process.env): DistSettings
   const backend = env.RARGEN_DIST_BACKEND || 'auto';
   if (backend !== 'auto' && backend !== 'nccl' && backend !== 'mpi')
     throw new Error(`rargen: RARGEN_DIST_BACKEND must be auto, nccl or mpi but is ${JSON.stringify(backend)}`);
+  const ov = env.RARGEN_DIST_OVERLAP || '1';
+  if (ov !== '0' && ov !== '1') throw new Error(`rargen: RARGEN_DIST_OVERLAP must be 0 or 1 but is ${JSON.stringify(ov)}`);
   let localRank: number | null = null;
   for (const name of ['OMPI_COMM_WORLD_LOCAL_RANK', 'SLURM_LOCALID', 'LOCAL_RANK']) {
     const v = env[name];
@@ -59,7 +63,7 @@ export function distSettings(env: NodeJS.ProcessEnv = process.env): DistSettings
     localRank = Number(v);
     break;
   }
-  return { timeout: num('RARGEN_DIST_TIMEOUT', 300, 0.1, 1e7), bucketMB: num('RARGEN_DIST_BUCKET_MB', 25, 1, 4096), backend, localRank };
+  return { timeout: num('RARGEN_DIST_TIMEOUT', 300, 0.1, 1e7), bucketMB: num('RARGEN_DIST_BUCKET_MB', 25, 1, 4096), backend, overlap: ov === '1', localRank };
 }
 
 /**

@@ -130,6 +130,14 @@ export interface NativeSequenceSpec {
 export interface NativeAddon {
   buildInfo(): BuildInfo;
   cudaStatus(): CudaStatus;
+  /**
+   * Backend::supports of the device's backend (src/backend.h): whether `op` (an op name of
+   * src/backend.h, e.g. 'attention', 'linear_backward') runs with `dtype` there (the KV
+   * cache's for attention, the weights' for linear/conv2d). Without op and dtype: every
+   * op -> the dtypes it runs. For skipping by capability instead of by device name.
+   */
+  backendSupports(device: string, op: string, dtype: 'f32' | 'f16' | 'bf16' | 'i32'): boolean;
+  backendSupports(device: string): Record<string, Array<'f32' | 'f16' | 'bf16' | 'i32'>>;
   /** weightDtype: storage of matrices on the backend ('f32' exact, 'f16'/'bf16' fast). */
   createRar(config: NativeRarConfig, device: string, weightDtype: 'f32' | 'f16' | 'bf16'): NativeModel;
   createVq(config: NativeVqConfig, device: string): NativeModel;
@@ -333,6 +341,8 @@ export interface NativeTrainBatch {
   zeroGrad: boolean;
   /** Return the logits (B, N+1, V) too (tests). */
   returnLogits?: boolean;
+  /** Data-parallel, the step's last micro-batch: begin each gradient bucket's all-reduce as soon as backward has made it final (trainAllreduceGrads finishes; src/dist/mpi.h). */
+  reduceGrads?: boolean;
 }
 
 export interface NativeTrainResult {

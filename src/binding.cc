@@ -432,6 +432,36 @@ Napi::Value CudaStatus(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// backendSupports(device, op?, dtype?): Backend::supports (src/backend.h) of the device's
+// backend, so tests and benches skip by capability instead of by device name. With op
+// and dtype: a boolean. Without them: every op (src/backend.h's list) -> the dtypes it
+// runs ([] for none).
+Napi::Value BackendSupports(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string fn = "backendSupports";
+  rargen::Backend* be = backend_for(env, string_arg(env, info[0], fn, "device"));
+  const rargen::DType all[] = {rargen::DType::F32, rargen::DType::F16, rargen::DType::BF16, rargen::DType::I32};
+  if (info.Length() < 2 || info[1].IsUndefined()) {
+    Napi::Object o = Napi::Object::New(env);
+    for (int i = 0; i < rargen::kOpCount; i++) {
+      const auto op = static_cast<rargen::Op>(i);
+      Napi::Array a = Napi::Array::New(env);
+      for (rargen::DType t : all)
+        if (be->supports(op, t)) a.Set(a.Length(), rargen::dtype_name(t));
+      o.Set(rargen::op_name(op), a);
+    }
+    return o;
+  }
+  const std::string op_s = string_arg(env, info[1], fn, "op"), dt_s = string_arg(env, info[2], fn, "dtype");
+  rargen::Op op;
+  rargen::DType dt;
+  if (!rargen::op_from_name(op_s, &op))
+    range_error(env, "rargen." + fn + ": Expected an op of src/backend.h (e.g. 'attention', 'linear_backward') for op but received '" + op_s + "'");
+  if (!rargen::dtype_from_name(dt_s, &dt))
+    range_error(env, "rargen." + fn + ": Expected 'f32', 'f16', 'bf16' or 'i32' for dtype but received '" + dt_s + "'");
+  return Napi::Boolean::New(env, be->supports(op, dt));
+}
+
 }  // namespace
 
 // Feature bindings that live in their own files register their functions here.
@@ -491,6 +521,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   set_exports(env, exports,
               {{"buildInfo", guarded<BuildInfo>},
                {"cudaStatus", guarded<CudaStatus>},
+               {"backendSupports", guarded<BackendSupports>},
                {"createRar", guarded<CreateRar>},
                {"createVq", guarded<CreateVq>},
                {"setWeight", guarded<SetWeight>},

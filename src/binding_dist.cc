@@ -600,28 +600,165 @@ void bcast_bytes(void* data, int64_t n, int root, const char* what) {
   wait(&req, t0);
 }
 
-void allreduce_mean_grads(Backend& be, float* grads, int64_t n) {
-  require_up("trainAllreduceGrads");
+namespace {
+
+// One data-parallel gradient mean in flight (src/dist/mpi.h): the buckets in the order
+// they are begun, how far backward must be for each, and what has been begun so far.
+struct GradReduce {
+  bool active = false;
+  bool nccl = false;
+  Backend* be = nullptr;
+  float* grads = nullptr;
+  int64_t n = 0;
+  std::vector<std::pair<int64_t, int64_t>> plan;  // (offset, count)
+  std::vector<int> ready_at;                      // plan[i] is final once this many stages are
+  size_t next = 0;                                // plan[0..next) begun
+  size_t early = 0;                               // of them, begun by grads_overlap_ready (during backward)
+  std::vector<float> host;                        // MPI: the host copy reduced in place
+  std::vector<Handle> reqs;
+  double t0 = 0;
+};
+GradReduce gr;
+
+int64_t mpi_bucket_floats() {
+  const char* e = std::getenv("RARGEN_DIST_MPI_BUCKET");  // floats per MPI bucket (tests use small ones)
+  if (e && *e) {
+    char* end = nullptr;
+    const long long v = std::strtoll(e, &end, 10);
+    if (*end || v < 1 || v > kBucket)
+      throw std::runtime_error("rargen: RARGEN_DIST_MPI_BUCKET must be an integer in 1.." + std::to_string(kBucket) +
+                               " (floats per MPI all-reduce bucket) but is '" + e + "'");
+    return v;
+  }
+  return kBucket;
+}
+
+// True for NCCL (device memory), false for MPI through host memory; throws for a bad setting.
+bool use_nccl(Backend& be) {
   const char* b = std::getenv("RARGEN_DIST_BACKEND");
   const std::string backend = b && *b ? b : "auto";
   if (backend != "auto" && backend != "nccl" && backend != "mpi")
     throw std::runtime_error("rargen: RARGEN_DIST_BACKEND must be auto, nccl or mpi but is '" + backend + "'");
-  if (be.is_gpu() && backend != "mpi") {
-    nccl::mean_grads(be, grads, n);
-    return;
-  }
+  if (be.is_gpu() && backend != "mpi") return true;
   if (backend == "nccl" && !be.is_gpu())
     throw std::runtime_error("rargen: RARGEN_DIST_BACKEND=nccl needs --device cuda (this rank trains on the CPU)");
-  // Host memory and MPI: CPU ranks (no copy needed there would be nicer, but the CPU
-  // backend's buffers are host memory already: download/upload are memcpys).
-  std::vector<float> host(static_cast<size_t>(n));
-  be.synchronize();
-  be.download(host.data(), grads, static_cast<size_t>(n) * 4);
-  allreduce_sum_f32(host.data(), n);
-  const float inv = 1.f / static_cast<float>(g.size);
-  for (float& x : host) x *= inv;
-  be.upload(grads, host.data(), static_cast<size_t>(n) * 4);
-  be.synchronize();
+  return false;
+}
+
+// Buckets of `per` floats, ordered by the stage after which each is final, then from the
+// end of the buffer (backward's direction).
+void make_plan(GradReduce& r, const GradStages& stages, int64_t per) {
+  const int64_t nb = (r.n + per - 1) / per;
+  std::vector<int> ready(static_cast<size_t>(nb), static_cast<int>(stages.size()));
+  std::vector<std::pair<int64_t, int64_t>> have;  // the final ranges so far, merged and sorted
+  for (size_t s = 0; s < stages.size(); s++) {
+    for (const auto& rg : stages[s]) have.push_back(rg);
+    std::sort(have.begin(), have.end());
+    std::vector<std::pair<int64_t, int64_t>> merged;
+    for (const auto& rg : have) {
+      if (!merged.empty() && rg.first <= merged.back().second) merged.back().second = std::max(merged.back().second, rg.second);
+      else merged.push_back(rg);
+    }
+    have = merged;
+    for (int64_t k = 0; k < nb; k++) {
+      if (ready[k] != static_cast<int>(stages.size())) continue;
+      const int64_t lo = k * per, hi = std::min(r.n, lo + per);
+      auto it = std::upper_bound(have.begin(), have.end(), std::make_pair(lo, INT64_MAX));
+      if (it != have.begin() && std::prev(it)->first <= lo && std::prev(it)->second >= hi) ready[k] = static_cast<int>(s) + 1;
+    }
+  }
+  std::vector<int64_t> order(static_cast<size_t>(nb));
+  for (int64_t k = 0; k < nb; k++) order[k] = nb - 1 - k;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return ready[a] < ready[b]; });
+  for (int64_t k : order) {
+    r.plan.push_back({k * per, std::min(per, r.n - k * per)});
+    r.ready_at.push_back(ready[k]);
+  }
+}
+
+void begin_next(GradReduce& r) {
+  const auto [off, cnt] = r.plan[r.next++];
+  if (r.nccl) {
+    nccl::begin_bucket(*r.be, r.grads + off, cnt);
+    return;
+  }
+  if (r.reqs.empty()) r.t0 = begin("all-reduce (gradients)");
+  r.be->download(r.host.data() + off, r.grads + off, static_cast<size_t>(cnt) * 4);
+  r.reqs.emplace_back();
+  check(g.Iallreduce(kInPlace, r.host.data() + off, static_cast<int>(cnt), g.t_float, g.op_sum, g.comm_world,
+                     &r.reqs.back()),
+        "all-reduce (gradients)");
+}
+
+void finish(GradReduce& r) {
+  const char* rep = std::getenv("RARGEN_DIST_OVERLAP_REPORT");  // tests: how much was overlapped
+  if (rep && *rep && std::strcmp(rep, "0") != 0) {
+    std::string per;  // how many buckets became final at each stage of backward
+    for (size_t i = 0; i < r.plan.size();) {
+      size_t j = i;
+      while (j < r.plan.size() && r.ready_at[j] == r.ready_at[i]) j++;
+      per += " " + std::to_string(r.ready_at[i]) + ":" + std::to_string(j - i);
+      i = j;
+    }
+    std::fprintf(stderr, "rargen: rank %d: gradient all-reduce: %zu of %zu buckets begun during backward (final after stage:%s)\n",
+                 g.rank, r.early, r.plan.size(), per.c_str());
+  }
+  while (r.next < r.plan.size()) begin_next(r);
+  if (r.nccl) {
+    nccl::finish(*r.be);
+  } else {
+    if (!r.reqs.empty()) wait_all(r.reqs, r.t0);
+    const float inv = 1.f / static_cast<float>(g.size);
+    for (float& x : r.host) x *= inv;
+    r.be->upload(r.grads, r.host.data(), static_cast<size_t>(r.n) * 4);
+    r.be->synchronize();
+  }
+  r = GradReduce{};
+}
+
+}  // namespace
+
+void grads_overlap_begin(Backend& be, float* grads, int64_t n, const GradStages& stages) {
+  require_up("trainAllreduceGrads");
+  if (gr.active) finish(gr);  // a reduction left pending (its step failed): complete it first
+  GradReduce r;
+  r.nccl = use_nccl(be);
+  r.be = &be;
+  r.grads = grads;
+  r.n = n;
+  make_plan(r, stages, r.nccl ? std::max<int64_t>(1, nccl::bucket_bytes() / 4) : mpi_bucket_floats());
+  if (!r.nccl) r.host.assign(static_cast<size_t>(n), 0.f);
+  r.active = true;
+  gr = std::move(r);
+}
+
+void grads_overlap_ready(int done) {
+  if (!gr.active) return;
+  while (gr.next < gr.plan.size() && gr.ready_at[gr.next] <= done) {
+    begin_next(gr);
+    gr.early++;
+  }
+  // Open MPI progresses non-blocking collectives inside MPI calls only: test the pending
+  // ones (a completed request becomes MPI_REQUEST_NULL, which wait_all then passes).
+  for (Handle& q : gr.reqs) {
+    int flag = 0;
+    check(g.Test(&q, &flag, nullptr), "all-reduce (gradients)");
+  }
+}
+
+void allreduce_mean_grads(Backend& be, float* grads, int64_t n, const GradStages& stages) {
+  require_up("trainAllreduceGrads");
+  if (gr.active && (gr.be != &be || gr.grads != grads || gr.n != n)) finish(gr);  // another trainer's
+  if (!gr.active) {
+    be.synchronize();  // the backward pass has written every gradient
+    grads_overlap_begin(be, grads, n, stages);
+  }
+  try {
+    finish(gr);
+  } catch (...) {
+    gr = GradReduce{};
+    throw;
+  }
 }
 
 double begin_collective(const char* what) { return begin(what); }

@@ -159,12 +159,24 @@ Napi::Value TrainForwardBackward(const Napi::CallbackInfo& info) {
   a->batch.zero_grad = zg.IsBoolean() ? zg.As<Napi::Boolean>().Value() : true;
   Napi::Value rl = b.Get("returnLogits");
   a->batch.return_logits = rl.IsBoolean() && rl.As<Napi::Boolean>().Value();
-  return train_job(
-      env, "rargen:trainForwardBackward", st,
-      [st, a]() {
+  // reduceGrads (the last micro-batch of a data-parallel step): each bucket of the
+  // gradient all-reduce begins, on this (the main) thread, as soon as backward reports
+  // it final; trainAllreduceGrads then finishes (src/dist/mpi.h).
+  Napi::Value rg = b.Get("reduceGrads");
+  const bool reduce = rg.IsBoolean() && rg.As<Napi::Boolean>().Value();
+  if (reduce) {
+    if (!rargen::dist::active())
+      throw Napi::Error::New(env, "rargen: trainForwardBackward: reduceGrads needs MPI (distInit)");
+    rargen::RarTrainer& t = *st->trainer;
+    rargen::dist::grads_overlap_begin(*t.backend(), t.flat(rargen::TrainTensor::Grad), t.num_params(), t.grad_stages());
+  }
+  Job* j = job(
+      env, "rargen:trainForwardBackward",
+      [st, a, reduce](Job& job) {
         a->batch.ids = a->ids.data();
         a->batch.condition = a->cond.data();
         a->batch.orders = a->orders.data();
+        if (reduce) a->batch.on_grads_final = [&job](int done, int total) { job.report(done, total); };
         a->stats = st->trainer->forward_backward(a->batch);
       },
       [a](Napi::Env env) -> Napi::Value {
@@ -175,6 +187,12 @@ Napi::Value TrainForwardBackward(const Napi::CallbackInfo& info) {
         if (!a->stats.logits.empty()) out.Set("logits", to_js(env, a->stats.logits));
         return out;
       });
+  if (reduce)
+    j->progress(Napi::Function::New(env, [](const Napi::CallbackInfo& i) -> Napi::Value {
+      rargen::dist::grads_overlap_ready(i[0].As<Napi::Number>().Int32Value());
+      return i.Env().Undefined();
+    }));
+  return j->hold(std::move(st)).start();
 }
 
 Napi::Value TrainOptimizerStep(const Napi::CallbackInfo& info) {
@@ -215,7 +233,7 @@ Napi::Value TrainAllreduceGrads(const Napi::CallbackInfo& info) {
   StatePtr st = state_arg(env, info[0], "trainAllreduceGrads");
   if (!rargen::dist::active()) throw Napi::Error::New(env, "rargen: trainAllreduceGrads: MPI is not initialised (distInit)");
   rargen::RarTrainer& t = *st->trainer;
-  rargen::dist::allreduce_mean_grads(*t.backend(), t.flat(rargen::TrainTensor::Grad), t.num_params());
+  rargen::dist::allreduce_mean_grads(*t.backend(), t.flat(rargen::TrainTensor::Grad), t.num_params(), t.grad_stages());
   return env.Undefined();
 }
 

@@ -255,6 +255,8 @@ async function trainOn(o: TrainRunOptions, dist: Dist): Promise<TrainRunResult> 
           dropoutSeed: rnd.dropoutSeed,
           lossScale: 1 / accum,
           zeroGrad: u === 0,
+          // the last micro-batch: its backward starts the gradient all-reduce bucket by bucket
+          reduceGrads: world > 1 && u === accum - 1 && dist.settings.overlap,
         });
         lossSum += res.loss;
         correct += res.correct;

@@ -27,14 +27,6 @@ namespace {
 
 using cpu::global_pool;
 
-[[noreturn]] void fail(const std::string& op, const std::string& what) {
-  throw Error("cpu " + op + ": " + what);
-}
-
-void check_dim(const char* op, const char* name, int64_t v, int64_t lo = 1) {
-  if (v < lo) fail(op, std::string(name) + " must be >= " + std::to_string(lo) + ", got " + std::to_string(v));
-}
-
 // Rows per parallel task so that each task has at least ~16k elements of work.
 int64_t row_grain(int64_t C) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1)); }
 
@@ -50,39 +42,42 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads) { global_pool(threads); }
   const char* name() const override { return "cpu"; }
+  // The reference: every op but CUDA graphs, activations in F32, weights also F16/BF16
+  // (argument checks: the public ops of src/backend.cc).
+  bool supports(Op op, DType dtype) const override { return reference_supports(op, dtype); }
 
   // ---------------- training (backward): src/cpu/backward.cc ----------------
-  void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+  void linear_backward_impl(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                        const float* weight, int64_t M, int N, int K, bool accumulate_dinp) override {
     cpu::linear_backward(dinp, dweight, dbias, dout, inp, weight, M, N, K, accumulate_dinp);
   }
-  void layernorm_modulate_backward(float* dinp, float* dln_w, float* dln_b, float* dshift, float* dscale,
+  void layernorm_modulate_backward_impl(float* dinp, float* dln_w, float* dln_b, float* dshift, float* dscale,
                                    const float* dout, const float* inp, const float* ln_w, const float* ln_b,
                                    const float* scale, int64_t mod_stride, const int32_t* row_map, int64_t rows,
                                    int C, float eps) override {
     cpu::layernorm_modulate_backward(dinp, dln_w, dln_b, dshift, dscale, dout, inp, ln_w, ln_b, scale, mod_stride,
                                      row_map, rows, C, eps);
   }
-  void gated_residual_backward(float* dy, float* dgate, const float* dx, const float* y, const float* gate,
+  void gated_residual_backward_impl(float* dy, float* dgate, const float* dx, const float* y, const float* gate,
                                int64_t mod_stride, const int32_t* row_map, int64_t rows, int C) override {
     cpu::gated_residual_backward(dy, dgate, dx, y, gate, mod_stride, row_map, rows, C);
   }
-  void gelu_backward(float* dinp, const float* dout, const float* inp, int64_t n) override {
+  void gelu_backward_impl(float* dinp, const float* dout, const float* inp, int64_t n) override {
     cpu::gelu_backward(dinp, dout, inp, n);
   }
-  void silu_backward(float* dinp, const float* dout, const float* inp, int64_t n) override {
+  void silu_backward_impl(float* dinp, const float* dout, const float* inp, int64_t n) override {
     cpu::silu_backward(dinp, dout, inp, n);
   }
-  void dropout(float* x, int64_t n, float p, uint64_t seed, uint64_t site) override {
+  void dropout_impl(float* x, int64_t n, float p, uint64_t seed, uint64_t site) override {
     cpu::dropout(x, n, p, seed, site);
   }
-  void attention_train_forward(float* out, float* lse, const float* qkv, const float* q_norm_w, const float* q_norm_b,
+  void attention_train_forward_impl(float* out, float* lse, const float* qkv, const float* q_norm_w, const float* q_norm_b,
                                const float* k_norm_w, const float* k_norm_b, int B, int T, int H, int D, float eps,
                                float p_drop, uint64_t seed, uint64_t site) override {
     cpu::attention_train_forward(out, lse, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B, T, H, D, eps, p_drop, seed,
                                  site);
   }
-  void attention_backward(float* dqkv, float* dq_norm_w, float* dq_norm_b, float* dk_norm_w, float* dk_norm_b,
+  void attention_backward_impl(float* dqkv, float* dq_norm_w, float* dq_norm_b, float* dk_norm_w, float* dk_norm_b,
                           const float* dout, const float* out, const float* lse, const float* qkv,
                           const float* q_norm_w, const float* q_norm_b, const float* k_norm_w,
                           const float* k_norm_b, int B, int T, int H, int D, float eps, float p_drop, uint64_t seed,
@@ -90,38 +85,38 @@ class CpuBackend final : public Backend {
     cpu::attention_backward(dqkv, dq_norm_w, dq_norm_b, dk_norm_w, dk_norm_b, dout, out, lse, qkv, q_norm_w, q_norm_b,
                             k_norm_w, k_norm_b, B, T, H, D, eps, p_drop, seed, site);
   }
-  void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows, int C) override {
+  void embedding_backward_impl(float* dtable, const float* dout, const int32_t* ids, int64_t rows, int C) override {
     cpu::embedding_backward(dtable, dout, ids, rows, C);
   }
-  void cross_entropy(float* dlogits, float* losses, int32_t* correct, const float* logits, const int32_t* targets,
+  void cross_entropy_impl(float* dlogits, float* losses, int32_t* correct, const float* logits, const int32_t* targets,
                      int64_t rows, int V, float grad_scale) override {
     cpu::cross_entropy(dlogits, losses, correct, logits, targets, rows, V, grad_scale);
   }
-  double sum_squares(const float* x, int64_t n) override { return cpu::sum_squares(x, n); }
-  void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
+  double sum_squares_impl(const float* x, int64_t n) override { return cpu::sum_squares(x, n); }
+  void adamw_impl(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
              float eps, float weight_decay, float grad_scale, int64_t step) override {
     cpu::adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, grad_scale, step);
   }
 
   // ---------------- memory ----------------
-  void* alloc(size_t bytes) override {
+  void* alloc_impl(size_t bytes) override {
     size_t n = std::max<size_t>(64, (bytes + 63) / 64 * 64);
     void* p = std::aligned_alloc(64, n);
     if (!p) throw Error("out of memory on cpu: asked for " + std::to_string(bytes) + " bytes");
     return p;
   }
-  void free(void* ptr) override { std::free(ptr); }
-  void upload(void* dst, const void* src, size_t bytes) override {
+  void free_impl(void* ptr) override { std::free(ptr); }
+  void upload_impl(void* dst, const void* src, size_t bytes) override {
     if (bytes) std::memcpy(dst, src, bytes);
   }
-  void download(void* dst, const void* src, size_t bytes) override {
+  void download_impl(void* dst, const void* src, size_t bytes) override {
     if (bytes) std::memcpy(dst, src, bytes);
   }
-  void copy(void* dst, const void* src, size_t bytes) override {
+  void copy_impl(void* dst, const void* src, size_t bytes) override {
     if (bytes) std::memmove(dst, src, bytes);
   }
-  void fill(float* dst, float value, int64_t n) override { std::fill(dst, dst + n, value); }
-  void synchronize() override {}
+  void fill_impl(float* dst, float value, int64_t n) override { std::fill(dst, dst + n, value); }
+  void synchronize_impl() override {}
   size_t free_memory() const override {
     // MemAvailable (free plus reclaimable page cache) when /proc says it.
     if (FILE* f = std::fopen("/proc/meminfo", "r")) {
@@ -136,7 +131,7 @@ class CpuBackend final : public Backend {
     if (pages <= 0 || page <= 0) return size_t(1) << 40;
     return static_cast<size_t>(pages) * static_cast<size_t>(page);
   }
-  Weight upload_weight(const float* host, int64_t n, DType dtype) override {
+  Weight upload_weight_impl(const float* host, int64_t n, DType dtype) override {
     Weight w;
     w.dtype = dtype;
     if (dtype == DType::F32) {
@@ -150,17 +145,14 @@ class CpuBackend final : public Backend {
       });
       w.data = p;
     } else {
-      fail("upload_weight", "dtype must be F32, F16 or BF16");
+      unsupported(Op::upload_weight, dtype);  // supports() said no: not reached
     }
     return w;
   }
 
   // ---------------- dense ----------------
-  void linear(float* out, const float* inp, Weight w, const float* bias, int64_t M, int N, int K,
+  void linear_impl(float* out, const float* inp, Weight w, const float* bias, int64_t M, int N, int K,
               bool accumulate) override {
-    check_dim("linear", "M", M, 0);
-    check_dim("linear", "N", N);
-    check_dim("linear", "K", K);
     if (M == 0) return;
     if (M <= cpu::gemv_max_rows()) {
       // Decode: stream the weight once; tasks of ~128 KiB of weights.
@@ -180,15 +172,14 @@ class CpuBackend final : public Backend {
   }
 
   // ---------------- elementwise / normalisation ----------------
-  void layernorm(float* out, const float* inp, const float* weight, const float* bias, int64_t rows,
+  void layernorm_impl(float* out, const float* inp, const float* weight, const float* bias, int64_t rows,
                  int C, float eps) override {
-    layernorm_modulate(out, inp, weight, bias, nullptr, nullptr, 0, nullptr, rows, C, eps);
+    layernorm_modulate_impl(out, inp, weight, bias, nullptr, nullptr, 0, nullptr, rows, C, eps);
   }
 
-  void layernorm_modulate(float* out, const float* inp, const float* ln_w, const float* ln_b,
+  void layernorm_modulate_impl(float* out, const float* inp, const float* ln_w, const float* ln_b,
                           const float* shift, const float* scale, int64_t mod_stride,
                           const int32_t* row_map, int64_t rows, int C, float eps) override {
-    check_dim("layernorm", "C", C);
     global_pool().parallel_for(rows, row_grain(C), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
         const float* x = inp + r * C;
@@ -210,7 +201,7 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void gated_residual(float* x, const float* y, const float* gate, int64_t mod_stride,
+  void gated_residual_impl(float* x, const float* y, const float* gate, int64_t mod_stride,
                       const int32_t* row_map, int64_t rows, int C) override {
     global_pool().parallel_for(rows, row_grain(C), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
@@ -223,7 +214,7 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void gelu(float* out, const float* inp, int64_t n) override {
+  void gelu_impl(float* out, const float* inp, int64_t n) override {
     global_pool().parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; i++) {
         float x = inp[i];
@@ -232,20 +223,20 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void silu(float* out, const float* inp, int64_t n) override {
+  void silu_impl(float* out, const float* inp, int64_t n) override {
     global_pool().parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
       cpu::affine_silu(out + b, inp + b, e - b, 1.f, 0.f, true);
     });
   }
 
-  void add(float* out, const float* a, const float* b, int64_t n) override {
+  void add_impl(float* out, const float* a, const float* b, int64_t n) override {
     global_pool().parallel_for(n, 1 << 16, [&](int64_t s, int64_t e) {
       for (int64_t i = s; i < e; i++) out[i] = a[i] + b[i];
     });
   }
 
   // ---------------- gathers ----------------
-  void embedding(float* out, const float* table, const int32_t* ids, int64_t rows, int C,
+  void embedding_impl(float* out, const float* table, const int32_t* ids, int64_t rows, int C,
                  bool accumulate) override {
     global_pool().parallel_for(rows, row_grain(C), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; r++) {
@@ -266,22 +257,20 @@ class CpuBackend final : public Backend {
   }
 
   // ---------------- attention ----------------
-  void attention(float* out, void* kcache_v, void* vcache_v, DType cache_dtype, const float* qkv,
+  void attention_impl(float* out, void* kcache_v, void* vcache_v, DType cache_dtype, const float* qkv,
                  const float* q_norm_w, const float* q_norm_b, const float* k_norm_w, const float* k_norm_b, int R,
                  int Tn, const int32_t* pos, const int32_t* slot, int slots, int Tcache, int H, int D,
                  float eps) override {
-    if (cache_dtype != DType::F32) fail("attention", "KV cache dtype must be F32 on the CPU backend");
-    if (D < 1 || D > 128) fail("attention", "head dim D must be in 1..128, got " + std::to_string(D));
-    if (R < 0 || Tn < 1 || H < 1 || Tcache < 1 || slots < 1)
-      fail("attention", "R, Tn, H, Tcache and slots must be positive");
+    // Shapes, dtype and pointers: Backend::attention. What only the host can read here
+    // (positions and slots are backend memory = host memory), in the contract's wording.
     for (int r = 0; r < R; r++) {
       if (pos[r] < 0 || static_cast<int64_t>(pos[r]) + Tn > Tcache)
-        fail("attention", "row " + std::to_string(r) + ": positions " + std::to_string(pos[r]) + ".." +
-                              std::to_string(static_cast<int64_t>(pos[r]) + Tn - 1) + " do not fit the cache of " +
-                              std::to_string(Tcache));
+        fail_arg(Op::attention, "a first position in 0.." + std::to_string(Tcache - Tn) + " (Tn " + std::to_string(Tn) +
+                                    " new positions in a cache of Tcache " + std::to_string(Tcache) + ")",
+                 "pos[" + std::to_string(r) + "]", std::to_string(pos[r]));
       if (slot[r] < 0 || slot[r] >= slots)
-        fail("attention", "row " + std::to_string(r) + ": cache slot " + std::to_string(slot[r]) + " not in 0.." +
-                              std::to_string(slots - 1));
+        fail_arg(Op::attention, "a cache slot in 0.." + std::to_string(slots - 1), "slot[" + std::to_string(r) + "]",
+                 std::to_string(slot[r]));
     }
     float* kcache = static_cast<float*>(kcache_v);
     float* vcache = static_cast<float*>(vcache_v);
@@ -340,7 +329,7 @@ class CpuBackend final : public Backend {
   }
 
   // ---------------- sampling ----------------
-  void sample(int32_t* tokens_out, const float* logits, int B, int V, bool cfg, float cfg_scale,
+  void sample_impl(int32_t* tokens_out, const float* logits, int B, int V, bool cfg, float cfg_scale,
               float temperature, int top_k, float top_p, bool greedy, const float* uniforms) override {
     std::vector<float> l(V), p(V);
     std::vector<int> idx(V);
@@ -409,14 +398,9 @@ class CpuBackend final : public Backend {
   }
 
   // ---------------- convolution ----------------
-  void conv2d(float* out, const float* inp, Weight w, const float* bias, int B, int Cin, int H, int W,
+  void conv2d_impl(float* out, const float* inp, Weight w, const float* bias, int B, int Cin, int H, int W,
               int Cout, int kh, int kw, int sh, int sw, int ph, int pw) override {
-    check_dim("conv2d", "B", B);
-    check_dim("conv2d", "Cin", Cin);
-    check_dim("conv2d", "Cout", Cout);
-    check_dim("conv2d", "stride", std::min(sh, sw));
-    int Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / sw + 1;
-    if (Ho <= 0 || Wo <= 0) fail("conv2d", "empty output for input " + std::to_string(H) + "x" + std::to_string(W));
+    const int Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / sw + 1;  // >= 1: Backend::conv2d
     const int64_t K = static_cast<int64_t>(Cin) * kh * kw;
     const int64_t HWo = static_cast<int64_t>(Ho) * Wo;
     cpu::PackARowMajor pa(w.data, w.dtype, K, Cout);
@@ -440,9 +424,8 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void groupnorm(float* out, const float* inp, const float* weight, const float* bias, int B, int C,
+  void groupnorm_impl(float* out, const float* inp, const float* weight, const float* bias, int B, int C,
                  int64_t HW, int G, float eps, bool silu_after) override {
-    if (G < 1 || C % G) fail("groupnorm", "C=" + std::to_string(C) + " is not divisible by G=" + std::to_string(G));
     const int cpg = C / G;
     std::vector<float> mean(static_cast<size_t>(B) * G), rstd(static_cast<size_t>(B) * G);
     global_pool().run(static_cast<int64_t>(B) * G, [&](int64_t bg, int) {
@@ -465,15 +448,11 @@ class CpuBackend final : public Backend {
   // GroupNorm(+SiLU) folded into the Winograd input transform as per-channel scale/shift
   // (the same arithmetic as groupnorm(): x * a + s, then SiLU), the upsampling into its
   // row reads, the residual into its output transform: no intermediate tensors.
-  void conv3x3_fused(float* out, const float* inp, Weight w, const float* bias, int B, int Cin, int H, int W,
+  void conv3x3_fused_impl(float* out, const float* inp, Weight w, const float* bias, int B, int Cin, int H, int W,
                      int Cout, const float* gn_weight, const float* gn_bias, int G, float eps, bool silu,
                      bool upsample2x, const float* residual) override {
-    check_dim("conv3x3_fused", "B", B);
-    if (upsample2x && (H % 2 || W % 2)) fail("conv3x3_fused", "upsample2x needs an even output size");
-    if (gn_weight && (G < 1 || Cin % G))
-      fail("conv3x3_fused", "C=" + std::to_string(Cin) + " is not divisible by G=" + std::to_string(G));
     if (Cin < 16 || cpu::winograd_disabled()) {  // small Cout too: conv_out (-> 3 channels)
-      Backend::conv3x3_fused(out, inp, w, bias, B, Cin, H, W, Cout, gn_weight, gn_bias, G, eps, silu, upsample2x,
+      Backend::conv3x3_fused_impl(out, inp, w, bias, B, Cin, H, W, Cout, gn_weight, gn_bias, G, eps, silu, upsample2x,
                              residual);
       return;
     }
@@ -511,7 +490,7 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void upsample_nearest2x(float* out, const float* inp, int B, int C, int H, int W) override {
+  void upsample_nearest2x_impl(float* out, const float* inp, int B, int C, int H, int W) override {
     global_pool().parallel_for(static_cast<int64_t>(B) * C * H, 16, [&](int64_t s, int64_t e) {
       for (int64_t r = s; r < e; r++) {  // r = (b, c, y)
         const float* x = inp + r * W;
@@ -524,7 +503,7 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void avgpool2x2(float* out, const float* inp, int B, int C, int H, int W) override {
+  void avgpool2x2_impl(float* out, const float* inp, int B, int C, int H, int W) override {
     const int Ho = H / 2, Wo = W / 2;
     global_pool().parallel_for(static_cast<int64_t>(B) * C * Ho, 16, [&](int64_t s, int64_t e) {
       for (int64_t r = s; r < e; r++) {  // r = (b, c, oy)
@@ -537,7 +516,7 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void codebook_nearest(int32_t* tokens, const float* z, const float* codebook, int B, int Cz,
+  void codebook_nearest_impl(int32_t* tokens, const float* z, const float* codebook, int B, int Cz,
                         int64_t HW, int K) override {
     // Direct squared differences (not ||z||^2 - 2 z.e + ||e||^2, which cancels badly).
     global_pool().parallel_for(static_cast<int64_t>(B) * HW, 8, [&](int64_t s, int64_t e) {
@@ -559,7 +538,7 @@ class CpuBackend final : public Backend {
     });
   }
 
-  void codebook_lookup(float* out, const int32_t* tokens, const float* codebook, int B, int Cz,
+  void codebook_lookup_impl(float* out, const int32_t* tokens, const float* codebook, int B, int Cz,
                        int64_t HW) override {
     global_pool().parallel_for(static_cast<int64_t>(B) * Cz, 4, [&](int64_t s, int64_t e) {
       for (int64_t bc = s; bc < e; bc++) {

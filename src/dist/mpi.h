@@ -13,6 +13,8 @@
 // docs/distributed-training.md, "Failures".
 #pragma once
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 namespace rargen {
 class Backend;
@@ -36,7 +38,21 @@ void bcast_bytes(void* data, int64_t n, int root, const char* what);
 // The mean over all ranks of a trainer's flat gradient buffer (backend memory, n
 // floats): NCCL on device memory for a GPU backend (src/dist/nccl.h; RARGEN_DIST_BACKEND
 // = auto or nccl), else staged through host memory and reduced with MPI.
-void allreduce_mean_grads(Backend& be, float* grads, int64_t n);
+//
+// In buckets (MPI: 4 MiB, or RARGEN_DIST_MPI_BUCKET floats; NCCL: RARGEN_DIST_BUCKET_MB),
+// begun in one order that follows backward: `stages` lists the ranges of the buffer
+// whose gradients are final after each backward stage (RarTrainer::grad_stages); a
+// bucket is ready after the first stage by which all of it is final, and the buckets
+// are begun by (ready stage, then from the end of the buffer). Overlapped:
+// grads_overlap_begin before backward, grads_overlap_ready(done) as backward reports
+// `done` stages final (main thread: every ready bucket not yet begun is begun, in that
+// order), then allreduce_mean_grads finishes (begins the rest, waits, averages). Not
+// overlapped: allreduce_mean_grads alone begins every bucket after backward, in the same
+// order, so both give bit-identical gradients. Every rank must use the same stages.
+using GradStages = std::vector<std::vector<std::pair<int64_t, int64_t>>>;
+void grads_overlap_begin(Backend& be, float* grads, int64_t n, const GradStages& stages);
+void grads_overlap_ready(int done);  // a no-op when no overlapped reduction is pending
+void allreduce_mean_grads(Backend& be, float* grads, int64_t n, const GradStages& stages);
 
 // For waits that are not MPI requests (an NCCL stream): announce the operation
 // (returns its start time), then call poll_watch while waiting; it heartbeats and

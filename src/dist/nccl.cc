@@ -7,11 +7,14 @@
 // NCCL 2.10; ncclSuccess = 0, ncclInProgress = 7). As in llm.c, rank 0 calls
 // ncclGetUniqueId and broadcasts the id over MPI; every rank then calls
 // ncclCommInitRank on its own device (the trainer's, cuda:$LOCAL_RANK, chosen by
-// lib/dist.ts). The all-reduce runs on a stream of its own, in buckets of
-// RARGEN_DIST_BUCKET_MB inside one ncclGroupStart/End, after the compute stream has
-// finished the backward pass, and is polled (cudaStreamQuery + ncclCommGetAsyncError)
+// lib/dist.ts). The all-reduce runs on a stream of its own, in buckets: each bucket is
+// begun once its gradients are final on the compute stream (an event recorded there
+// with Backend::event_record, which NCCL's stream waits on with cudaStreamWaitEvent: no
+// host synchronisation of the device), so the reduction of one bucket overlaps the
+// compute that follows; finish() polls (cudaStreamQuery + ncclCommGetAsyncError)
 // against the hang watch's deadline; on timeout the communicator is aborted and the
-// job ended naming the missing ranks (src/binding_dist.cc).
+// job ended naming the missing ranks (src/binding_dist.cc). mean_grads is the one-call
+// form: buckets of RARGEN_DIST_BUCKET_MB over the whole buffer, then finish.
 #include "dist/nccl.h"
 
 #include <dlfcn.h>
@@ -60,7 +63,15 @@ Lib L;
 Comm comm = nullptr;
 [[maybe_unused]] void* stream = nullptr;  // cudaStream_t
 [[maybe_unused]] int device = -1;
-int64_t bucket_bytes = int64_t(25) << 20;
+int64_t g_bucket_bytes = int64_t(25) << 20;
+// The buckets begun and not yet finished: their events (destroyed by finish) and the
+// start of the first (the hang watch's t0).
+struct Pending {
+  Backend* be = nullptr;
+  std::vector<Event*> events;
+  double t0 = 0;
+};
+[[maybe_unused]] Pending pending;
 
 const char* kInstall =
     "install NCCL 2.10 or newer (Debian/Ubuntu with NVIDIA's CUDA repository: `apt-get install libnccl2`; pip: "
@@ -161,45 +172,87 @@ bool built() {
 #endif
 }
 
-void set_bucket_bytes(int64_t bytes) { bucket_bytes = bytes; }
+void set_bucket_bytes(int64_t bytes) { g_bucket_bytes = bytes; }
+int64_t bucket_bytes() { return g_bucket_bytes; }
 bool active() { return comm != nullptr; }
 
-void mean_grads(Backend& be, float* grads, int64_t n) {
+void begin_bucket(Backend& be, float* data, int64_t n) {
 #ifdef RARGEN_CUDA
   if (!comm) init(be);
+  if (pending.be && pending.be != &be)
+    throw std::runtime_error("rargen: NCCL all-reduce: a bucket of another backend is still in flight (finish it first)");
+  if (n <= 0) return;
   cuda_check(cudaSetDevice(device), "cudaSetDevice (NCCL)");
-  be.synchronize();  // the backward pass (compute stream) has written every gradient
-  const double t0 = rargen::dist::begin_collective("NCCL all-reduce (gradients)");
-  const int64_t per = std::max<int64_t>(1, bucket_bytes / 4);
+  // The gradients of this bucket are final once the compute stream reaches this point:
+  // NCCL's stream waits for that, not the host for the whole device.
+  Event* ev = be.event_create();
+  try {
+    be.event_record(ev);
+    cuda_check(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), reinterpret_cast<cudaEvent_t>(ev), 0),
+               "cudaStreamWaitEvent (NCCL stream on the compute stream)");
+  } catch (...) {
+    be.event_destroy(ev);
+    throw;
+  }
+  if (pending.events.empty()) pending.t0 = rargen::dist::begin_collective("NCCL all-reduce (gradients)");
+  pending.be = &be;
+  pending.events.push_back(ev);
+  const int64_t per = std::max<int64_t>(1, g_bucket_bytes / 4);  // NCCL counts are size_t; RARGEN_DIST_BUCKET_MB caps
   check(L.GroupStart(), "ncclGroupStart");
   for (int64_t off = 0; off < n; off += per)
-    check(L.AllReduce(grads + off, grads + off, static_cast<size_t>(std::min(per, n - off)), kFloat32, kAvg, comm, stream),
+    check(L.AllReduce(data + off, data + off, static_cast<size_t>(std::min(per, n - off)), kFloat32, kAvg, comm, stream),
           "ncclAllReduce");
   check(L.GroupEnd(), "ncclGroupEnd");
-  auto s = static_cast<cudaStream_t>(stream);
-  for (long it = 0;; ++it) {
-    const cudaError_t q = cudaStreamQuery(s);
-    if (q == cudaSuccess) break;
-    if (q != cudaErrorNotReady) cuda_check(q, "the NCCL all-reduce's stream");
-    if ((it & 255) == 255) {
-      int async = kSuccess;
-      L.CommGetAsyncError(comm, &async);
-      if (async != kSuccess && async != kInProgress) {
-        L.CommAbort(comm);
-        comm = nullptr;
-        check(async, "ncclAllReduce (asynchronous error)");
-      }
-      // ends the job (MPI_Abort kills every rank, NCCL's threads included) once the deadline has passed
-      rargen::dist::poll_watch(t0);
-    }
-    if (it > 2000) sched_yield();
-  }
 #else
   (void)be;
-  (void)grads;
+  (void)data;
   (void)n;
   throw std::runtime_error("rargen: this build of the addon has no CUDA, so no NCCL all-reduce");
 #endif
+}
+
+void finish(Backend& be) {
+#ifdef RARGEN_CUDA
+  if (pending.events.empty()) return;
+  cuda_check(cudaSetDevice(device), "cudaSetDevice (NCCL)");
+  auto s = static_cast<cudaStream_t>(stream);
+  auto release = [&] {
+    for (Event* e : pending.events) pending.be->event_destroy(e);
+    pending = Pending{};
+  };
+  try {
+    for (long it = 0;; ++it) {
+      const cudaError_t q = cudaStreamQuery(s);
+      if (q == cudaSuccess) break;
+      if (q != cudaErrorNotReady) cuda_check(q, "the NCCL all-reduce's stream");
+      if ((it & 255) == 255) {
+        int async = kSuccess;
+        L.CommGetAsyncError(comm, &async);
+        if (async != kSuccess && async != kInProgress) {
+          L.CommAbort(comm);
+          comm = nullptr;
+          check(async, "ncclAllReduce (asynchronous error)");
+        }
+        // ends the job (MPI_Abort kills every rank, NCCL's threads included) once the deadline has passed
+        rargen::dist::poll_watch(pending.t0);
+      }
+      if (it > 2000) sched_yield();
+    }
+  } catch (...) {
+    release();
+    throw;
+  }
+  release();
+  (void)be;
+#else
+  (void)be;
+#endif
+}
+
+void mean_grads(Backend& be, float* grads, int64_t n) {
+  const int64_t per = std::max<int64_t>(1, g_bucket_bytes / 4);
+  for (int64_t off = 0; off < n; off += per) begin_bucket(be, grads + off, std::min(per, n - off));
+  finish(be);
 }
 
 void finalize() {

@@ -20,8 +20,16 @@ int probe();
 bool built();
 // Bucket size in bytes of the gradient all-reduce (RARGEN_DIST_BUCKET_MB, set by distInit).
 void set_bucket_bytes(int64_t bytes);
-// grads (n floats, device memory of `be`) <- their mean over all ranks. The first call
-// creates the communicator (collective: every rank must call it).
+int64_t bucket_bytes();
+// The bucketed all-reduce: begin_bucket(be, data, n) once the n floats at data (device
+// memory of `be`) are final on be's compute stream (issued, not necessarily run): NCCL's
+// stream waits on an event recorded there (Backend::event_record; no host sync) and
+// reduces them to their mean over all ranks; it returns at once. finish(be) waits for
+// every bucket begun (polled against the hang watch). Every rank must begin the same
+// buckets in the same order. The first begin creates the communicator (collective).
+void begin_bucket(Backend& be, float* data, int64_t n);
+void finish(Backend& be);
+// grads (n floats) <- their mean over all ranks: buckets of RARGEN_DIST_BUCKET_MB, then finish.
 void mean_grads(Backend& be, float* grads, int64_t n);
 bool active();
 // Destroys the communicator (before MPI_Finalize).

@@ -280,7 +280,7 @@ struct RarDecoder {
     if (cap < 1) throw Error("rargen: internal: decoder capacity must be positive");
     const int C = c.hidden;
     // F16 KV cache with F16/BF16 weights where the backend has it (half the reads).
-    if (m.params_.matrix_dtype() != DType::F32 && be->supports_kv_cache(DType::F16)) cache_dt = DType::F16;
+    if (m.params_.matrix_dtype() != DType::F32 && be->supports(Op::attention, DType::F16)) cache_dt = DType::F16;
     const int64_t cache_bytes = static_cast<int64_t>(cap) * c.heads * Tc * c.head_dim() * dtype_size(cache_dt);
     for (int l = 0; l < c.depth; l++) {
       kc.emplace_back(be, cache_bytes);

@@ -357,6 +357,11 @@ RarTrainStats RarTrainer::forward_backward(const RarTrainBatch& bt) {
                                    hm, 2 * C, d_map, R, C, kEps);
   be_->linear_backward(dcond, g_.head_ada_w, g_.head_ada_b, dhm, a.cond_silu.get(), p_.head_ada_w, P, 2 * C, C, true);
 
+  const int stages = cfg_.depth + 2;  // grad_stages()
+  auto final_now = [&](int done) {
+    if (bt.on_grads_final) bt.on_grads_final(done, stages);
+  };
+  final_now(1);  // the head
   timer.mark("head_bwd");
   for (int l = cfg_.depth - 1; l >= 0; l--) {
     const BlockP& w = p_.blocks[l];
@@ -394,6 +399,7 @@ RarTrainStats RarTrainer::forward_backward(const RarTrainBatch& bt) {
     // mod = adaLN(cond_silu)
     be_->linear_backward(dcond, gw.ada_w, gw.ada_b, dmod, a.cond_silu.get(), w.ada_w, P, 6 * C, C, true);
     timer.mark("qkv+ada_bwd");
+    final_now(1 + cfg_.depth - l);  // block l
   }
   // cond_silu = SiLU(cond_pre); cond_pre = embeddings[c_u] + timesteps_embeddings[j]
   be_->silu_backward(dcond, dcond, a.cond_pre.get(), P * C);
@@ -405,8 +411,27 @@ RarTrainStats RarTrainer::forward_backward(const RarTrainBatch& bt) {
   be_->embedding_backward(g_.pos_embed, dx, d_pos, R, C);
   be_->embedding_backward(g_.target_aware_pos_embed, dx, d_ta, R, C);
   timer.mark("emb_bwd");
+  final_now(stages);  // the shared tables
   be_->synchronize();
   return stats;
+}
+
+std::vector<RarTrainer::Ranges> RarTrainer::grad_stages() const {
+  std::vector<Ranges> st(cfg_.depth + 2);
+  for (size_t i = 0; i < table_.size(); i++) {
+    const ParamSpec& s = table_[i];
+    const ParamInfo& p = infos_[i];
+    const auto id = static_cast<RarParam>(s.id);
+    int stage = cfg_.depth + 1;  // shared tables
+    if (s.block >= 0)
+      stage = cfg_.depth - s.block;
+    else if (id == RarParam::HeadAdaW || id == RarParam::HeadAdaB || id == RarParam::LmHeadW || id == RarParam::LmHeadB)
+      stage = 0;
+    Ranges& r = st[stage];
+    if (!r.empty() && r.back().second == p.offset) r.back().second = p.offset + p.numel;
+    else r.push_back({p.offset, p.offset + p.numel});
+  }
+  return st;
 }
 
 double RarTrainer::optimizer_step(const AdamWOptions& o) {

@@ -13,6 +13,7 @@
 // (seed, site, element), see dropout_bits in backend.h).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -39,6 +40,10 @@ struct RarTrainBatch {
   float loss_scale = 1.f;  // gradients are of loss_scale * mean CE
   bool zero_grad = true;
   bool return_logits = false;
+  // Called on the calling thread after each backward stage's ops are issued: `done` of
+  // `total` stages of grad_stages() have final gradients (for an all-reduce that starts
+  // each bucket as soon as it is final; src/binding_train.cc). Null: not called.
+  std::function<void(int done, int total)> on_grads_final;
 };
 
 struct RarTrainStats {
@@ -83,6 +88,13 @@ class RarTrainer {
   RarTrainStats forward_backward(const RarTrainBatch& batch);
   // Clip + AdamW over every parameter; returns the gradient norm before clipping.
   double optimizer_step(const AdamWOptions& o);
+  // The flat gradient buffer's ranges [begin, end) whose gradients are final after each
+  // stage of backward, in backward's order: the head (lm_head, adaln_before_head), the
+  // blocks from the last to the first, then the shared tables (embeddings, cls_token,
+  // the position and timestep tables: written by the last ops). Every element is in one
+  // stage; from the parameter table (model/rar_params.cc).
+  using Ranges = std::vector<std::pair<int64_t, int64_t>>;
+  std::vector<Ranges> grad_stages() const;
 
  private:
   struct BlockP {  // pointers into one flat buffer (params or grads), bound by RarParam id

@@ -103,12 +103,13 @@ constexpr double kTolFd = 1e-4;
 // the GPU also against the CPU. `token` is a word of its checks' names (null: the op's
 // name). `every_target` false: a model-level check that runs on the CPU only. `fd`: a
 // finite-difference check of the gradient (group "fd", every target). The "op-table"
-// group (full runs) fails for an op of this table that no check exercised. Queries
-// that compute nothing (name, is_gpu, free_memory, supports_kv_cache) are not listed.
-enum class OpKind { Memory, Forward, Backward, Optimizer };
+// group (full runs) fails for an op of this table that no check exercised, and for an
+// op of src/backend.h's list (RARGEN_BACKEND_OPS) that this table lacks.
+// Queries that compute nothing (name, is_gpu, free_memory, supports) are not listed.
+enum class TableKind { Memory, Forward, Backward, Optimizer };
 struct OpEntry {
   const char* op;
-  OpKind kind;
+  TableKind kind;
   const char* group;
   const char* token;
   bool every_target;
@@ -116,57 +117,63 @@ struct OpEntry {
 };
 constexpr OpEntry kOps[] = {
     // memory: every check allocates, uploads and downloads through Target ("*": any check)
-    {"alloc", OpKind::Memory, "every group (Target)", "*", true, false},
-    {"free", OpKind::Memory, "every group (Target)", "*", true, false},
-    {"upload", OpKind::Memory, "every group (Target)", "*", true, false},
-    {"download", OpKind::Memory, "every group (Target)", "*", true, false},
-    {"synchronize", OpKind::Memory, "every group (Target)", "*", true, false},
-    {"copy", OpKind::Memory, "elementwise", nullptr, true, false},
-    {"fill", OpKind::Memory, "elementwise", nullptr, true, false},
-    {"upload_weight", OpKind::Memory, "weights", nullptr, true, false},
+    {"alloc", TableKind::Memory, "every group (Target)", "*", true, false},
+    {"free", TableKind::Memory, "every group (Target)", "*", true, false},
+    {"upload", TableKind::Memory, "every group (Target)", "*", true, false},
+    {"download", TableKind::Memory, "every group (Target)", "*", true, false},
+    {"synchronize", TableKind::Memory, "every group (Target)", "*", true, false},
+    {"copy", TableKind::Memory, "elementwise", nullptr, true, false},
+    {"fill", TableKind::Memory, "elementwise", nullptr, true, false},
+    {"upload_weight", TableKind::Memory, "weights", nullptr, true, false},
     // forward
-    {"linear", OpKind::Forward, "linear", nullptr, true, false},
-    {"layernorm", OpKind::Forward, "norms", nullptr, true, false},
-    {"layernorm_modulate", OpKind::Forward, "norms", nullptr, true, false},
-    {"gated_residual", OpKind::Forward, "norms", nullptr, true, false},
-    {"groupnorm", OpKind::Forward, "norms", nullptr, true, false},
-    {"gelu", OpKind::Forward, "elementwise", nullptr, true, false},
-    {"silu", OpKind::Forward, "elementwise", nullptr, true, false},
-    {"add", OpKind::Forward, "elementwise", nullptr, true, false},
-    {"embedding", OpKind::Forward, "elementwise", nullptr, true, false},
-    {"conv2d", OpKind::Forward, "conv", nullptr, true, false},
-    {"upsample_nearest2x", OpKind::Forward, "conv", nullptr, true, false},
-    {"avgpool2x2", OpKind::Forward, "conv", nullptr, true, false},
-    {"conv3x3_fused", OpKind::Forward, "conv_fused", nullptr, true, false},
-    {"codebook_nearest", OpKind::Forward, "codebook", nullptr, true, false},
-    {"codebook_lookup", OpKind::Forward, "codebook", nullptr, true, false},
-    {"graph_capture_begin", OpKind::Forward, "model-graph", "recorded+replayed", false, false},
-    {"graph_capture_end", OpKind::Forward, "model-graph", "recorded+replayed", false, false},
-    {"graph_replay", OpKind::Forward, "model-graph", "recorded+replayed", false, false},
-    {"graph_reset", OpKind::Forward, "model-graph", "recorded+replayed", false, false},
+    {"linear", TableKind::Forward, "linear", nullptr, true, false},
+    {"layernorm", TableKind::Forward, "norms", nullptr, true, false},
+    {"layernorm_modulate", TableKind::Forward, "norms", nullptr, true, false},
+    {"gated_residual", TableKind::Forward, "norms", nullptr, true, false},
+    {"groupnorm", TableKind::Forward, "norms", nullptr, true, false},
+    {"gelu", TableKind::Forward, "elementwise", nullptr, true, false},
+    {"silu", TableKind::Forward, "elementwise", nullptr, true, false},
+    {"add", TableKind::Forward, "elementwise", nullptr, true, false},
+    {"embedding", TableKind::Forward, "elementwise", nullptr, true, false},
+    {"conv2d", TableKind::Forward, "conv", nullptr, true, false},
+    {"upsample_nearest2x", TableKind::Forward, "conv", nullptr, true, false},
+    {"avgpool2x2", TableKind::Forward, "conv", nullptr, true, false},
+    {"conv3x3_fused", TableKind::Forward, "conv_fused", nullptr, true, false},
+    {"codebook_nearest", TableKind::Forward, "codebook", nullptr, true, false},
+    {"codebook_lookup", TableKind::Forward, "codebook", nullptr, true, false},
+    {"graph_capture_begin", TableKind::Forward, "model-graph", "recorded+replayed", false, false},
+    {"graph_capture_end", TableKind::Forward, "model-graph", "recorded+replayed", false, false},
+    {"graph_replay", TableKind::Forward, "model-graph", "recorded+replayed", false, false},
+    {"graph_reset", TableKind::Forward, "model-graph", "recorded+replayed", false, false},
     // ---- attention / sampling forward (the decode path): one block, re-merged as a whole ----
-    {"attention", OpKind::Forward, "attention, attention-cache", nullptr, true, false},
-    {"attention_ext", OpKind::Forward, "model-graph (device-side pos0; CUDA caches: test/gpu/cuda_ext_test.cc)",
+    {"attention", TableKind::Forward, "attention, attention-cache", nullptr, true, false},
+    {"attention_ext", TableKind::Forward, "model-graph (device-side pos0; CUDA caches: test/gpu/cuda_ext_test.cc)",
      "recorded+replayed", false, false},
-    {"sample", OpKind::Forward, "sample", nullptr, true, false},
+    {"sample", TableKind::Forward, "sample", nullptr, true, false},
     // ---- end of the attention / sampling forward block ----
     // training
-    {"linear_backward", OpKind::Backward, "backward, fd", nullptr, true, true},
-    {"layernorm_modulate_backward", OpKind::Backward, "backward (vs cpu), fd", nullptr, true, true},
-    {"gated_residual_backward", OpKind::Backward, "backward, fd", nullptr, true, true},
-    {"gelu_backward", OpKind::Backward, "backward, fd", nullptr, true, true},
-    {"silu_backward", OpKind::Backward, "backward, fd", nullptr, true, true},
-    {"dropout", OpKind::Backward, "backward, fd (its own backward)", nullptr, true, true},
-    {"attention_train_forward", OpKind::Forward, "backward, fd (the forward attention_backward differentiates)",
+    {"linear_backward", TableKind::Backward, "backward, fd", nullptr, true, true},
+    {"layernorm_modulate_backward", TableKind::Backward, "backward (vs cpu), fd", nullptr, true, true},
+    {"gated_residual_backward", TableKind::Backward, "backward, fd", nullptr, true, true},
+    {"gelu_backward", TableKind::Backward, "backward, fd", nullptr, true, true},
+    {"silu_backward", TableKind::Backward, "backward, fd", nullptr, true, true},
+    {"dropout", TableKind::Backward, "backward, fd (its own backward)", nullptr, true, true},
+    {"attention_train_forward", TableKind::Forward, "backward, fd (the forward attention_backward differentiates)",
      nullptr, true, true},
-    {"attention_backward", OpKind::Backward, "backward (vs cpu), fd", nullptr, true, true},
-    {"embedding_backward", OpKind::Backward, "backward, fd", nullptr, true, true},
-    {"cross_entropy", OpKind::Backward, "backward, fd (dlogits of the loss)", nullptr, true, true},
-    {"sum_squares", OpKind::Optimizer, "backward", nullptr, true, false},
-    {"adamw", OpKind::Optimizer, "backward", nullptr, true, false},
+    {"attention_backward", TableKind::Backward, "backward (vs cpu), fd", nullptr, true, true},
+    {"embedding_backward", TableKind::Backward, "backward, fd", nullptr, true, true},
+    {"cross_entropy", TableKind::Backward, "backward, fd (dlogits of the loss)", nullptr, true, true},
+    {"sum_squares", TableKind::Optimizer, "backward", nullptr, true, false},
+    {"adamw", TableKind::Optimizer, "backward", nullptr, true, false},
+    // streams and events (the synchronous defaults on the CPU; cudaEvent_t on CUDA)
+    {"event_create", TableKind::Memory, "contract", nullptr, true, false},
+    {"event_record", TableKind::Memory, "contract", nullptr, true, false},
+    {"event_synchronize", TableKind::Memory, "contract", nullptr, true, false},
+    {"event_destroy", TableKind::Memory, "contract", nullptr, true, false},
+    {"native_stream", TableKind::Memory, "contract", nullptr, true, false},
 };
-const char* kind_name(OpKind k) {
-  return k == OpKind::Memory ? "memory" : k == OpKind::Forward ? "forward" : k == OpKind::Backward ? "backward"
+const char* kind_name(TableKind k) {
+  return k == TableKind::Memory ? "memory" : k == TableKind::Forward ? "forward" : k == TableKind::Backward ? "backward"
                                                                                                    : "optimizer";
 }
 
@@ -1431,11 +1438,343 @@ void test_finite_differences() {
   }
 }
 
+// ---------------- the Backend contract (src/backend.cc) ----------------
+// The same bad call gives the same message on every target: one row per op (several for
+// some), each with one bad argument; the message must be exactly the row's (the op and
+// the argument named, "@" standing for the backend's name). The checks run before any
+// backend code, so the other arguments only need to look right (one scratch buffer for
+// every pointer). Then supports() on each target, the uniform "does not support" error,
+// and the events (synchronous defaults on the CPU, cudaEvent_t on CUDA).
+struct ContractRow {
+  Op op;
+  const char* want;  // "@" = the backend's name
+  std::function<void(Backend*, float*, float*)> call;  // (backend, device scratch, host scratch)
+};
+
+std::string expand_name(const std::string& want, const std::string& name) {
+  std::string out;
+  for (char c : want) out += c == '@' ? name : std::string(1, c);
+  return out;
+}
+
+void test_contract() {
+  if (!selected("contract")) return;
+  using I = int32_t;
+  const int64_t kBig = INT64_MAX / 2;
+  Weight w32;  // data set per target below
+  const std::vector<ContractRow> rows = {
+      {Op::upload, "rargen: @ upload: Expected a non-null pointer to backend memory for dst but received null",
+       [](Backend* b, float*, float* h) { b->upload(nullptr, h, 4); }},
+      {Op::download, "rargen: @ download: Expected a non-null pointer to backend memory for src but received null",
+       [](Backend* b, float*, float* h) { b->download(h, nullptr, 4); }},
+      {Op::download, "rargen: @ download: Expected a non-null pointer to host memory for dst but received null",
+       [](Backend* b, float* d, float*) { b->download(nullptr, d, 4); }},
+      {Op::copy, "rargen: @ copy: Expected a non-null pointer to backend memory for src but received null",
+       [](Backend* b, float* d, float*) { b->copy(d, nullptr, 4); }},
+      {Op::fill, "rargen: @ fill: Expected an integer >= 0 for n but received -1",
+       [](Backend* b, float* d, float*) { b->fill(d, 0.f, -1); }},
+      {Op::upload_weight, "rargen: @ upload_weight: Expected an integer >= 0 for n but received -3",
+       [](Backend* b, float*, float* h) { b->upload_weight(h, -3, DType::F32); }},
+      {Op::upload_weight,
+       "rargen: @ does not support upload_weight for i32: @ runs upload_weight for f32, f16, bf16; pass one of those, "
+       "or use a device that supports i32",
+       [](Backend* b, float*, float* h) { b->upload_weight(h, 4, DType::I32); }},
+      {Op::linear, "rargen: @ linear: Expected an integer >= 1 for N but received 0",
+       [&](Backend* b, float* d, float*) { b->linear(d, d, w32, nullptr, 2, 0, 4); }},
+      {Op::linear,
+       "rargen: @ linear: Expected sizes whose product (4-byte elements) fits in 64 bits for M*K (inp) but received "
+       "4611686018427387903*8",
+       [&](Backend* b, float* d, float*) { b->linear(d, d, w32, nullptr, kBig, 4, 8); }},
+      {Op::linear, "rargen: @ linear: Expected a non-null pointer to backend memory for w.data but received null",
+       [&](Backend* b, float* d, float*) { b->linear(d, d, Weight{}, nullptr, 2, 4, 4); }},
+      {Op::layernorm, "rargen: @ layernorm: Expected a finite number > 0 for eps but received 0",
+       [](Backend* b, float* d, float*) { b->layernorm(d, d, nullptr, nullptr, 2, 8, 0.f); }},
+      {Op::layernorm_modulate, "rargen: @ layernorm_modulate: Expected an integer >= 0 for mod_stride but received -8",
+       [](Backend* b, float* d, float*) { b->layernorm_modulate(d, d, nullptr, nullptr, d, d, -8, nullptr, 2, 8, 1e-6f); }},
+      {Op::gated_residual, "rargen: @ gated_residual: Expected a non-null pointer to backend memory for gate but received null",
+       [](Backend* b, float* d, float*) { b->gated_residual(d, d, nullptr, 8, nullptr, 2, 8); }},
+      {Op::gelu, "rargen: @ gelu: Expected an integer >= 0 for n but received -1",
+       [](Backend* b, float* d, float*) { b->gelu(d, d, -1); }},
+      {Op::silu, "rargen: @ silu: Expected a non-null pointer to backend memory for out but received null",
+       [](Backend* b, float* d, float*) { b->silu(nullptr, d, 4); }},
+      {Op::add, "rargen: @ add: Expected a non-null pointer to backend memory for b but received null",
+       [](Backend* b, float* d, float*) { b->add(d, d, nullptr, 4); }},
+      {Op::embedding, "rargen: @ embedding: Expected an integer >= 1 for C but received 0",
+       [](Backend* b, float* d, float*) { b->embedding(d, d, reinterpret_cast<I*>(d), 2, 0); }},
+      {Op::attention, "rargen: @ attention: Expected an integer in 1..128 for D but received 129",
+       [](Backend* b, float* d, float*) {
+         I* p = reinterpret_cast<I*>(d);
+         b->attention(d, d, d, DType::F32, d, d, d, d, d, 1, 1, p, p, 1, 4, 1, 129, 1e-6f);
+       }},
+      {Op::attention, "rargen: @ attention: Expected an integer <= Tcache (4) for Tn but received 5",
+       [](Backend* b, float* d, float*) {
+         I* p = reinterpret_cast<I*>(d);
+         b->attention(d, d, d, DType::F32, d, d, d, d, d, 1, 5, p, p, 1, 4, 2, 8, 1e-6f);
+       }},
+      {Op::attention, "rargen: @ attention: Expected an integer <= slots (2) for R but received 3",
+       [](Backend* b, float* d, float*) {
+         I* p = reinterpret_cast<I*>(d);
+         b->attention(d, d, d, DType::F32, d, d, d, d, d, 3, 1, p, p, 2, 4, 2, 8, 1e-6f);
+       }},
+      {Op::attention,
+       "rargen: @ attention: Expected sizes whose product fits in a 32-bit int for 3*H*D (qkv row) but received "
+       "3*20000000*128",
+       [](Backend* b, float* d, float*) {
+         I* p = reinterpret_cast<I*>(d);
+         b->attention(d, d, d, DType::F32, d, d, d, d, d, 1, 1, p, p, 1, 4, 20000000, 128, 1e-6f);
+       }},
+      {Op::attention, "rargen: @ attention: Expected a non-null pointer to backend memory for k_norm_w but received null",
+       [](Backend* b, float* d, float*) {
+         I* p = reinterpret_cast<I*>(d);
+         b->attention(d, d, d, DType::F32, d, d, d, nullptr, d, 1, 1, p, p, 1, 4, 2, 8, 1e-6f);
+       }},
+      {Op::sample,
+       "rargen: @ sample: Expected uniforms in [0, 1) (host memory, B of them) unless greedy for uniforms but received "
+       "null",
+       [](Backend* b, float* d, float* h) {
+         b->sample(reinterpret_cast<I*>(h), d, 2, 8, false, 1.f, 1.f, 0, 1.f, false, nullptr);
+       }},
+      {Op::sample, "rargen: @ sample: Expected a number in [0, 1) for uniforms[1] but received 1",
+       [](Backend* b, float* d, float* h) {
+         float u[2] = {0.5f, 1.f};
+         b->sample(reinterpret_cast<I*>(h), d, 2, 8, false, 1.f, 1.f, 0, 1.f, false, u);
+       }},
+      {Op::sample, "rargen: @ sample: Expected a finite number > 0 for temperature but received 0",
+       [](Backend* b, float* d, float* h) {
+         float u[2] = {0.5f, 0.5f};
+         b->sample(reinterpret_cast<I*>(h), d, 2, 8, false, 1.f, 0.f, 0, 1.f, false, u);
+       }},
+      {Op::sample, "rargen: @ sample: Expected a number in (0, 1] for top_p but received 0",
+       [](Backend* b, float* d, float* h) {
+         float u[2] = {0.5f, 0.5f};
+         b->sample(reinterpret_cast<I*>(h), d, 2, 8, false, 1.f, 1.f, 0, 0.f, false, u);
+       }},
+      {Op::conv2d, "rargen: @ conv2d: Expected an integer >= 1 for stride_w but received 0",
+       [&](Backend* b, float* d, float*) { b->conv2d(d, d, w32, nullptr, 1, 2, 4, 4, 2, 3, 3, 1, 0, 1, 1); }},
+      {Op::conv2d, "rargen: @ conv2d: Expected an integer >= 0 for pad_h but received -1",
+       [&](Backend* b, float* d, float*) { b->conv2d(d, d, w32, nullptr, 1, 2, 4, 4, 2, 3, 3, 1, 1, -1, 1); }},
+      {Op::conv2d,
+       "rargen: @ conv2d: Expected an input that covers the 3x3 kernel with padding 0x0 for H x W but received 2x5",
+       [&](Backend* b, float* d, float*) { b->conv2d(d, d, w32, nullptr, 1, 2, 2, 5, 2, 3, 3, 1, 1, 0, 0); }},
+      {Op::groupnorm, "rargen: @ groupnorm: Expected a multiple of G (32) for C but received 48",
+       [](Backend* b, float* d, float*) { b->groupnorm(d, d, d, d, 1, 48, 4, 32, 1e-6f, false); }},
+      {Op::upsample_nearest2x, "rargen: @ upsample_nearest2x: Expected an integer >= 1 for H but received 0",
+       [](Backend* b, float* d, float*) { b->upsample_nearest2x(d, d, 1, 2, 0, 4); }},
+      {Op::avgpool2x2, "rargen: @ avgpool2x2: Expected an integer >= 1 for C but received 0",
+       [](Backend* b, float* d, float*) { b->avgpool2x2(d, d, 1, 0, 4, 4); }},
+      {Op::conv3x3_fused,
+       "rargen: @ conv3x3_fused: Expected an even integer (upsample2x: the output is twice the input) for H but "
+       "received 7",
+       [&](Backend* b, float* d, float*) {
+         b->conv3x3_fused(d, d + 4096, w32, nullptr, 1, 2, 7, 8, 2, nullptr, nullptr, 1, 1e-6f, false, true, nullptr);
+       }},
+      {Op::conv3x3_fused, "rargen: @ conv3x3_fused: Expected a multiple of G (32) for Cin but received 40",
+       [&](Backend* b, float* d, float*) {
+         b->conv3x3_fused(d, d + 4096, w32, nullptr, 1, 40, 4, 4, 2, d, d, 32, 1e-6f, true, false, nullptr);
+       }},
+      {Op::conv3x3_fused,
+       "rargen: @ conv3x3_fused: Expected an input buffer other than out (only residual may alias out) for inp but "
+       "received out",
+       [&](Backend* b, float* d, float*) {
+         b->conv3x3_fused(d, d, w32, nullptr, 1, 2, 4, 4, 2, nullptr, nullptr, 1, 1e-6f, false, false, nullptr);
+       }},
+      {Op::codebook_nearest, "rargen: @ codebook_nearest: Expected an integer >= 1 for K but received 0",
+       [](Backend* b, float* d, float*) { b->codebook_nearest(reinterpret_cast<I*>(d), d, d, 1, 4, 4, 0); }},
+      {Op::codebook_lookup, "rargen: @ codebook_lookup: Expected an integer >= 1 for Cz but received 0",
+       [](Backend* b, float* d, float*) { b->codebook_lookup(d, reinterpret_cast<I*>(d), d, 1, 0, 4); }},
+      {Op::event_record, "rargen: @ event_record: Expected an event from event_create() for e but received null",
+       [](Backend* b, float*, float*) { b->event_record(nullptr); }},
+      {Op::event_synchronize,
+       "rargen: @ event_synchronize: Expected an event from event_create() for e but received null",
+       [](Backend* b, float*, float*) { b->event_synchronize(nullptr); }},
+      {Op::linear_backward,
+       "rargen: @ linear_backward: Expected a non-null pointer to backend memory for weight (for dinp) but received null",
+       [](Backend* b, float* d, float*) { b->linear_backward(d, nullptr, nullptr, d, d, nullptr, 2, 4, 4, false); }},
+      {Op::layernorm_modulate_backward,
+       "rargen: @ layernorm_modulate_backward: Expected an integer >= 1 for C but received -1",
+       [](Backend* b, float* d, float*) {
+         b->layernorm_modulate_backward(d, nullptr, nullptr, nullptr, nullptr, d, d, nullptr, nullptr, nullptr, 0,
+                                        nullptr, 2, -1, 1e-6f);
+       }},
+      {Op::gated_residual_backward,
+       "rargen: @ gated_residual_backward: Expected a non-null pointer to backend memory for y (for dgate) but received "
+       "null",
+       [](Backend* b, float* d, float*) { b->gated_residual_backward(d, d, d, nullptr, d, 8, nullptr, 2, 8); }},
+      {Op::gelu_backward, "rargen: @ gelu_backward: Expected an integer >= 0 for n but received -1",
+       [](Backend* b, float* d, float*) { b->gelu_backward(d, d, d, -1); }},
+      {Op::silu_backward, "rargen: @ silu_backward: Expected a non-null pointer to backend memory for dinp but received null",
+       [](Backend* b, float* d, float*) { b->silu_backward(nullptr, d, d, 4); }},
+      {Op::dropout, "rargen: @ dropout: Expected a number in [0, 1) for p but received 1",
+       [](Backend* b, float* d, float*) { b->dropout(d, 4, 1.f, 1, 2); }},
+      {Op::attention_train_forward,
+       "rargen: @ attention_train_forward: Expected a number in [0, 1) for p_drop but received 1.5",
+       [](Backend* b, float* d, float*) {
+         b->attention_train_forward(d, d, d, d, d, d, d, 1, 4, 2, 8, 1e-6f, 1.5f, 1, 2);
+       }},
+      {Op::attention_backward,
+       "rargen: @ attention_backward: Expected a non-null pointer to backend memory for lse but received null",
+       [](Backend* b, float* d, float*) {
+         b->attention_backward(d, d, d, d, d, d, d, nullptr, d, d, d, d, d, 1, 4, 2, 8, 1e-6f, 0.f, 1, 2);
+       }},
+      {Op::embedding_backward,
+       "rargen: @ embedding_backward: Expected a non-null pointer to backend memory for ids but received null",
+       [](Backend* b, float* d, float*) { b->embedding_backward(d, d, nullptr, 2, 8); }},
+      {Op::cross_entropy, "rargen: @ cross_entropy: Expected an integer >= 1 for V but received 0",
+       [](Backend* b, float* d, float*) {
+         b->cross_entropy(d, d, nullptr, d, reinterpret_cast<I*>(d), 2, 0, 1.f);
+       }},
+      {Op::sum_squares, "rargen: @ sum_squares: Expected an integer >= 0 for n but received -2",
+       [](Backend* b, float* d, float*) { b->sum_squares(d, -2); }},
+      {Op::adamw, "rargen: @ adamw: Expected an integer >= 1 for step but received 0",
+       [](Backend* b, float* d, float*) { b->adamw(d, d, d, d, 4, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.f, 1.f, 0); }},
+      {Op::adamw, "rargen: @ adamw: Expected a number in [0, 1) for beta2 but received 1",
+       [](Backend* b, float* d, float*) { b->adamw(d, d, d, d, 4, 1e-3f, 0.9f, 1.f, 1e-8f, 0.f, 1.f, 1); }},
+  };
+  // every op with arguments has a row (alloc/free/synchronize, the graphs and
+  // event_create/event_destroy/native_stream take none that can be wrong)
+  {
+    std::string missing;
+    for (int i = 0; i < kOpCount; i++) {
+      const Op op = static_cast<Op>(i);
+      if (op == Op::alloc || op == Op::free || op == Op::synchronize || op_kind(op) == rargen::OpKind::Graph ||
+          op == Op::event_create || op == Op::event_destroy || op == Op::native_stream)
+        continue;
+      if (std::none_of(rows.begin(), rows.end(), [&](const ContractRow& r) { return r.op == op; }))
+        missing += std::string(" ") + op_name(op);
+    }
+    g_checks++;
+    std::printf("  %-4s contract: every op with arguments has a bad-call row (%zu rows)%s%s\n",
+                missing.empty() ? "ok" : "FAIL", rows.size(), missing.empty() ? "" : "; none for:", missing.c_str());
+    if (!missing.empty()) g_failures++;
+  }
+  Vec host(1 << 16, 0.f);
+  for (auto& t : g_targets) {
+    if (t->label != "cpu" && !t->be->is_gpu()) continue;  // the CPU variants are the same backend object
+    Backend* be = t->be;
+    float* dev = static_cast<float*>(be->alloc(1 << 20));
+    w32 = Weight{dev, DType::F32};
+    int same = 0;
+    for (const ContractRow& r : rows) {
+      const std::string want = expand_name(r.want, be->name());
+      std::string got = "(no error)";
+      try {
+        r.call(be, dev, host.data());
+      } catch (const std::exception& e) {
+        got = e.what();
+      }
+      g_checks++;
+      const bool ok = got == want && got.find(op_name(r.op)) != std::string::npos;
+      if (ok) {
+        same++;
+      } else {
+        std::printf("  FAIL %s: contract %s: got \"%s\", want \"%s\"\n", t->label.c_str(), op_name(r.op), got.c_str(),
+                    want.c_str());
+        g_failures++;
+      }
+    }
+    std::printf("  %-4s %s: contract: %d of %zu bad calls give the contract's message\n",
+                same == static_cast<int>(rows.size()) ? "ok" : "FAIL", t->label.c_str(), same, rows.size());
+    be->synchronize();
+    be->free(dev);
+  }
+
+  // supports(): the CPU's answers (the reference set) and CUDA's additions
+  struct Answer {
+    Op op;
+    DType dt;
+    bool cpu, cuda;
+  };
+  const Answer answers[] = {
+      {Op::linear, DType::F32, true, true},        {Op::linear, DType::BF16, true, true},
+      {Op::linear, DType::I32, false, false},      {Op::upload_weight, DType::F16, true, true},
+      {Op::attention, DType::F32, true, true},     {Op::attention, DType::F16, false, true},
+      {Op::attention, DType::BF16, false, true},   {Op::layernorm, DType::F16, false, false},
+      {Op::sample, DType::F32, true, true},        {Op::graph_replay, DType::F32, false, true},
+      {Op::attention_backward, DType::F32, true, true}, {Op::adamw, DType::F32, true, true},
+      {Op::event_record, DType::F32, true, true},  {Op::alloc, DType::F32, true, true},
+  };
+  for (auto& t : g_targets) {
+    if (t->label != "cpu" && !t->be->is_gpu()) continue;
+    int right = 0;
+    for (const Answer& a : answers) {
+      const bool want = t->be->is_gpu() ? a.cuda : a.cpu, got = t->be->supports(a.op, a.dt);
+      g_checks++;
+      if (got == want) {
+        right++;
+      } else {
+        std::printf("  FAIL %s: supports(%s, %s) is %d, want %d\n", t->label.c_str(), op_name(a.op), dtype_name(a.dt),
+                    got, want);
+        g_failures++;
+      }
+    }
+    std::printf("  %-4s %s: supports() gives the expected answer for %d of %zu (op, dtype) pairs\n",
+                right == static_cast<int>(std::size(answers)) ? "ok" : "FAIL", t->label.c_str(), right,
+                std::size(answers));
+  }
+  // The uniform "does not support" error for a dtype the CPU lacks, and no graphs there.
+  {
+    Backend* be = cpu_backend();
+    float* d = static_cast<float*>(be->alloc(4096));
+    int32_t* p = reinterpret_cast<int32_t*>(d);
+    std::string got = "(no error)";
+    try {
+      be->attention(d, d, d, DType::F16, d, d, d, d, d, 1, 1, p, p, 1, 4, 2, 8, 1e-6f);
+    } catch (const std::exception& e) {
+      got = e.what();
+    }
+    const std::string want =
+        "rargen: cpu does not support attention for f16: cpu runs attention for f32; pass one of those, or use a "
+        "device that supports f16";
+    g_checks++;
+    const bool ok = got == want && !be->graph_capture_begin() && !be->graph_replay();
+    std::printf("  %-4s cpu: attention with an f16 KV cache: \"%s\"; graphs answer false\n", ok ? "ok" : "FAIL",
+                got.c_str());
+    if (!ok) g_failures++;
+    be->free(d);
+  }
+  // Events on every target: a fill, a record, the host waits, the values are there.
+  for (auto& t : g_targets) {
+    Backend* be = t->be;
+    const int64_t n = 1 << 20;
+    float* d = static_cast<float*>(be->alloc(n * 4));
+    Event* e = be->event_create();
+    be->fill(d, 3.5f, n);
+    be->event_record(e);
+    be->event_synchronize(e);
+    Vec back(n);
+    be->download(back.data(), d, n * 4);
+    be->event_destroy(e);
+    be->free(d);
+    const bool stream_ok = t->be->is_gpu() ? be->native_stream() != nullptr : be->native_stream() == nullptr;
+    Vec ref(n, 3.5f);
+    check(t->label + ": events event_create event_record event_synchronize event_destroy after fill", back, ref, 0);
+    g_checks++;
+    note_checked(t->label + ": native_stream");
+    std::printf("  %-4s %s: native_stream is %s\n", stream_ok ? "ok" : "FAIL", t->label.c_str(),
+                t->be->is_gpu() ? "the CUDA stream" : "null (synchronous)");
+    if (!stream_ok) g_failures++;
+  }
+}
+
+
+
 // The op table against what ran: every op was exercised by a check on every target (or,
 // model-level, on the CPU) and, where the table says so, by a finite-difference check.
 void test_op_table() {
   if (g_filter && !std::strstr("op-table", g_filter)) return;
   std::printf("[op-table]\n");
+  {  // every op of src/backend.h's list has a row here
+    std::string unlisted;
+    for (int i = 0; i < kOpCount; i++) {
+      const char* n = op_name(static_cast<Op>(i));
+      if (std::none_of(std::begin(kOps), std::end(kOps), [&](const OpEntry& e) { return std::strcmp(e.op, n) == 0; }))
+        unlisted += std::string(" ") + n;
+    }
+    g_checks++;
+    std::printf("  %-4s the %d ops of RARGEN_BACKEND_OPS all have a row in this table%s%s\n", unlisted.empty() ? "ok" : "FAIL",
+                kOpCount, unlisted.empty() ? "" : "; missing:", unlisted.c_str());
+    if (!unlisted.empty()) g_failures++;
+  }
   for (const OpEntry& e : kOps) {
     const std::string token = e.token ? e.token : e.op;
     std::set<std::string> want;
@@ -1471,72 +1810,77 @@ class FakeGraphBackend final : public Backend {
   explicit FakeGraphBackend(Backend* inner) : in_(inner) {}
   const char* name() const override { return "fake-graph"; }
   bool is_gpu() const override { return true; }
-  void* alloc(size_t b) override {
+  // What the inner backend runs, but not training (not forwarded here), plus the graphs
+  // this stand-in records.
+  bool supports(Op op, DType dt) const override {
+    return op_kind(op) == rargen::OpKind::Graph || (op_kind(op) != rargen::OpKind::Training && in_->supports(op, dt));
+  }
+  void* alloc_impl(size_t b) override {
     if (capturing_) miss_ = true;
     return in_->alloc(b);
   }
-  void free(void* p) override { in_->free(p); }
-  void upload(void* d, const void* s, size_t b) override { no_capture("upload"); in_->upload(d, s, b); }
-  void download(void* d, const void* s, size_t b) override { no_capture("download"); in_->download(d, s, b); }
-  void copy(void* d, const void* s, size_t b) override { rec([=] { in_->copy(d, s, b); }); }
-  void fill(float* d, float v, int64_t n) override { rec([=] { in_->fill(d, v, n); }); }
-  void synchronize() override { no_capture("synchronize"); }
+  void free_impl(void* p) override { in_->free(p); }
+  void upload_impl(void* d, const void* s, size_t b) override { no_capture("upload"); in_->upload(d, s, b); }
+  void download_impl(void* d, const void* s, size_t b) override { no_capture("download"); in_->download(d, s, b); }
+  void copy_impl(void* d, const void* s, size_t b) override { rec([=] { in_->copy(d, s, b); }); }
+  void fill_impl(float* d, float v, int64_t n) override { rec([=] { in_->fill(d, v, n); }); }
+  void synchronize_impl() override { no_capture("synchronize"); }
   size_t free_memory() const override { return in_->free_memory(); }
-  Weight upload_weight(const float* h, int64_t n, DType dt) override { return in_->upload_weight(h, n, dt); }
-  void linear(float* o, const float* i, Weight w, const float* b, int64_t M, int N, int K, bool acc) override {
+  Weight upload_weight_impl(const float* h, int64_t n, DType dt) override { return in_->upload_weight(h, n, dt); }
+  void linear_impl(float* o, const float* i, Weight w, const float* b, int64_t M, int N, int K, bool acc) override {
     first_use("linear", {M, N, K, static_cast<int64_t>(w.dtype)});
     rec([=] { in_->linear(o, i, w, b, M, N, K, acc); });
   }
-  void layernorm(float* o, const float* i, const float* w, const float* b, int64_t r, int C, float e) override {
+  void layernorm_impl(float* o, const float* i, const float* w, const float* b, int64_t r, int C, float e) override {
     rec([=] { in_->layernorm(o, i, w, b, r, C, e); });
   }
-  void layernorm_modulate(float* o, const float* i, const float* w, const float* b, const float* sh, const float* sc,
+  void layernorm_modulate_impl(float* o, const float* i, const float* w, const float* b, const float* sh, const float* sc,
                           int64_t st, const int32_t* map, int64_t r, int C, float e) override {
     rec([=] { in_->layernorm_modulate(o, i, w, b, sh, sc, st, map, r, C, e); });
   }
-  void gated_residual(float* x, const float* y, const float* g, int64_t st, const int32_t* map, int64_t r, int C) override {
+  void gated_residual_impl(float* x, const float* y, const float* g, int64_t st, const int32_t* map, int64_t r, int C) override {
     rec([=] { in_->gated_residual(x, y, g, st, map, r, C); });
   }
-  void gelu(float* o, const float* i, int64_t n) override { rec([=] { in_->gelu(o, i, n); }); }
-  void silu(float* o, const float* i, int64_t n) override { rec([=] { in_->silu(o, i, n); }); }
-  void add(float* o, const float* a, const float* b, int64_t n) override { rec([=] { in_->add(o, a, b, n); }); }
-  void embedding(float* o, const float* t, const int32_t* ids, int64_t r, int C, bool acc) override {
+  void gelu_impl(float* o, const float* i, int64_t n) override { rec([=] { in_->gelu(o, i, n); }); }
+  void silu_impl(float* o, const float* i, int64_t n) override { rec([=] { in_->silu(o, i, n); }); }
+  void add_impl(float* o, const float* a, const float* b, int64_t n) override { rec([=] { in_->add(o, a, b, n); }); }
+  void embedding_impl(float* o, const float* t, const int32_t* ids, int64_t r, int C, bool acc) override {
     rec([=] { in_->embedding(o, t, ids, r, C, acc); });
   }
   // pos and slot are read when the op runs (host memory here), like the device does
-  void attention(float* o, void* k, void* v, DType dt, const float* qkv, const float* a, const float* b, const float* c,
+  void attention_impl(float* o, void* k, void* v, DType dt, const float* qkv, const float* a, const float* b, const float* c,
                  const float* d, int R, int Tn, const int32_t* pos, const int32_t* slot, int slots, int Tc, int H, int D,
                  float e) override {
     first_use("attention", {R, Tn, slots, Tc, H, D});
     if (capturing_) captured_attention_++;
     rec([=] { in_->attention(o, k, v, dt, qkv, a, b, c, d, R, Tn, pos, slot, slots, Tc, H, D, e); });
   }
-  void sample(int32_t* t, const float* l, int B, int V, bool cfg, float s, float T, int k, float p, bool g,
+  void sample_impl(int32_t* t, const float* l, int B, int V, bool cfg, float s, float T, int k, float p, bool g,
               const float* u) override {
     no_capture("sample");
     in_->sample(t, l, B, V, cfg, s, T, k, p, g, u);
   }
-  void conv2d(float* o, const float* i, Weight w, const float* b, int B, int Ci, int H, int W, int Co, int kh, int kw,
+  void conv2d_impl(float* o, const float* i, Weight w, const float* b, int B, int Ci, int H, int W, int Co, int kh, int kw,
               int sh, int sw, int ph, int pw) override {
     rec([=] { in_->conv2d(o, i, w, b, B, Ci, H, W, Co, kh, kw, sh, sw, ph, pw); });
   }
-  void groupnorm(float* o, const float* i, const float* w, const float* b, int B, int C, int64_t HW, int G, float e,
+  void groupnorm_impl(float* o, const float* i, const float* w, const float* b, int B, int C, int64_t HW, int G, float e,
                  bool s) override {
     rec([=] { in_->groupnorm(o, i, w, b, B, C, HW, G, e, s); });
   }
-  void upsample_nearest2x(float* o, const float* i, int B, int C, int H, int W) override {
+  void upsample_nearest2x_impl(float* o, const float* i, int B, int C, int H, int W) override {
     rec([=] { in_->upsample_nearest2x(o, i, B, C, H, W); });
   }
-  void avgpool2x2(float* o, const float* i, int B, int C, int H, int W) override {
+  void avgpool2x2_impl(float* o, const float* i, int B, int C, int H, int W) override {
     rec([=] { in_->avgpool2x2(o, i, B, C, H, W); });
   }
-  void codebook_nearest(int32_t* t, const float* z, const float* cb, int B, int Cz, int64_t HW, int K) override {
+  void codebook_nearest_impl(int32_t* t, const float* z, const float* cb, int B, int Cz, int64_t HW, int K) override {
     rec([=] { in_->codebook_nearest(t, z, cb, B, Cz, HW, K); });
   }
-  void codebook_lookup(float* o, const int32_t* t, const float* cb, int B, int Cz, int64_t HW) override {
+  void codebook_lookup_impl(float* o, const int32_t* t, const float* cb, int B, int Cz, int64_t HW) override {
     rec([=] { in_->codebook_lookup(o, t, cb, B, Cz, HW); });
   }
-  bool graph_capture_begin() override {
+  bool graph_capture_begin_impl() override {
     if (capturing_) return false;
     graph_.clear();
     capturing_ = true;
@@ -1544,7 +1888,7 @@ class FakeGraphBackend final : public Backend {
     captures_++;
     return true;
   }
-  bool graph_capture_end() override {
+  bool graph_capture_end_impl() override {
     if (!capturing_) return false;
     capturing_ = false;
     if (miss_) {
@@ -1554,13 +1898,13 @@ class FakeGraphBackend final : public Backend {
     }
     return true;
   }
-  bool graph_replay() override {
+  bool graph_replay_impl() override {
     if (capturing_ || graph_.empty()) return false;
     for (auto& f : graph_) f();
     replays_++;
     return true;
   }
-  void graph_reset() override { graph_.clear(); }
+  void graph_reset_impl() override { graph_.clear(); }
   int captures_ = 0, replays_ = 0, captured_attention_ = 0, failed_ = 0;
 
  private:
@@ -1810,6 +2154,7 @@ int main(int argc, char** argv) {
     test_finite_differences();
     test_model_graph();
     test_cfg_schedule();
+    test_contract();
     test_op_table();  // last: what every group above exercised
   } catch (const std::exception& e) {
     std::printf("FAIL: exception: %s\n", e.what());

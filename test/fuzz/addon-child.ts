@@ -100,6 +100,7 @@ function typical(fn: string, h: Record<string, unknown>, rar: unknown, vq: unkno
     trainFree: [h.trainer],
     buildInfo: [],
     cudaStatus: [],
+    backendSupports: ['cpu', 'attention', 'f16'],
     createRar: [rarCfg, 'cpu', 'f32'],
     createVq: [vqCfg(), 'cpu'],
     setWeight: [h.rar, 'x', f32(1), [1]],

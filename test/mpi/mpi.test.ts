@@ -141,6 +141,42 @@ describe.skipIf(!run)('mpirun -np 2 rargen train (CPU)', () => {
     expect(wrong.out).toMatch(/trained on 2 rank\(s\), this run has 1; launch with mpirun -np 2/);
   }, 180_000);
 
+  it('(e) the overlapped all-reduce (each bucket begun once backward has made it final) equals the one after backward, bit for bit', async () => {
+    // 2 blocks, 2 micro-batches (only the last one's backward starts buckets), buckets of
+    // 1000 floats (RARGEN_DIST_MPI_BUCKET), so that buckets of the head, of each block and
+    // of the shared tables are begun at different stages of backward.
+    const go = (name: string, overlap: '0' | '1') => {
+      const args = ['--no-shuffle', 'model.generator.num_hidden_layers=2', 'training.gradient_accumulation_steps=2', 'training.max_train_steps=3', `experiment.output_dir=${dir(name)}`, '--log-jsonl', log(name)];
+      const env = ['-x', `RARGEN_DIST_OVERLAP=${overlap}`, '-x', 'RARGEN_DIST_MPI_BUCKET=1000', '-x', 'RARGEN_DIST_OVERLAP_REPORT=1'];
+      const r = spawnSync('mpirun', [...MPIRUN, ...env, '-np', '2', ...train(args)], { cwd: ROOT, encoding: 'utf8', env: ENV, timeout: 120_000 });
+      return { code: r.status, out: r.stdout + r.stderr };
+    };
+    const on = go('ov1', '1');
+    expect(on.code, on.out).toBe(0);
+    const off = go('ov0', '0');
+    expect(off.code, off.out).toBe(0);
+    const re = /gradient all-reduce: (\d+) of (\d+) buckets begun during backward \(final after stage: ([\d: ]+)\)/g;
+    const counts = (out: string) => [...out.matchAll(re)].map((m) => [Number(m[1]), Number(m[2]), m[3]!] as const);
+    const [c1, c0] = [counts(on.out), counts(off.out)];
+    console.log(`overlapped all-reduce, per step and rank: ${c1[0]![0]} of ${c1[0]![1]} buckets begun during backward; buckets final after stage (1 head, 2-3 blocks, 4 tables): ${c1[0]![2]}`);
+    expect(c1.length).toBe(6); // 3 steps x 2 ranks
+    expect(c0.length).toBe(6);
+    for (const [early, total, stages] of c1) {
+      expect(total).toBeGreaterThan(20);
+      expect(early).toBe(total); // every bucket begun by backward's reports (the last ones at its end)
+      // buckets become final at each of the 4 stages (head, block 1, block 0, shared tables), in that order
+      expect(stages.split(' ').map((x) => Number(x.split(':')[0]))).toEqual([1, 2, 3, 4]);
+    }
+    for (const [early, , stages] of c0) {
+      expect(early).toBe(0);
+      expect(stages).toBe(c1[0]![2]); // the same plan
+    }
+    const pick = (n: string) => readLog(log(n)).map((l) => [l.step, l.loss, l.grad_norm, l.accuracy]);
+    expect(pick('ov1')).toEqual(pick('ov0'));
+    expect(pick('ov1').length).toBe(3);
+    expect(await paramError(ck('ov1', 3), ck('ov0', 3))).toEqual({ rel: 0, absOfZeroTensors: 0 });
+  }, 180_000);
+
   it('RARGEN_DIST_CHECKSUM=1 checks after every step that the ranks hold identical parameters', () => {
     const r = spawnSync('mpirun', [...MPIRUN, '-x', 'RARGEN_DIST_CHECKSUM=1', '-np', '2', ...train([`experiment.output_dir=${dir('c')}`, 'training.max_train_steps=3'])], {
       cwd: ROOT,

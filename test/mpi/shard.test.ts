@@ -62,8 +62,8 @@ describe('dist', () => {
 
 describe('RARGEN_DIST_* and the local rank', () => {
   it('defaults, values, and errors naming the variable', () => {
-    expect(distSettings({})).toEqual({ timeout: 300, bucketMB: 25, backend: 'auto', localRank: null });
-    expect(distSettings({ RARGEN_DIST_TIMEOUT: '2.5', RARGEN_DIST_BUCKET_MB: '100', RARGEN_DIST_BACKEND: 'mpi', SLURM_LOCALID: '3' })).toEqual({ timeout: 2.5, bucketMB: 100, backend: 'mpi', localRank: 3 });
+    expect(distSettings({})).toEqual({ timeout: 300, bucketMB: 25, backend: 'auto', overlap: true, localRank: null });
+    expect(distSettings({ RARGEN_DIST_TIMEOUT: '2.5', RARGEN_DIST_BUCKET_MB: '100', RARGEN_DIST_BACKEND: 'mpi', RARGEN_DIST_OVERLAP: '0', SLURM_LOCALID: '3' })).toEqual({ timeout: 2.5, bucketMB: 100, backend: 'mpi', overlap: false, localRank: 3 });
     // Open MPI's variable first, then Slurm's, then torchrun's
     expect(distSettings({ OMPI_COMM_WORLD_LOCAL_RANK: '1', SLURM_LOCALID: '2', LOCAL_RANK: '3' }).localRank).toBe(1);
     expect(distSettings({ LOCAL_RANK: '3' }).localRank).toBe(3);
@@ -71,6 +71,7 @@ describe('RARGEN_DIST_* and the local rank', () => {
     expect(() => distSettings({ RARGEN_DIST_TIMEOUT: '5m' })).toThrow(/RARGEN_DIST_TIMEOUT must be a number .* but is "5m"/);
     expect(() => distSettings({ RARGEN_DIST_BUCKET_MB: '0.5' })).toThrow(/RARGEN_DIST_BUCKET_MB must be a number between 1 and 4096/);
     expect(() => distSettings({ RARGEN_DIST_BACKEND: 'gloo' })).toThrow('rargen: RARGEN_DIST_BACKEND must be auto, nccl or mpi but is "gloo"');
+    expect(() => distSettings({ RARGEN_DIST_OVERLAP: 'yes' })).toThrow('rargen: RARGEN_DIST_OVERLAP must be 0 or 1 but is "yes"');
     expect(() => distSettings({ LOCAL_RANK: '-1' })).toThrow('rargen: LOCAL_RANK must be a rank number (0, 1, ...) but is "-1"');
   });
 
