@@ -448,72 +448,75 @@ void launch(float* out, KV* kcache, KV* vcache, const float* qkv, const float* q
 
 constexpr int kThreads = 256;  // the backward kernels' block size (>= D)
 
-// The shared recomputation of one (i, j) element in backward: p~ (dropped probability)
-// and ds. s = sum_d (q_i[d] * qmul) k_j[d] in d order: the dQ pass passes q already
-// scaled by 1/sqrt(D) (qmul 1), the dK/dV pass scales on the fly (qmul 1/sqrt(D)); both
-// give the flash forward's scores bit for bit.
+// What both backward passes read, by value. Layout: (B*H, T, D) per-head copies (bh =
+// b*H + h) qn, kn, vv (the prologue's, kCache = false); dout (B, T, H*D); lse, Dbuf (B*H, T).
 struct PdS {
-  float pt, ds;
+  float pt, ds;  // p~ (the dropped probability) and ds of one (i, j)
 };
-__device__ __forceinline__ PdS attn_elem(const float* qi, float qmul, const float* kj, const float* doi,
-                                         const float* vj, int D, float lse_i, float Di, float sm, bool drop,
-                                         uint32_t threshold, float keep_scale, uint64_t seed, uint64_t site,
-                                         uint64_t index) {
-  float s = 0.f, dp = 0.f;
-  for (int d = 0; d < D; d++) {
-    s = fmaf(qi[d] * qmul, kj[d], s);
-    dp = fmaf(doi[d], vj[d], dp);
+struct BwdArgs {
+  const float *dout, *lse, *qn, *kn, *vv;
+  float* Dbuf;  // Di = dO_i . O_i: written by the dQ pass, read by the dK/dV pass
+  int H, T, D;
+  float sm, keep_scale;
+  uint32_t threshold;
+  bool drop;
+  uint64_t seed, site;
+
+  __device__ const float* dout_row(int64_t bh, int i) const {
+    return dout + (bh / H * T + i) * static_cast<int64_t>(H) * D + bh % H * D;
   }
-  const float p = expf(s - lse_i);
-  float mask = 1.f;
-  if (drop) {
-    mask = dropout_bits_dev(seed, site, index) >= threshold ? keep_scale : 0.f;
-    dp *= mask;
+  // The recomputation of element (bh, i, j): s = sum_d (q_i[d] * qmul) k_j[d] in d order
+  // (the dQ pass passes q already scaled by 1/sqrt(D), qmul 1; the dK/dV pass scales on
+  // the fly, qmul 1/sqrt(D): both are the flash forward's scores bit for bit), p =
+  // exp(s - lse_i), the dropout mask of index ((bh*T) + i)*T + j.
+  __device__ __forceinline__ PdS elem(const float* qi, float qmul, const float* kj, const float* doi, const float* vj,
+                                      float Di, int64_t bh, int i, int j) const {
+    float s = 0.f, dp = 0.f;
+    for (int d = 0; d < D; d++) {
+      s = fmaf(qi[d] * qmul, kj[d], s);
+      dp = fmaf(doi[d], vj[d], dp);
+    }
+    const float p = expf(s - lse[bh * T + i]);
+    float mask = 1.f;
+    if (drop) {
+      mask = dropout_bits_dev(seed, site, (static_cast<uint64_t>(bh) * T + i) * T + j) >= threshold ? keep_scale : 0.f;
+      dp *= mask;
+    }
+    PdS r;
+    r.pt = drop ? p * mask : p;
+    r.ds = p * (dp - Di) * sm;
+    return r;
   }
-  PdS r;
-  r.pt = drop ? p * mask : p;
-  r.ds = p * (dp - Di) * sm;
-  return r;
-}
+};
 
 // dQ, one block per (bh, i): Di = dO_i . O_i (saved for the dK/dV pass), then per chunk
 // of blockDim keys the ds_j into shared memory, then dq_i[d] = sum_j ds_j k_j[d] in j order.
-__global__ void attn_bwd_dq_kernel(float* __restrict__ dqn, float* __restrict__ Dbuf, const float* __restrict__ dout,
-                                   const float* __restrict__ out, const float* __restrict__ lse,
-                                   const float* __restrict__ qn, const float* __restrict__ kn,
-                                   const float* __restrict__ vv, int H, int T, int D, float sm, uint32_t threshold,
-                                   float keep_scale, bool drop, uint64_t seed, uint64_t site) {
+__global__ void attn_bwd_dq_kernel(float* __restrict__ dqn, const float* __restrict__ out, const BwdArgs a) {
   __shared__ float qs[kMaxD], dos[kMaxD];
   __shared__ float dss[kThreads];
   __shared__ float redf[32];
+  const int T = a.T, D = a.D;
   const int64_t bh = blockIdx.x / T;
   const int i = static_cast<int>(blockIdx.x - bh * T);
-  const int b = static_cast<int>(bh / H), h = static_cast<int>(bh % H);
-  const int C = H * D;
-  const int64_t orow = (static_cast<int64_t>(b) * T + i) * C + h * D;
+  const float* doi = a.dout_row(bh, i);
+  const float* oi = out + (doi - a.dout);
   float di = 0.f;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    qs[d] = qn[(bh * T + i) * D + d] * sm;
-    dos[d] = dout[orow + d];
-    di = fmaf(dout[orow + d], out[orow + d], di);
+    qs[d] = a.qn[(bh * T + i) * D + d] * a.sm;
+    dos[d] = doi[d];
+    di = fmaf(doi[d], oi[d], di);
   }
   const float Di = block_sum(di, redf);  // contains __syncthreads: qs/dos are visible after it
-  if (threadIdx.x == 0) Dbuf[bh * T + i] = Di;
-  const float lse_i = lse[bh * T + i];
-  const uint64_t base = (static_cast<uint64_t>(bh) * T + i) * T;
+  if (threadIdx.x == 0) a.Dbuf[bh * T + i] = Di;
   float acc = 0.f;  // thread d < D
   for (int j0 = 0; j0 <= i; j0 += blockDim.x) {
     const int j = j0 + threadIdx.x;
-    float ds = 0.f;
-    if (j <= i)
-      ds = attn_elem(qs, 1.f, kn + (bh * T + j) * D, dos, vv + (bh * T + j) * D, D, lse_i, Di, sm, drop, threshold,
-                     keep_scale, seed, site, base + j)
-               .ds;
-    dss[threadIdx.x] = ds;
+    dss[threadIdx.x] = j <= i ? a.elem(qs, 1.f, a.kn + (bh * T + j) * D, dos, a.vv + (bh * T + j) * D, Di, bh, i, j).ds
+                              : 0.f;
     __syncthreads();
     const int cnt = min(static_cast<int>(blockDim.x), i + 1 - j0);
     if (threadIdx.x < D)
-      for (int t = 0; t < cnt; t++) acc = fmaf(dss[t], kn[(bh * T + j0 + t) * D + threadIdx.x], acc);
+      for (int t = 0; t < cnt; t++) acc = fmaf(dss[t], a.kn[(bh * T + j0 + t) * D + threadIdx.x], acc);
     __syncthreads();
   }
   if (threadIdx.x < D) dqn[(bh * T + i) * D + threadIdx.x] = acc;
@@ -521,42 +524,31 @@ __global__ void attn_bwd_dq_kernel(float* __restrict__ dqn, float* __restrict__ 
 
 // dK/dV, one block per (bh, j): over queries i >= j in chunks, ds_ij and p~_ij into
 // shared memory, then dk_j[d] = sum_i ds_ij q_i[d], dv_j[d] = sum_i p~_ij dO_i[d] in i order.
-__global__ void attn_bwd_dkv_kernel(float* __restrict__ dkn, float* __restrict__ dvv, const float* __restrict__ Dbuf,
-                                    const float* __restrict__ dout, const float* __restrict__ lse,
-                                    const float* __restrict__ qn, const float* __restrict__ kn,
-                                    const float* __restrict__ vv, int H, int T, int D, float sm, uint32_t threshold,
-                                    float keep_scale, bool drop, uint64_t seed, uint64_t site) {
+__global__ void attn_bwd_dkv_kernel(float* __restrict__ dkn, float* __restrict__ dvv, const BwdArgs a) {
   __shared__ float ks[kMaxD], vs[kMaxD];
   __shared__ float dss[kThreads], pts[kThreads];
+  const int T = a.T, D = a.D;
   const int64_t bh = blockIdx.x / T;
   const int j = static_cast<int>(blockIdx.x - bh * T);
-  const int b = static_cast<int>(bh / H), h = static_cast<int>(bh % H);
-  const int C = H * D;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    ks[d] = kn[(bh * T + j) * D + d];
-    vs[d] = vv[(bh * T + j) * D + d];
+    ks[d] = a.kn[(bh * T + j) * D + d];
+    vs[d] = a.vv[(bh * T + j) * D + d];
   }
   __syncthreads();
   float dk = 0.f, dv = 0.f;
   for (int i0 = j; i0 < T; i0 += blockDim.x) {
     const int i = i0 + threadIdx.x;
-    float ds = 0.f, pt = 0.f;
-    if (i < T) {
-      const PdS e = attn_elem(qn + (bh * T + i) * D, sm, ks, dout + (static_cast<int64_t>(b) * T + i) * C + h * D, vs,
-                              D, lse[bh * T + i], Dbuf[bh * T + i], sm, drop, threshold, keep_scale, seed, site,
-                              (static_cast<uint64_t>(bh) * T + i) * T + j);
-      ds = e.ds;
-      pt = e.pt;
-    }
-    dss[threadIdx.x] = ds;
-    pts[threadIdx.x] = pt;
+    PdS e{0.f, 0.f};
+    if (i < T) e = a.elem(a.qn + (bh * T + i) * D, a.sm, ks, a.dout_row(bh, i), vs, a.Dbuf[bh * T + i], bh, i, j);
+    dss[threadIdx.x] = e.ds;
+    pts[threadIdx.x] = e.pt;
     __syncthreads();
     const int cnt = min(static_cast<int>(blockDim.x), T - i0);
     if (threadIdx.x < D)
       for (int t = 0; t < cnt; t++) {
         const int ii = i0 + t;
-        dk = fmaf(dss[t], qn[(bh * T + ii) * D + threadIdx.x], dk);
-        dv = fmaf(pts[t], dout[(static_cast<int64_t>(b) * T + ii) * C + h * D + threadIdx.x], dv);
+        dk = fmaf(dss[t], a.qn[(bh * T + ii) * D + threadIdx.x], dk);
+        dv = fmaf(pts[t], a.dout_row(bh, ii)[threadIdx.x], dv);
       }
     __syncthreads();
   }
@@ -728,16 +720,13 @@ void train_attention_backward(float* dqkv, float* dq_norm_w, float* dq_norm_b, f
   const int64_t BHT = static_cast<int64_t>(B) * H * T, BH = static_cast<int64_t>(B) * H;
   launch_prologue<float, false>(s.qn, s.kn, s.vv, s.qstats, s.kstats, qkv, q_norm_w, q_norm_b, k_norm_w, k_norm_b, B,
                                 T, nullptr, nullptr, B, T, H, D, eps, stream);
-  const float sm = 1.f / std::sqrt(static_cast<float>(D));
   const bool drop = p_drop > 0.f;
-  const uint32_t thr = dropout_threshold(p_drop);
-  const float keep = drop ? 1.f / (1.f - p_drop) : 1.f;
+  const BwdArgs a{dout, lse, s.qn, s.kn, s.vv, s.Dbuf, H, T, D, 1.f / std::sqrt(static_cast<float>(D)),
+                  drop ? 1.f / (1.f - p_drop) : 1.f, dropout_threshold(p_drop), drop, seed, site};
   // blockDim = kThreads (>= D, the d threads of the accumulation loops)
-  attn_bwd_dq_kernel<<<static_cast<unsigned>(BHT), kThreads, 0, stream>>>(s.dqn, s.Dbuf, dout, out, lse, s.qn, s.kn,
-                                                                         s.vv, H, T, D, sm, thr, keep, drop, seed, site);
+  attn_bwd_dq_kernel<<<static_cast<unsigned>(BHT), kThreads, 0, stream>>>(s.dqn, out, a);
   CUDA_LAUNCH_CHECK();
-  attn_bwd_dkv_kernel<<<static_cast<unsigned>(BHT), kThreads, 0, stream>>>(s.dkn, s.dvv, s.Dbuf, dout, lse, s.qn, s.kn,
-                                                                          s.vv, H, T, D, sm, thr, keep, drop, seed, site);
+  attn_bwd_dkv_kernel<<<static_cast<unsigned>(BHT), kThreads, 0, stream>>>(s.dkn, s.dvv, a);
   CUDA_LAUNCH_CHECK();
   const unsigned ln_blocks = static_cast<unsigned>(ceil_div(BHT, kPrologueWarps));
   attn_ln_bwd_kernel<<<ln_blocks, 32 * kPrologueWarps, 0, stream>>>(dqkv, s.dqn, s.dkn, s.dvv, s.qstats, s.kstats, qkv,
