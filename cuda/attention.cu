@@ -14,10 +14,11 @@
 //    Statistics are two-pass in double (warp_mean_rstd, as the CPU reference).
 // 2a. Tn > 1 (training, prefill): flash-style tiled attention in fp32: a block owns 32
 //    queries of one (b, h), walks 32-key tiles of the cache up to the causal limit with
-//    an online softmax, never materialising the (T x T) scores. 256 threads: 8 per query
-//    row, each holding D/8 accumulators. Training adds the saved log-sum-exp (kLse) and
-//    dropout on the probabilities (kDrop; element (b, h, i, j) draws dropout_bits index
-//    ((b*H + h)*T + i)*T + j; the denominator sums the undropped probabilities).
+//    an online softmax (the denominator in double), never materialising the (T x T)
+//    scores. 256 threads: 8 per query row, each holding D/8 accumulators. Training adds
+//    the saved log-sum-exp (kLse) and dropout on the probabilities (kDrop; element
+//    (b, h, i, j) draws dropout_bits index ((b*H + h)*T + i)*T + j; the denominator sums
+//    the undropped probabilities).
 // 2b. Tn == 1 (the decode step): flash-decoding. The cache length is split into S chunks
 //    (S chosen from Tcache and the number of (b, h) pairs so the GPU is full even for a
 //    small batch); each block scores its chunk (8 lanes per key, float4 when D % 4 == 0),
@@ -154,7 +155,8 @@ __global__ void __launch_bounds__(kFaThreads)
   // dropout index of (b, h, qg, j) is dbase + j (training: p0 = 0, Tcache = Tn = T)
   const uint64_t dbase = (static_cast<uint64_t>(bh) * Tn + min(qg, Tn - 1)) * Tn;
 
-  float m = -INFINITY, l = 0.f;
+  float m = -INFINITY;
+  double l = 0;  // the softmax denominator, in double across key tiles (as the CPU's)
   float acc[16];
 #pragma unroll
   for (int e = 0; e < 16; e++) acc[e] = 0.f;
@@ -204,7 +206,7 @@ __global__ void __launch_bounds__(kFaThreads)
     rs += __shfl_xor_sync(0xffffffffu, rs, 1);
     rs += __shfl_xor_sync(0xffffffffu, rs, 2);
     rs += __shfl_xor_sync(0xffffffffu, rs, 4);
-    l = l * corr + rs;
+    l = l * corr + rs;  // corr, rs: fp32
     m = mnew;
 #pragma unroll
     for (int e = 0; e < 16; e++) acc[e] *= corr;
@@ -222,14 +224,14 @@ __global__ void __launch_bounds__(kFaThreads)
   if (qg < Tn) {
     const int C = H * D;
     float* o = out + (static_cast<int64_t>(b) * Tn + qg) * C + h * D;
-    const float inv = 1.f / l;
+    const float inv = static_cast<float>(1.0 / l);
 #pragma unroll
     for (int e = 0; e < 16; e++) {
       int d = l8 + 8 * e;
       if (d < D) o[d] = acc[e] * inv;
     }
     if constexpr (kLse)
-      if (l8 == 0) lse[static_cast<int64_t>(bh) * Tn + qg] = m + logf(l);
+      if (l8 == 0) lse[static_cast<int64_t>(bh) * Tn + qg] = m + static_cast<float>(log(l));
   }
 }
 
@@ -704,7 +706,8 @@ void train_attention_forward(float* out, float* lse, const float* qkv, const flo
                                 nullptr, nullptr, B, T, H, D, eps, stream);
   if (p_drop > 0.f) {
     const FlashDrop drop{dropout_threshold(p_drop), 1.f / (1.f - p_drop), seed, site};
-    launch_flash<float, false, true, true>(out, lse, s.qn, s.kn, s.vv, B, T, nullptr, nullptr, B, T, H, D, drop, stream);
+    launch_flash<float, false, true, true>(out, lse, s.qn, s.kn, s.vv, B, T, nullptr, nullptr, B, T, H, D, drop,
+                                           stream);
   } else {
     launch_flash<float, false, true, false>(out, lse, s.qn, s.kn, s.vv, B, T, nullptr, nullptr, B, T, H, D, FlashDrop{},
                                             stream);

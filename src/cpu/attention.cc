@@ -101,7 +101,8 @@ void attention_forward(float* out, float* lse, float* kcache, float* vcache, con
       if (lse) lse[bh * Tn + i] = mx + static_cast<float>(std::log(denom));
       if (drop) {  // after the denominator: l_i sums the undropped probabilities
         const uint64_t base = (static_cast<uint64_t>(bh) * Tn + i) * Tn;
-        for (int j = 0; j < L; j++) scores[j] = dropout_bits(seed, site, base + j) < threshold ? 0.f : scores[j] * keep_scale;
+        for (int j = 0; j < L; j++)
+          scores[j] = dropout_bits(seed, site, base + j) < threshold ? 0.f : scores[j] * keep_scale;
       }
       cpu::attn_weighted_sum(acc, scores.data(), vc, L, D);
       const float inv = static_cast<float>(1.0 / denom);
