@@ -115,6 +115,25 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Two-pass LayerNorm statistics of x[0..n) by one warp (lane reads x[lane + 32e]):
+// the mean, then the variance about it, rstd = 1/sqrt(var + eps), accumulated in Acc
+// (float for the model's LayerNorms, double for the attention's q/k norm, as the CPU
+// reference). Every lane gets both.
+template <typename Acc>
+__device__ __forceinline__ void warp_mean_rstd(const float* x, int n, float eps, int lane, float& mean, float& rstd) {
+  Acc s = 0;
+  for (int c = lane; c < n; c += 32) s += x[c];
+  const Acc m = warp_sum(s) / n;
+  Acc v = 0;
+  for (int c = lane; c < n; c += 32) {
+    const Acc d = x[c] - m;
+    v += d * d;
+  }
+  const Acc var = warp_sum(v) / n;
+  mean = static_cast<float>(m);
+  rstd = static_cast<float>(Acc(1) / sqrt(var + static_cast<Acc>(eps)));
+}
+
 // Sum over the whole block (blockDim.x a multiple of 32, <= 1024), T float or double.
 // `scratch` holds 32 T of shared memory. Every thread gets the result. Contains
 // __syncthreads().
@@ -141,7 +160,7 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
 
 // src/backend.h dropout_bits(), verbatim (the host version is not __device__): used by
-// the dropout op (activations.cu) and the training attention (attention_backward.cu).
+// the dropout op (activations.cu) and the training attention (attention.cu).
 __device__ __forceinline__ uint32_t dropout_bits_dev(uint64_t seed, uint64_t site, uint64_t index) {
   uint64_t z = (seed ^ (site * 0x9E3779B97F4A7C15ull)) + index * 0xD1B54A32D192ED03ull;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;

@@ -22,16 +22,8 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
   if (r >= rows) return;  // whole warps leave together
   const float* x = inp + r * C;
-  float s = 0.f;
-  for (int c = lane; c < C; c += 32) s += x[c];
-  const float mean = warp_sum(s) / C;
-  float v = 0.f;
-  for (int c = lane; c < C; c += 32) {
-    float d = x[c] - mean;
-    v += d * d;
-  }
-  const float var = warp_sum(v) / C;
-  const float rstd = 1.f / sqrtf(var + eps);
+  float mean, rstd;
+  warp_mean_rstd<float>(x, C, eps, lane, mean, rstd);
   const int64_t m = row_map ? static_cast<int64_t>(row_map[r]) : r;
   const float* sh = shift ? shift + m * mod_stride : nullptr;
   const float* sc = scale ? scale + m * mod_stride : nullptr;

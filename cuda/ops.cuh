@@ -135,8 +135,8 @@ void linear_builtin(float* out, const float* inp, Weight w, const float* bias, i
 void train_linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                            const float* weight, int64_t M, int N, int K, bool accumulate_dinp, cudaStream_t stream);
 
-// ---- attention_backward.cu (training attention; to merge with attention.cu's forward) ----
-// D <= 128; T * 4 bytes of dynamic shared memory in the forward (T <= 12000).
+// ---- attention.cu, training: the same prologue and flash forward as attention_forward ----
+// D <= 128; B*H*T < 2^31 (one backward block per (b, h, position)).
 void train_attention_forward(float* out, float* lse, const float* qkv, const float* q_norm_w, const float* q_norm_b,
                              const float* k_norm_w, const float* k_norm_b, int B, int T, int H, int D, float eps,
                              float p_drop, uint64_t seed, uint64_t site, ScratchProvider& sp, cudaStream_t stream);

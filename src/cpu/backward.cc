@@ -1,6 +1,6 @@
 // CPU training ops: the backward of every forward op the generator uses, dropout
-// from a counter-based hash, a flash-style attention forward/backward (probabilities
-// recomputed from the saved log-sum-exp, never stored), cross-entropy, and AdamW.
+// from a counter-based hash, cross-entropy, and AdamW (the attention's training forward
+// and backward: src/cpu/attention.cc, beside the inference attention).
 //
 // Written as the readable reference for the CUDA backend: each op is plain loops over
 // the thread pool, float32 arithmetic with double for reductions over many rows.
@@ -27,13 +27,6 @@ namespace cpu {
 namespace {
 
 int64_t grain_rows(int64_t C) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1)); }
-
-inline void row_mean_rstd(const float* x, int C, float eps, float& mean, float& rstd) {
-  double m = sum(x, C) / C;
-  double var = sumsq_dev(x, C, m) / C;
-  mean = static_cast<float>(m);
-  rstd = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
-}
 
 // A(i, k) = src[k * ld + i]: the transpose of a row-major (K, M) matrix, for dW = dout^T inp.
 struct PackATransposed : PackA {
@@ -88,25 +81,6 @@ RowGroups group_rows(const int32_t* row_map, int64_t rows) {
   g.starts.push_back(rows);
   return g;
 }
-
-// Per-task partial sums of `n` floats, summed into `dst` (+=) in task order. Tasks
-// are cut from the problem size alone, so the result does not depend on the thread
-// count or on which thread ran which task: training is bitwise reproducible.
-struct Partials {
-  int64_t tasks;
-  int n;
-  std::vector<float> buf;
-  Partials(int64_t t, int n_) : tasks(t), n(n_), buf(static_cast<size_t>(t) * n_, 0.f) {}
-  float* of(int64_t task) { return buf.data() + static_cast<size_t>(task) * n; }
-  void reduce_into(float* dst) const {
-    if (!dst) return;
-    for (int i = 0; i < n; i++) {
-      double s = 0;
-      for (int64_t t = 0; t < tasks; t++) s += buf[static_cast<size_t>(t) * n + i];
-      dst[i] += static_cast<float>(s);
-    }
-  }
-};
 
 }  // namespace
 
@@ -260,194 +234,6 @@ void dropout(float* x, int64_t n, float p, uint64_t seed, uint64_t site) {
     for (int64_t i = b; i < e; i++)
       x[i] = dropout_bits(seed, site, static_cast<uint64_t>(i)) >= threshold ? x[i] * keep_scale : 0.f;
   });
-}
-
-// ---------------- attention ----------------
-//
-// Per (b, h): q, k LayerNorm'ed over D (affine), s_ij = q_i . k_j / sqrt(D) for j <= i,
-// p = softmax_j(s), dropout on p, out_i = sum_j p~_ij v_j; lse_i = log sum_j exp(s_ij).
-// Dropout element (b, h, i, j) has index ((b*H + h)*T + i)*T + j.
-//
-// K and V are held transposed (D, T) per head, so every inner loop runs over the key
-// index j with unit stride: scores, dP and the dK/dV updates are D axpy/dot calls of
-// length i+1 (AVX2 where available) instead of i+1 calls of length D.
-
-namespace {
-
-struct HeadView {
-  int T = 0, D = 0;
-  std::vector<float> q;             // (T, D) normalised + affine
-  std::vector<float> kt, vt;        // (D, T) normalised + affine k, raw v
-  std::vector<float> qhat, khat;    // (T, D) pre-affine normalised values (backward)
-  std::vector<float> qrstd, krstd;  // (T)
-};
-
-void load_head(HeadView& hv, const float* qkv, int b, int h, int T, int H, int D, const float* qw,
-               const float* qb, const float* kw, const float* kb, float eps, bool keep_stats) {
-  const int C = H * D;
-  hv.T = T;
-  hv.D = D;
-  hv.q.resize(static_cast<size_t>(T) * D);
-  hv.kt.resize(static_cast<size_t>(T) * D);
-  hv.vt.resize(static_cast<size_t>(T) * D);
-  if (keep_stats) {
-    hv.qhat.resize(static_cast<size_t>(T) * D);
-    hv.khat.resize(static_cast<size_t>(T) * D);
-    hv.qrstd.resize(T);
-    hv.krstd.resize(T);
-  }
-  for (int t = 0; t < T; t++) {
-    const float* row = qkv + (static_cast<int64_t>(b) * T + t) * 3 * C;
-    for (int which = 0; which < 2; which++) {
-      const float* src = row + which * C + h * D;
-      const float* w = which == 0 ? qw : kw;
-      const float* bi = which == 0 ? qb : kb;
-      float mean, rstd;
-      row_mean_rstd(src, D, eps, mean, rstd);
-      for (int d = 0; d < D; d++) {
-        float xh = (src[d] - mean) * rstd;
-        if (keep_stats) (which == 0 ? hv.qhat : hv.khat)[static_cast<int64_t>(t) * D + d] = xh;
-        float y = xh * (w ? w[d] : 1.f) + (bi ? bi[d] : 0.f);
-        if (which == 0) hv.q[static_cast<int64_t>(t) * D + d] = y;
-        else hv.kt[static_cast<int64_t>(d) * T + t] = y;
-      }
-      if (keep_stats) (which == 0 ? hv.qrstd : hv.krstd)[t] = rstd;
-    }
-    const float* v = row + 2 * C + h * D;
-    for (int d = 0; d < D; d++) hv.vt[static_cast<int64_t>(d) * T + t] = v[d];
-  }
-}
-
-// s[0..n) = scale * (q . k_j) for j < n, from K^T (D, T).
-inline void scores(float* s, const float* q, const float* kt, int T, int D, int n, float scale) {
-  std::fill(s, s + n, 0.f);
-  for (int d = 0; d < D; d++) axpy(s, q[d] * scale, kt + static_cast<int64_t>(d) * T, n);
-}
-
-// p[j] = exp(s[j] - lse), then dropout (mask m[j] = keep ? 1/(1-p) : 0 when p_drop > 0).
-inline void probs(float* p, float* mask, const float* s, int n, float lse, float p_drop, uint32_t threshold,
-                  float keep_scale, uint64_t seed, uint64_t site, uint64_t base) {
-  for (int j = 0; j < n; j++) p[j] = std::exp(s[j] - lse);
-  if (p_drop > 0.f)
-    for (int j = 0; j < n; j++) mask[j] = dropout_bits(seed, site, base + j) >= threshold ? keep_scale : 0.f;
-}
-
-}  // namespace
-
-void attention_train_forward(float* out, float* lse, const float* qkv, const float* q_norm_w,
-                             const float* q_norm_b, const float* k_norm_w, const float* k_norm_b,
-                             int B, int T, int H, int D, float eps, float p_drop, uint64_t seed,
-                             uint64_t site) {
-  const int C = H * D;
-  const float sm = 1.f / std::sqrt(static_cast<float>(D));
-  const uint32_t threshold = dropout_threshold(p_drop);
-  const float keep_scale = p_drop > 0.f ? 1.f / (1.f - p_drop) : 1.f;
-  global_pool().run(static_cast<int64_t>(B) * H, [&](int64_t task, int) {
-    int b = static_cast<int>(task / H), h = static_cast<int>(task % H);
-    HeadView hv;
-    load_head(hv, qkv, b, h, T, H, D, q_norm_w, q_norm_b, k_norm_w, k_norm_b, eps, false);
-    std::vector<float> s(T), p(T), mask(T, 1.f);
-    for (int i = 0; i < T; i++) {
-      const int n = i + 1;
-      scores(s.data(), hv.q.data() + static_cast<int64_t>(i) * D, hv.kt.data(), T, D, n, sm);
-      float mx = *std::max_element(s.begin(), s.begin() + n);
-      double l = 0;
-      for (int j = 0; j < n; j++) l += std::exp(static_cast<double>(s[j] - mx));
-      const float lse_i = mx + static_cast<float>(std::log(l));
-      lse[task * T + i] = lse_i;
-      probs(p.data(), mask.data(), s.data(), n, lse_i, p_drop, threshold, keep_scale, seed, site,
-            (static_cast<uint64_t>(task) * T + i) * T);
-      if (p_drop > 0.f)
-        for (int j = 0; j < n; j++) p[j] *= mask[j];
-      float* o = out + (static_cast<int64_t>(b) * T + i) * C + h * D;
-      for (int d = 0; d < D; d++) o[d] = dot(p.data(), hv.vt.data() + static_cast<int64_t>(d) * T, n);
-    }
-  });
-}
-
-void attention_backward(float* dqkv, float* dq_norm_w, float* dq_norm_b, float* dk_norm_w,
-                        float* dk_norm_b, const float* dout, const float* out, const float* lse,
-                        const float* qkv, const float* q_norm_w, const float* q_norm_b,
-                        const float* k_norm_w, const float* k_norm_b, int B, int T, int H, int D,
-                        float eps, float p_drop, uint64_t seed, uint64_t site) {
-  const int C = H * D;
-  const float sm = 1.f / std::sqrt(static_cast<float>(D));
-  const uint32_t threshold = dropout_threshold(p_drop);
-  const float keep_scale = p_drop > 0.f ? 1.f / (1.f - p_drop) : 1.f;
-  ThreadPool& pool = global_pool();
-  const int64_t BH = static_cast<int64_t>(B) * H;
-  Partials pqw(BH, D), pqb(BH, D), pkw(BH, D), pkb(BH, D);
-  pool.run(BH, [&](int64_t task, int) {
-    int b = static_cast<int>(task / H), h = static_cast<int>(task % H);
-    HeadView hv;
-    load_head(hv, qkv, b, h, T, H, D, q_norm_w, q_norm_b, k_norm_w, k_norm_b, eps, true);
-    const size_t TD = static_cast<size_t>(T) * D;
-    std::vector<float> dq(TD, 0.f), dkt(TD, 0.f), dvt(TD, 0.f);  // dq (T,D); dK^T, dV^T (D,T)
-    std::vector<float> s(T), p(T), mask(T, 1.f), dp(T), ds(T);
-    for (int i = 0; i < T; i++) {
-      const int n = i + 1;
-      const int64_t row = static_cast<int64_t>(b) * T + i;
-      const float* doi = dout + row * C + h * D;
-      const float* oi = out + row * C + h * D;
-      const float* qi = hv.q.data() + static_cast<int64_t>(i) * D;
-      const float Di = dot(doi, oi, D);
-      scores(s.data(), qi, hv.kt.data(), T, D, n, sm);
-      probs(p.data(), mask.data(), s.data(), n, lse[task * T + i], p_drop, threshold, keep_scale, seed, site,
-            (static_cast<uint64_t>(task) * T + i) * T);
-      // dp~_j = dO_i . v_j ; dV_j += p~_j dO_i
-      std::fill(dp.begin(), dp.begin() + n, 0.f);
-      for (int d = 0; d < D; d++) axpy(dp.data(), doi[d], hv.vt.data() + static_cast<int64_t>(d) * T, n);
-      if (p_drop > 0.f)
-        for (int j = 0; j < n; j++) {
-          dp[j] *= mask[j];
-          ds[j] = p[j] * mask[j];  // p~ for the dV update
-        }
-      const float* pv = p_drop > 0.f ? ds.data() : p.data();
-      for (int d = 0; d < D; d++) axpy(dvt.data() + static_cast<int64_t>(d) * T, doi[d], pv, n);
-      // ds_j = p_j (dp_j - D_i) / sqrt(D) ; dq_i = sum_j ds_j k_j ; dk_j += ds_j q_i
-      for (int j = 0; j < n; j++) ds[j] = p[j] * (dp[j] - Di) * sm;
-      float* dqi = dq.data() + static_cast<int64_t>(i) * D;
-      for (int d = 0; d < D; d++) {
-        dqi[d] = dot(ds.data(), hv.kt.data() + static_cast<int64_t>(d) * T, n);
-        axpy(dkt.data() + static_cast<int64_t>(d) * T, qi[d], ds.data(), n);
-      }
-    }
-    // LayerNorm backward over D for q and k; v passes through.
-    float* aqw = pqw.of(task);
-    float* aqb = pqb.of(task);
-    float* akw = pkw.of(task);
-    float* akb = pkb.of(task);
-    std::vector<float> g(D), dn(D);
-    for (int t = 0; t < T; t++) {
-      float* drow = dqkv + (static_cast<int64_t>(b) * T + t) * 3 * C;
-      for (int which = 0; which < 2; which++) {
-        for (int d = 0; d < D; d++)
-          dn[d] = which == 0 ? dq[static_cast<int64_t>(t) * D + d] : dkt[static_cast<int64_t>(d) * T + t];
-        const float* xh = (which == 0 ? hv.qhat : hv.khat).data() + static_cast<int64_t>(t) * D;
-        const float* w = which == 0 ? q_norm_w : k_norm_w;
-        float* aw = which == 0 ? aqw : akw;
-        float* ab = which == 0 ? aqb : akb;
-        float rstd = (which == 0 ? hv.qrstd : hv.krstd)[t];
-        double s1 = 0, s2 = 0;
-        for (int d = 0; d < D; d++) {
-          aw[d] += dn[d] * xh[d];
-          ab[d] += dn[d];
-          g[d] = dn[d] * (w ? w[d] : 1.f);
-          s1 += g[d];
-          s2 += static_cast<double>(g[d]) * xh[d];
-        }
-        float m1 = static_cast<float>(s1 / D), m2 = static_cast<float>(s2 / D);
-        float* dst = drow + which * C + h * D;
-        for (int d = 0; d < D; d++) dst[d] = rstd * (g[d] - m1 - xh[d] * m2);
-      }
-      float* dv = drow + 2 * C + h * D;
-      for (int d = 0; d < D; d++) dv[d] = dvt[static_cast<int64_t>(d) * T + t];
-    }
-  });
-  pqw.reduce_into(dq_norm_w);
-  pqb.reduce_into(dq_norm_b);
-  pkw.reduce_into(dk_norm_w);
-  pkb.reduce_into(dk_norm_b);
 }
 
 // ---------------- gathers ----------------

@@ -1,8 +1,13 @@
 // CPU implementations of the training ops of src/backend.h ("training (backward)"
-// block). CpuBackend forwards each of those virtuals here; the argument order and
-// meaning are the op table's (see backend.h for the contract of each).
+// block; the attention ones: src/cpu/attention.h). CpuBackend forwards each of those
+// virtuals here; the argument order and meaning are the op table's (see backend.h for
+// the contract of each).
 #pragma once
+#include <cmath>
 #include <cstdint>
+#include <vector>
+
+#include "cpu/kernels.h"
 
 namespace rargen {
 namespace cpu {
@@ -19,15 +24,33 @@ void gated_residual_backward(float* dy, float* dgate, const float* dx, const flo
 void gelu_backward(float* dinp, const float* dout, const float* inp, int64_t n);
 void silu_backward(float* dinp, const float* dout, const float* inp, int64_t n);
 void dropout(float* x, int64_t n, float p, uint64_t seed, uint64_t site);
-void attention_train_forward(float* out, float* lse, const float* qkv, const float* q_norm_w,
-                             const float* q_norm_b, const float* k_norm_w, const float* k_norm_b,
-                             int B, int T, int H, int D, float eps, float p_drop, uint64_t seed,
-                             uint64_t site);
-void attention_backward(float* dqkv, float* dq_norm_w, float* dq_norm_b, float* dk_norm_w,
-                        float* dk_norm_b, const float* dout, const float* out, const float* lse,
-                        const float* qkv, const float* q_norm_w, const float* q_norm_b,
-                        const float* k_norm_w, const float* k_norm_b, int B, int T, int H, int D,
-                        float eps, float p_drop, uint64_t seed, uint64_t site);
+// LayerNorm row statistics (mean, 1/sqrt(var + eps)), two passes in double.
+inline void row_mean_rstd(const float* x, int C, float eps, float& mean, float& rstd) {
+  double m = sum(x, C) / C;
+  double var = sumsq_dev(x, C, m) / C;
+  mean = static_cast<float>(m);
+  rstd = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
+}
+
+// Per-task partial sums of `n` floats, summed into `dst` (+=) in task order. Tasks
+// are cut from the problem size alone, so the result does not depend on the thread
+// count or on which thread ran which task: training is bitwise reproducible.
+struct Partials {
+  int64_t tasks;
+  int n;
+  std::vector<float> buf;
+  Partials(int64_t t, int n_) : tasks(t), n(n_), buf(static_cast<size_t>(t) * n_, 0.f) {}
+  float* of(int64_t task) { return buf.data() + static_cast<size_t>(task) * n; }
+  void reduce_into(float* dst) const {
+    if (!dst) return;
+    for (int i = 0; i < n; i++) {
+      double s = 0;
+      for (int64_t t = 0; t < tasks; t++) s += buf[static_cast<size_t>(t) * n + i];
+      dst[i] += static_cast<float>(s);
+    }
+  }
+};
+
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t rows, int C);
 void cross_entropy(float* dlogits, float* losses, int32_t* correct, const float* logits,
                    const int32_t* targets, int64_t rows, int V, float grad_scale);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "cpu/attention.h"
 #include "cpu/backward.h"
 #include "cpu/half.h"
 #include "cpu/kernels.h"
@@ -272,60 +273,9 @@ class CpuBackend final : public Backend {
         fail_arg(Op::attention, "a cache slot in 0.." + std::to_string(slots - 1), "slot[" + std::to_string(r) + "]",
                  std::to_string(slot[r]));
     }
-    float* kcache = static_cast<float*>(kcache_v);
-    float* vcache = static_cast<float*>(vcache_v);
-    const int B = R;
-    const int C = H * D;
-    const int64_t C3 = 3 * static_cast<int64_t>(C);
-    // 1) normalised k and raw v of the new positions into the caches.
-    global_pool().parallel_for(static_cast<int64_t>(B) * Tn * H, 64, [&](int64_t s, int64_t e) {
-      for (int64_t idx = s; idx < e; idx++) {
-        int h = static_cast<int>(idx % H);
-        int64_t bt = idx / H;
-        int i = static_cast<int>(bt % Tn), b = static_cast<int>(bt / Tn);
-        const float* row = qkv + bt * C3;
-        int64_t dst = ((static_cast<int64_t>(slot[b]) * H + h) * Tcache + pos[b] + i) * D;
-        const float* k = row + C + h * D;
-        float mean, rstd;
-        row_stats(k, D, eps, mean, rstd);
-        for (int d = 0; d < D; d++) kcache[dst + d] = (k[d] - mean) * rstd * k_norm_w[d] + k_norm_b[d];
-        std::memcpy(vcache + dst, row + 2 * C + h * D, D * 4);
-      }
-    });
-    // 2) queries: one task per (b, h, block of queries).
-    const int qblock = 16;
-    const int nqb = (Tn + qblock - 1) / qblock;
-    const float scale = 1.f / std::sqrt(static_cast<float>(D));
-    global_pool().run(static_cast<int64_t>(B) * H * nqb, [&](int64_t task, int) {
-      int qb = static_cast<int>(task % nqb);
-      int h = static_cast<int>((task / nqb) % H);
-      int b = static_cast<int>(task / nqb / H);
-      thread_local std::vector<float> scores;
-      scores.resize(Tcache);
-      float q[128], acc[128];
-      const float* kc = kcache + (static_cast<int64_t>(slot[b]) * H + h) * Tcache * D;
-      const float* vc = vcache + (static_cast<int64_t>(slot[b]) * H + h) * Tcache * D;
-      for (int i = qb * qblock; i < std::min(Tn, (qb + 1) * qblock); i++) {
-        const float* qr = qkv + (static_cast<int64_t>(b) * Tn + i) * C3 + h * D;
-        float mean, rstd;
-        row_stats(qr, D, eps, mean, rstd);
-        for (int d = 0; d < D; d++) q[d] = (qr[d] - mean) * rstd * q_norm_w[d] + q_norm_b[d];
-        const int L = pos[b] + i + 1;  // causal: keys 0..pos[b]+i
-        cpu::attn_scores(scores.data(), q, kc, L, D, scale);
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int j = 0; j < L; j++) mx = std::max(mx, scores[j]);
-        float denom = 0.f;
-        for (int j = 0; j < L; j++) {
-          float p = std::exp(scores[j] - mx);
-          scores[j] = p;
-          denom += p;
-        }
-        cpu::attn_weighted_sum(acc, scores.data(), vc, L, D);
-        float inv = 1.f / denom;
-        float* o = out + (static_cast<int64_t>(b) * Tn + i) * C + h * D;
-        for (int d = 0; d < D; d++) o[d] = acc[d] * inv;
-      }
-    });
+    // src/cpu/attention.cc: the one CPU attention forward (also attention_train_forward's)
+    cpu::attention_forward(out, nullptr, static_cast<float*>(kcache_v), static_cast<float*>(vcache_v), qkv, q_norm_w,
+                           q_norm_b, k_norm_w, k_norm_b, R, Tn, pos, slot, Tcache, H, D, eps, 0.f, 0, 0);
   }
 
   // ---------------- sampling ----------------

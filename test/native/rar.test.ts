@@ -7,7 +7,7 @@
 // weights and inputs, and on RAR-B-shaped random weights.
 //
 // Tolerances (per device, the CPU's measured on these fixtures with a ~3x margin):
-// - cpu: logits within 1.5e-6 (forward, measured 4.8e-7) / 1e-6 (steps, 3.6e-7) of
+// - cpu: logits within 1.5e-6 (forward, measured 6.0e-7) / 1e-6 (steps, 3.6e-7) of
 //   PyTorch; greedy tokens identical.
 // - cuda f32: max abs difference of logits divided by max(1, max |logit|) within 1e-3
 //   of the CPU's and of PyTorch's (both accumulate in fp32; only summation order and
@@ -86,7 +86,7 @@ describeDevices('rar-tiny fp32 vs PyTorch fixtures', (dev) => {
   const m = tinyModels(dev);
   const onCpu = dev.name === 'cpu';
 
-  it(`training-path logits with permuted orders (forward.npz) within ${onCpu ? '1.5e-6 (measured 4.8e-7)' : '1e-3 of PyTorch and the CPU'}`, async () => {
+  it(`training-path logits with permuted orders (forward.npz) within ${onCpu ? '1.5e-6 (measured 6.0e-7)' : '1e-3 of PyTorch and the CPU'}`, async () => {
     const f = await npz('rar-tiny/forward.npz');
     const args = [i32(f.get('input_ids')), i32(f.get('condition')), i32(f.get('orders'))] as const;
     const logits = await addon.rarForward(m.model, ...args);
@@ -139,7 +139,7 @@ describeDevices('rar-tiny fp32 vs PyTorch fixtures', (dev) => {
     const full = await addon.rarForward(m.trained, ids6, cond6, raster);
     const errFull = onCpu ? maxAbsDiff(full, f32(d.get('full_logits'))) : scaledMaxDiff(full, f32(d.get('full_logits'))).err;
     console.log(`${dev.name} decode.npz full_logits (6,17,32): ${onCpu ? 'max abs' : 'scaled'} err ${errFull.toExponential(3)}`);
-    expect(errFull).toBeLessThan(onCpu ? 1e-6 : 1e-3); // cpu: measured 3.6e-7
+    expect(errFull).toBeLessThan(onCpu ? 1e-6 : 1e-3); // cpu: measured 4.8e-7
   });
 
   it(onCpu ? 'greedy CFG tokens identical to greedy_tokens' : "greedy CFG tokens: the CPU's at every decisive position (near-ties counted), and greedy_tokens", async () => {
