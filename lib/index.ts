@@ -53,6 +53,7 @@ export {
   type ModelKind,
   generatorParamTable,
   tokenizerParamTable,
+  inceptionParamTable,
   positionRows,
   type ParamSpec,
 } from './config.js';

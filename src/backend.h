@@ -166,6 +166,47 @@ class Backend {
     add(out, residual, y, n);
   }
   virtual void avgpool2x2(float* out, const float* inp, int B, int C, int H, int W) = 0;
+  // ---- pooling, ReLU and channel copies (NCHW; the FID InceptionV3's ops) ----
+  // out = max(inp, 0) on n elements (a NaN gives 0); out may alias inp.
+  virtual void relu(float* out, const float* inp, int64_t n) = 0;
+  // k x k windows at stride `stride`, `pad` on each side: out (B, C, Ho, Wo) with
+  // Ho = (H + 2 pad - k) / stride + 1 (floor), the same for Wo. Windows are summed (or
+  // compared) in row-major order. maxpool2d: padding never wins (PyTorch pads with
+  // -inf). avgpool2d: the sum over the window divided by k*k (count_include_pad, padding
+  // as zeros) or by the in-image element count (count_include_pad false: TF's SAME
+  // average pool). avgpool2x2 is avgpool2d(k 2, stride 2, pad 0, count_include_pad).
+  // Needs k >= 1, stride >= 1, 0 <= pad < k (every window touches the image).
+  virtual void maxpool2d(float* out, const float* inp, int B, int C, int H, int W, int k, int stride,
+                         int pad) = 0;
+  virtual void avgpool2d(float* out, const float* inp, int B, int C, int H, int W, int k, int stride,
+                         int pad, bool count_include_pad) = 0;
+  // Channel slice copy (the concatenation of branch outputs, and taking channels out):
+  // dst (B, Cdst, HW) channels [dst_off, dst_off + C) = src (B, Csrc, HW) channels
+  // [src_off, src_off + C), through ReLU when `relu`. dst and src must not overlap.
+  virtual void copy_channels(float* dst, int Cdst, int dst_off, const float* src, int Csrc, int src_off,
+                             int B, int C, int64_t HW, bool relu) = 0;
+  // The argument checks of this block, called by every backend's implementation: the
+  // output size (Ho, Wo) of a pool, and a channel slice that fits both tensors; they
+  // throw rargen::Error naming the backend, the op and the values.
+  void pool_dims(const char* op, int B, int C, int H, int W, int k, int stride, int pad, int* Ho, int* Wo) const {
+    auto bad = [&](const std::string& what) { throw Error(std::string(name()) + " " + op + ": " + what); };
+    if (B < 0 || C < 0) bad("B and C must be >= 0, got B=" + std::to_string(B) + " C=" + std::to_string(C));
+    if (k < 1 || stride < 1 || pad < 0 || pad >= k)
+      bad("needs k >= 1, stride >= 1 and 0 <= pad < k, got k=" + std::to_string(k) + " stride=" + std::to_string(stride) +
+          " pad=" + std::to_string(pad));
+    if (H + 2 * pad < k || W + 2 * pad < k)
+      bad("input " + std::to_string(H) + "x" + std::to_string(W) + " (pad " + std::to_string(pad) +
+          ") is smaller than the window " + std::to_string(k));
+    *Ho = (H + 2 * pad - k) / stride + 1;
+    *Wo = (W + 2 * pad - k) / stride + 1;
+  }
+  void check_channel_slice(int Cdst, int dst_off, int Csrc, int src_off, int B, int C, int64_t HW) const {
+    if (B < 0 || C < 0 || HW < 0 || dst_off < 0 || src_off < 0 || dst_off + C > Cdst || src_off + C > Csrc)
+      throw Error(std::string(name()) + " copy_channels: channels [" + std::to_string(src_off) + ", " +
+                  std::to_string(src_off + C) + ") of " + std::to_string(Csrc) + " into [" + std::to_string(dst_off) +
+                  ", " + std::to_string(dst_off + C) + ") of " + std::to_string(Cdst) + " (B=" + std::to_string(B) +
+                  ", HW=" + std::to_string(HW) + ") do not fit");
+  }
   // tokens (B*HW) = argmin_k ||z[b,:,p] - codebook[k]||^2 for z (B, Cz, HW) NCHW;
   // ties -> the lowest index. codebook (K, Cz). tokens in backend memory (int32).
   virtual void codebook_nearest(int32_t* tokens, const float* z, const float* codebook, int B,
