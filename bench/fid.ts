@@ -11,10 +11,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { inceptionParamTable } from '../lib/config.js';
 import { FeatureStatistics, frechetDistance, precisionRecall } from '../lib/fid.js';
 import { loadInception } from '../lib/inception.js';
 import { saveTorch } from '../lib/io/index.js';
-import { native, packageRoot } from '../lib/native.js';
+import { packageRoot } from '../lib/native.js';
 import type { HostTensor } from '../lib/tensor.js';
 
 const { values } = parseArgs({
@@ -44,7 +45,7 @@ function lowbias32(x: number): number {
 
 /** The fixture formula weights (test/fixtures/README.md, inception/). */
 async function writeFormulaWeights(path: string): Promise<void> {
-  const shapes = native().inceptionWeightShapes();
+  const shapes = inceptionParamTable();
   const keys = shapes.map((s) => s.name).sort();
   const byName = new Map(shapes.map((s) => [s.name, s.shape]));
   const tensors = new Map<string, HostTensor>();

@@ -320,9 +320,30 @@ class CudaBackend final : public Backend, public ScratchProvider {
     upsample_nearest2x_forward(out, inp, B, C, H, W, stream_);
   }
 
+  // ---------------- pooling, ReLU, channel copies: pooling.cu ----------------
+  // (arguments checked by the Backend wrappers, src/backend.cc)
   void avgpool2x2_impl(float* out, const float* inp, int B, int C, int H, int W) override {
+    avgpool2d_impl(out, inp, B, C, H, W, 2, 2, 0, true);
+  }
+  void relu_impl(float* out, const float* inp, int64_t n) override {
     auto lk = guard();
-    avgpool2x2_forward(out, inp, B, C, H, W, stream_);
+    relu_forward(out, inp, n, stream_);
+  }
+  void maxpool2d_impl(float* out, const float* inp, int B, int C, int H, int W, int k, int stride, int pad) override {
+    auto lk = guard();
+    maxpool2d_forward(out, inp, B, C, H, W, pool_out(H, k, stride, pad), pool_out(W, k, stride, pad), k, stride, pad,
+                      stream_);
+  }
+  void avgpool2d_impl(float* out, const float* inp, int B, int C, int H, int W, int k, int stride, int pad,
+                      bool count_include_pad) override {
+    auto lk = guard();
+    avgpool2d_forward(out, inp, B, C, H, W, pool_out(H, k, stride, pad), pool_out(W, k, stride, pad), k, stride, pad,
+                      count_include_pad, stream_);
+  }
+  void copy_channels_impl(float* dst, int Cdst, int dst_off, const float* src, int Csrc, int src_off, int B, int C,
+                          int64_t HW, bool relu) override {
+    auto lk = guard();
+    copy_channels_forward(dst, Cdst, dst_off, src, Csrc, src_off, B, C, HW, relu, stream_);
   }
 
   void codebook_nearest_impl(int32_t* tokens, const float* z, const float* codebook, int B, int Cz, int64_t HW,

@@ -98,8 +98,15 @@ void groupnorm_forward(float* out, const float* inp, const float* weight, const 
 // ---- resample.cu ----
 void upsample_nearest2x_forward(float* out, const float* inp, int B, int C, int H, int W,
                                 cudaStream_t stream);
-void avgpool2x2_forward(float* out, const float* inp, int B, int C, int H, int W,
-                        cudaStream_t stream);
+
+// ---- pooling.cu (Ho, Wo from Backend::pool_out; avgpool2x2 is avgpool2d(2, 2, 0, true)) ----
+void relu_forward(float* out, const float* inp, int64_t n, cudaStream_t stream);
+void maxpool2d_forward(float* out, const float* inp, int B, int C, int H, int W, int Ho, int Wo, int k,
+                       int stride, int pad, cudaStream_t stream);
+void avgpool2d_forward(float* out, const float* inp, int B, int C, int H, int W, int Ho, int Wo, int k,
+                       int stride, int pad, bool count_include_pad, cudaStream_t stream);
+void copy_channels_forward(float* dst, int Cdst, int dst_off, const float* src, int Csrc, int src_off, int B,
+                           int C, int64_t HW, bool relu, cudaStream_t stream);
 
 // ---- codebook.cu ----
 void codebook_nearest_forward(int32_t* tokens, const float* z, const float* codebook, int B,

@@ -1,6 +1,5 @@
-// Nearest 2x upsampling and 2x2 average pooling (stride 2, floor), NCHW. One thread
-// per output element; consecutive threads write consecutive x (coalesced). The pooling
-// sum is ((a + b) + c) + d, in the CPU backend's order.
+// Nearest 2x upsampling, NCHW. One thread per output element; consecutive threads write
+// consecutive x (coalesced). (The 2x2 average pool is pooling.cu's avgpool2d.)
 #include "ops.cuh"
 
 namespace rargen {
@@ -23,20 +22,6 @@ __global__ void upsample_nearest2x_kernel(float* __restrict__ out, const float* 
   }
 }
 
-__global__ void avgpool2x2_kernel(float* __restrict__ out, const float* __restrict__ inp, int64_t planes, int H, int W) {
-  const int Ho = H / 2, Wo = W / 2;
-  const int64_t n = planes * Ho * Wo;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    int x = static_cast<int>(i % Wo);
-    int64_t t = i / Wo;
-    int y = static_cast<int>(t % Ho);
-    int64_t plane = t / Ho;
-    const float* r0 = inp + (plane * H + 2 * y) * W + 2 * x;
-    const float* r1 = r0 + W;
-    out[i] = (((r0[0] + r0[1]) + r1[0]) + r1[1]) * 0.25f;
-  }
-}
-
 }  // namespace
 
 void upsample_nearest2x_forward(float* out, const float* inp, int B, int C, int H, int W, cudaStream_t stream) {
@@ -44,14 +29,6 @@ void upsample_nearest2x_forward(float* out, const float* inp, int B, int C, int 
   int64_t n = planes * 4 * H * W;
   if (n <= 0) return;
   upsample_nearest2x_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(out, inp, planes, H, W);
-  CUDA_LAUNCH_CHECK();
-}
-
-void avgpool2x2_forward(float* out, const float* inp, int B, int C, int H, int W, cudaStream_t stream) {
-  int64_t planes = static_cast<int64_t>(B) * C;
-  int64_t n = planes * (H / 2) * (W / 2);
-  if (n <= 0) return;
-  avgpool2x2_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(out, inp, planes, H, W);
   CUDA_LAUNCH_CHECK();
 }
 

@@ -282,8 +282,8 @@ function listKeys(keys: string[], max = 20): string {
 export interface ParamSpec {
   name: string;
   shape: number[];
-  /** 'linear' / 'conv' (GEMM and convolution weights: stored in the weight dtype), 'bias', 'norm_weight', 'norm_bias', 'embedding' (tables, tokens, codebook). */
-  kind: 'linear' | 'conv' | 'bias' | 'norm_weight' | 'norm_bias' | 'embedding';
+  /** 'linear' / 'conv' (GEMM and convolution weights: stored in the weight dtype), 'bias', 'norm_weight', 'norm_bias', 'norm_stat' (BatchNorm running mean/var), 'embedding' (tables, tokens, codebook). */
+  kind: 'linear' | 'conv' | 'bias' | 'norm_weight' | 'norm_bias' | 'norm_stat' | 'embedding';
   /** The official initialisation: trunc normal(0, 0.02), zeros or ones. */
   init: 'trunc_normal' | 'zeros' | 'ones';
   /** Whether AdamW decays it (1d-tokenizer's two parameter groups). */
@@ -302,10 +302,20 @@ export function generatorParamTable(c: NativeRarConfig): ParamSpec[] {
   return tableOf('RAR generator', () => addonTables().rarParamTable(c));
 }
 
+/**
+ * The FID InceptionV3's parameter table in state-dict order (src/model/inception_params.cc,
+ * through the addon): every tensor of pt_inception-2015-12-05-6726825d.pth, from which
+ * lib/inception.ts checks checkpoints and the tests and bench/fid.ts write formula weights.
+ */
+export function inceptionParamTable(): ParamSpec[] {
+  return addonTables().inceptionParamTable();
+}
+
 /** The addon's table exports (src/binding.cc). */
 interface NativeParamTables {
   rarParamTable(c: NativeRarConfig): ParamSpec[];
   vqParamTable(c: NativeVqConfig): ParamSpec[];
+  inceptionParamTable(): ParamSpec[];
 }
 function addonTables(): NativeParamTables {
   return native() as ReturnType<typeof native> & NativeParamTables;
@@ -366,6 +376,22 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 /** Throws a WeightsMismatchError listing every wrong shape, missing and unexpected key. */
 export function validateGeneratorWeights(tensors: ReadonlyMap<string, TensorInfo>, config: GeneratorConfig): void {
   compareTensors('RAR generator', tensors, expectedGeneratorTensors(GeneratorConfigSchema.parse(config)));
+}
+
+/** Every FID InceptionV3 tensor name with its shape, in state-dict order (from inceptionParamTable). */
+export function expectedInceptionTensors(): Map<string, number[]> {
+  return new Map(inceptionParamTable().map((p) => [p.name, p.shape]));
+}
+
+/**
+ * Throws a WeightsMismatchError listing every wrong shape or dtype, missing and unexpected
+ * key of the FID InceptionV3 state dict. The `<conv>.bn.num_batches_tracked` counters of
+ * its BatchNorms (saved by PyTorch >= 0.4.1; not parameters) are allowed and not checked.
+ */
+export function validateInceptionWeights(tensors: ReadonlyMap<string, TensorInfo>): void {
+  const expected = expectedInceptionTensors();
+  const counters = new Set([...expected.keys()].filter((k) => k.endsWith('.bn.running_var')).map((k) => k.replace(/running_var$/, 'num_batches_tracked')));
+  compareTensors('FID InceptionV3', new Map([...tensors].filter(([k]) => !counters.has(k))), expected);
 }
 
 /** Throws a WeightsMismatchError listing every wrong shape, missing and unexpected key. */

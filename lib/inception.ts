@@ -18,7 +18,8 @@ import { openCheckpoint } from './io/index.js';
 import { resolveDevice, type DeviceSpec } from './device.js';
 import { deviceSchema, intBetween, parseOptions, ValidationError } from './validate.js';
 import { native, type NativeInception } from './native.js';
-import { shapeToString, type Checkpoint } from './tensor.js';
+import { expectedInceptionTensors, validateInceptionWeights, WeightsMismatchError } from './config.js';
+import type { Checkpoint } from './tensor.js';
 
 // The weights' URLs and file names and the cache folder are in releases.ts (the manifest of downloads).
 import { cacheDir, INCEPTION_WEIGHTS_ALT_FILE, INCEPTION_WEIGHTS_ALT_URL, INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL } from './releases.js';
@@ -131,27 +132,20 @@ function checkImages(images: unknown, batch: number, height: number, width: numb
 }
 
 /**
- * Checks that an opened checkpoint is the FID Inception state dict: every key of
- * pt_inception-2015-12-05-6726825d.pth with its shape, nothing else (num_batches_tracked
- * aside). Returns the expected keys and shapes; throws naming what is wrong.
+ * Checks that an opened checkpoint is the FID Inception state dict: every tensor of the
+ * addon's table (inceptionParamTable: the keys of pt_inception-2015-12-05-6726825d.pth)
+ * with its shape and a float dtype, nothing else (the BatchNorm counters aside). Returns
+ * the expected keys and shapes; throws a WeightsMismatchError naming the file and every
+ * key that is wrong with what was expected.
  */
 export function checkInceptionCheckpoint(ckpt: Checkpoint, path: string): Map<string, number[]> {
-  const expected = new Map(native().inceptionWeightShapes().map((e) => [e.name, e.shape]));
-  const present = [...ckpt.tensors.keys()];
-  const unexpected = present.filter((k) => !expected.has(k) && !k.endsWith('.num_batches_tracked'));
-  const missing = [...expected.keys()].filter((k) => !ckpt.tensors.has(k));
-  if (unexpected.length > 0 || missing.length > 0) {
-    const parts: string[] = [];
-    if (missing.length) parts.push(`${missing.length} missing (${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''})`);
-    if (unexpected.length) parts.push(`${unexpected.length} unexpected (${unexpected.slice(0, 5).join(', ')}${unexpected.length > 5 ? ', ...' : ''})`);
-    throw new Error(`rargen: ${path} is not the FID Inception state dict (pt_inception-2015-12-05-6726825d.pth keys): ${parts.join('; ')}`);
+  try {
+    validateInceptionWeights(ckpt.tensors);
+  } catch (e) {
+    if (!(e instanceof WeightsMismatchError)) throw e;
+    throw new WeightsMismatchError(e.model, e.wrongShapes, e.missing, e.unexpected, e.wrongDtypes, `rargen: ${path} is not the FID Inception state dict (pt_inception-2015-12-05-6726825d.pth): ${e.message}`);
   }
-  for (const [name, shape] of expected) {
-    const info = ckpt.tensors.get(name)!;
-    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
-      throw new Error(`rargen: ${path}: ${name} has shape ${shapeToString(info.shape)}, expected ${shapeToString(shape)}`);
-  }
-  return expected;
+  return expectedInceptionTensors();
 }
 
 /**

@@ -37,8 +37,10 @@ export {
   inferTokenizerConfig,
   validateGeneratorWeights,
   validateTokenizerWeights,
+  validateInceptionWeights,
   expectedGeneratorTensors,
   expectedTokenizerTensors,
+  expectedInceptionTensors,
   detectModelKind,
   matchPreset,
   resolvePreset,
@@ -53,6 +55,7 @@ export {
   type ModelKind,
   generatorParamTable,
   tokenizerParamTable,
+  inceptionParamTable,
   positionRows,
   type ParamSpec,
 } from './config.js';

@@ -178,11 +178,9 @@ export interface NativeAddon {
   sessionDispose(session: NativeSession): void;
 
   // ---- evaluator (src/binding_eval.cc; wrapped by lib/inception.ts and lib/fid.ts) ----
-  /** Every state-dict key of pt_inception-2015-12-05-6726825d.pth the model takes, with shapes. */
-  inceptionWeightShapes(): { name: string; shape: number[] }[];
   /** A TF1-exact FID InceptionV3 on `device` ('cpu', 'cuda', 'cuda:N'); threads 0 = all. */
   inceptionCreate(device: string, threads?: number): NativeInception;
-  /** Copies one state-dict tensor (num_batches_tracked is ignored); throws naming the key on a shape mismatch. */
+  /** Copies one tensor of inceptionParamTable(); throws naming the key when it is not in the table or its shape differs. */
   inceptionSetWeight(model: NativeInception, name: string, data: Float32Array, shape: number[]): void;
   /** Folds BatchNorm and uploads; throws listing missing keys. */
   inceptionFinalize(model: NativeInception): void;

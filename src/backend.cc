@@ -394,6 +394,42 @@ void check_resample(const Backend& be, Op op, const float* out, const float* inp
   a.ptr("inp", inp, B > 0);
 }
 
+void check_pool(const Backend& be, Op op, const float* out, const float* inp, int B, int C, int H, int W, int k,
+                int stride, int pad) {
+  Args a{be, op};
+  a.count("B", B);
+  a.dim("C", C);
+  a.dim("H", H);
+  a.dim("W", W);
+  a.dim("k", k);
+  a.dim("stride", stride);
+  a.in_range("pad", pad, 0, k - 1);  // every window touches the image
+  a.at_least("H + 2*pad", static_cast<int64_t>(H) + 2 * pad, k);
+  a.at_least("W + 2*pad", static_cast<int64_t>(W) + 2 * pad, k);
+  a.numel("B*C*H*W (inp)", {B, C, H, W});
+  a.ptr("out", out, B > 0);
+  a.ptr("inp", inp, B > 0);
+}
+
+void check_copy_channels(const Backend& be, const float* dst, int Cdst, int dst_off, const float* src, int Csrc,
+                         int src_off, int B, int C, int64_t HW) {
+  Args a{be, Op::copy_channels};
+  a.count("B", B);
+  a.count("C", C);
+  a.count("HW", HW);
+  a.dim("Cdst", Cdst);
+  a.dim("Csrc", Csrc);
+  a.at_most("C", C, "Cdst", Cdst);
+  a.at_most("C", C, "Csrc", Csrc);
+  a.in_range("dst_off", dst_off, 0, static_cast<int64_t>(Cdst) - C);
+  a.in_range("src_off", src_off, 0, static_cast<int64_t>(Csrc) - C);
+  a.numel("B*Cdst*HW (dst)", {B, Cdst, HW});
+  a.numel("B*Csrc*HW (src)", {B, Csrc, HW});
+  const bool any = B > 0 && C > 0 && HW > 0;
+  a.ptr("dst", dst, any);
+  a.ptr("src", src, any);
+}
+
 void check_conv3x3_fused(const Backend& be, const float* out, const float* inp, Weight w, int B, int Cin, int H,
                          int W, int Cout, const float* gn_weight, const float* gn_bias, int G, float eps,
                          bool upsample2x) {
@@ -651,6 +687,28 @@ void Backend::avgpool2x2(float* out, const float* inp, int B, int C, int H, int 
   check_resample(*this, Op::avgpool2x2, out, inp, B, C, H, W);
   Args{*this, Op::avgpool2x2}.dtype(DType::F32);
   avgpool2x2_impl(out, inp, B, C, H, W);
+}
+void Backend::relu(float* out, const float* inp, int64_t n) {
+  check_elementwise(*this, Op::relu, out, "out", inp, "inp", nullptr, nullptr, n);
+  Args{*this, Op::relu}.dtype(DType::F32);
+  relu_impl(out, inp, n);
+}
+void Backend::maxpool2d(float* out, const float* inp, int B, int C, int H, int W, int k, int stride, int pad) {
+  check_pool(*this, Op::maxpool2d, out, inp, B, C, H, W, k, stride, pad);
+  Args{*this, Op::maxpool2d}.dtype(DType::F32);
+  maxpool2d_impl(out, inp, B, C, H, W, k, stride, pad);
+}
+void Backend::avgpool2d(float* out, const float* inp, int B, int C, int H, int W, int k, int stride, int pad,
+                        bool count_include_pad) {
+  check_pool(*this, Op::avgpool2d, out, inp, B, C, H, W, k, stride, pad);
+  Args{*this, Op::avgpool2d}.dtype(DType::F32);
+  avgpool2d_impl(out, inp, B, C, H, W, k, stride, pad, count_include_pad);
+}
+void Backend::copy_channels(float* dst, int Cdst, int dst_off, const float* src, int Csrc, int src_off, int B, int C,
+                            int64_t HW, bool relu) {
+  check_copy_channels(*this, dst, Cdst, dst_off, src, Csrc, src_off, B, C, HW);
+  Args{*this, Op::copy_channels}.dtype(DType::F32);
+  copy_channels_impl(dst, Cdst, dst_off, src, Csrc, src_off, B, C, HW, relu);
 }
 void Backend::codebook_nearest(int32_t* tokens, const float* z, const float* codebook, int B, int Cz, int64_t HW,
                                int K) {

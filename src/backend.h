@@ -57,6 +57,7 @@ bool dtype_from_name(const std::string& name, DType* out);
   X(embedding, Forward) X(attention, Forward) X(sample, Forward) X(conv2d, Forward)        \
   X(groupnorm, Forward) X(upsample_nearest2x, Forward) X(conv3x3_fused, Forward)           \
   X(avgpool2x2, Forward) X(codebook_nearest, Forward) X(codebook_lookup, Forward)          \
+  X(relu, Forward) X(maxpool2d, Forward) X(avgpool2d, Forward) X(copy_channels, Forward)   \
   X(graph_capture_begin, Graph) X(graph_capture_end, Graph) X(graph_replay, Graph)         \
   X(graph_reset, Graph)                                                                    \
   X(event_create, Event) X(event_record, Event) X(event_synchronize, Event)                \
@@ -195,6 +196,26 @@ class Backend {
                      int Cout, const float* gn_weight, const float* gn_bias, int G, float eps, bool silu,
                      bool upsample2x, const float* residual);
   void avgpool2x2(float* out, const float* inp, int B, int C, int H, int W);
+  // ---- pooling, ReLU and channel copies (NCHW; the FID InceptionV3's ops) ----
+  // out = max(inp, 0) on n elements (a NaN gives 0); out may alias inp.
+  void relu(float* out, const float* inp, int64_t n);
+  // k x k windows at stride `stride`, `pad` on each side: out (B, C, Ho, Wo) with
+  // Ho = pool_out(H, k, stride, pad) = (H + 2 pad - k) / stride + 1 (floor), the same for
+  // Wo. Windows are summed (or compared) in row-major order. maxpool2d: padding never
+  // wins (PyTorch pads with -inf). avgpool2d: the sum over the window divided by k*k
+  // (count_include_pad, padding as zeros) or by the in-image element count
+  // (count_include_pad false: TF's SAME average pool). avgpool2x2 is avgpool2d(k 2,
+  // stride 2, pad 0, count_include_pad). Needs k >= 1, stride >= 1, 0 <= pad < k (every
+  // window touches the image) and H + 2 pad >= k, W + 2 pad >= k.
+  void maxpool2d(float* out, const float* inp, int B, int C, int H, int W, int k, int stride, int pad);
+  void avgpool2d(float* out, const float* inp, int B, int C, int H, int W, int k, int stride, int pad,
+                 bool count_include_pad);
+  static int pool_out(int H, int k, int stride, int pad) { return (H + 2 * pad - k) / stride + 1; }
+  // Channel slice copy (the concatenation of branch outputs, and taking channels out):
+  // dst (B, Cdst, HW) channels [dst_off, dst_off + C) = src (B, Csrc, HW) channels
+  // [src_off, src_off + C), through ReLU when `relu`. dst and src must not overlap.
+  void copy_channels(float* dst, int Cdst, int dst_off, const float* src, int Csrc, int src_off, int B, int C,
+                     int64_t HW, bool relu);
   // tokens (B*HW) = argmin_k ||z[b,:,p] - codebook[k]||^2 for z (B, Cz, HW) NCHW;
   // ties -> the lowest index. codebook (K, Cz). tokens in backend memory (int32).
   void codebook_nearest(int32_t* tokens, const float* z, const float* codebook, int B, int Cz, int64_t HW, int K);
@@ -357,6 +378,13 @@ class Backend {
                                   int W, int Cout, const float* gn_weight, const float* gn_bias, int G, float eps,
                                   bool silu, bool upsample2x, const float* residual);
   virtual void avgpool2x2_impl(float* out, const float* inp, int B, int C, int H, int W) = 0;
+  virtual void relu_impl(float* out, const float* inp, int64_t n) = 0;
+  virtual void maxpool2d_impl(float* out, const float* inp, int B, int C, int H, int W, int k, int stride,
+                              int pad) = 0;
+  virtual void avgpool2d_impl(float* out, const float* inp, int B, int C, int H, int W, int k, int stride,
+                              int pad, bool count_include_pad) = 0;
+  virtual void copy_channels_impl(float* dst, int Cdst, int dst_off, const float* src, int Csrc, int src_off,
+                                  int B, int C, int64_t HW, bool relu) = 0;
   virtual void codebook_nearest_impl(int32_t* tokens, const float* z, const float* codebook, int B, int Cz,
                                      int64_t HW, int K) = 0;
   virtual void codebook_lookup_impl(float* out, const int32_t* tokens, const float* codebook, int B, int Cz,

@@ -22,6 +22,7 @@
 
 #include "backend.h"
 #include "cuda_api.h"
+#include "model/inception_params.h"
 #include "model/rar.h"
 #include "model/rar_params.h"
 #include "model/vqgan.h"
@@ -513,6 +514,13 @@ Napi::Value VqParamTable(const Napi::CallbackInfo& info) {
   return param_table_js(env, rargen::vq_param_table(vq_config_arg(env, c, "vqParamTable config")));
 }
 
+// inceptionParamTable(): the FID InceptionV3's parameter table
+// (src/model/inception_params.h), the same format; lib/inception.ts checks checkpoints
+// against it. No config: the network is fixed.
+Napi::Value InceptionParamTable(const Napi::CallbackInfo& info) {
+  return param_table_js(info.Env(), rargen::inception_param_table());
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   addon_data(env);  // the instance data (src/napi_util.h)
   if (rargen::register_eval) rargen::register_eval(env, exports);
@@ -534,7 +542,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                {"vqDecode", guarded<VqDecode>},
                {"vqEncode", guarded<VqEncode>},
                {"rarParamTable", guarded<RarParamTable>},
-               {"vqParamTable", guarded<VqParamTable>}});
+               {"vqParamTable", guarded<VqParamTable>},
+               {"inceptionParamTable", guarded<InceptionParamTable>}});
   return exports;
 }
 

@@ -116,21 +116,6 @@ std::shared_ptr<InceptionHandle> get_inception(const Napi::CallbackInfo& info, c
   return handle_arg<InceptionHandle>(info.Env(), info[0], fn, use, "model");
 }
 
-Napi::Value InceptionWeightShapes(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto shapes = InceptionV3::weight_shapes();
-  Napi::Array out = Napi::Array::New(env, shapes.size());
-  for (size_t i = 0; i < shapes.size(); i++) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("name", shapes[i].first);
-    Napi::Array s = Napi::Array::New(env, shapes[i].second.size());
-    for (size_t j = 0; j < shapes[i].second.size(); j++) s.Set(j, static_cast<double>(shapes[i].second[j]));
-    o.Set("shape", s);
-    out.Set(i, o);
-  }
-  return out;
-}
-
 Napi::Value InceptionCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string fn = "inceptionCreate";
@@ -138,7 +123,7 @@ Napi::Value InceptionCreate(const Napi::CallbackInfo& info) {
   int threads = info.Length() > 1 && !info[1].IsUndefined() ? static_cast<int>(get_int(info, 1, fn, "threads", 0, 4096)) : 0;
   auto h = std::make_shared<InceptionHandle>();
   try {
-    h->net.reset(new InceptionV3(backend_for(device, threads), threads));
+    h->net.reset(new InceptionV3(backend_for(device, threads)));
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, std::string("rargen.inceptionCreate: ") + e.what());
   }
@@ -445,8 +430,7 @@ constexpr auto guarded = napi::guarded<F, napi::ErrorPrefix::Rargen>;
 
 void register_eval(Napi::Env env, Napi::Object exports) {
   napi::set_exports(env, exports,
-                    {{"inceptionWeightShapes", guarded<InceptionWeightShapes>},
-                     {"inceptionCreate", guarded<InceptionCreate>},
+                    {{"inceptionCreate", guarded<InceptionCreate>},
                      {"inceptionSetWeight", guarded<InceptionSetWeight>},
                      {"inceptionFinalize", guarded<InceptionFinalize>},
                      {"inceptionForward", guarded<InceptionForward>},

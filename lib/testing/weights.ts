@@ -43,6 +43,8 @@ export function randomRange(p: ParamSpec): { offset: number; scale: number } {
       return { offset: 1, scale: 0.2 };
     case 'norm_bias':
       return { offset: 0, scale: 0.1 };
+    case 'norm_stat': // BatchNorm running mean (init zeros) / variance (init ones, kept positive)
+      return { offset: p.init === 'ones' ? 1 : 0, scale: 0.2 };
     case 'embedding':
       return { offset: 0, scale: 0.5 };
   }

@@ -21,6 +21,7 @@
 #include "cpu/backward.h"
 #include "cpu/half.h"
 #include "cpu/kernels.h"
+#include "cpu/pooling.h"
 #include "cpu/threadpool.h"
 
 namespace rargen {
@@ -453,17 +454,23 @@ class CpuBackend final : public Backend {
     });
   }
 
+  // ---------------- pooling, ReLU, channel copies: src/cpu/pooling.cc ----------------
+  // (arguments checked by the Backend wrappers, src/backend.cc)
   void avgpool2x2_impl(float* out, const float* inp, int B, int C, int H, int W) override {
-    const int Ho = H / 2, Wo = W / 2;
-    global_pool().parallel_for(static_cast<int64_t>(B) * C * Ho, 16, [&](int64_t s, int64_t e) {
-      for (int64_t r = s; r < e; r++) {  // r = (b, c, oy)
-        int64_t plane = r / Ho, oy = r % Ho;
-        const float* x0 = inp + (plane * H + 2 * oy) * W;
-        const float* x1 = x0 + W;
-        float* o = out + r * Wo;
-        for (int i = 0; i < Wo; i++) o[i] = (((x0[2 * i] + x0[2 * i + 1]) + x1[2 * i]) + x1[2 * i + 1]) * 0.25f;
-      }
-    });
+    avgpool2d_impl(out, inp, B, C, H, W, 2, 2, 0, true);
+  }
+  void relu_impl(float* out, const float* inp, int64_t n) override { cpu::relu(out, inp, n); }
+  void maxpool2d_impl(float* out, const float* inp, int B, int C, int H, int W, int k, int stride, int pad) override {
+    cpu::maxpool2d(out, inp, B, C, H, W, pool_out(H, k, stride, pad), pool_out(W, k, stride, pad), k, stride, pad);
+  }
+  void avgpool2d_impl(float* out, const float* inp, int B, int C, int H, int W, int k, int stride, int pad,
+                      bool count_include_pad) override {
+    cpu::avgpool2d(out, inp, B, C, H, W, pool_out(H, k, stride, pad), pool_out(W, k, stride, pad), k, stride, pad,
+                   count_include_pad);
+  }
+  void copy_channels_impl(float* dst, int Cdst, int dst_off, const float* src, int Csrc, int src_off, int B, int C,
+                          int64_t HW, bool relu) override {
+    cpu::copy_channels(dst, Cdst, dst_off, src, Csrc, src_off, B, C, HW, relu);
   }
 
   void codebook_nearest_impl(int32_t* tokens, const float* z, const float* codebook, int B, int Cz,

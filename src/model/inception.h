@@ -12,11 +12,10 @@
 //                      channels-last order: the sFID features
 //   logits  (B, 1008)  pool3 @ fc.weight^T, no bias: what the Inception Score uses
 //
-// Convolutions and the fc layer run on the Backend (conv2d, linear); BatchNorm (eps 1e-3)
-// is folded into the conv weights and a bias at finalize(), in float64 then rounded.
-// ReLU, pooling, channel concat and the resize are host functions in inception.cc: on
-// the CPU backend they work on backend memory directly, on a GPU backend through host
-// copies (correct, slow: a CUDA port replaces them with kernels; see inception.cc).
+// Every layer runs on the Backend (conv2d, relu, maxpool2d, avgpool2d, copy_channels,
+// linear), built from the parameter table (model/inception_params.h); BatchNorm (eps
+// 1e-3) is folded into the conv weights and a bias at finalize(), in float64 then
+// rounded. Only the TF1 resize of the uint8 input runs on the host, before the upload.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -25,37 +24,33 @@
 #include <vector>
 
 #include "backend.h"
+#include "model/inception_params.h"  // kInceptionPool3, kInceptionLogits
 
 namespace rargen {
 
 constexpr int kInceptionSize = 299;
-constexpr int kInceptionPool3 = 2048;
 constexpr int kInceptionSpatial = 17 * 17 * 7;  // 2023
-constexpr int kInceptionLogits = 1008;
 
 // tf.image.resize_bilinear of TF1 (align_corners=False, half_pixel_centers=False):
 // src = dst * (in / out), all in float32 exactly as torch-fidelity's
 // interpolate_bilinear_2d_like_tensorflow1x. in: uint8 (B, H, W, 3) channels-last;
 // out: float32 (B, 3, oh, ow) NCHW, values in [0, 255]. `scale`/`shift` are applied
-// after the interpolation: out = (v - shift) / scale (1 and 0 for the raw resize).
+// after the interpolation: out = (v - shift) / scale (1 and 0 for the raw resize). Runs on
+// the CPU backend's thread pool (cpu/threadpool.h).
 void tf1_resize_bilinear(float* out, const uint8_t* in, int B, int H, int W, int oh, int ow,
-                         float shift = 0.f, float scale = 1.f, int threads = 0);
+                         float shift = 0.f, float scale = 1.f);
 
 class InceptionV3 {
  public:
-  // threads: host threads for the helper ops (0 = all hardware threads).
-  explicit InceptionV3(Backend* be, int threads = 0);
+  explicit InceptionV3(Backend* be);
   ~InceptionV3();
   InceptionV3(const InceptionV3&) = delete;
   InceptionV3& operator=(const InceptionV3&) = delete;
 
-  // Every state-dict key the model takes (num_batches_tracked excluded) with its shape.
-  static std::vector<std::pair<std::string, std::vector<int64_t>>> weight_shapes();
-
-  // Copies one state-dict tensor to host staging. Throws rargen::Error naming the key
-  // when it is unknown or its shape differs. `*.num_batches_tracked` is accepted and ignored.
+  // Copies one tensor of inception_param_table() to host staging. Throws rargen::Error
+  // naming the key when it is unknown or its shape differs from the table's.
   void set_weight(const std::string& name, const float* data, const std::vector<int64_t>& shape);
-  // Folds BatchNorm and uploads to the backend. Throws listing missing keys.
+  // Folds BatchNorm and uploads to the backend. Throws listing the table's keys not set.
   void finalize();
   bool finalized() const;
 

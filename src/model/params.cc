@@ -18,6 +18,7 @@ const char* param_kind_name(ParamKind k) {
     case ParamKind::Bias: return "bias";
     case ParamKind::NormWeight: return "norm_weight";
     case ParamKind::NormBias: return "norm_bias";
+    case ParamKind::NormStat: return "norm_stat";
     case ParamKind::Embedding: return "embedding";
   }
   return "?";

@@ -24,11 +24,12 @@ namespace rargen {
 std::string shape_str(const std::vector<int64_t>& s);
 
 // What a tensor is: a GEMM weight (stored in the model's weight dtype), a bias, a
-// normalisation scale or shift, or a lookup table / learned token (embedding).
-enum class ParamKind { Linear, Conv, Bias, NormWeight, NormBias, Embedding };
+// normalisation scale or shift, a BatchNorm running statistic (mean, variance), or a
+// lookup table / learned token (embedding).
+enum class ParamKind { Linear, Conv, Bias, NormWeight, NormBias, NormStat, Embedding };
 // The official initialisation (RAR's modeling/rar.py): trunc normal(0, 0.02), 0, 1.
 enum class ParamInit { TruncNormal, Zeros, Ones };
-const char* param_kind_name(ParamKind k);  // "linear", "conv", "bias", "norm_weight", "norm_bias", "embedding"
+const char* param_kind_name(ParamKind k);  // "linear", "conv", "bias", "norm_weight", "norm_bias", "norm_stat", "embedding"
 const char* param_init_name(ParamInit i);  // "trunc_normal", "zeros", "ones"
 
 // 1d-tokenizer's AdamW groups: no weight decay for tensors with < 2 dims or whose name

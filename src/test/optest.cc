@@ -138,6 +138,10 @@ constexpr OpEntry kOps[] = {
     {"conv2d", TableKind::Forward, "conv", nullptr, true, false},
     {"upsample_nearest2x", TableKind::Forward, "conv", nullptr, true, false},
     {"avgpool2x2", TableKind::Forward, "conv", nullptr, true, false},
+    {"relu", TableKind::Forward, "pooling", nullptr, true, false},
+    {"maxpool2d", TableKind::Forward, "pooling", nullptr, true, false},
+    {"avgpool2d", TableKind::Forward, "pooling", nullptr, true, false},
+    {"copy_channels", TableKind::Forward, "pooling", nullptr, true, false},
     {"conv3x3_fused", TableKind::Forward, "conv_fused", nullptr, true, false},
     {"codebook_nearest", TableKind::Forward, "codebook", nullptr, true, false},
     {"codebook_lookup", TableKind::Forward, "codebook", nullptr, true, false},
@@ -843,6 +847,84 @@ void test_conv() {
     t.be->avgpool2x2(o, t.up(x), B, C, H, W);
     return t.down(o, rp.size());
   });
+}
+
+// The pooling block (the FID InceptionV3's ops): relu (in place, NaN -> 0), max and
+// average pools with stride and padding (Inception's 3x3 s1 p1 / s2 p0, its global 8x8
+// pool, padded windows at odd sizes, both count_include_pad modes) and channel slice
+// copies with and without ReLU into a buffer whose other channels must stay. The
+// references take the op table's order (row-major window sums in float), so every target
+// matches exactly (measured: 0 on the CPU targets).
+void test_pooling() {
+  if (!selected("pooling")) return;
+  {
+    Vec x = randn(1001);
+    x[7] = std::numeric_limits<float>::quiet_NaN();
+    x[8] = -0.f;
+    Vec r(x.size());
+    for (size_t i = 0; i < x.size(); i++) r[i] = x[i] > 0.f ? x[i] : 0.f;
+    compare("relu n=1001 in place (NaN -> 0)", r, 0, [&](Target& t) {
+      float* p = t.up(x);
+      t.be->relu(p, p, static_cast<int64_t>(x.size()));
+      return t.down(p, x.size());
+    });
+  }
+  struct Case { int B, C, H, W, k, s, p; bool avg, include; };
+  const Case cases[] = {{2, 3, 9, 11, 3, 2, 0, false, false}, {2, 3, 9, 11, 3, 1, 1, false, false},
+                        {1, 4, 7, 6, 2, 2, 1, false, false}, {1, 2, 10, 9, 3, 3, 2, false, false},
+                        {2, 3, 9, 11, 3, 1, 1, true, false}, {2, 3, 9, 11, 3, 1, 1, true, true},
+                        {1, 5, 8, 8, 8, 1, 0, true, true},   {2, 3, 5, 6, 2, 2, 0, true, true},
+                        {1, 4, 9, 7, 3, 2, 1, true, false},  {1, 2, 10, 9, 3, 3, 2, true, true}};
+  for (const Case& c : cases) {
+    const int Ho = (c.H + 2 * c.p - c.k) / c.s + 1, Wo = (c.W + 2 * c.p - c.k) / c.s + 1;
+    Vec x = randn(static_cast<size_t>(c.B) * c.C * c.H * c.W), r(static_cast<size_t>(c.B) * c.C * Ho * Wo);
+    for (int pl = 0; pl < c.B * c.C; pl++)
+      for (int oy = 0; oy < Ho; oy++)
+        for (int ox = 0; ox < Wo; ox++) {
+          float m = -std::numeric_limits<float>::infinity(), sum = 0.f;
+          int n = 0;
+          for (int ky = 0; ky < c.k; ky++)
+            for (int kx = 0; kx < c.k; kx++) {
+              const int iy = oy * c.s - c.p + ky, ix = ox * c.s - c.p + kx;
+              if (iy < 0 || iy >= c.H || ix < 0 || ix >= c.W) continue;
+              const float v = x[(static_cast<size_t>(pl) * c.H + iy) * c.W + ix];
+              m = std::max(m, v);
+              sum += v;
+              n++;
+            }
+          r[(static_cast<size_t>(pl) * Ho + oy) * Wo + ox] =
+              c.avg ? sum / static_cast<float>(c.include ? c.k * c.k : n) : m;
+        }
+    char name[160];
+    std::snprintf(name, sizeof name, "%s B=%d C=%d %dx%d k%d s%d p%d%s", c.avg ? "avgpool2d" : "maxpool2d", c.B, c.C, c.H,
+                  c.W, c.k, c.s, c.p, c.avg ? (c.include ? " include_pad" : " exclude_pad") : "");
+    compare(name, r, 0, [&](Target& t) {
+      float* o = t.zeros(r.size());
+      if (c.avg) t.be->avgpool2d(o, t.up(x), c.B, c.C, c.H, c.W, c.k, c.s, c.p, c.include);
+      else t.be->maxpool2d(o, t.up(x), c.B, c.C, c.H, c.W, c.k, c.s, c.p);
+      return t.down(o, r.size());
+    });
+  }
+  {
+    const int B = 2, Csrc = 5, soff = 1, Cdst = 6, doff = 2, C = 3;
+    const int64_t HW = 37;
+    Vec src = randn(static_cast<size_t>(B) * Csrc * HW), dst0 = randn(static_cast<size_t>(B) * Cdst * HW);
+    for (bool relu : {false, true}) {
+      Vec r = dst0;
+      for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++)
+          for (int64_t i = 0; i < HW; i++) {
+            const float v = src[(static_cast<size_t>(b) * Csrc + soff + c) * HW + i];
+            r[(static_cast<size_t>(b) * Cdst + doff + c) * HW + i] = relu ? (v > 0.f ? v : 0.f) : v;
+          }
+      compare(relu ? "copy_channels 3 of 5 (from 1) into 6 (at 2) relu" : "copy_channels 3 of 5 (from 1) into 6 (at 2)",
+              r, 0, [&](Target& t) {
+                float* d = t.up(dst0);
+                t.be->copy_channels(d, Cdst, doff, t.up(src), Csrc, soff, B, C, HW, relu);
+                return t.down(d, r.size());
+              });
+    }
+  }
 }
 
 // conv3x3_fused: GroupNorm(+SiLU) and/or nearest-2x upsampling before a 3x3 conv, bias
@@ -1562,6 +1644,14 @@ void test_contract() {
        [](Backend* b, float* d, float*) { b->upsample_nearest2x(d, d, 1, 2, 0, 4); }},
       {Op::avgpool2x2, "rargen: @ avgpool2x2: Expected an integer >= 1 for C but received 0",
        [](Backend* b, float* d, float*) { b->avgpool2x2(d, d, 1, 0, 4, 4); }},
+      {Op::relu, "rargen: @ relu: Expected an integer >= 0 for n but received -1",
+       [](Backend* b, float* d, float*) { b->relu(d, d, -1); }},
+      {Op::maxpool2d, "rargen: @ maxpool2d: Expected an integer in 0..2 for pad but received 3",
+       [](Backend* b, float* d, float*) { b->maxpool2d(d, d + 2048, 1, 2, 8, 8, 3, 1, 3); }},
+      {Op::avgpool2d, "rargen: @ avgpool2d: Expected an integer >= 3 for H + 2*pad but received 2",
+       [](Backend* b, float* d, float*) { b->avgpool2d(d, d + 2048, 1, 2, 2, 8, 3, 1, 0, false); }},
+      {Op::copy_channels, "rargen: @ copy_channels: Expected an integer in 0..4 for dst_off but received 5",
+       [](Backend* b, float* d, float*) { b->copy_channels(d, 8, 5, d + 2048, 4, 0, 1, 4, 16, false); }},
       {Op::conv3x3_fused,
        "rargen: @ conv3x3_fused: Expected an even integer (upsample2x: the output is twice the input) for H but "
        "received 7",
@@ -1874,6 +1964,17 @@ class FakeGraphBackend final : public Backend {
   void avgpool2x2_impl(float* o, const float* i, int B, int C, int H, int W) override {
     rec([=] { in_->avgpool2x2(o, i, B, C, H, W); });
   }
+  void relu_impl(float* o, const float* i, int64_t n) override { rec([=] { in_->relu(o, i, n); }); }
+  void maxpool2d_impl(float* o, const float* i, int B, int C, int H, int W, int k, int s, int p) override {
+    rec([=] { in_->maxpool2d(o, i, B, C, H, W, k, s, p); });
+  }
+  void avgpool2d_impl(float* o, const float* i, int B, int C, int H, int W, int k, int s, int p, bool inc) override {
+    rec([=] { in_->avgpool2d(o, i, B, C, H, W, k, s, p, inc); });
+  }
+  void copy_channels_impl(float* d, int Cd, int doff, const float* s, int Cs, int soff, int B, int C, int64_t HW,
+                          bool r) override {
+    rec([=] { in_->copy_channels(d, Cd, doff, s, Cs, soff, B, C, HW, r); });
+  }
   void codebook_nearest_impl(int32_t* t, const float* z, const float* cb, int B, int Cz, int64_t HW, int K) override {
     rec([=] { in_->codebook_nearest(t, z, cb, B, Cz, HW, K); });
   }
@@ -2147,6 +2248,7 @@ int main(int argc, char** argv) {
     test_attention_cache();
     test_sample();
     test_conv();
+    test_pooling();
     test_conv_fused();
     test_codebook();
     test_weight_roundtrip();

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { readNpz, saveTorch, type NpyArray } from '../../lib/io/index.js';
 import type { HostTensor } from '../../lib/tensor.js';
+import { inceptionParamTable } from '../../lib/config.js';
 import { native } from '../../lib/native.js';
 
 export const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'inception');
@@ -52,7 +53,7 @@ export function formulaTensor(key: string, k: number, shape: number[]): Float32A
  * num_batches_tracked entries the real file has, into `dir` (a test file's tempDir).
  */
 export async function formulaWeightsFile(dir: string): Promise<string> {
-  const shapes = native().inceptionWeightShapes();
+  const shapes = inceptionParamTable();
   const keys = shapes.map((s) => s.name).sort();
   const byName = new Map(shapes.map((s) => [s.name, s.shape]));
   const tensors = new Map<string, HostTensor>();

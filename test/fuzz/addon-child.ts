@@ -78,7 +78,7 @@ function typical(fn: string, h: Record<string, unknown>, rar: unknown, vq: unkno
   const gen = { classIds: Int32Array.of(1, 2), guidanceScale: 2, guidanceScalePow: 1, temperature: 1, topK: 0, topP: 1, greedy: false, seed: '1', indexOffset: 0 };
   const eye = (d: number) => Float64Array.from({ length: d * d }, (_, i) => (i % (d + 1) === 0 ? 1 : 0));
   const t: Record<string, unknown[]> = {
-    inceptionWeightShapes: [],
+    inceptionParamTable: [],
     inceptionCreate: ['cpu', 1],
     inceptionSetWeight: [h.inc, 'fc.bias', f32(1008), [1008]],
     inceptionFinalize: [h.inc],
