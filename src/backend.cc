@@ -194,6 +194,12 @@ struct Args {
   void dtype(DType dt) const {
     if (!be.supports(op, dt)) be.unsupported(op, dt);
   }
+  // The shape of the row-wise ops: `rows` (>= 0) rows of `C` (>= 1) float32 elements.
+  void rows_of(int64_t rows, const char* c_name, int64_t C) const {
+    count("rows", rows);
+    dim(c_name, C);
+    numel((std::string("rows*") + c_name).c_str(), {rows, C});
+  }
 };
 
 // ---------------- one check per op ----------------
@@ -239,11 +245,9 @@ void check_linear(const Backend& be, const float* out, const float* inp, Weight 
 void check_layernorm(const Backend& be, Op op, const float* out, const float* inp, int64_t mod_stride, int64_t rows,
                      int C, float eps) {
   Args a{be, op};
-  a.count("rows", rows);
-  a.dim("C", C);
+  a.rows_of(rows, "C", C);
   a.count("mod_stride", mod_stride);
   a.positive("eps", eps);
-  a.numel("rows*C", {rows, C});
   a.ptr("out", out, rows > 0);
   a.ptr("inp", inp, rows > 0);
 }
@@ -251,10 +255,8 @@ void check_layernorm(const Backend& be, Op op, const float* out, const float* in
 void check_gated_residual(const Backend& be, const float* x, const float* y, const float* gate, int64_t mod_stride,
                           int64_t rows, int C) {
   Args a{be, Op::gated_residual};
-  a.count("rows", rows);
-  a.dim("C", C);
+  a.rows_of(rows, "C", C);
   a.count("mod_stride", mod_stride);
-  a.numel("rows*C", {rows, C});
   a.ptr("x", x, rows > 0);
   a.ptr("y", y, rows > 0);
   a.ptr("gate", gate, rows > 0);
@@ -273,9 +275,7 @@ void check_elementwise(const Backend& be, Op op, const float* out, const char* o
 void check_embedding(const Backend& be, Op op, const float* out, const char* out_name, const float* table,
                      const char* table_name, const int32_t* ids, int64_t rows, int C) {
   Args a{be, op};
-  a.count("rows", rows);
-  a.dim("C", C);
-  a.numel("rows*C", {rows, C});
+  a.rows_of(rows, "C", C);
   a.ptr(out_name, out, rows > 0);
   a.ptr(table_name, table, rows > 0);
   a.ptr("ids", ids, rows > 0);
@@ -492,12 +492,10 @@ void check_linear_backward(const Backend& be, const float* dinp, const float* dw
 void check_layernorm_modulate_backward(const Backend& be, const float* dinp, const float* dout, const float* inp,
                                        int64_t mod_stride, int64_t rows, int C, float eps) {
   Args a{be, Op::layernorm_modulate_backward};
-  a.count("rows", rows);
-  a.dim("C", C);
+  a.rows_of(rows, "C", C);
   a.count("mod_stride", mod_stride);
   a.positive("eps", eps);
   a.dtype(DType::F32);
-  a.numel("rows*C", {rows, C});
   a.ptr("dinp", dinp, rows > 0);
   a.ptr("dout", dout, rows > 0);
   a.ptr("inp", inp, rows > 0);
@@ -506,11 +504,9 @@ void check_layernorm_modulate_backward(const Backend& be, const float* dinp, con
 void check_gated_residual_backward(const Backend& be, const float* dy, const float* dgate, const float* dx,
                                    const float* y, const float* gate, int64_t mod_stride, int64_t rows, int C) {
   Args a{be, Op::gated_residual_backward};
-  a.count("rows", rows);
-  a.dim("C", C);
+  a.rows_of(rows, "C", C);
   a.count("mod_stride", mod_stride);
   a.dtype(DType::F32);
-  a.numel("rows*C", {rows, C});
   a.ptr("dy", dy, rows > 0);
   a.ptr("dx", dx, rows > 0);
   a.ptr("gate", gate, rows > 0);
@@ -540,10 +536,8 @@ void check_train_attention(const Backend& be, Op op, const void* grad_out, const
 void check_cross_entropy(const Backend& be, const float* dlogits, const float* logits, const int32_t* targets,
                          int64_t rows, int V) {
   Args a{be, Op::cross_entropy};
-  a.count("rows", rows);
-  a.dim("V", V);
+  a.rows_of(rows, "V", V);
   a.dtype(DType::F32);
-  a.numel("rows*V", {rows, V});
   a.ptr("dlogits", dlogits, rows > 0);
   a.ptr("logits", logits, rows > 0);
   a.ptr("targets", targets, rows > 0);
