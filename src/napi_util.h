@@ -518,7 +518,10 @@ inline Job* job(Napi::Env env, const char* name, Job::Work work, Job::Result res
 // ---------------- exported functions ----------------
 
 // What guarded<> puts before the message of a native error.
-enum class ErrorPrefix { None, Rargen /* "rargen: " */ };
+enum class ErrorPrefix {
+  None,    // the message as thrown (model code words its own "rargen: ..." messages)
+  CallSite // "rargen.<fn>: " with the JS name of the function (set_exports passes it), else "rargen: "
+};
 
 // Wraps an exported function so that rargen::Error / std::exception thrown outside the
 // explicit handlers reach JS as an Error instead of terminating the process.
@@ -529,7 +532,12 @@ Napi::Value guarded(const Napi::CallbackInfo& info) {
   } catch (const Napi::Error&) {
     throw;
   } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), std::string(P == ErrorPrefix::Rargen ? "rargen: " : "") + e.what());
+    std::string prefix;
+    if (P == ErrorPrefix::CallSite) {
+      const char* fn = static_cast<const char*>(info.Data());
+      prefix = fn ? std::string("rargen.") + fn + ": " : "rargen: ";
+    }
+    throw Napi::Error::New(info.Env(), prefix + e.what());
   }
 }
 
@@ -538,9 +546,11 @@ struct Export {
   const char* name;
   Napi::Value (*fn)(const Napi::CallbackInfo&);
 };
-// Sets each function on the exports.
+// Sets each function on the exports; its name is also the callback's data, so that
+// guarded<F, ErrorPrefix::CallSite> can name the JS call in native errors.
 inline void set_exports(Napi::Env env, Napi::Object exports, std::initializer_list<Export> fns) {
-  for (const Export& f : fns) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));
+  for (const Export& f : fns)
+    exports.Set(f.name, Napi::Function::New(env, f.fn, f.name, const_cast<char*>(f.name)));
 }
 
 }  // namespace rargen::napi

@@ -97,7 +97,11 @@ export function intOption(value: string | undefined, flag: string, min = -Infini
   return n;
 }
 
-/** A non-negative 64-bit seed. */
+/** --batch-size (an integer >= 1, or `batchSize` when absent) and --device of RUN_OPTIONS. */
+export function runOptions(values: { device?: string; 'batch-size'?: string }, batchSize: number): { batchSize: number; device: DeviceSpec | undefined } {
+  return { batchSize: intOption(values['batch-size'], '--batch-size', 1) ?? batchSize, device: deviceOption(values.device) };
+}
+
 /** --device: auto, cpu, cuda or cuda:N (undefined when absent). */
 export function deviceOption(value: string | undefined, flag = '--device'): DeviceSpec | undefined {
   if (value === undefined) return undefined;
@@ -105,6 +109,7 @@ export function deviceOption(value: string | undefined, flag = '--device'): Devi
   return value as DeviceSpec;
 }
 
+/** A non-negative 64-bit seed. */
 export function seedOption(value: string | undefined, flag = '--seed'): bigint | undefined {
   if (value === undefined) return undefined;
   if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag} expects a non-negative integer but received ${JSON.stringify(value)}`);
