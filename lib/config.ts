@@ -313,7 +313,7 @@ function tableOf(model: string, f: () => ParamSpec[]): ParamSpec[] {
   try {
     return f();
   } catch (e) {
-    if (e instanceof RangeError || e instanceof TypeError) throw new ConfigError(`${model}: ${e.message.replace(/^rargen: /, '')}`);
+    if (e instanceof RangeError || e instanceof TypeError) throw new ConfigError(`${model}: ${e.message.replace(/^rargen(\.\w+)?: /, '')}`);
     throw e;
   }
 }

@@ -77,7 +77,7 @@ std::shared_ptr<ModelState> model_arg(Napi::Env env, const Napi::Value& v, const
                                         ": Expected a tokenizer model (from createVq()) for model but received a "
                                         "generator (from createRar())");
   if (need_finalized && !st->finalized)
-    throw Napi::Error::New(env, std::string("rargen: ") + fn +
+    throw Napi::Error::New(env, std::string("rargen.") + fn +
                                     ": the model is not finalized: set every weight, then call finalize()");
   return st;
 }

@@ -416,13 +416,10 @@ Napi::Value PrecisionRecallFn(const Napi::CallbackInfo& info) {
       .start();
 }
 
-// Native errors (rargen::Error and the rest) become JS Errors "rargen.<fn>: ..." instead of terminating.
-template <Napi::Value (*F)(const Napi::CallbackInfo&)>
-constexpr auto guarded = napi::guarded<F, napi::ErrorPrefix::CallSite>;
-
 }  // namespace
 
 void register_eval(Napi::Env env, Napi::Object exports) {
+  using napi::guarded;
   napi::set_exports(env, exports,
                     {{"inceptionWeightShapes", guarded<InceptionWeightShapes>},
                      {"inceptionCreate", guarded<InceptionCreate>},

@@ -272,7 +272,7 @@ describeDevices('rar-tiny sampling', (dev) => {
     const jobId = 9001;
     const p = addon.rarGenerate(m.model, genOpts(Array.from({ length: 64 }, (_, i) => i % K), { jobId }));
     addon.cancel(jobId);
-    await expect(p).rejects.toThrow('rargen: generation cancelled');
+    await expect(p).rejects.toThrow('rargen.rarGenerate: generation cancelled');
     // the model is usable again afterwards
     const ok = await addon.rarGenerate(m.model, genOpts([1]));
     expect(ok.length).toBe(N);
