@@ -428,7 +428,8 @@ struct ProgressMsg {
 //   progress(cb)      job.report(done, total) from the work calls cb(done, total) on the main
 //                     thread (coalesced: the latest report wins; the last one is delivered);
 //   cancellable(id)   a numeric jobId registers the job: cancel(jobId) sets cancel_flag(),
-//                     which the work polls;
+//                     which the work polls; a job cancelled before its promise settles
+//                     rejects with an AbortError even if its work had finished;
 //   on_finish         runs on the main thread before the promise settles.
 // The work's exceptions become the rejection (their message, as an Error), named after the
 // exported function that created the job ("rargen.<fn>: ...") and with the JS stack of
@@ -523,6 +524,14 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
     }
   }
   void OnOK() override {
+    // cancel() before the promise settled rejects it even if the work had already run to
+    // its end on the worker thread: cancelling right after starting a job always aborts
+    // it, whatever the threads' timing (the result is dropped, as the caller asked).
+    if (cancel_ && cancel_->load()) {
+      cancelled_ = true;
+      OnError(Napi::Error::New(Env(), rargen::Cancelled().what()));
+      return;
+    }
     finish();
     try {
       deferred_.Resolve(result_(Env()));
