@@ -10,29 +10,27 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs, machine, runPeer } from './_util.js';
 import { FeatureStatistics, frechetDistance, precisionRecall } from '../lib/fid.js';
 import { loadInception } from '../lib/inception.js';
 import { saveTorch } from '../lib/io/index.js';
 import { native, packageRoot } from '../lib/native.js';
 import type { HostTensor } from '../lib/tensor.js';
 
-const { values } = parseArgs({
-  options: {
-    threads: { type: 'string', default: String(cpus().length) },
-    batch: { type: 'string', default: '8' },
-    iters: { type: 'string', default: '3' },
-    size: { type: 'string', default: '256' },
-    'pr-n': { type: 'string', default: '5000' },
-    'no-peer': { type: 'boolean', default: false },
-    python: { type: 'string', default: '/usr/bin/python3' },
-  },
+const { values, num } = benchArgs({
+  threads: String(cpus().length),
+  batch: '8',
+  iters: '3',
+  size: '256',
+  'pr-n': '5000',
+  'no-peer': false,
+  python: '/usr/bin/python3',
 });
-const threads = Number(values.threads);
-const batch = Number(values.batch);
-const iters = Number(values.iters);
-const size = Number(values.size);
-const prN = Number(values['pr-n']);
+const threads = num('threads');
+const batch = num('batch');
+const iters = num('iters');
+const size = num('size');
+const prN = num('pr-n');
 
 function lowbias32(x: number): number {
   x = (x ^ (x >>> 16)) >>> 0;
@@ -104,8 +102,8 @@ try {
 
   let peer: Record<string, unknown> | { error: string } | undefined;
   if (!values['no-peer']) {
-    const r = spawnSync(values.python!, [join(packageRoot(), 'bench', 'peers', 'torch_inception.py'), '--weights', weights, '--threads', String(threads), '--batch', String(batch), '--size', String(size), '--iters', String(iters)], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
-    peer = r.status === 0 ? (JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>) : { error: (r.stderr || r.error?.message || 'failed').slice(-500) };
+    const args = ['--weights', weights, '--threads', String(threads), '--batch', String(batch), '--size', String(size), '--iters', String(iters)];
+    peer = runPeer(values.python, 'torch_inception.py', args, { errorLines: 5, env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
   }
 
   // metrics at ADM's sizes
@@ -128,10 +126,7 @@ try {
 
   const out = {
     bench: 'fid',
-    date: new Date().toISOString(),
-    node: process.version,
-    cpus: cpus().length,
-    cpu: cpus()[0]?.model,
+    ...machine(),
     threads,
     inception: {
       batch,

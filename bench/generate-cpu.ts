@@ -8,28 +8,18 @@ import { spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs, runPeer } from './_util.js';
 import { native, packageRoot, type NativeRarConfig, type NativeVqConfig } from '../lib/native.js';
 import { MASKGIT_VQGAN, PRESETS, toNativeRarConfig, toNativeVqConfig } from '../lib/config.js';
 import { randomGeneratorWeights, randomTokenizerWeights } from '../lib/testing/weights.js';
 
-const { values } = parseArgs({
-  options: {
-    steps: { type: 'string', default: '256' },
-    threads: { type: 'string', default: String(cpus().length) },
-    'no-peer': { type: 'boolean', default: false },
-    python: { type: 'string', default: '/usr/bin/python3' },
-  },
-});
-const steps = Number(values.steps);
-const threads = Number(values.threads);
+const { values, num } = benchArgs({ steps: '256', threads: String(cpus().length), 'no-peer': false, python: '/usr/bin/python3' });
+const steps = num('steps');
+const threads = num('threads');
 
-const peerPath = join(packageRoot(), 'bench', 'peers', 'torch_rar.py');
 function peer(cfg: object): Record<string, number> | { error: string } {
   if (values['no-peer']) return { error: 'skipped (--no-peer)' };
-  const r = spawnSync(values.python!, [peerPath, JSON.stringify({ threads, ...cfg })], { encoding: 'utf8', maxBuffer: 1 << 24 });
-  if (r.status !== 0) return { error: (r.stderr || r.error?.message || 'peer failed').trim().split('\n').slice(-1)[0] };
-  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  return runPeer(values.python, 'torch_rar.py', [JSON.stringify({ threads, ...cfg })]) as Record<string, number> | { error: string };
 }
 
 async function main() {
