@@ -4,12 +4,11 @@
 // measured in the same run with the same thread count. Prints one JSON object.
 //
 //   node dist/bench/generate-cpu.js [--steps 256] [--threads N] [--no-peer]
-import { spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchArgs, runPeer } from './_util.js';
-import { native, packageRoot, type NativeRarConfig, type NativeVqConfig } from '../lib/native.js';
+import { native, type NativeRarConfig, type NativeVqConfig } from '../lib/native.js';
 import { MASKGIT_VQGAN, PRESETS, toNativeRarConfig, toNativeVqConfig } from '../lib/config.js';
 import { randomGeneratorWeights, randomTokenizerWeights } from '../lib/testing/weights.js';
 
