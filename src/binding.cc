@@ -272,28 +272,10 @@ Napi::Value RarGenerate(const Napi::CallbackInfo& info) {
   opts.class_ids = get_int32_array(env, o.Get("classIds"), "rarGenerate", "classIds");
   if (opts.class_ids.empty()) range_error(env, "rarGenerate: classIds must hold at least one class id");
   check_range(env, opts.class_ids, 0, c.classes - 1, "classIds", "class ids");
-  auto finite = [&](const char* key) {
-    double d = get_number(env, o, key, w);
-    if (!std::isfinite(d)) range_error(env, w + ": " + key + " must be a finite number");
-    return d;
-  };
-  opts.guidance_scale = static_cast<float>(finite("guidanceScale"));
-  opts.guidance_scale_pow = static_cast<float>(finite("guidanceScalePow"));
-  opts.temperature = static_cast<float>(finite("temperature"));
+  get_sampling(env, o, w, c.codebook, opts);
   if (!(opts.temperature > 0)) range_error(env, w + ": temperature must be > 0");
-  opts.top_k = get_int(env, o, "topK", w, 0, c.codebook);
-  opts.top_p = static_cast<float>(finite("topP"));
   if (!(opts.top_p > 0 && opts.top_p <= 1)) range_error(env, w + ": topP must be in (0, 1]");
-  Napi::Value g = o.Get("greedy");
-  if (!g.IsBoolean()) type_error(env, w + ": greedy must be a boolean");
-  opts.greedy = g.As<Napi::Boolean>().Value();
-  Napi::Value seed = o.Get("seed");
-  if (!seed.IsString() || !parse_u64(seed.As<Napi::String>().Utf8Value(), opts.seed))
-    type_error(env, w + ": seed must be a decimal string of an unsigned 64-bit integer");
-  double off = get_number(env, o, "indexOffset", w);
-  if (!(off >= 0 && off == std::floor(off) && off <= 9007199254740991.0))
-    range_error(env, w + ": indexOffset must be a non-negative safe integer");
-  opts.index_offset = static_cast<int64_t>(off);
+  opts.index_offset = get_image_index(env, o, "indexOffset", w);
   Napi::Value cb = o.Get("onProgress");
   if (!cb.IsUndefined() && !cb.IsFunction()) type_error(env, w + ": onProgress must be a function");
   Napi::Value jid = o.Get("jobId");

@@ -314,6 +314,41 @@ std::shared_ptr<T> handle_arg(Napi::Env env, const Napi::Value& v, const std::st
   return st;
 }
 
+// ---------------- sampling options ----------------
+
+// The sampling fields of a JS options object (rarGenerate's options, sessionAdd's spec),
+// the ones lib/native.ts's NativeSampling lists, plus the seed, into a struct with
+// RarGenerateOptions' / RarSequenceOptions' field names: guidanceScale, guidanceScalePow,
+// temperature and topP finite numbers, topK an integer in [0, top_k_max], greedy a
+// boolean, seed a decimal string of an unsigned 64-bit integer. `w` names the object.
+template <class Opts>
+void get_sampling(Napi::Env env, const Napi::Object& o, const std::string& w, int top_k_max, Opts& s) {
+  auto finite = [&](const char* key) {
+    double d = get_number(env, o, key, w);
+    if (!std::isfinite(d)) range_error(env, w + ": " + key + " must be a finite number");
+    return static_cast<float>(d);
+  };
+  s.guidance_scale = finite("guidanceScale");
+  s.guidance_scale_pow = finite("guidanceScalePow");
+  s.temperature = finite("temperature");
+  s.top_k = get_int(env, o, "topK", w, 0, top_k_max);
+  s.top_p = finite("topP");
+  Napi::Value g = o.Get("greedy");
+  if (!g.IsBoolean()) type_error(env, w + ": greedy must be a boolean");
+  s.greedy = g.As<Napi::Boolean>().Value();
+  Napi::Value seed = o.Get("seed");
+  if (!seed.IsString() || !parse_u64(seed.As<Napi::String>().Utf8Value(), s.seed))
+    type_error(env, w + ": seed must be a decimal string of an unsigned 64-bit integer");
+}
+
+// An image index field (indexOffset, index): a non-negative safe integer.
+inline int64_t get_image_index(Napi::Env env, const Napi::Object& o, const char* key, const std::string& w) {
+  double d = get_number(env, o, key, w);
+  if (!(d >= 0 && d == std::floor(d) && d <= 9007199254740991.0))
+    range_error(env, w + ": " + key + " must be a non-negative safe integer");
+  return static_cast<int64_t>(d);
+}
+
 // ---------------- configs and devices ----------------
 
 // The RarConfig fields of a JS config object (createRar, createTrainer); `where` names
