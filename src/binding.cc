@@ -239,10 +239,8 @@ Napi::Value RarForward(const Napi::CallbackInfo& info) {
       seen[o] = 1;
     }
   }
-  auto out = std::make_shared<std::vector<float>>();
-  return job(
-             env, "rargen:rarForward", [=](Job&) { *out = st->rar->forward(ids->data(), cond->data(), orders->data(), B); },
-             [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); })
+  return array_job<float>(env, "rargen:rarForward",
+                          [=](Job&) { return st->rar->forward(ids->data(), cond->data(), orders->data(), B); })
       ->hold(st)
       .start();
 }
@@ -254,10 +252,8 @@ Napi::Value RarDecodeSteps(const Napi::CallbackInfo& info) {
   auto ids = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[1], "rarDecodeSteps", "ids"));
   auto cond = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[2], "rarDecodeSteps", "condition"));
   int B = check_rar_inputs(env, c, "rarDecodeSteps", *ids, *cond);
-  auto out = std::make_shared<std::vector<float>>();
-  return job(
-             env, "rargen:rarDecodeSteps", [=](Job&) { *out = st->rar->decode_steps(ids->data(), cond->data(), B); },
-             [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); })
+  return array_job<float>(env, "rargen:rarDecodeSteps",
+                          [=](Job&) { return st->rar->decode_steps(ids->data(), cond->data(), B); })
       ->hold(st)
       .start();
 }
@@ -282,13 +278,11 @@ Napi::Value RarGenerate(const Napi::CallbackInfo& info) {
   if (!jid.IsUndefined() && !jid.IsNumber()) type_error(env, w + ": jobId must be a number");
 
   auto optsp = std::make_shared<rargen::RarGenerateOptions>(std::move(opts));
-  auto out = std::make_shared<std::vector<int32_t>>();
-  return job(
-             env, "rargen:rarGenerate",
-             [=](Job& j) {
-               *out = st->rar->generate(*optsp, [&j](int64_t d, int64_t t) { j.report(d, t); }, j.cancel_flag());
-             },
-             [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); })
+  return array_job<int32_t>(env, "rargen:rarGenerate",
+                            [=](Job& j) {
+                              return st->rar->generate(*optsp, [&j](int64_t d, int64_t t) { j.report(d, t); },
+                                                       j.cancel_flag());
+                            })
       ->hold(st)
       .progress(cb)
       .cancellable(jid)
@@ -327,10 +321,7 @@ Napi::Value VqDecode(const Napi::CallbackInfo& info) {
     range_error(env, "vqDecode: tokens has " + std::to_string(tokens->size()) + " entries, expected batch " +
                          std::to_string(B) + " x " + std::to_string(per));
   check_range(env, *tokens, 0, c.codebook - 1, "vqDecode: tokens", "codebook indices");
-  auto out = std::make_shared<std::vector<float>>();
-  return job(
-             env, "rargen:vqDecode", [=](Job&) { *out = st->vq->decode(tokens->data(), B); },
-             [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); })
+  return array_job<float>(env, "rargen:vqDecode", [=](Job&) { return st->vq->decode(tokens->data(), B); })
       ->hold(st)
       .start();
 }

@@ -634,6 +634,17 @@ inline Job* job(Napi::Env env, const char* name, Job::Work work, Job::Result res
   return new Job(env, name, std::move(work), std::move(result));
 }
 
+// A Job whose promise resolves to one typed array (Float32Array for float, Int32Array for
+// int32_t): work(job), on the worker thread, returns its elements; the vector is kept by
+// the job between the two threads. Chain hold/progress/cancellable, then start() it.
+template <class T>
+Job* array_job(Napi::Env env, const char* name, std::function<std::vector<T>(Job&)> work) {
+  auto out = std::make_shared<std::vector<T>>();
+  return job(
+      env, name, [out, work = std::move(work)](Job& j) { *out = work(j); },
+      [out](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
+}
+
 // ---------------- exported functions ----------------
 
 // Wraps an exported function so that rargen::Error / std::exception thrown outside the
