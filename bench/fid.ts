@@ -6,67 +6,28 @@
 // Prints one JSON object.
 //
 //   node dist/bench/fid.js [--threads N] [--batch 8] [--iters 3] [--size 256] [--pr-n 5000] [--no-peer]
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { inceptionParamTable } from '../lib/config.js';
+import { benchArgs, machine, runPeer } from './_util.js';
 import { FeatureStatistics, frechetDistance, precisionRecall } from '../lib/fid.js';
 import { loadInception } from '../lib/inception.js';
-import { saveTorch } from '../lib/io/index.js';
-import { packageRoot } from '../lib/native.js';
-import type { HostTensor } from '../lib/tensor.js';
+import { writeFormulaInceptionWeights } from '../lib/testing/inception-weights.js';
 
-const { values } = parseArgs({
-  options: {
-    threads: { type: 'string', default: String(cpus().length) },
-    batch: { type: 'string', default: '8' },
-    iters: { type: 'string', default: '3' },
-    size: { type: 'string', default: '256' },
-    'pr-n': { type: 'string', default: '5000' },
-    'no-peer': { type: 'boolean', default: false },
-    python: { type: 'string', default: '/usr/bin/python3' },
-  },
+const { values, num } = benchArgs({
+  threads: String(cpus().length),
+  batch: '8',
+  iters: '3',
+  size: '256',
+  'pr-n': '5000',
+  'no-peer': false,
+  python: '/usr/bin/python3',
 });
-const threads = Number(values.threads);
-const batch = Number(values.batch);
-const iters = Number(values.iters);
-const size = Number(values.size);
-const prN = Number(values['pr-n']);
-
-function lowbias32(x: number): number {
-  x = (x ^ (x >>> 16)) >>> 0;
-  x = Math.imul(x, 0x7feb352d) >>> 0;
-  x = (x ^ (x >>> 15)) >>> 0;
-  x = Math.imul(x, 0x846ca68b) >>> 0;
-  return (x ^ (x >>> 16)) >>> 0;
-}
-
-/** The fixture formula weights (test/fixtures/README.md, inception/). */
-async function writeFormulaWeights(path: string): Promise<void> {
-  const shapes = inceptionParamTable();
-  const keys = shapes.map((s) => s.name).sort();
-  const byName = new Map(shapes.map((s) => [s.name, s.shape]));
-  const tensors = new Map<string, HostTensor>();
-  keys.forEach((key, k) => {
-    const shape = byName.get(key)!;
-    const n = shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(n);
-    const base = Math.imul(k, 0x9e3779b9);
-    const scale = key.endsWith('conv.weight') ? Math.sqrt(6 / (shape[1]! * shape[2]! * shape[3]!)) : Math.sqrt(3 / 2048) * 30;
-    for (let i = 0; i < n; i++) {
-      const u = lowbias32((i + base) >>> 0) / 4294967296;
-      data[i] = key.endsWith('conv.weight') || key === 'fc.weight' ? (2 * u - 1) * scale
-        : key.endsWith('bn.weight') ? 1 + 0.2 * (u - 0.5)
-        : key.endsWith('bn.running_var') ? 1 + 0.5 * u
-        : key === 'fc.bias' ? (2 * u - 1) * 0.01
-        : 0.02 * (u - 0.5);
-    }
-    tensors.set(key, { dtype: 'float32', shape, data });
-  });
-  await saveTorch(path, tensors);
-}
+const threads = num('threads');
+const batch = num('batch');
+const iters = num('iters');
+const size = num('size');
+const prN = num('pr-n');
 
 function randomImages(n: number, seed: number): Uint8Array {
   const a = new Uint8Array(n);
@@ -93,7 +54,7 @@ function randomFeatures(n: number, d: number, seed: number): Float32Array {
 const dir = mkdtempSync(join(tmpdir(), 'rargen-bench-fid-'));
 try {
   const weights = join(dir, 'inception-formula.pth');
-  await writeFormulaWeights(weights);
+  await writeFormulaInceptionWeights(weights);
   const net = await loadInception(weights, { device: 'cpu', threads });
   const images = randomImages(batch * size * size * 3, 7);
   await net.features(images, batch, size, size); // warm-up (workspace, page faults)
@@ -105,8 +66,8 @@ try {
 
   let peer: Record<string, unknown> | { error: string } | undefined;
   if (!values['no-peer']) {
-    const r = spawnSync(values.python!, [join(packageRoot(), 'bench', 'peers', 'torch_inception.py'), '--weights', weights, '--threads', String(threads), '--batch', String(batch), '--size', String(size), '--iters', String(iters)], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
-    peer = r.status === 0 ? (JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>) : { error: (r.stderr || r.error?.message || 'failed').slice(-500) };
+    const args = ['--weights', weights, '--threads', String(threads), '--batch', String(batch), '--size', String(size), '--iters', String(iters)];
+    peer = runPeer(values.python, 'torch_inception.py', args, { errorLines: 5, env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
   }
 
   // metrics at ADM's sizes
@@ -129,10 +90,7 @@ try {
 
   const out = {
     bench: 'fid',
-    date: new Date().toISOString(),
-    node: process.version,
-    cpus: cpus().length,
-    cpu: cpus()[0]?.model,
+    ...machine(),
     threads,
     inception: {
       batch,

@@ -4,32 +4,21 @@
 // measured in the same run with the same thread count. Prints one JSON object.
 //
 //   node dist/bench/generate-cpu.js [--steps 256] [--threads N] [--no-peer]
-import { spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
-import { native, packageRoot, type NativeRarConfig, type NativeVqConfig } from '../lib/native.js';
+import { benchArgs, runPeer } from './_util.js';
+import { native, type NativeRarConfig, type NativeVqConfig } from '../lib/native.js';
 import { MASKGIT_VQGAN, PRESETS, toNativeRarConfig, toNativeVqConfig } from '../lib/config.js';
 import { randomGeneratorWeights, randomTokenizerWeights } from '../lib/testing/weights.js';
 
-const { values } = parseArgs({
-  options: {
-    steps: { type: 'string', default: '256' },
-    threads: { type: 'string', default: String(cpus().length) },
-    'no-peer': { type: 'boolean', default: false },
-    python: { type: 'string', default: '/usr/bin/python3' },
-  },
-});
-const steps = Number(values.steps);
-const threads = Number(values.threads);
+const { values, num } = benchArgs({ steps: '256', threads: String(cpus().length), 'no-peer': false, python: '/usr/bin/python3' });
+const steps = num('steps');
+const threads = num('threads');
 
-const peerPath = join(packageRoot(), 'bench', 'peers', 'torch_rar.py');
 function peer(cfg: object): Record<string, number> | { error: string } {
   if (values['no-peer']) return { error: 'skipped (--no-peer)' };
-  const r = spawnSync(values.python!, [peerPath, JSON.stringify({ threads, ...cfg })], { encoding: 'utf8', maxBuffer: 1 << 24 });
-  if (r.status !== 0) return { error: (r.stderr || r.error?.message || 'peer failed').trim().split('\n').slice(-1)[0] };
-  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  return runPeer(values.python, 'torch_rar.py', [JSON.stringify({ threads, ...cfg })]) as Record<string, number> | { error: string };
 }
 
 async function main() {

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { openCheckpoint, saveTorch, float32ToFloat16, type LazyTensor } from '../lib/io/index.js';
 import type { DType } from '../lib/tensor.js';
 import { expectedGeneratorTensors, PRESETS } from '../lib/config.js';
+import { machine } from './_util.js';
 
 /** RAR-B's state dict with `depth` blocks (the parameter table, lib/config.ts). */
 function rarShapes(depth: number): [string, number[]][] {
@@ -135,10 +136,7 @@ async function main(): Promise<void> {
   process.stdout.write(
     JSON.stringify({
       bench: 'load',
-      date: new Date().toISOString(),
-      node: process.version,
-      cpus: cpus().length,
-      cpu: cpus()[0]?.model,
+      ...machine(),
       depth,
       runs,
       cases,

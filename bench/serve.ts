@@ -16,7 +16,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { request } from 'node:http';
 import { generate, loadGenerator, loadTokenizer, type Generator, type Tokenizer } from '../lib/generate.js';
 import { saveTorch } from '../lib/io/index.js';
@@ -25,22 +24,21 @@ import { PRESETS, positionRows, toNativeRarConfig, type GeneratorConfig } from '
 import { randomGeneratorWeights } from '../lib/testing/weights.js';
 import { createEngine } from '../lib/serve/engine.js';
 import { createImageServer } from '../lib/serve/server.js';
+import { benchArgs } from './_util.js';
 
-const { values } = parseArgs({
-  options: {
-    models: { type: 'string', default: 'demo,rar-b4,vq-tiny' },
-    requests: { type: 'string', default: '8' },
-    sequential: { type: 'string', default: '8' },
-    rounds: { type: 'string', default: '2' },
-    clients: { type: 'string', default: '1,4,16' },
-    'max-batch': { type: 'string', default: '16' },
-  },
+const { values, num, nums } = benchArgs({
+  models: 'demo,rar-b4,vq-tiny',
+  requests: '8',
+  sequential: '8',
+  rounds: '2',
+  clients: '1,4,16',
+  'max-batch': '16',
 });
-const REQUESTS = Number(values.requests);
-const SEQUENTIAL = Number(values.sequential);
-const ROUNDS = Number(values.rounds);
-const CLIENTS = values.clients!.split(',').map(Number);
-const MAX_BATCH = Number(values['max-batch']);
+const REQUESTS = num('requests');
+const SEQUENTIAL = num('sequential');
+const ROUNDS = num('rounds');
+const CLIENTS = nums('clients');
+const MAX_BATCH = num('max-batch');
 
 function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -147,7 +145,7 @@ function goals(seq: Case, cases: Case[]) {
 }
 
 async function main() {
-  const models = values.models!.split(',');
+  const models = values.models.split(',');
   const tmp = await mkdtemp(join(tmpdir(), 'rargen-bench-serve-'));
   const result: Record<string, unknown> = {
     bench: 'serve',

@@ -7,22 +7,15 @@
 //
 //   node dist/bench/session-cpu.js [--depth 4] [--images 16] [--stagger 8] [--dtype f32]
 import { cpus } from 'node:os';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './_util.js';
 import { native, type NativeRarConfig } from '../lib/native.js';
 import { PRESETS, toNativeRarConfig } from '../lib/config.js';
 import { randomGeneratorWeights } from '../lib/testing/weights.js';
 
-const { values } = parseArgs({
-  options: {
-    depth: { type: 'string', default: '4' },
-    images: { type: 'string', default: '16' },
-    stagger: { type: 'string', default: '8' },
-    dtype: { type: 'string', default: 'f32' },
-  },
-});
-const depth = Number(values.depth);
-const images = Number(values.images);
-const stagger = Number(values.stagger);
+const { values, num } = benchArgs({ depth: '4', images: '16', stagger: '8', dtype: 'f32' });
+const depth = num('depth');
+const images = num('images');
+const stagger = num('stagger');
 const dtype = values.dtype as 'f32' | 'f16' | 'bf16';
 
 async function main() {

@@ -12,35 +12,26 @@
 //                                 [--ranks 2] [--sizes-mb 1,16,64]
 import { spawnSync } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
-import { parseArgs } from 'node:util';
 import { GeneratorConfigSchema, positionRows } from '../lib/config.js';
 import { Trainer } from '../lib/train/native.js';
 import { initGeneratorWeights } from '../lib/train/init.js';
 import { shardRandomness } from '../lib/train/data.js';
 import { Rng } from '../lib/train/rng.js';
 import { Dist } from '../lib/dist.js';
+import { benchArgs, RAR_SHAPE_OPTIONS, rarShape } from './_util.js';
 
-const { values } = parseArgs({
-  options: {
-    hidden: { type: 'string', default: '128' },
-    depth: { type: 'string', default: '4' },
-    heads: { type: 'string', default: '4' },
-    mlp: { type: 'string', default: '512' },
-    'seq-len': { type: 'string', default: '256' },
-    vocab: { type: 'string', default: '16' },
-    classes: { type: 'string', default: '10' },
-    batch: { type: 'string', default: '8' },
-    steps: { type: 'string', default: '8' },
-    warmup: { type: 'string', default: '2' },
-    ranks: { type: 'string', default: '2' },
-    'sizes-mb': { type: 'string', default: '1,16,64' },
-    child: { type: 'boolean', default: false },
-  },
+const { values, num: n, nums } = benchArgs({
+  ...RAR_SHAPE_OPTIONS,
+  batch: '8',
+  steps: '8',
+  warmup: '2',
+  ranks: '2',
+  'sizes-mb': '1,16,64',
+  child: false,
 });
-const n = (k: keyof typeof values) => Number(values[k]);
-const [C, L, H, I, N, V, K, B] = [n('hidden'), n('depth'), n('heads'), n('mlp'), n('seq-len'), n('vocab'), n('classes'), n('batch')];
+const [C, L, H, I, N, V, K, B] = rarShape(n);
 const [steps, warmup, ranks] = [n('steps'), n('warmup'), n('ranks')];
-const sizesMB = values['sizes-mb']!.split(',').filter(Boolean).map(Number);
+const sizesMB = nums('sizes-mb');
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
 
 /** One rank (or the single process): timed steps, then (under MPI) all-reduce sizes. */

@@ -7,37 +7,25 @@
 //   node dist/bench/train.js [--hidden 128 --depth 4 --heads 4 --mlp 512 --seq-len 256
 //                             --vocab 16 --classes 10 --batch 16 --steps 5 --warmup 2]
 //                            [--threads N] [--no-peer] [--python /usr/bin/python3]
-import { spawnSync } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
-import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { packageRoot } from '../lib/native.js';
+import { benchArgs, RAR_SHAPE_OPTIONS, rarShape, runPeer } from './_util.js';
 import { GeneratorConfigSchema, positionRows } from '../lib/config.js';
 import { Trainer } from '../lib/train/native.js';
 import { initGeneratorWeights } from '../lib/train/init.js';
 import { stepRandomness } from '../lib/train/data.js';
 import { Rng } from '../lib/train/rng.js';
 
-const { values } = parseArgs({
-  options: {
-    hidden: { type: 'string', default: '128' },
-    depth: { type: 'string', default: '4' },
-    heads: { type: 'string', default: '4' },
-    mlp: { type: 'string', default: '512' },
-    'seq-len': { type: 'string', default: '256' },
-    vocab: { type: 'string', default: '16' },
-    classes: { type: 'string', default: '10' },
-    batch: { type: 'string', default: '16' },
-    steps: { type: 'string', default: '5' },
-    warmup: { type: 'string', default: '2' },
-    dropout: { type: 'string', default: '0.1' },
-    threads: { type: 'string', default: String(cpus().length) },
-    'no-peer': { type: 'boolean', default: false },
-    python: { type: 'string', default: '/usr/bin/python3' },
-  },
+const { values, num: n } = benchArgs({
+  ...RAR_SHAPE_OPTIONS,
+  batch: '16',
+  steps: '5',
+  warmup: '2',
+  dropout: '0.1',
+  threads: String(cpus().length),
+  'no-peer': false,
+  python: '/usr/bin/python3',
 });
-const n = (k: keyof typeof values) => Number(values[k]);
-const [C, L, H, I, N, V, K, B] = [n('hidden'), n('depth'), n('heads'), n('mlp'), n('seq-len'), n('vocab'), n('classes'), n('batch')];
+const [C, L, H, I, N, V, K, B] = rarShape(n);
 const steps = n('steps');
 const warmup = n('warmup');
 const dropout = n('dropout');
@@ -74,11 +62,8 @@ async function rargen() {
 }
 
 function peer() {
-  const script = join(packageRoot(), 'bench', 'peers', 'torch_train.py');
   const arg = JSON.stringify({ hidden: C, depth: L, heads: H, mlp: I, seq_len: N, vocab: V, classes: K, batch: B, steps, warmup, threads: n('threads'), dropout });
-  const r = spawnSync(values.python!, [script, arg], { encoding: 'utf8', maxBuffer: 1 << 24 });
-  if (r.status !== 0) return { error: (r.stderr || r.error?.message || 'failed').trim().split('\n').slice(-3).join(' ') };
-  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  return runPeer(values.python, 'torch_train.py', [arg], { errorLines: 3 });
 }
 
 const load0 = loadavg()[0];
@@ -91,6 +76,6 @@ const result = {
   config: { hidden: C, depth: L, heads: H, mlp: I, seq_len: N, vocab: V, classes: K, batch: B, steps, warmup, dropout, threads: n('threads') },
   rargen: ours,
   pytorch: theirs,
-  speedup: theirs && 'tokens_per_s' in theirs ? ours.tokens_per_s / theirs.tokens_per_s : null,
+  speedup: theirs && 'tokens_per_s' in theirs ? ours.tokens_per_s / (theirs.tokens_per_s as number) : null,
 };
 process.stdout.write(JSON.stringify(result, null, 2) + '\n');

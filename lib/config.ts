@@ -9,7 +9,7 @@
 // src/model/rar_params.h).
 import { z } from 'zod';
 import { shapeToString, type TensorInfo } from './tensor.js';
-import { native, type NativeRarConfig, type NativeVqConfig } from './native.js';
+import { native, type NativeRarConfig, type NativeSampling, type NativeVqConfig } from './native.js';
 
 // ---------------------------------------------------------------------------------
 // Schemas
@@ -44,6 +44,18 @@ export const SamplingDefaultsSchema = z.object({
   temperature: z.number().finite().positive(),
 });
 export type SamplingDefaults = z.infer<typeof SamplingDefaultsSchema>;
+
+/** The sampling options left out: the model's defaults for guidance and temperature; top-k, top-p and greedy off. */
+export function resolveSampling(o: Partial<NativeSampling>, d: SamplingDefaults): NativeSampling {
+  return {
+    guidanceScale: o.guidanceScale ?? d.guidanceScale,
+    guidanceScalePow: o.guidanceScalePow ?? d.guidanceScalePow,
+    temperature: o.temperature ?? d.temperature,
+    topK: o.topK ?? 0,
+    topP: o.topP ?? 1,
+    greedy: o.greedy ?? false,
+  };
+}
 
 /** MaskGIT-VQGAN sizes. */
 export const TokenizerConfigSchema = z.object({
@@ -325,7 +337,7 @@ function tableOf(model: string, f: () => ParamSpec[]): ParamSpec[] {
   try {
     return f();
   } catch (e) {
-    if (e instanceof RangeError || e instanceof TypeError) throw new ConfigError(`${model}: ${e.message.replace(/^rargen: /, '')}`);
+    if (e instanceof RangeError || e instanceof TypeError) throw new ConfigError(`${model}: ${e.message.replace(/^rargen(\.\w+)?: /, '')}`);
     throw e;
   }
 }

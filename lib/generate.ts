@@ -25,6 +25,7 @@ import {
   type GeneratorConfig,
   type Preset,
   type PresetName,
+  resolveSampling,
   type SamplingDefaults,
   type TokenizerConfig,
 } from './config.js';
@@ -459,12 +460,7 @@ export async function generate(options: GenerateOptions): Promise<GenerateResult
         cancellable(o.signal, (jobId) =>
           addon.rarGenerate(h, {
             classIds: Int32Array.from(batch),
-            guidanceScale: o.guidanceScale ?? gen.sampling.guidanceScale,
-            guidanceScalePow: o.guidanceScalePow ?? gen.sampling.guidanceScalePow,
-            temperature: o.temperature ?? gen.sampling.temperature,
-            topK: o.topK ?? 0,
-            topP: o.topP ?? 1,
-            greedy: o.greedy ?? false,
+            ...resolveSampling(o, gen.sampling),
             seed: String(o.seed ?? 0),
             indexOffset: indexOffset + start,
             jobId,

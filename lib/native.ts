@@ -80,15 +80,19 @@ export interface NativeVqConfig {
   resolution: number; // pixels; token grid = resolution / 2^(len(channelMult)-1)
 }
 
-export interface NativeGenerateOptions {
-  /** Class ids 0..K-1, one per image (B). */
-  classIds: Int32Array;
+/** The sampling options of an image, every one given (resolveSampling in lib/config.ts fills them). */
+export interface NativeSampling {
   guidanceScale: number; // 0 = no guidance
   guidanceScalePow: number;
   temperature: number;
   topK: number; // 0 = off
   topP: number; // 1 = off
   greedy: boolean;
+}
+
+export interface NativeGenerateOptions extends NativeSampling {
+  /** Class ids 0..K-1, one per image (B). */
+  classIds: Int32Array;
   /** Seed as a decimal string (64-bit). */
   seed: string;
   /**
@@ -108,14 +112,8 @@ export interface NativeSession {
 }
 
 /** One sequence of a decode session, every field given (lib/session.ts fills the defaults). */
-export interface NativeSequenceSpec {
+export interface NativeSequenceSpec extends NativeSampling {
   classId: number;
-  guidanceScale: number;
-  guidanceScalePow: number;
-  temperature: number;
-  topK: number;
-  topP: number;
-  greedy: boolean;
   /** Decimal string (64-bit). */
   seed: string;
   /** Image index in the seed's stream. */

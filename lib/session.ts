@@ -11,6 +11,7 @@ import { Generator } from './generate.js';
 import { ValidationError } from './errors.js';
 import { parseOptions } from './validate.js';
 import { native, type NativeSession } from './native.js';
+import { resolveSampling } from './config.js';
 
 /** One image to sample. Unset options default to generator.sampling (as generate()). */
 export interface SequenceSpec {
@@ -146,18 +147,13 @@ export class DecodeSession {
     const h = this.#handle('add');
     const s = parseOptions(this.#schema, spec, 'DecodeSession.add', 'spec');
     const d = this.#gen.sampling;
-    const guidanceScale = s.guidanceScale ?? d.guidanceScale;
-    const need = guidanceScale !== 0 ? 2 : 1;
+    const sampling = resolveSampling(s, d);
+    const need = sampling.guidanceScale !== 0 ? 2 : 1;
     const free = native().sessionInfo(h).freeRows;
     if (free < need) throw new SessionFullError(`DecodeSession.add: the sequence needs ${need} rows but ${free} of ${this.maxRows} are free; step() until sequences finish, or cancel some`, need, free);
     return native().sessionAdd(h, {
       classId: s.classId,
-      guidanceScale,
-      guidanceScalePow: s.guidanceScalePow ?? d.guidanceScalePow,
-      temperature: s.temperature ?? d.temperature,
-      topK: s.topK ?? 0,
-      topP: s.topP ?? 1,
-      greedy: s.greedy ?? false,
+      ...sampling,
       seed: String(s.seed ?? 0),
       index: s.index ?? 0,
     });

@@ -78,7 +78,7 @@ std::shared_ptr<ModelState> model_arg(Napi::Env env, const Napi::Value& v, const
                                         ": Expected a tokenizer model (from createVq()) for model but received a "
                                         "generator (from createRar())");
   if (need_finalized && !st->finalized)
-    throw Napi::Error::New(env, std::string("rargen: ") + fn +
+    throw Napi::Error::New(env, std::string("rargen.") + fn +
                                     ": the model is not finalized: set every weight, then call finalize()");
   return st;
 }
@@ -240,10 +240,8 @@ Napi::Value RarForward(const Napi::CallbackInfo& info) {
       seen[o] = 1;
     }
   }
-  auto out = std::make_shared<std::vector<float>>();
-  return job(
-             env, "rargen:rarForward", [=](Job&) { *out = st->rar->forward(ids->data(), cond->data(), orders->data(), B); },
-             [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); })
+  return array_job<float>(env, "rargen:rarForward",
+                          [=](Job&) { return st->rar->forward(ids->data(), cond->data(), orders->data(), B); })
       ->hold(st)
       .start();
 }
@@ -255,10 +253,8 @@ Napi::Value RarDecodeSteps(const Napi::CallbackInfo& info) {
   auto ids = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[1], "rarDecodeSteps", "ids"));
   auto cond = std::make_shared<std::vector<int32_t>>(get_int32_array(env, info[2], "rarDecodeSteps", "condition"));
   int B = check_rar_inputs(env, c, "rarDecodeSteps", *ids, *cond);
-  auto out = std::make_shared<std::vector<float>>();
-  return job(
-             env, "rargen:rarDecodeSteps", [=](Job&) { *out = st->rar->decode_steps(ids->data(), cond->data(), B); },
-             [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); })
+  return array_job<float>(env, "rargen:rarDecodeSteps",
+                          [=](Job&) { return st->rar->decode_steps(ids->data(), cond->data(), B); })
       ->hold(st)
       .start();
 }
@@ -273,41 +269,21 @@ Napi::Value RarGenerate(const Napi::CallbackInfo& info) {
   opts.class_ids = get_int32_array(env, o.Get("classIds"), "rarGenerate", "classIds");
   if (opts.class_ids.empty()) range_error(env, "rarGenerate: classIds must hold at least one class id");
   check_range(env, opts.class_ids, 0, c.classes - 1, "classIds", "class ids");
-  auto finite = [&](const char* key) {
-    double d = get_number(env, o, key, w);
-    if (!std::isfinite(d)) range_error(env, w + ": " + key + " must be a finite number");
-    return d;
-  };
-  opts.guidance_scale = static_cast<float>(finite("guidanceScale"));
-  opts.guidance_scale_pow = static_cast<float>(finite("guidanceScalePow"));
-  opts.temperature = static_cast<float>(finite("temperature"));
+  get_sampling(env, o, w, c.codebook, opts);
   if (!(opts.temperature > 0)) range_error(env, w + ": temperature must be > 0");
-  opts.top_k = get_int(env, o, "topK", w, 0, c.codebook);
-  opts.top_p = static_cast<float>(finite("topP"));
   if (!(opts.top_p > 0 && opts.top_p <= 1)) range_error(env, w + ": topP must be in (0, 1]");
-  Napi::Value g = o.Get("greedy");
-  if (!g.IsBoolean()) type_error(env, w + ": greedy must be a boolean");
-  opts.greedy = g.As<Napi::Boolean>().Value();
-  Napi::Value seed = o.Get("seed");
-  if (!seed.IsString() || !parse_u64(seed.As<Napi::String>().Utf8Value(), opts.seed))
-    type_error(env, w + ": seed must be a decimal string of an unsigned 64-bit integer");
-  double off = get_number(env, o, "indexOffset", w);
-  if (!(off >= 0 && off == std::floor(off) && off <= 9007199254740991.0))
-    range_error(env, w + ": indexOffset must be a non-negative safe integer");
-  opts.index_offset = static_cast<int64_t>(off);
+  opts.index_offset = get_image_index(env, o, "indexOffset", w);
   Napi::Value cb = o.Get("onProgress");
   if (!cb.IsUndefined() && !cb.IsFunction()) type_error(env, w + ": onProgress must be a function");
   Napi::Value jid = o.Get("jobId");
   if (!jid.IsUndefined() && !jid.IsNumber()) type_error(env, w + ": jobId must be a number");
 
   auto optsp = std::make_shared<rargen::RarGenerateOptions>(std::move(opts));
-  auto out = std::make_shared<std::vector<int32_t>>();
-  return job(
-             env, "rargen:rarGenerate",
-             [=](Job& j) {
-               *out = st->rar->generate(*optsp, [&j](int64_t d, int64_t t) { j.report(d, t); }, j.cancel_flag());
-             },
-             [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); })
+  return array_job<int32_t>(env, "rargen:rarGenerate",
+                            [=](Job& j) {
+                              return st->rar->generate(*optsp, [&j](int64_t d, int64_t t) { j.report(d, t); },
+                                                       j.cancel_flag());
+                            })
       ->hold(st)
       .progress(cb)
       .cancellable(jid)
@@ -346,10 +322,7 @@ Napi::Value VqDecode(const Napi::CallbackInfo& info) {
     range_error(env, "vqDecode: tokens has " + std::to_string(tokens->size()) + " entries, expected batch " +
                          std::to_string(B) + " x " + std::to_string(per));
   check_range(env, *tokens, 0, c.codebook - 1, "vqDecode: tokens", "codebook indices");
-  auto out = std::make_shared<std::vector<float>>();
-  return job(
-             env, "rargen:vqDecode", [=](Job&) { *out = st->vq->decode(tokens->data(), B); },
-             [=](Napi::Env e) -> Napi::Value { return to_js(e, *out); })
+  return array_job<float>(env, "rargen:vqDecode", [=](Job&) { return st->vq->decode(tokens->data(), B); })
       ->hold(st)
       .start();
 }

@@ -771,14 +771,15 @@ namespace rargen {
 
 // Called from register_train (src/binding_train.cc).
 void register_dist(Napi::Env env, Napi::Object exports) {
-  exports.Set("distInit", Napi::Function::New(env, napi::guarded<DistInit>));
-  exports.Set("distAllreduce", Napi::Function::New(env, napi::guarded<DistAllreduce>));
-  exports.Set("distAllgather", Napi::Function::New(env, napi::guarded<DistAllgather>));
-  exports.Set("distGatherF32", Napi::Function::New(env, napi::guarded<DistGatherF32>));
-  exports.Set("distBarrier", Napi::Function::New(env, napi::guarded<DistBarrier>));
-  exports.Set("distHeartbeat", Napi::Function::New(env, napi::guarded<DistHeartbeat>));
-  exports.Set("distFinalize", Napi::Function::New(env, napi::guarded<DistFinalize>));
-  exports.Set("distNcclProbe", Napi::Function::New(env, napi::guarded<DistNcclProbe>));
+  napi::set_exports(env, exports,
+                    {{"distInit", napi::guarded<DistInit>},
+                     {"distAllreduce", napi::guarded<DistAllreduce>},
+                     {"distAllgather", napi::guarded<DistAllgather>},
+                     {"distGatherF32", napi::guarded<DistGatherF32>},
+                     {"distBarrier", napi::guarded<DistBarrier>},
+                     {"distHeartbeat", napi::guarded<DistHeartbeat>},
+                     {"distFinalize", napi::guarded<DistFinalize>},
+                     {"distNcclProbe", napi::guarded<DistNcclProbe>}});
 }
 
 }  // namespace rargen

@@ -122,11 +122,7 @@ Napi::Value InceptionCreate(const Napi::CallbackInfo& info) {
   std::string device = get_string(info, 0, fn, "device");
   int threads = info.Length() > 1 && !info[1].IsUndefined() ? static_cast<int>(get_int(info, 1, fn, "threads", 0, 4096)) : 0;
   auto h = std::make_shared<InceptionHandle>();
-  try {
-    h->net.reset(new InceptionV3(backend_for(device, threads)));
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, std::string("rargen.inceptionCreate: ") + e.what());
-  }
+  h->net.reset(new InceptionV3(backend_for(device, threads)));  // errors: "rargen.inceptionCreate: " (guarded)
   return napi::make_handle(env, h);
 }
 
@@ -150,22 +146,14 @@ Napi::Value InceptionSetWeight(const Napi::CallbackInfo& info) {
   }
   if (n != data.ElementLength())
     type_error(env, fn, "weight " + name + ": shape has " + std::to_string(n) + " elements but data has " + std::to_string(data.ElementLength()));
-  try {
-    h->net->set_weight(name, data.Data(), shape);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, std::string("rargen.inceptionSetWeight: ") + e.what());
-  }
+  h->net->set_weight(name, data.Data(), shape);
   return env.Undefined();
 }
 
 Napi::Value InceptionFinalize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto h = get_inception(info, "inceptionFinalize");
-  try {
-    h->net->finalize();
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, std::string("rargen.inceptionFinalize: ") + e.what());
-  }
+  h->net->finalize();
   return env.Undefined();
 }
 
@@ -288,11 +276,7 @@ Napi::Value FeatureStatsResult(const Napi::CallbackInfo& info) {
   const int D = h->stats->dim();
   auto mu = Napi::Float64Array::New(env, D);
   auto sigma = Napi::Float64Array::New(env, static_cast<size_t>(D) * D);
-  try {
-    h->stats->result(mu.Data(), sigma.Data());
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, std::string("rargen.featureStatsResult: ") + e.what());
-  }
+  h->stats->result(mu.Data(), sigma.Data());
   Napi::Object o = Napi::Object::New(env);
   o.Set("count", static_cast<double>(h->stats->count()));
   o.Set("mu", mu);
@@ -397,12 +381,7 @@ Napi::Value PrecisionRecallFn(const Napi::CallbackInfo& info) {
       on_progress = pv;
     }
   }
-  Backend* be;
-  try {
-    be = backend_for(device, o.threads);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, std::string("rargen.precisionRecall: ") + e.what());
-  }
+  Backend* be = backend_for(device, o.threads);
   auto result = std::make_shared<PrecisionRecall>();
   auto rc = napi::owned_copy<float>(ref), sc = napi::owned_copy<float>(sam);
   return napi::job(
@@ -422,13 +401,10 @@ Napi::Value PrecisionRecallFn(const Napi::CallbackInfo& info) {
       .start();
 }
 
-// Native errors (rargen::Error and the rest) become JS Errors "rargen: ..." instead of terminating.
-template <Napi::Value (*F)(const Napi::CallbackInfo&)>
-constexpr auto guarded = napi::guarded<F, napi::ErrorPrefix::Rargen>;
-
 }  // namespace
 
 void register_eval(Napi::Env env, Napi::Object exports) {
+  using napi::guarded;
   napi::set_exports(env, exports,
                     {{"inceptionCreate", guarded<InceptionCreate>},
                      {"inceptionSetWeight", guarded<InceptionSetWeight>},

@@ -79,27 +79,9 @@ Napi::Value SessionAdd(const Napi::CallbackInfo& info) {
   Napi::Object o = info[1].As<Napi::Object>();
   const std::string w = "sessionAdd spec";
   rargen::RarSequenceOptions s;
-  auto finite = [&](const char* key) {
-    double d = get_number(env, o, key, w);
-    if (!std::isfinite(d)) range_error(env, w + ": " + key + " must be a finite number");
-    return d;
-  };
   s.class_id = get_int(env, o, "classId", w, 0, 1 << 30);
-  s.guidance_scale = static_cast<float>(finite("guidanceScale"));
-  s.guidance_scale_pow = static_cast<float>(finite("guidanceScalePow"));
-  s.temperature = static_cast<float>(finite("temperature"));
-  s.top_k = get_int(env, o, "topK", w, 0, 1 << 30);
-  s.top_p = static_cast<float>(finite("topP"));
-  Napi::Value g = o.Get("greedy");
-  if (!g.IsBoolean()) type_error(env, w + ": greedy must be a boolean");
-  s.greedy = g.As<Napi::Boolean>().Value();
-  Napi::Value seed = o.Get("seed");
-  if (!seed.IsString() || !parse_u64(seed.As<Napi::String>().Utf8Value(), s.seed))
-    type_error(env, w + ": seed must be a decimal string of an unsigned 64-bit integer");
-  double idx = get_number(env, o, "index", w);
-  if (!(idx >= 0 && idx == std::floor(idx) && idx <= 9007199254740991.0))
-    range_error(env, w + ": index must be a non-negative safe integer");
-  s.index = static_cast<int64_t>(idx);
+  get_sampling(env, o, w, 1 << 30, s);  // the session checks the ranges (rargen::RarSession::add)
+  s.index = get_image_index(env, o, "index", w);
   try {
     return Napi::Number::New(env, static_cast<double>(st->session->add(s)));
   } catch (const rargen::SessionFull& e) {

@@ -231,7 +231,7 @@ Napi::Value TrainOptimizerStep(const Napi::CallbackInfo& info) {
 Napi::Value TrainAllreduceGrads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   StatePtr st = state_arg(env, info[0], "trainAllreduceGrads");
-  if (!rargen::dist::active()) throw Napi::Error::New(env, "rargen: trainAllreduceGrads: MPI is not initialised (distInit)");
+  if (!rargen::dist::active()) throw Napi::Error::New(env, "rargen.trainAllreduceGrads: MPI is not initialised (distInit)");
   rargen::RarTrainer& t = *st->trainer;
   rargen::dist::allreduce_mean_grads(*t.backend(), t.flat(rargen::TrainTensor::Grad), t.num_params(), t.grad_stages());
   return env.Undefined();

@@ -314,6 +314,41 @@ std::shared_ptr<T> handle_arg(Napi::Env env, const Napi::Value& v, const std::st
   return st;
 }
 
+// ---------------- sampling options ----------------
+
+// The sampling fields of a JS options object (rarGenerate's options, sessionAdd's spec),
+// the ones lib/native.ts's NativeSampling lists, plus the seed, into a struct with
+// RarGenerateOptions' / RarSequenceOptions' field names: guidanceScale, guidanceScalePow,
+// temperature and topP finite numbers, topK an integer in [0, top_k_max], greedy a
+// boolean, seed a decimal string of an unsigned 64-bit integer. `w` names the object.
+template <class Opts>
+void get_sampling(Napi::Env env, const Napi::Object& o, const std::string& w, int top_k_max, Opts& s) {
+  auto finite = [&](const char* key) {
+    double d = get_number(env, o, key, w);
+    if (!std::isfinite(d)) range_error(env, w + ": " + key + " must be a finite number");
+    return static_cast<float>(d);
+  };
+  s.guidance_scale = finite("guidanceScale");
+  s.guidance_scale_pow = finite("guidanceScalePow");
+  s.temperature = finite("temperature");
+  s.top_k = get_int(env, o, "topK", w, 0, top_k_max);
+  s.top_p = finite("topP");
+  Napi::Value g = o.Get("greedy");
+  if (!g.IsBoolean()) type_error(env, w + ": greedy must be a boolean");
+  s.greedy = g.As<Napi::Boolean>().Value();
+  Napi::Value seed = o.Get("seed");
+  if (!seed.IsString() || !parse_u64(seed.As<Napi::String>().Utf8Value(), s.seed))
+    type_error(env, w + ": seed must be a decimal string of an unsigned 64-bit integer");
+}
+
+// An image index field (indexOffset, index): a non-negative safe integer.
+inline int64_t get_image_index(Napi::Env env, const Napi::Object& o, const char* key, const std::string& w) {
+  double d = get_number(env, o, key, w);
+  if (!(d >= 0 && d == std::floor(d) && d <= 9007199254740991.0))
+    range_error(env, w + ": " + key + " must be a non-negative safe integer");
+  return static_cast<int64_t>(d);
+}
+
 // ---------------- configs and devices ----------------
 
 // The RarConfig fields of a JS config object (createRar, createTrainer); `where` names
@@ -357,6 +392,62 @@ inline Backend* backend_for(Napi::Env env, const std::string& device, const std:
 #endif
 }
 
+// ---------------- call sites ----------------
+
+// "rargen.<fn>: <rest>" for a message "rargen: <rest>", "rargen: <fn>: <rest>" or "<rest>";
+// a message that already names a call ("rargen.<other>: ...") is kept. Without fn, the
+// message as thrown.
+inline std::string call_site_message(const char* fn, const std::string& msg) {
+  if (!fn) return msg;
+  const std::string named = std::string("rargen.") + fn + ": ";
+  if (msg.rfind("rargen.", 0) == 0) return msg;
+  std::string rest = msg.rfind("rargen: ", 0) == 0 ? msg.substr(8) : msg;
+  const std::string fn_colon = std::string(fn) + ": ";
+  if (rest.rfind(fn_colon, 0) == 0) rest = rest.substr(fn_colon.size());
+  return named + rest;
+}
+
+// Rewrites a thrown JS error's message (and the first line of its stack) to
+// call_site_message(fn, message).
+inline void rename_error(Napi::Error& e, const char* fn) {
+  Napi::Value v = e.Value();
+  if (!fn || v.IsEmpty() || !v.IsObject()) return;
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Value m = o.Get("message");
+  if (!m.IsString()) return;
+  std::string old_msg = m.As<Napi::String>().Utf8Value();
+  std::string new_msg = call_site_message(fn, old_msg);
+  if (new_msg == old_msg) return;
+  o.Set("message", new_msg);
+  Napi::Value stack = o.Get("stack");
+  if (stack.IsString()) {
+    std::string st = stack.As<Napi::String>().Utf8Value();
+    size_t at = st.find(old_msg);
+    if (at != std::string::npos) o.Set("stack", st.replace(at, old_msg.size(), new_msg));
+  }
+}
+
+// The JS name of the exported function running on this thread (guarded<> sets it), or null.
+inline const char*& current_call_site() {
+  thread_local const char* fn = nullptr;
+  return fn;
+}
+struct CallSiteScope {
+  const char* saved;
+  explicit CallSiteScope(const char* fn) : saved(current_call_site()) { current_call_site() = fn; }
+  ~CallSiteScope() { current_call_site() = saved; }
+};
+
+// The frames of the JS stack now (the lines after the first of a new Error's stack), so
+// that an async job's rejection shows the JS line that started it.
+inline std::string js_stack_frames(Napi::Env env) {
+  Napi::Value stack = Napi::Error::New(env, "").Value().Get("stack");
+  if (!stack.IsString()) return "";
+  std::string st = stack.As<Napi::String>().Utf8Value();
+  size_t nl = st.find('\n');
+  return nl == std::string::npos ? "" : st.substr(nl + 1);
+}
+
 // ---------------- jobs ----------------
 
 struct ProgressMsg {
@@ -372,9 +463,12 @@ struct ProgressMsg {
 //   progress(cb)      job.report(done, total) from the work calls cb(done, total) on the main
 //                     thread (coalesced: the latest report wins; the last one is delivered);
 //   cancellable(id)   a numeric jobId registers the job: cancel(jobId) sets cancel_flag(),
-//                     which the work polls;
+//                     which the work polls; a job cancelled before its promise settles
+//                     rejects with an AbortError even if its work had finished;
 //   on_finish         runs on the main thread before the promise settles.
-// The work's exceptions become the rejection (their message, as an Error).
+// The work's exceptions become the rejection (their message, as an Error), named after the
+// exported function that created the job ("rargen.<fn>: ...") and with the JS stack of
+// that call (captured when the job is made, on the JS thread).
 class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
  public:
   using Work = std::function<void(Job&)>;
@@ -384,7 +478,9 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
       : Napi::AsyncProgressWorker<ProgressMsg>(env, name),
         deferred_(Napi::Promise::Deferred::New(env)),
         work_(std::move(work)),
-        result_(std::move(result)) {}
+        result_(std::move(result)),
+        call_site_(current_call_site()),
+        js_frames_(js_stack_frames(env)) {}
   ~Job() override { unregister(); }
 
   Job& hold(std::shared_ptr<NativeObject> obj) {
@@ -463,26 +559,47 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
     }
   }
   void OnOK() override {
+    // cancel() before the promise settled rejects it even if the work had already run to
+    // its end on the worker thread: cancelling right after starting a job always aborts
+    // it, whatever the threads' timing (the result is dropped, as the caller asked).
+    if (cancel_ && cancel_->load()) {
+      cancelled_ = true;
+      OnError(Napi::Error::New(Env(), rargen::Cancelled().what()));
+      return;
+    }
     finish();
     try {
       deferred_.Resolve(result_(Env()));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
+    } catch (Napi::Error& e) {
+      rename_error(e, call_site_);
+      reject(e);
     }
   }
   void OnError(const Napi::Error& e) override {
     finish();
     Napi::Env env = Env();
-    std::string msg = e.Message();
-    Napi::Error err = Napi::Error::New(env, msg);
+    Napi::Error err = Napi::Error::New(env, call_site_message(call_site_, e.Message()));
     if (cancelled_) {
       err.Set("name", Napi::String::New(env, "AbortError"));
       err.Set("code", Napi::String::New(env, "ABORT_ERR"));
     }
-    deferred_.Reject(err.Value());
+    reject(err);
   }
 
  private:
+  // Rejects with err, its stack "<name>: <message>" and the frames of the JS call that
+  // created the job (the worker thread has no JS stack of its own).
+  void reject(Napi::Error& err) {
+    Napi::Value v = err.Value();
+    if (v.IsObject() && !js_frames_.empty()) {
+      Napi::Object o = v.As<Napi::Object>();
+      Napi::Value name = o.Get("name"), message = o.Get("message");
+      std::string head = (name.IsString() ? name.As<Napi::String>().Utf8Value() : std::string("Error")) + ": " +
+                         (message.IsString() ? message.As<Napi::String>().Utf8Value() : std::string());
+      o.Set("stack", head + "\n" + js_frames_);
+    }
+    deferred_.Reject(v);
+  }
   void finish() {
     unregister();
     for (auto& o : held_) o->jobs--;
@@ -507,6 +624,8 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
   AddonData* data_ = nullptr;
   double job_id_ = 0;
   std::atomic<bool> cancelled_{false};
+  const char* call_site_;  // the exported function that created the job (guarded<>), or null
+  std::string js_frames_;  // the JS stack frames at its creation
 };
 
 // Makes a Job (new: it deletes itself when done); chain hold/keep/progress/cancellable,
@@ -515,21 +634,35 @@ inline Job* job(Napi::Env env, const char* name, Job::Work work, Job::Result res
   return new Job(env, name, std::move(work), std::move(result));
 }
 
+// A Job whose promise resolves to one typed array (Float32Array for float, Int32Array for
+// int32_t): work(job), on the worker thread, returns its elements; the vector is kept by
+// the job between the two threads. Chain hold/progress/cancellable, then start() it.
+template <class T>
+Job* array_job(Napi::Env env, const char* name, std::function<std::vector<T>(Job&)> work) {
+  auto out = std::make_shared<std::vector<T>>();
+  return job(
+      env, name, [out, work = std::move(work)](Job& j) { *out = work(j); },
+      [out](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
+}
+
 // ---------------- exported functions ----------------
 
-// What guarded<> puts before the message of a native error.
-enum class ErrorPrefix { None, Rargen /* "rargen: " */ };
-
 // Wraps an exported function so that rargen::Error / std::exception thrown outside the
-// explicit handlers reach JS as an Error instead of terminating the process.
-template <Napi::Value (*F)(const Napi::CallbackInfo&), ErrorPrefix P = ErrorPrefix::None>
+// explicit handlers reach JS as an Error instead of terminating the process, and so that
+// every native error names the JS call: "rargen.<fn>: <message>" (call_site_message),
+// with the name set_exports passes as the callback's data. While F runs, the name is the
+// thread's current call site, which a Job created by F keeps for its rejection.
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
 Napi::Value guarded(const Napi::CallbackInfo& info) {
+  const char* fn = static_cast<const char*>(info.Data());
+  CallSiteScope scope(fn);
   try {
     return F(info);
-  } catch (const Napi::Error&) {
+  } catch (Napi::Error& e) {
+    rename_error(e, fn);
     throw;
   } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), std::string(P == ErrorPrefix::Rargen ? "rargen: " : "") + e.what());
+    throw Napi::Error::New(info.Env(), call_site_message(fn, e.what()));
   }
 }
 
@@ -538,9 +671,11 @@ struct Export {
   const char* name;
   Napi::Value (*fn)(const Napi::CallbackInfo&);
 };
-// Sets each function on the exports.
+// Sets each function on the exports; its name is also the callback's data, so that
+// guarded<F> can name the JS call in native errors.
 inline void set_exports(Napi::Env env, Napi::Object exports, std::initializer_list<Export> fns) {
-  for (const Export& f : fns) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));
+  for (const Export& f : fns)
+    exports.Set(f.name, Napi::Function::New(env, f.fn, f.name, const_cast<char*>(f.name)));
 }
 
 }  // namespace rargen::napi

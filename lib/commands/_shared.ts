@@ -8,6 +8,8 @@ import type { DeviceSpec } from '../device.js';
 import { resolveClassName } from '../classes.js';
 import { loadGenerator, loadTokenizer, type Generator, type LoadGeneratorOptions, type LoadTokenizerOptions, type Tokenizer } from '../generate.js';
 import { ProgressBar } from '../progress.js';
+import { PRESET_NAMES, type PresetName } from '../config.js';
+import type { Precision } from '../validate.js';
 
 /** A bad command line: the dispatcher prints it with a pointer to --help and exits 2. */
 export class UsageError extends Error {
@@ -23,6 +25,10 @@ export const STRING = { type: 'string' } as const;
 export const BOOLEAN = { type: 'boolean' } as const;
 /** The options of every command that runs a model: --device and --batch-size. */
 export const RUN_OPTIONS = { device: STRING, 'batch-size': STRING } as const;
+/** The options of the commands that load a generator and a tokenizer (generate, sample-imagenet, serve). */
+export const MODEL_OPTIONS = { generator: STRING, tokenizer: STRING, preset: STRING, precision: STRING, device: STRING } as const;
+/** The sampling options of generate and sample-imagenet. */
+export const SAMPLING_OPTIONS = { 'guidance-scale': STRING, 'guidance-pow': STRING, temperature: STRING, 'top-k': STRING, 'top-p': STRING, seed: STRING } as const;
 
 /** The parsed values of options O (plus help), as node:util parseArgs types them. */
 export type ParsedValues<O extends Options> = {
@@ -97,7 +103,11 @@ export function intOption(value: string | undefined, flag: string, min = -Infini
   return n;
 }
 
-/** A non-negative 64-bit seed. */
+/** --batch-size (an integer >= 1, or `batchSize` when absent) and --device of RUN_OPTIONS. */
+export function runOptions(values: { device?: string; 'batch-size'?: string }, batchSize: number): { batchSize: number; device: DeviceSpec | undefined } {
+  return { batchSize: intOption(values['batch-size'], '--batch-size', 1) ?? batchSize, device: deviceOption(values.device) };
+}
+
 /** --device: auto, cpu, cuda or cuda:N (undefined when absent). */
 export function deviceOption(value: string | undefined, flag = '--device'): DeviceSpec | undefined {
   if (value === undefined) return undefined;
@@ -105,6 +115,7 @@ export function deviceOption(value: string | undefined, flag = '--device'): Devi
   return value as DeviceSpec;
 }
 
+/** A non-negative 64-bit seed. */
 export function seedOption(value: string | undefined, flag = '--seed'): bigint | undefined {
   if (value === undefined) return undefined;
   if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag} expects a non-negative integer but received ${JSON.stringify(value)}`);
@@ -180,4 +191,26 @@ export async function loadTokenizerWithProgress(path: string, options: Omit<Load
   const t = await loadTokenizer(path, { ...options, onProgress: (p) => bar.update(p.tensorsDone, p.tensorsTotal) });
   bar.finish();
   return t;
+}
+
+/** --preset (a preset name) and --precision (f32, f16, bf16) of MODEL_OPTIONS, checked. */
+export function modelOptions(values: { preset?: string; precision?: string }): { preset: PresetName | undefined; precision: Precision | undefined } {
+  if (values.preset !== undefined && !(PRESET_NAMES as readonly string[]).includes(values.preset))
+    throw new UsageError(`--preset expects one of ${PRESET_NAMES.join(', ')} but received ${JSON.stringify(values.preset)}`);
+  if (values.precision !== undefined && !['f32', 'f16', 'bf16'].includes(values.precision))
+    throw new UsageError(`--precision expects one of f32, f16, bf16 but received ${JSON.stringify(values.precision)}`);
+  return { preset: values.preset as PresetName | undefined, precision: values.precision as Precision | undefined };
+}
+
+/** The values of SAMPLING_OPTIONS, checked (undefined: the model's default). */
+export function samplingOptions(values: ParsedValues<typeof SAMPLING_OPTIONS>) {
+  const topP = numberOption(values['top-p'], '--top-p');
+  if (topP !== undefined && !(topP > 0 && topP <= 1)) throw new UsageError(`--top-p expects a number greater than 0 and at most 1 but received ${values['top-p']}`);
+  const temperature = numberOption(values.temperature, '--temperature');
+  if (temperature !== undefined && !(temperature > 0)) throw new UsageError(`--temperature expects a number > 0 but received ${values.temperature}`);
+  const guidanceScale = numberOption(values['guidance-scale'], '--guidance-scale');
+  if (guidanceScale !== undefined && guidanceScale < 0) throw new UsageError(`--guidance-scale expects a number >= 0 but received ${values['guidance-scale']}`);
+  const guidanceScalePow = numberOption(values['guidance-pow'], '--guidance-pow');
+  if (guidanceScalePow !== undefined && guidanceScalePow < 0) throw new UsageError(`--guidance-pow expects a number >= 0 but received ${values['guidance-pow']}`);
+  return { guidanceScale, guidanceScalePow, temperature, topK: intOption(values['top-k'], '--top-k', 0), topP, seed: seedOption(values.seed) };
 }

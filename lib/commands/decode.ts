@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { loadTokenizer, decode } from '../generate.js';
 import { savePng } from '../image.js';
 import { ProgressBar } from '../progress.js';
-import { imageFileName, intOption, note, parseCommandArgs, requireOption, UsageError, deviceOption, helpShown, STRING, RUN_OPTIONS } from './_shared.js';
+import { imageFileName, note, parseCommandArgs, requireOption, UsageError, helpShown, runOptions, STRING, RUN_OPTIONS } from './_shared.js';
 
 export const summary = 'decode token sequences to PNG images with the MaskGIT-VQGAN tokenizer';
 
@@ -58,8 +58,7 @@ export async function run(argv: string[]): Promise<number> {
   const tokenizerPath = requireOption(values.tokenizer, '--tokenizer');
   const tokensPath = requireOption(values.tokens, '--tokens');
   const out = requireOption(values.out, '--out');
-  const batchSize = intOption(values['batch-size'], '--batch-size', 1) ?? 16;
-  const device = deviceOption(values.device);
+  const { batchSize, device } = runOptions(values, 16);
   const seqs = await readTokensFile(tokensPath);
   const tokenizer = await loadTokenizer(tokenizerPath, { device });
   try {

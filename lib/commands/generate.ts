@@ -8,7 +8,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
 import { generate, type Generator, type Tokenizer } from '../generate.js';
 import { imageGrid, savePng, type RgbImage } from '../image.js';
-import { detectModelKind, inferGeneratorConfig, PRESET_NAMES, type PresetName } from '../config.js';
+import { detectModelKind, inferGeneratorConfig, PRESET_NAMES } from '../config.js';
 import { openCheckpoint } from '../io/index.js';
 import { ProgressBar } from '../progress.js';
 import { IMAGENET_CLASSES, className } from '../classes.js';
@@ -18,11 +18,9 @@ import {
   imageFileName,
   intOption,
   note,
-  numberOption,
   parseClassList,
   parseCommandArgs,
   requireOption,
-  seedOption,
   UsageError,
   deviceOption,
   type ClassSpace,
@@ -32,6 +30,10 @@ import {
   STRING,
   BOOLEAN,
   RUN_OPTIONS,
+  MODEL_OPTIONS,
+  SAMPLING_OPTIONS,
+  modelOptions,
+  samplingOptions,
 } from './_shared.js';
 
 export const summary = 'sample images (or tokens) for ImageNet classes (ids or names) with a RAR generator';
@@ -97,8 +99,7 @@ export async function run(argv: string[]): Promise<number> {
   const { values } = parseCommandArgs(
     argv,
     {
-      generator: STRING, tokenizer: STRING, preset: STRING, classes: STRING, 'guidance-scale': STRING, 'guidance-pow': STRING, temperature: STRING,
-      seed: STRING, greedy: BOOLEAN, 'top-k': STRING, 'top-p': STRING, precision: STRING, 'tokens-out': STRING, out: STRING,
+      ...MODEL_OPTIONS, ...SAMPLING_OPTIONS, classes: STRING, greedy: BOOLEAN, 'tokens-out': STRING, out: STRING,
       grid: STRING, 'grid-cols': STRING, demo: BOOLEAN, class: STRING, ...RUN_OPTIONS,
     },
     false,
@@ -118,30 +119,11 @@ export async function run(argv: string[]): Promise<number> {
   if (values.grid !== undefined && extname(values.grid).toLowerCase() !== '.png') throw new UsageError(`--grid expects a FILE.png but received ${JSON.stringify(values.grid)}`);
   if (values.grid !== undefined && existsSync(values.grid) && statSync(values.grid).isDirectory()) throw new UsageError(`--grid ${values.grid} is a folder: give a FILE.png`);
   const gridCols = intOption(values['grid-cols'], '--grid-cols', 1);
-  if (values.preset !== undefined && !(PRESET_NAMES as readonly string[]).includes(values.preset))
-    throw new UsageError(`--preset expects one of ${PRESET_NAMES.join(', ')} but received ${JSON.stringify(values.preset)}`);
-  if (values.precision !== undefined && !['f32', 'f16', 'bf16'].includes(values.precision))
-    throw new UsageError(`--precision expects one of f32, f16, bf16 but received ${JSON.stringify(values.precision)}`);
+  const { preset, precision } = modelOptions(values);
   if (values.greedy && (values['top-k'] !== undefined || values['top-p'] !== undefined))
     throw new UsageError(`--greedy takes the most likely token: it cannot be combined with ${values['top-k'] !== undefined ? '--top-k' : '--top-p'}`);
   const device = deviceOption(values.device);
-  const topP = numberOption(values['top-p'], '--top-p');
-  if (topP !== undefined && !(topP > 0 && topP <= 1)) throw new UsageError(`--top-p expects a number greater than 0 and at most 1 but received ${values['top-p']}`);
-  const temperature = numberOption(values.temperature, '--temperature');
-  if (temperature !== undefined && !(temperature > 0)) throw new UsageError(`--temperature expects a number > 0 but received ${values.temperature}`);
-  const guidanceScale = numberOption(values['guidance-scale'], '--guidance-scale');
-  if (guidanceScale !== undefined && guidanceScale < 0) throw new UsageError(`--guidance-scale expects a number >= 0 but received ${values['guidance-scale']}`);
-  const guidanceScalePow = numberOption(values['guidance-pow'], '--guidance-pow');
-  if (guidanceScalePow !== undefined && guidanceScalePow < 0) throw new UsageError(`--guidance-pow expects a number >= 0 but received ${values['guidance-pow']}`);
-  const sampling = {
-    guidanceScale,
-    guidanceScalePow,
-    temperature,
-    topK: intOption(values['top-k'], '--top-k', 0),
-    topP,
-    seed: seedOption(values.seed),
-    greedy: values.greedy,
-  };
+  const sampling = { ...samplingOptions(values), greedy: values.greedy };
   const batchSize = intOption(values['batch-size'], '--batch-size', 1) ?? 32;
 
   const demoInfo = demo ? loadDemoInfo() : undefined;
@@ -164,9 +146,9 @@ export async function run(argv: string[]): Promise<number> {
   let written = 0;
   try {
     generator = await loadGeneratorWithProgress(generatorPath, {
-      preset: values.preset as PresetName | undefined,
+      preset,
       device,
-      precision: values.precision as 'f32' | 'f16' | 'bf16' | undefined,
+      precision,
     });
     note(`rargen: ${generator.device.reason}`);
     const c = generator.config;

@@ -2,11 +2,11 @@
 // and shardable. Ctrl-C (or SIGTERM) stops after the batch being written; running the
 // same command again continues.
 import { loadGenerator, loadTokenizer, type Generator, type Tokenizer } from '../generate.js';
-import { PRESET_NAMES, type PresetName } from '../config.js';
+import { PRESET_NAMES } from '../config.js';
 import { formatProgress, ProgressBar } from '../progress.js';
 import { parseShard, sampleImageNet, sampleLayout, type SampleProgress } from '../sample.js';
 import { Dist } from '../dist.js';
-import { intOption, note as noteAll, numberOption, parseClassList, parseCommandArgs, requireOption, seedOption, UsageError, deviceOption } from './_shared.js';
+import { intOption, note as noteAll, parseClassList, parseCommandArgs, requireOption, UsageError, deviceOption, MODEL_OPTIONS, SAMPLING_OPTIONS, modelOptions, samplingOptions } from './_shared.js';
 
 export const summary = 'sample the FID image set (50 per class) to PNGs and one .npz; resumable, shardable';
 
@@ -58,22 +58,13 @@ export async function run(argv: string[]): Promise<number> {
   const { values } = parseCommandArgs(
     argv,
     {
-      generator: { type: 'string' },
-      tokenizer: { type: 'string' },
+      ...MODEL_OPTIONS,
+      ...SAMPLING_OPTIONS,
       out: { type: 'string' },
       npz: { type: 'string' },
-      preset: { type: 'string' },
       'num-per-class': { type: 'string' },
       classes: { type: 'string' },
-      'guidance-scale': { type: 'string' },
-      'guidance-pow': { type: 'string' },
-      temperature: { type: 'string' },
-      'top-k': { type: 'string' },
-      'top-p': { type: 'string' },
-      seed: { type: 'string' },
       'batch-size': { type: 'string' },
-      device: { type: 'string' },
-      precision: { type: 'string' },
       shard: { type: 'string' },
       'no-merge': { type: 'boolean' },
     },
@@ -87,10 +78,7 @@ export async function run(argv: string[]): Promise<number> {
   const tokenizerPath = requireOption(values.tokenizer, '--tokenizer');
   const out = requireOption(values.out, '--out');
   if (/\.npz$/i.test(out)) throw new UsageError(`--out is the run folder (the .npz goes to OUT.npz, or to --npz FILE) but received ${JSON.stringify(out)}`);
-  if (values.preset !== undefined && !(PRESET_NAMES as readonly string[]).includes(values.preset))
-    throw new UsageError(`--preset expects one of ${PRESET_NAMES.join(', ')} but received ${JSON.stringify(values.preset)}`);
-  if (values.precision !== undefined && !['f32', 'f16', 'bf16'].includes(values.precision))
-    throw new UsageError(`--precision expects one of f32, f16, bf16 but received ${JSON.stringify(values.precision)}`);
+  const { preset, precision } = modelOptions(values);
   let shard;
   try {
     shard = values.shard === undefined ? undefined : parseShard(values.shard);
@@ -109,12 +97,7 @@ export async function run(argv: string[]): Promise<number> {
   const opts = {
     numPerClass: intOption(values['num-per-class'], '--num-per-class', 1),
     classes: values.classes === undefined ? undefined : parseClassList(values.classes),
-    guidanceScale: numberOption(values['guidance-scale'], '--guidance-scale'),
-    guidanceScalePow: numberOption(values['guidance-pow'], '--guidance-pow'),
-    temperature: numberOption(values.temperature, '--temperature'),
-    topK: intOption(values['top-k'], '--top-k', 0),
-    topP: numberOption(values['top-p'], '--top-p'),
-    seed: seedOption(values.seed),
+    ...samplingOptions(values),
     batchSize: intOption(values['batch-size'], '--batch-size', 1),
     shard,
     npz: values.npz,
@@ -136,9 +119,9 @@ export async function run(argv: string[]): Promise<number> {
   try {
     const loadBar = new ProgressBar(0, { label: 'loading generator', unit: 'tensors', enabled: dist.isRoot ? undefined : false });
     generator = await loadGenerator(generatorPath, {
-      preset: values.preset as PresetName | undefined,
+      preset,
       device,
-      precision: values.precision as 'f32' | 'f16' | 'bf16' | undefined,
+      precision,
       onProgress: (p) => loadBar.update(p.tensorsDone, p.tensorsTotal),
     });
     loadBar.finish();

@@ -4,10 +4,10 @@
 // finish for --shutdown-grace seconds, the rest are cancelled) and exits 0.
 import { existsSync } from 'node:fs';
 import { loadGenerator, loadTokenizer, type Generator, type Tokenizer } from '../generate.js';
-import { PRESET_NAMES, type PresetName } from '../config.js';
+import { PRESET_NAMES } from '../config.js';
 import { resolveModelPath, findReleasedFile } from '../releases.js';
 import { demoPaths, loadDemoInfo } from '../demo/index.js';
-import { deviceOption, intOption, note, numberOption, parseCommandArgs, UsageError } from './_shared.js';
+import { deviceOption, intOption, MODEL_OPTIONS, modelOptions, note, numberOption, parseCommandArgs, UsageError } from './_shared.js';
 import { createEngine } from '../serve/engine.js';
 import { createImageServer } from '../serve/server.js';
 
@@ -52,12 +52,8 @@ export async function run(argv: string[]): Promise<number> {
   const { values } = parseCommandArgs(
     argv,
     {
-      generator: { type: 'string' },
-      tokenizer: { type: 'string' },
+      ...MODEL_OPTIONS,
       demo: { type: 'boolean' },
-      preset: { type: 'string' },
-      device: { type: 'string' },
-      precision: { type: 'string' },
       host: { type: 'string' },
       port: { type: 'string' },
       'max-batch': { type: 'string' },
@@ -79,10 +75,7 @@ export async function run(argv: string[]): Promise<number> {
   if (values.demo && values.generator !== undefined) throw new UsageError('--demo and --generator cannot be used together');
   if (demo && values.tokenizer !== undefined) throw new UsageError('--demo decodes by palette lookup: drop --tokenizer');
   if (!demo && values.generator === undefined) throw new UsageError('--generator is required (or --demo for the shipped demo model)');
-  if (values.preset !== undefined && !(PRESET_NAMES as readonly string[]).includes(values.preset))
-    throw new UsageError(`--preset expects one of ${PRESET_NAMES.join(', ')} but received ${JSON.stringify(values.preset)}`);
-  if (values.precision !== undefined && !['f32', 'f16', 'bf16'].includes(values.precision))
-    throw new UsageError(`--precision expects one of f32, f16, bf16 but received ${JSON.stringify(values.precision)}`);
+  const { preset, precision } = modelOptions(values);
   const device = deviceOption(values.device);
   const host = values.host ?? '127.0.0.1';
   if (host === '') throw new UsageError('--host is empty');
@@ -114,7 +107,7 @@ export async function run(argv: string[]): Promise<number> {
   let generator: Generator | undefined;
   let tokenizer: Tokenizer | undefined;
   try {
-    generator = await loadGenerator(generatorPath, { preset: values.preset as PresetName | undefined, device, precision: values.precision as 'f32' | 'f16' | 'bf16' | undefined });
+    generator = await loadGenerator(generatorPath, { preset, device, precision });
     if (tokenizerPath) tokenizer = await loadTokenizer(tokenizerPath, { device });
     note(`rargen serve: ${generator.device.reason}`);
     const engine = createEngine({ generator, tokenizer, demo, maxRows: 2 * maxBatch, decodeBatch });

@@ -10,7 +10,7 @@ import { AtomicFile, writeFully } from '../io/file.js';
 import { loadTokenizer, encode } from '../generate.js';
 import { centerCropArr, flipHorizontal, loadImage, tenCropArr, type RgbImage } from '../image.js';
 import { ProgressBar } from '../progress.js';
-import { intOption, note, parseCommandArgs, requireOption, UsageError, deviceOption, helpShown, STRING, BOOLEAN, RUN_OPTIONS } from './_shared.js';
+import { note, parseCommandArgs, requireOption, UsageError, helpShown, runOptions, STRING, BOOLEAN, RUN_OPTIONS } from './_shared.js';
 
 export const summary = 'encode an image folder to pretokenized JSONL ({"class_id", "tokens"}) for training';
 
@@ -143,8 +143,7 @@ export async function run(argv: string[]): Promise<number> {
   const tokenizerPath = requireOption(values.tokenizer, '--tokenizer');
   const imagesDir = requireOption(values.images, '--images');
   const outFile = requireOption(values.out, '--out');
-  const batchSize = intOption(values['batch-size'], '--batch-size', 1) ?? 16;
-  const device = deviceOption(values.device);
+  const { batchSize, device } = runOptions(values, 16);
   if (values.flip && values['ten-crop']) throw new UsageError('--flip and --ten-crop: --ten-crop already writes the flipped crops; pass one of them');
   /** The crops of one image, each one output line, in the official script's order. */
   const crops = (img: RgbImage, R: number): RgbImage[] => {

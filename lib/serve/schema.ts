@@ -9,7 +9,8 @@ import { z } from 'zod';
 import { describeValue } from '../generate.js';
 import { resolveClassName } from '../classes.js';
 import { ClassNameError } from '../errors.js';
-import type { SamplingDefaults } from '../config.js';
+import { resolveSampling, type SamplingDefaults } from '../config.js';
+import type { NativeSampling } from '../native.js';
 
 /** An HTTP error answer: status, a stable code, a message and the offending field. */
 export class ApiError extends Error {
@@ -110,17 +111,11 @@ export function imageRequestSchema(model: ModelInfo, maxImages: number) {
 }
 
 /** A validated request: one class id per image, and every sampling option resolved. */
-export interface ImageRequest {
+export interface ImageRequest extends NativeSampling {
   /** Class id of each image, in answer order. */
   labels: number[];
   seed: bigint;
   indexOffset: number;
-  guidanceScale: number;
-  guidanceScalePow: number;
-  temperature: number;
-  topK: number;
-  topP: number;
-  greedy: boolean;
   responseFormat: ResponseFormat;
   stream: boolean;
 }
@@ -190,12 +185,7 @@ export function parseImageRequest(body: unknown, model: ModelInfo, maxImages: nu
     labels,
     seed,
     indexOffset: o.indexOffset ?? 0,
-    guidanceScale: o.guidanceScale ?? model.sampling.guidanceScale,
-    guidanceScalePow: o.guidanceScalePow ?? model.sampling.guidanceScalePow,
-    temperature: o.temperature ?? model.sampling.temperature,
-    topK: o.topK ?? 0,
-    topP: o.topP ?? 1,
-    greedy: o.greedy ?? false,
+    ...resolveSampling(o, model.sampling),
     responseFormat,
     stream,
   };

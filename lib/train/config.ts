@@ -380,9 +380,18 @@ export function splitConfigArgs(argv: readonly string[]): { configFile: string |
   return { configFile, overrides, rest };
 }
 
-/** The generator sizes of a training config (the released layout of the embedding tables). */
-export function generatorConfigOf(c: TrainConfig): GeneratorConfig {
-  const g = c.model.generator;
+/** The generator fields of the official configs and config.json files (model.generator's names). */
+export interface OfficialGeneratorFields {
+  hidden_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  intermediate_size: number;
+  image_seq_len: number;
+  condition_num_classes: number;
+}
+
+/** The generator sizes under the official key names, with the tokenizer's codebook size (the released layout of the embedding tables). */
+export function generatorConfigFromOfficial(g: OfficialGeneratorFields, codebookSize: number): GeneratorConfig {
   return GeneratorConfigSchema.parse({
     hiddenSize: g.hidden_size,
     depth: g.num_hidden_layers,
@@ -390,10 +399,15 @@ export function generatorConfigOf(c: TrainConfig): GeneratorConfig {
     headDim: g.hidden_size / g.num_attention_heads,
     mlpDim: g.intermediate_size,
     seqLen: g.image_seq_len,
-    codebookSize: c.model.vq_model.codebook_size,
+    codebookSize,
     numClasses: g.condition_num_classes,
     ...positionRows(g.image_seq_len),
   });
+}
+
+/** The generator sizes of a training config. */
+export function generatorConfigOf(c: TrainConfig): GeneratorConfig {
+  return generatorConfigFromOfficial(c.model.generator, c.model.vq_model.codebook_size);
 }
 
 /** The config as YAML (saved next to checkpoints so a run can be reproduced). */

@@ -45,24 +45,17 @@ ParamTable::~ParamTable() {
     if (e.mem) be_->free(e.mem);
 }
 
-void ParamTable::matrix(const std::string& name, std::vector<int64_t> shape, Weight* slot) {
-  index_[name] = entries_.size();
-  Entry e;
-  e.name = name;
-  e.shape = std::move(shape);
-  e.is_matrix = true;
-  e.wslot = slot;
+void ParamTable::add(Entry e) {
+  index_[e.name] = entries_.size();
   entries_.push_back(std::move(e));
 }
 
+void ParamTable::matrix(const std::string& name, std::vector<int64_t> shape, Weight* slot) {
+  add({name, std::move(shape), /*is_matrix=*/true, slot, nullptr});
+}
+
 void ParamTable::vector(const std::string& name, std::vector<int64_t> shape, const float** slot) {
-  index_[name] = entries_.size();
-  Entry e;
-  e.name = name;
-  e.shape = std::move(shape);
-  e.is_matrix = false;
-  e.vslot = slot;
-  entries_.push_back(std::move(e));
+  add({name, std::move(shape), /*is_matrix=*/false, nullptr, slot});
 }
 
 const std::vector<int64_t>* ParamTable::shape_of(const std::string& name) const {

@@ -91,6 +91,7 @@ class ParamTable {
     void* mem = nullptr;  // backend allocation we own
     size_t mem_bytes = 0;
   };
+  void add(Entry e);  // registers e under its name
   Backend* be_;
   DType matrix_dtype_;
   std::string model_;

@@ -13,23 +13,12 @@ import { writeNpz, type NpyArray } from '../../lib/io/index.js';
 import { main } from '../../lib/cli.js';
 import { formatResult } from '../../lib/commands/fid.js';
 import { tempDir } from '../helpers/tmp.js';
-import { formulaWeightsFile, requireEvalBinding } from './helpers.js';
+import { formulaWeightsFile, requireEvalBinding, testImages } from './helpers.js';
 
 const tmp = tempDir('fid-eval');
 let weights = '';
 let net: InceptionV3;
 
-/** Deterministic uint8 images (n, h, w, 3): smooth gradients plus hashed noise. */
-function images(n: number, h: number, w: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n * h * w * 3);
-  let s = seed >>> 0;
-  for (let i = 0; i < out.length; i++) {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
-    const px = Math.floor(i / 3) % (h * w);
-    out[i] = (((px % w) * 255) / w + (s & 63)) & 255;
-  }
-  return out;
-}
 
 const u8 = (shape: number[], data: Uint8Array): NpyArray => ({ dtype: 'uint8', shape, data });
 
@@ -47,8 +36,8 @@ async function capture(argv: string[]): Promise<{ code: number; out: string; err
   }
 }
 
-const refImages = images(6, 64, 64, 1);
-const samImages = images(5, 48, 40, 2);
+const refImages = testImages(6, 64, 64, 1);
+const samImages = testImages(5, 48, 40, 2);
 let refPath = '';
 let samPath = '';
 

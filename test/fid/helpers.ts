@@ -3,9 +3,8 @@
 // the normal path; and the fixture arrays.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { readNpz, saveTorch, type NpyArray } from '../../lib/io/index.js';
-import type { HostTensor } from '../../lib/tensor.js';
-import { inceptionParamTable } from '../../lib/config.js';
+import { readNpz, type NpyArray } from '../../lib/io/index.js';
+import { writeFormulaInceptionWeights } from '../../lib/testing/inception-weights.js';
 import { native } from '../../lib/native.js';
 
 export const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'inception');
@@ -16,34 +15,17 @@ export function requireEvalBinding(): void {
     throw new Error("the native addon has no evaluator functions: src/binding.cc's Init must call rargen::register_eval(env, exports) (src/binding_eval.cc), then rebuild");
 }
 
-/** lowbias32 (Chris Wellons' 32-bit integer hash). */
-export function lowbias32(x: number): number {
-  x = (x ^ (x >>> 16)) >>> 0;
-  x = Math.imul(x, 0x7feb352d) >>> 0;
-  x = (x ^ (x >>> 15)) >>> 0;
-  x = Math.imul(x, 0x846ca68b) >>> 0;
-  x = (x ^ (x >>> 16)) >>> 0;
-  return x;
-}
+export { formulaTensor, lowbias32 } from '../../lib/testing/inception-weights.js';
 
-/** The fixture weights of one key (index k in the sorted key list), float64 math rounded to float32. */
-export function formulaTensor(key: string, k: number, shape: number[]): Float32Array {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const out = new Float32Array(n);
-  const base = Math.imul(k, 0x9e3779b9);
-  let f: (u: number) => number;
-  if (key.endsWith('conv.weight')) {
-    const s = Math.sqrt(6 / (shape[1]! * shape[2]! * shape[3]!));
-    f = (u) => (2 * u - 1) * s;
-  } else if (key.endsWith('bn.weight')) f = (u) => 1 + 0.2 * (u - 0.5);
-  else if (key.endsWith('bn.bias') || key.endsWith('bn.running_mean')) f = (u) => 0.02 * (u - 0.5);
-  else if (key.endsWith('bn.running_var')) f = (u) => 1 + 0.5 * u;
-  else if (key === 'fc.weight') {
-    const s = Math.sqrt(3 / 2048) * 30;
-    f = (u) => (2 * u - 1) * s;
-  } else if (key === 'fc.bias') f = (u) => (2 * u - 1) * 0.01;
-  else throw new Error(`no formula for ${key}`);
-  for (let i = 0; i < n; i++) out[i] = f(lowbias32((i + base) >>> 0) / 4294967296);
+/** Deterministic uint8 images (n, h, w, 3): smooth gradients plus hashed noise. */
+export function testImages(n: number, h: number, w: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n * h * w * 3);
+  let s = seed >>> 0;
+  for (let i = 0; i < out.length; i++) {
+    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
+    const px = Math.floor(i / 3) % (h * w);
+    out[i] = (((px % w) * 255) / w + (s & 63)) & 255;
+  }
   return out;
 }
 
@@ -53,17 +35,8 @@ export function formulaTensor(key: string, k: number, shape: number[]): Float32A
  * num_batches_tracked entries the real file has, into `dir` (a test file's tempDir).
  */
 export async function formulaWeightsFile(dir: string): Promise<string> {
-  const shapes = inceptionParamTable();
-  const keys = shapes.map((s) => s.name).sort();
-  const byName = new Map(shapes.map((s) => [s.name, s.shape]));
-  const tensors = new Map<string, HostTensor>();
-  keys.forEach((key, k) => {
-    const shape = byName.get(key)!;
-    tensors.set(key, { dtype: 'float32', shape, data: formulaTensor(key, k, shape) });
-    if (key.endsWith('.bn.running_var')) tensors.set(key.replace(/running_var$/, 'num_batches_tracked'), { dtype: 'int64', shape: [], data: new BigInt64Array(1) });
-  });
   const path = join(dir, 'pt_inception-formula.pth');
-  await saveTorch(path, tensors);
+  await writeFormulaInceptionWeights(path);
   if (!existsSync(path)) throw new Error('saveTorch wrote nothing');
   return path;
 }

@@ -8,6 +8,7 @@ import { openCheckpoint, openSafetensors, openNpz, readNpy, readNpz, saveSafeten
 import type { HostTensor } from '../../lib/tensor.js';
 import { cat, legacyFile, op, stateDictPickle, type TensorSpec } from '../helpers/pickle.js';
 import { buildZip } from '../helpers/zip.js';
+import { npyHeader } from '../helpers/npy.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const FIX = join(import.meta.dirname, '..', 'fixtures');
@@ -258,15 +259,7 @@ describe('broken safetensors and npy/npz headers', () => {
     await rejects(put(bad, '.safetensors'), /safetensors header is not valid JSON/);
   });
 
-  const npyWith = (dict: string, data = new Uint8Array(64)): Uint8Array => {
-    const total = Math.ceil((10 + dict.length + 1) / 64) * 64;
-    const b = Buffer.alloc(total, 0x20);
-    Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0]).copy(b);
-    b.writeUInt16LE(total - 10, 8);
-    b.write(dict, 10, 'latin1');
-    b[total - 1] = 0x0a;
-    return cat(b, data);
-  };
+  const npyWith = (dict: string, data = new Uint8Array(64)): Uint8Array => cat(npyHeader(dict), data);
 
   it.each([
     ["{'descr': '<c16', 'fortran_order': False, 'shape': (2,), }", /unsupported \.npy dtype '<c16'/],

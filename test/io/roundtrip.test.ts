@@ -25,6 +25,7 @@ import {
 } from '../../lib/io/index.js';
 import { tableCrc32 } from '../../lib/io/crc32.js';
 import { buildZip } from '../helpers/zip.js';
+import { npyHeader } from '../helpers/npy.js';
 import { tempDir } from '../helpers/tmp.js';
 import { expectSameArrays, expectSameData } from '../helpers/same.js';
 
@@ -305,15 +306,7 @@ describe('npy / npz', () => {
   });
 
   it('big-endian and Fortran-order (trivial) arrays are read', async () => {
-    const hdr = (dict: string): Buffer => {
-      const total = Math.ceil((10 + dict.length + 1) / 64) * 64;
-      const b = Buffer.alloc(total, 0x20);
-      Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0]).copy(b);
-      b.writeUInt16LE(total - 10, 8);
-      b.write(dict, 10, 'latin1');
-      b[total - 1] = 0x0a;
-      return b;
-    };
+    const hdr = npyHeader;
     const be = Buffer.alloc(8);
     be.writeFloatBE(1.5, 0);
     be.writeFloatBE(-2, 4);

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeNpz } from '../../lib/io/index.js';
 import { TOKENIZER, writeTinyGenerator, readSamples } from '../sample/helpers.js';
-import { formulaWeightsFile } from '../fid/helpers.js';
+import { formulaWeightsFile, testImages } from '../fid/helpers.js';
 import { canRun, cli, CLI, compileCli, mpirun } from './helpers.js';
 
 let tmp = '';
@@ -67,25 +67,14 @@ describe.skipIf(!canRun)('mpirun -np 2 rargen sample-imagenet', () => {
 });
 
 describe.skipIf(!canRun)('mpirun -np 2 rargen fid', () => {
-  /** Deterministic uint8 images (n, h, w, 3), as test/fid/evaluate.test.ts makes them. */
-  function images(n: number, h: number, w: number, seed: number): Uint8Array {
-    const out = new Uint8Array(n * h * w * 3);
-    let s = seed >>> 0;
-    for (let i = 0; i < out.length; i++) {
-      s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0;
-      const px = Math.floor(i / 3) % (h * w);
-      out[i] = (((px % w) * 255) / w + (s & 63)) & 255;
-    }
-    return out;
-  }
 
   it('splits the Inception passes over the ranks and prints the numbers one process prints', async () => {
     const weights = await formulaWeightsFile(tmp);
     const ref = join(tmp, 'ref.npz');
     const sam = join(tmp, 'sam.npz');
     // 5 images in batches of 2: batches 0 and 2 on rank 0, batch 1 on rank 1 (a partial last batch)
-    await writeNpz(ref, { arr_0: { dtype: 'uint8', shape: [5, 40, 48, 3], data: images(5, 40, 48, 1) } });
-    await writeNpz(sam, { arr_0: { dtype: 'uint8', shape: [5, 32, 32, 3], data: images(5, 32, 32, 2) } });
+    await writeNpz(ref, { arr_0: { dtype: 'uint8', shape: [5, 40, 48, 3], data: testImages(5, 40, 48, 1) } });
+    await writeNpz(sam, { arr_0: { dtype: 'uint8', shape: [5, 32, 32, 3], data: testImages(5, 32, 32, 2) } });
     const args = ['fid', ref, sam, '--inception', weights, '--device', 'cpu', '--batch-size', '2', '--split-size', '2', '--json'];
     const one = cli(args, { timeout: 300_000 });
     expect(one.code, one.out).toBe(0);

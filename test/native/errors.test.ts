@@ -87,4 +87,52 @@ describe('native argument errors', () => {
     expect(() => addon.rarGenerate(m, gen([1]))).toThrow('rargen.rarGenerate: this model was freed');
     expect(() => addon.setWeight({} as typeof m, 'x', new Float32Array(1), [1])).toThrow('rargen.setWeight: Expected a model from createRar() or createVq() for model but received an object');
   });
+
+  it('sync and async native errors name the JS function and carry the calling line (src/napi_util.h guarded<>, Job)', async () => {
+    const here = 'test/native/errors.test.ts';
+    const thrown = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return e as Error;
+      }
+      throw new Error('did not throw');
+    };
+    // thrown by the binding (Napi::Error) and by the model code (rargen::Error: src/model/params.cc)
+    const fresh = addon.createRar(cfg, 'cpu', 'f32');
+    const sync = [
+      thrown(() => addon.createRar({ ...cfg, numHeads: 5 }, 'cpu', 'f32')),
+      thrown(() => addon.createRar(cfg, 'cpu', 'f8' as 'f32')),
+      thrown(() => addon.finalize(fresh)),
+    ];
+    expect(sync.map((e) => e.message)).toEqual([
+      'rargen.createRar: createRar config: hiddenSize must be divisible by numHeads',
+      "rargen.createRar: weightDtype must be 'f32', 'f16' or 'bf16' but received 'f8'",
+      expect.stringMatching(/^rargen\.finalize: \d+ weights of this RAR generator not set: cls_token, /),
+    ]);
+    addon.free(fresh);
+    for (const e of sync) {
+      expect(e.stack!.split('\n')[0]).toBe(`${e.name}: ${e.message}`);
+      expect(e.stack).toContain(here);
+    }
+    // rejected on the worker thread: the stack is the JS call that started the job
+    const m = await loadRarTiny();
+    try {
+      const p = addon.rarGenerate(m, { ...gen(Array.from({ length: 32 }, (_, i) => i % K)), jobId: 4242 });
+      addon.cancel(4242);
+      const e = await p.then(
+        () => null,
+        (x: Error) => x,
+      );
+      expect(e).toBeInstanceOf(Error);
+      expect(e!.message).toBe('rargen.rarGenerate: generation cancelled');
+      expect(e!.name).toBe('AbortError');
+      const lines = e!.stack!.split('\n');
+      expect(lines[0]).toBe('AbortError: rargen.rarGenerate: generation cancelled');
+      expect(lines.slice(1).join('\n')).toContain(here);
+      expect(lines[1]).toMatch(/^ {4}at /);
+    } finally {
+      addon.free(m);
+    }
+  });
 });

@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native, type NativeModel, type NativeRarConfig, type NativeVqConfig } from '../../lib/native.js';
-import { positionRows } from '../../lib/config.js';
+import { toNativeRarConfig } from '../../lib/config.js';
+import { generatorConfigFromOfficial } from '../../lib/train/config.js';
 import { openCheckpoint, readNpz, type NpyArray } from '../../lib/io/index.js';
 
 export const FIXTURES = join(fileURLToPath(new URL('.', import.meta.url)), '..', 'fixtures');
@@ -45,16 +46,7 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 export function rarTinyConfig(): NativeRarConfig {
   const c = readJson(join(FIXTURES, 'rar-tiny', 'config.json'));
-  return {
-    hiddenSize: c.hidden_size,
-    depth: c.num_hidden_layers,
-    numHeads: c.num_attention_heads,
-    mlpDim: c.intermediate_size,
-    seqLen: c.image_seq_len,
-    codebookSize: c.codebook_size,
-    numClasses: c.condition_num_classes,
-    ...positionRows(c.image_seq_len),
-  };
+  return toNativeRarConfig(generatorConfigFromOfficial(c, c.codebook_size));
 }
 
 export function vqTinyConfig(): NativeVqConfig {

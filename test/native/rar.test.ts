@@ -271,11 +271,24 @@ describeDevices('rar-tiny sampling', (dev) => {
     expect(seen[seen.length - 1]).toEqual([N, N]);
     const jobId = 9001;
     const p = addon.rarGenerate(m.model, genOpts(Array.from({ length: 64 }, (_, i) => i % K), { jobId }));
+    // cancelled before the promise can settle: an AbortError even when the worker thread ran
+    // the whole (tiny) job before this line (the flake of a loaded machine: Job::OnOK checks)
     addon.cancel(jobId);
-    await expect(p).rejects.toThrow('rargen: generation cancelled');
+    await expect(p).rejects.toThrow('rargen.rarGenerate: generation cancelled');
+    await expect(p).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
     // the model is usable again afterwards
     const ok = await addon.rarGenerate(m.model, genOpts([1]));
     expect(ok.length).toBe(N);
+  });
+
+  it('a job cancelled after its work ended on the worker thread, before it settled, still rejects (no timing race)', async () => {
+    const p = addon.rarGenerate(m.model, genOpts([1], { jobId: 9002 }));
+    // keep the JS thread busy for long enough that the one-image job finishes on the worker
+    const t0 = Date.now();
+    while (Date.now() - t0 < 300);
+    addon.cancel(9002);
+    await expect(p).rejects.toMatchObject({ name: 'AbortError', message: 'rargen.rarGenerate: generation cancelled' });
+    expect((await addon.rarGenerate(m.model, genOpts([1]))).length).toBe(N);
   });
 });
 

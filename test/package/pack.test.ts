@@ -5,7 +5,7 @@
 // CUDA backend must report itself unavailable with a reason instead of failing.
 import { describe, it, expect, beforeAll } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { installPackedApp, platformDir, type InstalledApp } from './setup.js';
 
@@ -42,5 +42,15 @@ describe('npm pack + install without a toolchain', () => {
     } else {
       expect(res.cuda.reason).toMatch(/without CUDA/);
     }
+  });
+
+  it("ships the serve web page (package.json 'files': lib/serve/page), byte for byte", () => {
+    const src = join(import.meta.dirname, '..', '..', 'lib', 'serve', 'page');
+    const shipped = join(app, 'node_modules', 'rargen', 'lib', 'serve', 'page');
+    const names = readdirSync(src).sort();
+    expect(names).toEqual(expect.arrayContaining(['index.html', 'app.js', 'style.css']));
+    expect(existsSync(shipped)).toBe(true);
+    expect(readdirSync(shipped).sort()).toEqual(names);
+    for (const n of names) expect(readFileSync(join(shipped, n)).equals(readFileSync(join(src, n)))).toBe(true);
   });
 });

@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { native } from '../../lib/native.js';
 import type { NpyArray } from '../../lib/io/index.js';
-import { GeneratorConfigSchema, positionRows, type GeneratorConfig } from '../../lib/config.js';
+import type { GeneratorConfig } from '../../lib/config.js';
+import { generatorConfigFromOfficial } from '../../lib/train/config.js';
 
 export const RAR_TINY = join(fileURLToPath(new URL('.', import.meta.url)), '..', 'fixtures', 'rar-tiny');
 export const hasTrainer = typeof (native() as unknown as { createTrainer?: unknown }).createTrainer === 'function';
@@ -13,17 +14,7 @@ export const hasTrainer = typeof (native() as unknown as { createTrainer?: unkno
 /** The rar-tiny generator config, from its config.json (official key names). */
 export function tinyConfig(): GeneratorConfig {
   const c = JSON.parse(readFileSync(join(RAR_TINY, 'config.json'), 'utf8'));
-  return GeneratorConfigSchema.parse({
-    hiddenSize: c.hidden_size,
-    depth: c.num_hidden_layers,
-    numHeads: c.num_attention_heads,
-    headDim: c.hidden_size / c.num_attention_heads,
-    mlpDim: c.intermediate_size,
-    seqLen: c.image_seq_len,
-    codebookSize: c.codebook_size,
-    numClasses: c.condition_num_classes,
-    ...positionRows(c.image_seq_len),
-  });
+  return generatorConfigFromOfficial(c, c.codebook_size);
 }
 
 export const i32 = (a: NpyArray | undefined) => Int32Array.from(a!.data as ArrayLike<number | bigint>, (x) => Number(x));
