@@ -29,7 +29,9 @@ Options:
                      to a temporary file beside it and renamed; a failed or
                      interrupted run leaves an existing FILE untouched)
   --class-map FILE   JSON: {"<folder>": id, ...} or ["<folder for 0>", "<folder for 1>", ...]
-  --flip             also write each image's horizontal flip (the official script's default mode)
+  --flip             also write each image's horizontal flip (the official script's default mode),
+                     in its order: each batch's images, then their flips (--batch-size is its
+                     --batch_size, 128 there)
   --ten-crop         ten lines per image, as the official script's --ten_crop: ADM center crop to
                      int(1.1 * resolution), then torchvision TenCrop(resolution): top-left,
                      top-right, bottom-left, bottom-right, centre, then the same five of the
@@ -145,12 +147,8 @@ export async function run(argv: string[]): Promise<number> {
   const outFile = requireOption(values.out, '--out');
   const { batchSize, device } = runOptions(values, 16);
   if (values.flip && values['ten-crop']) throw new UsageError('--flip and --ten-crop: --ten-crop already writes the flipped crops; pass one of them');
-  /** The crops of one image, each one output line, in the official script's order. */
-  const crops = (img: RgbImage, R: number): RgbImage[] => {
-    if (values['ten-crop']) return tenCropArr(img, R);
-    const c = centerCropArr(img, R);
-    return values.flip ? [c, flipHorizontal(c)] : [c];
-  };
+  /** The crops of one image, each one output line, in the official script's order (--flip's flips come after the batch). */
+  const crops = (img: RgbImage, R: number): RgbImage[] => (values['ten-crop'] ? tenCropArr(img, R) : [centerCropArr(img, R)]);
   const perImage = values['ten-crop'] ? 10 : values.flip ? 2 : 1;
   const classMap = values['class-map'] !== undefined ? await readClassMap(values['class-map']) : undefined;
   const { samples, classes, skipped } = await listImageFolder(imagesDir, classMap);
@@ -196,6 +194,14 @@ export async function run(argv: string[]): Promise<number> {
         }
       }
       if (images.length === 0) continue;
+      if (values.flip) {
+        // pretokenization.py: torch.cat([samples, torch.flip(samples, dims=[-1])]), targets likewise
+        const n = images.length;
+        for (let i = 0; i < n; i++) {
+          images.push(flipHorizontal(images[i]!));
+          ids.push(ids[i]!);
+        }
+      }
       const tokens = await encode(tokenizer, images, { batchSize: images.length, signal: controller.signal });
       let lines = '';
       for (let i = 0; i < tokens.length; i++) lines += JSON.stringify({ class_id: ids[i], tokens: Array.from(tokens[i]!) }) + '\n';

@@ -245,10 +245,17 @@ describe.skipIf(!hasModelAddon())('generate, decode and tokenize end to end (nat
       const r = rargen('tokenize', '--tokenizer', tokFile, '--images', root, '--out', out, '--device', 'cpu', '--flip');
       expect(r.code, r.stderr).toBe(0);
       const lines = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-      expect(lines.map((l) => l.class_id)).toEqual([0, 0, 1, 1]); // cat = 0, dog = 1; each then its flip
-      const want = await encode(vq, [imgs[1]!, flipHorizontal(imgs[1]!), imgs[0]!, flipHorizontal(imgs[0]!)]);
+      // cat = 0, dog = 1; the official order: the batch's images, then their flips
+      expect(lines.map((l) => l.class_id)).toEqual([0, 1, 0, 1]);
+      const want = await encode(vq, [imgs[1]!, imgs[0]!, flipHorizontal(imgs[1]!), flipHorizontal(imgs[0]!)]);
       expect(lines.map((l) => l.tokens)).toEqual(want.map((t) => Array.from(t)));
       expect(Object.keys(lines[0])).toEqual(['class_id', 'tokens']);
+      // batches of one: image, flip, image, flip
+      const out1 = join(tmp, 'pre1.jsonl');
+      const r1 = rargen('tokenize', '--tokenizer', tokFile, '--images', root, '--out', out1, '--device', 'cpu', '--flip', '--batch-size', '1');
+      expect(r1.code, r1.stderr).toBe(0);
+      const lines1 = readFileSync(out1, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      expect(lines1.map((l) => l.tokens)).toEqual([0, 2, 1, 3].map((i) => lines[i].tokens));
     } finally {
       vq.dispose();
     }
