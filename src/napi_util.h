@@ -438,10 +438,16 @@ struct CallSiteScope {
   ~CallSiteScope() { current_call_site() = saved; }
 };
 
-// The frames of the JS stack now (the lines after the first of a new Error's stack), so
-// that an async job's rejection shows the JS line that started it.
-inline std::string js_stack_frames(Napi::Env env) {
-  Napi::Value stack = Napi::Error::New(env, "").Value().Get("stack");
+// The JS stack now, as an Error object held until needed: V8 records the frames when the
+// Error is made and formats them only when its stack is read, so a job that succeeds (a
+// decode step, every generate call) pays for the record, never for the formatting.
+inline Napi::ObjectReference js_stack_here(Napi::Env env) {
+  return Napi::Persistent(Napi::Error::New(env, "").Value());
+}
+// The frames of such a stack (the lines after its first), or "".
+inline std::string js_stack_frames(const Napi::ObjectReference& here) {
+  if (here.IsEmpty()) return "";
+  Napi::Value stack = here.Value().Get("stack");
   if (!stack.IsString()) return "";
   std::string st = stack.As<Napi::String>().Utf8Value();
   size_t nl = st.find('\n');
@@ -480,7 +486,7 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
         work_(std::move(work)),
         result_(std::move(result)),
         call_site_(current_call_site()),
-        js_frames_(js_stack_frames(env)) {}
+        js_stack_(js_stack_here(env)) {}
   ~Job() override { unregister(); }
 
   Job& hold(std::shared_ptr<NativeObject> obj) {
@@ -591,12 +597,13 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
   // created the job (the worker thread has no JS stack of its own).
   void reject(Napi::Error& err) {
     Napi::Value v = err.Value();
-    if (v.IsObject() && !js_frames_.empty()) {
+    const std::string frames = js_stack_frames(js_stack_);
+    if (v.IsObject() && !frames.empty()) {
       Napi::Object o = v.As<Napi::Object>();
       Napi::Value name = o.Get("name"), message = o.Get("message");
       std::string head = (name.IsString() ? name.As<Napi::String>().Utf8Value() : std::string("Error")) + ": " +
                          (message.IsString() ? message.As<Napi::String>().Utf8Value() : std::string());
-      o.Set("stack", head + "\n" + js_frames_);
+      o.Set("stack", head + "\n" + frames);
     }
     deferred_.Reject(v);
   }
@@ -625,7 +632,7 @@ class Job : public Napi::AsyncProgressWorker<ProgressMsg> {
   double job_id_ = 0;
   std::atomic<bool> cancelled_{false};
   const char* call_site_;  // the exported function that created the job (guarded<>), or null
-  std::string js_frames_;  // the JS stack frames at its creation
+  Napi::ObjectReference js_stack_;  // an Error made at its creation (its stack: the JS call that made the job)
 };
 
 // Makes a Job (new: it deletes itself when done); chain hold/keep/progress/cancellable,
