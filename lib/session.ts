@@ -88,6 +88,11 @@ function specSchema(numClasses: number, codebookSize: number) {
   );
 }
 
+/** KV rows of one sequence: a conditional and an unconditional row with guidance, one without. */
+function rowsWith(guidanceScale: number): number {
+  return guidanceScale !== 0 ? 2 : 1;
+}
+
 /**
  * A decode session on one generator. step() runs under generator.exclusive(), so it
  * interleaves with generate() calls on the same generator, one native job at a time.
@@ -139,7 +144,7 @@ export class DecodeSession {
   /** Rows the sequence would take: 2 with guidance, 1 without. */
   rowsFor(spec: SequenceSpec): number {
     const s = parseOptions(this.#schema, spec, 'DecodeSession.rowsFor', 'spec');
-    return (s.guidanceScale ?? this.#gen.sampling.guidanceScale) !== 0 ? 2 : 1;
+    return rowsWith(resolveSampling(s, this.#gen.sampling).guidanceScale);
   }
 
   /** Validates the spec and admits the sequence (its prefill runs in the next step); returns its id. */
@@ -148,7 +153,7 @@ export class DecodeSession {
     const s = parseOptions(this.#schema, spec, 'DecodeSession.add', 'spec');
     const d = this.#gen.sampling;
     const sampling = resolveSampling(s, d);
-    const need = sampling.guidanceScale !== 0 ? 2 : 1;
+    const need = rowsWith(sampling.guidanceScale);
     const free = native().sessionInfo(h).freeRows;
     if (free < need) throw new SessionFullError(`DecodeSession.add: the sequence needs ${need} rows but ${free} of ${this.maxRows} are free; step() until sequences finish, or cancel some`, need, free);
     return native().sessionAdd(h, {
